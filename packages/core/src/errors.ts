@@ -52,7 +52,9 @@ export class SluiceError extends Error {
 
 /** True for any SluiceError, even one created by another copy of this module. */
 export function isSluiceError(err: unknown): err is SluiceError {
-  return typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[brand] === true;
+  return (
+    typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[brand] === true
+  );
 }
 
 /** The outcome of a parse or a check: a value, or an error that says what is wrong. */

@@ -1,0 +1,91 @@
+/**
+ * The etcd key layout. One prefix (default `/sluice/v1/`) holds every group; everything an agent
+ * needs to decide sits under `<prefix>groups/<group>/`, so one range read is one consistent
+ * snapshot. History lives outside the group prefix so that snapshots and watches stay small.
+ *
+ * ```
+ * <prefix>groups/<g>/max              "3"   plain decimal, edited with etcdctl
+ * <prefix>groups/<g>/paused           reason text; present = no new slots
+ * <prefix>groups/<g>/windows          window spec; absent = always open
+ * <prefix>groups/<g>/loss-budget      lost holders tolerated before the group halts (default 0)
+ * <prefix>groups/<g>/queue/<node>     JSON QueueRecord, on a lease
+ * <prefix>groups/<g>/holding/<node>   JSON HoldingMarker, no lease: written at admission
+ * <prefix>groups/<g>/requests/<node>  JSON RebootRequest from `sluicectl request-reboot`
+ * <prefix>history/<g>/<ms>-<node>     JSON HistoryRecord, capped per group
+ * ```
+ */
+
+/** The default key prefix. */
+export const DEFAULT_PREFIX = '/sluice/v1/';
+
+/** The default group name. */
+export const DEFAULT_GROUP = 'default';
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,252}$/;
+
+/** True when `name` is usable as a group or node id inside an etcd key. */
+export function isValidName(name: string): boolean {
+  return NAME.test(name);
+}
+
+/** Ensures the prefix ends with exactly one `/`. */
+export function normalizePrefix(prefix: string): string {
+  return prefix.endsWith('/') ? prefix : `${prefix}/`;
+}
+
+/** Key builders for one group. Construct once and pass around. */
+export class GroupKeys {
+  /** `<prefix>groups/<group>/`: range-read and watch this for a snapshot. */
+  readonly root: string;
+  readonly max: string;
+  readonly paused: string;
+  readonly windows: string;
+  readonly lossBudget: string;
+  readonly queuePrefix: string;
+  readonly holdingPrefix: string;
+  readonly requestsPrefix: string;
+  readonly historyPrefix: string;
+
+  constructor(
+    readonly prefix: string,
+    readonly group: string,
+  ) {
+    const p = normalizePrefix(prefix);
+    this.root = `${p}groups/${group}/`;
+    this.max = `${this.root}max`;
+    this.paused = `${this.root}paused`;
+    this.windows = `${this.root}windows`;
+    this.lossBudget = `${this.root}loss-budget`;
+    this.queuePrefix = `${this.root}queue/`;
+    this.holdingPrefix = `${this.root}holding/`;
+    this.requestsPrefix = `${this.root}requests/`;
+    this.historyPrefix = `${p}history/${group}/`;
+  }
+
+  queue(node: string): string {
+    return this.queuePrefix + node;
+  }
+
+  holding(node: string): string {
+    return this.holdingPrefix + node;
+  }
+
+  request(node: string): string {
+    return this.requestsPrefix + node;
+  }
+
+  /** A history key that sorts by time: `<ms, 15 digits>-<node>`. */
+  history(atMs: number, node: string): string {
+    return `${this.historyPrefix}${String(atMs).padStart(15, '0')}-${node}`;
+  }
+
+  /** The keys whose values steer admission; the admission txn is guarded on all of them. */
+  get settings(): readonly string[] {
+    return [this.max, this.paused, this.windows, this.lossBudget];
+  }
+}
+
+/** The prefix holding every group: list groups by reading its keys. */
+export function groupsPrefix(prefix: string): string {
+  return `${normalizePrefix(prefix)}groups/`;
+}

@@ -1,0 +1,109 @@
+/**
+ * The JSON records sluice stores in etcd, as zod schemas. Records are parsed, never trusted: a
+ * record that fails its schema is reported with its key and treated in the way that keeps the
+ * fleet safe (a malformed queue record still occupies its place in the queue).
+ */
+import { z } from 'zod';
+
+/** Where a node is in its reboot, as stored in its queue record and shown by `sluicectl status`. */
+export const NODE_STATES = [
+  'waiting',
+  'holding',
+  'draining',
+  'rebooting',
+  'recovering',
+  'post-checking',
+  'releasing',
+] as const;
+
+/** A state from NODE_STATES. Everything but `waiting` means the node holds a slot. */
+export type NodeState = (typeof NODE_STATES)[number];
+
+const isoDate = z.iso.datetime({ offset: true });
+
+/**
+ * The record at `groups/<g>/queue/<node>`. It is all an agent needs to carry on after a reboot or a
+ * restart, so it holds the boot id at admission and the versions involved.
+ */
+export const QueueRecordSchema = z.looseObject({
+  v: z.literal(1),
+  node: z.string().min(1),
+  hostname: z.string(),
+  state: z.enum(NODE_STATES),
+  /** When the node entered `state`. */
+  since: isoDate,
+  /** When the node joined the queue. */
+  enqueuedAt: isoDate,
+  /** Why the node wants a slot, e.g. `update 3815.2.0` or `manual: kernel parameters`. */
+  reason: z.string().default(''),
+  /** When the slot was granted. */
+  grantedAt: isoDate.optional(),
+  /** The kernel boot id when the slot was granted: a different one after restart means a reboot happened. */
+  bootId: z.string().optional(),
+  /** The OS version before and after the update, when known. */
+  fromVersion: z.string().optional(),
+  toVersion: z.string().optional(),
+  /** True for a slot taken by hand with `sluicectl lock`. */
+  manual: z.boolean().optional(),
+});
+export type QueueRecord = z.infer<typeof QueueRecordSchema>;
+
+/**
+ * The lease-less marker at `groups/<g>/holding/<node>`, written in the admission txn and deleted at
+ * release. A marker whose queue key is gone (or was re-created) is a lost holder. It keeps the
+ * create revision of the queue key it belonged to, so the lost slot keeps its place in the queue.
+ * The marker's own create revision is the revision of the admission txn: the fencing token.
+ */
+export const HoldingMarkerSchema = z.looseObject({
+  v: z.literal(1),
+  node: z.string().min(1),
+  hostname: z.string().default(''),
+  createRevision: z.number().int().positive(),
+  grantedAt: isoDate,
+});
+export type HoldingMarker = z.infer<typeof HoldingMarkerSchema>;
+
+/** How a slot ended: released by its node, released by an operator with --force, or lost. */
+export const OUTCOMES = ['released', 'forced', 'lost', 'abandoned'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+/** One finished or lost reboot at `<prefix>history/<g>/<ms>-<node>`. */
+export const HistoryRecordSchema = z.looseObject({
+  v: z.literal(1),
+  node: z.string().min(1),
+  hostname: z.string().default(''),
+  group: z.string(),
+  outcome: z.enum(OUTCOMES),
+  enqueuedAt: isoDate.optional(),
+  grantedAt: isoDate.optional(),
+  endedAt: isoDate,
+  reason: z.string().default(''),
+  /** Who ended it, for forced releases: `user@host`. */
+  by: z.string().optional(),
+  grantedRevision: z.number().int().positive().optional(),
+});
+export type HistoryRecord = z.infer<typeof HistoryRecordSchema>;
+
+/** A request for a coordinated reboot of one node, at `groups/<g>/requests/<node>`. */
+export const RebootRequestSchema = z.looseObject({
+  v: z.literal(1),
+  node: z.string().min(1),
+  reason: z.string().default(''),
+  requestedAt: isoDate,
+  by: z.string().default(''),
+});
+export type RebootRequest = z.infer<typeof RebootRequestSchema>;
+
+/** The optional JSON form of `groups/<g>/paused`, written by `sluicectl pause`. */
+export const PauseRecordSchema = z.looseObject({
+  reason: z.string(),
+  since: isoDate.optional(),
+  by: z.string().optional(),
+});
+
+/** Formats a zod error as one line: `field: problem; field: problem`. */
+export function describeZodError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'value'}: ${issue.message}`)
+    .join('; ');
+}

@@ -1,0 +1,115 @@
+/**
+ * The operator's view of a group, as `sluicectl status` prints it and `-o json` emits it. Built
+ * from a snapshot plus the seconds left on each holder's lease; pure.
+ */
+import type { NodeState } from './records.js';
+import { type GroupSnapshot, lostHolders } from './snapshot.js';
+import { windowStateAll } from './window.js';
+
+/** One holder of a slot. Lost holders appear with state `lost`. */
+export interface HolderStatus {
+  node: string;
+  hostname: string;
+  state: NodeState | 'lost' | 'unknown';
+  since: string | null;
+  /** Seconds left on the hold lease; null when unknown or lost. */
+  leaseSecondsLeft: number | null;
+  reason: string;
+  /** The revision of the admission txn: the slot's fencing token. */
+  grantedRevision: number | null;
+}
+
+/** One node waiting for a slot. */
+export interface WaiterStatus {
+  node: string;
+  hostname: string;
+  /** 1-based position among waiters. */
+  position: number;
+  since: string | null;
+  reason: string;
+}
+
+/** The status of one group: the shape of `sluicectl status -o json`. */
+export interface GroupStatus {
+  group: string;
+  /** null when the max key does not parse (see errors). */
+  max: number | null;
+  /** Free slots now: max minus holders, never below 0. null when max does not parse. */
+  available: number | null;
+  paused: { reason: string; since: string | null } | null;
+  window: { open: boolean; nextChange: string | null; spec: string | null };
+  holders: HolderStatus[];
+  waiting: WaiterStatus[];
+  errors: { key: string; message: string }[];
+  revision: number;
+}
+
+/** Builds the status of a group. `leaseSecondsLeft` maps lease ids to their remaining TTL. */
+export function groupStatus(
+  snapshot: GroupSnapshot,
+  now: Date,
+  leaseSecondsLeft: ReadonlyMap<string, number> = new Map(),
+  windowText: string | null = null,
+): GroupStatus {
+  const holders: HolderStatus[] = [];
+  const waiting: WaiterStatus[] = [];
+  const markers = new Map(snapshot.holding.map((h) => [h.node, h]));
+  for (const entry of snapshot.queue) {
+    const record = entry.record;
+    if (entry.holding || (record && record.state !== 'waiting')) {
+      holders.push({
+        node: entry.node,
+        hostname: record?.hostname ?? '',
+        state: record?.state ?? 'unknown',
+        since: record?.since ?? null,
+        leaseSecondsLeft: leaseSecondsLeft.get(entry.lease) ?? null,
+        reason: record?.reason ?? '',
+        grantedRevision: markers.get(entry.node)?.createRevision ?? null,
+      });
+    } else {
+      waiting.push({
+        node: entry.node,
+        hostname: record?.hostname ?? '',
+        position: waiting.length + 1,
+        since: record?.since ?? null,
+        reason: record?.reason ?? '',
+      });
+    }
+  }
+  for (const lost of lostHolders(snapshot)) {
+    holders.push({
+      node: lost.node,
+      hostname: lost.marker?.hostname ?? '',
+      state: 'lost',
+      since: lost.marker?.grantedAt ?? null,
+      leaseSecondsLeft: null,
+      reason: 'hold lease expired without a release',
+      grantedRevision: lost.createRevision,
+    });
+  }
+  const max = snapshot.max.ok ? snapshot.max.value : null;
+  let window: GroupStatus['window'] = { open: true, nextChange: null, spec: windowText };
+  if (!snapshot.windows.ok) {
+    window = { open: false, nextChange: null, spec: windowText };
+  } else if (snapshot.windows.value) {
+    const state = windowStateAll([snapshot.windows.value], now);
+    window = {
+      open: state.open,
+      nextChange: state.nextChange?.toISOString() ?? null,
+      spec: windowText,
+    };
+  }
+  return {
+    group: snapshot.group,
+    max,
+    available: max === null ? null : Math.max(0, max - holders.length),
+    paused: snapshot.paused
+      ? { reason: snapshot.paused.reason, since: snapshot.paused.since }
+      : null,
+    window,
+    holders,
+    waiting,
+    errors: snapshot.errors,
+    revision: snapshot.revision,
+  };
+}

@@ -1,0 +1,95 @@
+/**
+ * Parsing of the plain values operators edit with etcdctl. Every parser fails closed: a value that
+ * is not exactly right becomes an error naming the key, and the caller admits nobody.
+ */
+import { err, ok, type Result, SluiceError } from './errors.js';
+import { PauseRecordSchema } from './records.js';
+
+/** The largest `max` accepted. Anything above it is surely a typo, and fails closed. */
+export const MAX_LIMIT = 10_000;
+
+const DECIMAL = /^[0-9]{1,6}$/;
+
+function parseCount(
+  raw: string | undefined,
+  key: string,
+  fallback: number,
+  what: string,
+): Result<number> {
+  if (raw === undefined) return ok(fallback);
+  const text = raw.trim();
+  if (!DECIMAL.test(text)) {
+    return err(
+      new SluiceError(
+        'invalid-value',
+        `${key} is ${JSON.stringify(raw)}: ${what} must be a whole number from 0 to ${MAX_LIMIT}; nobody is admitted until it is fixed`,
+        key,
+      ),
+    );
+  }
+  const n = Number(text);
+  if (n > MAX_LIMIT) {
+    return err(
+      new SluiceError(
+        'invalid-value',
+        `${key} is ${n}: ${what} above ${MAX_LIMIT} is refused as a likely typo; nobody is admitted until it is fixed`,
+        key,
+      ),
+    );
+  }
+  return ok(n);
+}
+
+/**
+ * Parses `groups/<g>/max`: how many nodes may hold a slot at once. Absent means 1. Only a plain
+ * decimal from 0 to MAX_LIMIT (surrounding white space allowed) is accepted; `0` stops all
+ * admissions.
+ */
+export function parseMax(raw: string | undefined, key: string): Result<number> {
+  return parseCount(raw, key, 1, 'max');
+}
+
+/**
+ * Parses `groups/<g>/loss-budget`: how many lost holders the group tolerates before it halts.
+ * Absent means 0: the first lost holder pauses the group.
+ */
+export function parseLossBudget(raw: string | undefined, key: string): Result<number> {
+  return parseCount(raw, key, 0, 'loss-budget');
+}
+
+/** A paused group: why, and since when if the pause was written by sluice. */
+export interface Pause {
+  reason: string;
+  since: string | null;
+  by: string | null;
+}
+
+/**
+ * Parses `groups/<g>/paused`. Any value pauses the group: plain text is the reason (as written by
+ * `etcdctl put`), and the JSON form written by `sluicectl pause` adds since and by. Absent means
+ * not paused.
+ */
+export function parsePaused(raw: string | undefined): Pause | null {
+  if (raw === undefined) return null;
+  const text = raw.trim();
+  if (text.startsWith('{')) {
+    try {
+      const parsed = PauseRecordSchema.safeParse(JSON.parse(text));
+      if (parsed.success) {
+        return {
+          reason: parsed.data.reason || '(no reason given)',
+          since: parsed.data.since ?? null,
+          by: parsed.data.by ?? null,
+        };
+      }
+    } catch {
+      // Not JSON after all: the text itself is the reason.
+    }
+  }
+  return { reason: text || '(no reason given)', since: null, by: null };
+}
+
+/** The JSON value `sluicectl pause` writes to `groups/<g>/paused`. */
+export function formatPause(reason: string, by: string, now: Date): string {
+  return JSON.stringify({ reason, since: now.toISOString(), by });
+}
