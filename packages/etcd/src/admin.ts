@@ -1,0 +1,181 @@
+/**
+ * Operator actions on a group, for `sluicectl` and tests: status, max, pause and resume, forced
+ * release, reboot requests, history. Every write is a guarded txn or a single put, so two
+ * operators cannot silently undo each other.
+ */
+import {
+  formatPause,
+  type GroupKeys,
+  type GroupStatus,
+  groupStatus,
+  type HistoryRecord,
+  HistoryRecordSchema,
+  parseMax,
+  type RebootRequest,
+  type Result,
+  SluiceError,
+} from '@sluice/core';
+import type { Etcd3 } from 'etcd3';
+import { etcdCall } from './errors.js';
+import { readGroup } from './group-watch.js';
+import { haltGroup, pruneHistory } from './semaphore.js';
+
+/** Admin operations on one group. */
+export class GroupAdmin {
+  constructor(
+    private readonly client: Etcd3,
+    readonly keys: GroupKeys,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  /**
+   * The group's status, with the seconds left on each holder's lease. Halts the group first if it
+   * has lost holders and is not paused yet (the first reader that sees a loss halts the rollout).
+   */
+  async status(): Promise<GroupStatus> {
+    let snapshot = await readGroup(this.client, this.keys);
+    if (await haltGroup(this.client, snapshot)) snapshot = await readGroup(this.client, this.keys);
+    const ttls = new Map<string, number>();
+    await Promise.all(
+      snapshot.queue
+        .filter((e) => e.lease !== '0')
+        .map(async (e) => {
+          const res = await this.client.leaseClient
+            .leaseTimeToLive({ ID: e.lease })
+            .catch(() => null);
+          if (res) ttls.set(e.lease, Number(res.TTL));
+        }),
+    );
+    const windowText = await etcdCall(`a read of ${this.keys.windows}`, () =>
+      this.client.get(this.keys.windows).string(),
+    );
+    return groupStatus(snapshot, this.now(), ttls, windowText);
+  }
+
+  /** Sets max, after validating it like the agents will. Returns the old raw value. */
+  async setMax(value: string): Promise<{ old: string | null; new: number }> {
+    const parsed: Result<number> = parseMax(value, this.keys.max);
+    if (!parsed.ok) throw new SluiceError('invalid-config', parsed.error.message, 'N');
+    const res = await etcdCall(`a write of ${this.keys.max}`, () =>
+      this.client.put(this.keys.max).value(String(parsed.value)).getPrevious(),
+    );
+    return { old: res ? res.value.toString() : null, new: parsed.value };
+  }
+
+  /** Pauses the group: no new slots until `resume()`. Returns false if it was already paused. */
+  async pause(reason: string, by: string): Promise<boolean> {
+    const res = await etcdCall(`a write of ${this.keys.paused}`, () =>
+      this.client
+        .if(this.keys.paused, 'Create', '==', 0)
+        .then(this.client.put(this.keys.paused).value(formatPause(reason, by, this.now())))
+        .commit(),
+    );
+    return res.succeeded;
+  }
+
+  /** Resumes the group. Returns false if it was not paused. */
+  async resume(): Promise<boolean> {
+    const res = await etcdCall(`a delete of ${this.keys.paused}`, () =>
+      this.client.delete().key(this.keys.paused).exec(),
+    );
+    return Number(res.deleted) > 0;
+  }
+
+  /** Sets the group's window spec (validated by the caller). */
+  async setWindows(spec: string): Promise<void> {
+    await etcdCall(`a write of ${this.keys.windows}`, () =>
+      this.client.put(this.keys.windows).value(spec).exec(),
+    );
+  }
+
+  /** Removes the group's window: always open. */
+  async clearWindows(): Promise<boolean> {
+    const res = await etcdCall(`a delete of ${this.keys.windows}`, () =>
+      this.client.delete().key(this.keys.windows).exec(),
+    );
+    return Number(res.deleted) > 0;
+  }
+
+  /**
+   * Releases a node's slot (or clears its lost marker, or removes it from the queue) on an
+   * operator's word, and records it in history as `forced`. Guarded on what was read, so it acts
+   * on exactly the key it saw. Returns false when the node had nothing to release.
+   */
+  async forceRelease(node: string, by: string, historyLimit = 500): Promise<boolean> {
+    const snapshot = await readGroup(this.client, this.keys);
+    const entry = snapshot.queue.find((e) => e.node === node);
+    const marker = snapshot.holding.find((h) => h.node === node);
+    if (!entry && !marker) return false;
+    const now = this.now();
+    const history: HistoryRecord = {
+      v: 1,
+      node,
+      hostname: entry?.record?.hostname ?? marker?.marker?.hostname ?? '',
+      group: this.keys.group,
+      outcome: marker?.orphan ? 'lost' : 'forced',
+      endedAt: now.toISOString(),
+      reason: entry?.record?.reason ?? '',
+      by,
+    };
+    if (entry?.record?.enqueuedAt) history.enqueuedAt = entry.record.enqueuedAt;
+    const grantedAt = entry?.record?.grantedAt ?? marker?.marker?.grantedAt;
+    if (grantedAt) history.grantedAt = grantedAt;
+    if (marker) history.grantedRevision = marker.createRevision;
+
+    let txn = this.client.if(this.keys.queue(node), 'Mod', '==', entry?.modRevision ?? 0);
+    txn = txn.and(this.keys.holding(node), 'Mod', '==', marker?.modRevision ?? 0);
+    const res = await etcdCall(`a forced release of ${node}`, () =>
+      txn
+        .then(
+          this.client.delete().key(this.keys.queue(node)),
+          this.client.delete().key(this.keys.holding(node)),
+          this.client.put(this.keys.history(now.getTime(), node)).value(JSON.stringify(history)),
+        )
+        .commit(),
+    );
+    if (!res.succeeded) {
+      throw new SluiceError(
+        'refused',
+        `${node}'s slot changed while releasing it; run the command again`,
+      );
+    }
+    await pruneHistory(this.client, this.keys, historyLimit);
+    return true;
+  }
+
+  /** Asks a node's agent for a coordinated reboot. */
+  async requestReboot(request: RebootRequest): Promise<void> {
+    await etcdCall(`a write of ${this.keys.request(request.node)}`, () =>
+      this.client.put(this.keys.request(request.node)).value(JSON.stringify(request)).exec(),
+    );
+  }
+
+  /** Clears a node's reboot request (the agent does this once it has acted on it). */
+  async clearRebootRequest(node: string): Promise<void> {
+    await etcdCall(`a delete of ${this.keys.request(node)}`, () =>
+      this.client.delete().key(this.keys.request(node)).exec(),
+    );
+  }
+
+  /** The newest `limit` history records, newest first. Unreadable records are skipped. */
+  async history(limit = 20): Promise<HistoryRecord[]> {
+    const res = await etcdCall(`a read of ${this.keys.historyPrefix}`, () =>
+      this.client
+        .getAll()
+        .prefix(this.keys.historyPrefix)
+        .sort('Key', 'Descend')
+        .limit(limit)
+        .exec(),
+    );
+    const records: HistoryRecord[] = [];
+    for (const kv of res.kvs) {
+      try {
+        const parsed = HistoryRecordSchema.safeParse(JSON.parse(kv.value.toString()));
+        if (parsed.success) records.push(parsed.data);
+      } catch {
+        // A hand-written, unreadable record: skip it.
+      }
+    }
+    return records;
+  }
+}

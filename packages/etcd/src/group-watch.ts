@@ -1,0 +1,171 @@
+/**
+ * A local mirror of one group's keys: one range read, then a watch from the next revision. Every
+ * etcd event updates the mirror, so a waiter recomputes its rank without reading etcd again.
+ */
+import { buildSnapshot, type GroupKeys, type GroupSnapshot, type RawKV } from '@sluice/core';
+import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from 'etcd3';
+import { etcdCall } from './errors.js';
+
+/** Converts etcd3's key-value to the core's RawKV. */
+export function toRawKV(kv: IKeyValue): RawKV {
+  return {
+    key: kv.key.toString(),
+    value: kv.value.toString(),
+    createRevision: Number(kv.create_revision),
+    modRevision: Number(kv.mod_revision),
+    lease: String(kv.lease ?? '0'),
+  };
+}
+
+/** Reads a group in one range request: one consistent snapshot at one revision. */
+export async function readGroup(client: Etcd3, keys: GroupKeys): Promise<GroupSnapshot> {
+  const res = await etcdCall(`a read of ${keys.root}`, () =>
+    client.getAll().prefix(keys.root).exec(),
+  );
+  return buildSnapshot(keys, res.kvs.map(toRawKV), Number(res.header.revision));
+}
+
+/** A live mirror of a group. Start with `GroupWatch.start()`, stop with `close()`. */
+export class GroupWatch {
+  readonly #mirror = new Map<string, RawKV>();
+  readonly #listeners = new Set<() => void>();
+  #revision = 0;
+  #settingsRevision = 0;
+  #snapshot: GroupSnapshot | null = null;
+  #watcher: Watcher | null = null;
+  #connected = true;
+  #closed = false;
+
+  private constructor(
+    private readonly client: Etcd3,
+    readonly keys: GroupKeys,
+  ) {}
+
+  /** Reads the group and starts watching it from the next revision. */
+  static async start(client: Etcd3, keys: GroupKeys): Promise<GroupWatch> {
+    const watch = new GroupWatch(client, keys);
+    await watch.resync();
+    return watch;
+  }
+
+  /** The group as of the last event seen. */
+  get snapshot(): GroupSnapshot {
+    this.#snapshot ??= buildSnapshot(this.keys, this.#mirror.values(), this.#revision);
+    return this.#snapshot;
+  }
+
+  /** The latest mod revision seen on any settings key (max, paused, windows, loss-budget). */
+  get settingsRevision(): number {
+    return this.#settingsRevision;
+  }
+
+  /** The raw key-value in the mirror, or undefined. */
+  get(key: string): RawKV | undefined {
+    return this.#mirror.get(key);
+  }
+
+  /**
+   * How many queue keys were created before `createRevision`. A lower bound of a node's rank
+   * (lost holders ahead add to it), counted without parsing any record.
+   */
+  queueAhead(createRevision: number): number {
+    const prefix = this.keys.queuePrefix;
+    let n = 0;
+    for (const kv of this.#mirror.values()) {
+      if (kv.createRevision < createRevision && kv.key.startsWith(prefix)) n++;
+    }
+    return n;
+  }
+
+  /** False while the watch stream is down: the mirror may be stale. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /**
+   * Calls `listener` after every change to the mirror. The snapshot is built only when someone
+   * reads `snapshot`, so a listener that can decide without it costs nothing. Returns an
+   * unsubscribe function.
+   */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Re-reads the group and restarts the watch from the new revision. Used at start, after a
+   * compaction cancelled the watch, and by a waiter whose txn failed (so it decides again on fresh
+   * data instead of retrying blindly).
+   */
+  async resync(): Promise<void> {
+    const res = await etcdCall(`a read of ${this.keys.root}`, () =>
+      this.client.getAll().prefix(this.keys.root).exec(),
+    );
+    const revision = Number(res.header.revision);
+    if (this.#closed) return;
+    if (revision < this.#revision) return; // An older read lost a race with the watch.
+    this.#mirror.clear();
+    for (const kv of res.kvs) this.#mirror.set(kv.key.toString(), toRawKV(kv));
+    this.#revision = revision;
+    this.#settingsRevision = revision;
+    await this.#rewatch();
+    this.#changed();
+  }
+
+  async #rewatch(): Promise<void> {
+    const old = this.#watcher;
+    this.#watcher = null;
+    if (old) await old.cancel().catch(() => {});
+    if (this.#closed) return;
+    const watcher = await etcdCall(`a watch of ${this.keys.root}`, () =>
+      this.client
+        .watch()
+        .prefix(this.keys.root)
+        .startRevision(String(this.#revision + 1))
+        .create(),
+    );
+    if (this.#closed) {
+      await watcher.cancel().catch(() => {});
+      return;
+    }
+    this.#watcher = watcher;
+    watcher.on('data', (res) => this.#apply(res));
+    watcher.on('disconnected', () => {
+      this.#connected = false;
+    });
+    watcher.on('connected', () => {
+      this.#connected = true;
+    });
+    // A cancelled watch (e.g. the start revision was compacted): read again and re-watch.
+    watcher.on('error', () => {
+      if (this.#watcher === watcher && !this.#closed) void this.resync().catch(() => {});
+    });
+  }
+
+  #apply(res: IWatchResponse): void {
+    if (this.#watcher === null) return;
+    for (const event of res.events) {
+      const kv = toRawKV(event.kv);
+      if (kv.modRevision <= this.#revision) continue; // Already in the mirror from a resync.
+      if (event.type === 'Delete') this.#mirror.delete(kv.key);
+      else this.#mirror.set(kv.key, kv);
+      if (this.keys.settings.includes(kv.key)) this.#settingsRevision = kv.modRevision;
+    }
+    this.#revision = Math.max(this.#revision, Number(res.header.revision));
+    this.#changed();
+  }
+
+  #changed(): void {
+    this.#snapshot = null;
+    for (const listener of this.#listeners) listener();
+  }
+
+  /** Stops the watch. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#listeners.clear();
+    const watcher = this.#watcher;
+    this.#watcher = null;
+    if (watcher) await watcher.cancel().catch(() => {});
+  }
+}
