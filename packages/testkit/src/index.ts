@@ -1,0 +1,5 @@
+export * from './dbus-daemon.js';
+export * from './etcd.js';
+export * from './fake-logind.js';
+export * from './fake-update-engine.js';
+export * from './observer.js';
