@@ -4,13 +4,13 @@ import { defineConfig } from 'vitest/config';
 const root = fileURLToPath(new URL('.', import.meta.url));
 
 // Tests import workspace packages from source, so they run without a build.
-const alias = [
-  { find: /^@sluice\/([a-z-]+)$/, replacement: `${root}packages/$1/src/index.ts` },
-];
+const alias = [{ find: /^@sluice\/([a-z-]+)$/, replacement: `${root}packages/$1/src/index.ts` }];
 
 export default defineConfig({
   resolve: { alias },
   test: {
+    // Real etcd and dbus-daemon processes: keep the 2-core machine from thrashing.
+    maxWorkers: 2,
     projects: [
       {
         resolve: { alias },
@@ -27,8 +27,6 @@ export default defineConfig({
           exclude: ['test/**/*.slow.test.ts', '**/node_modules/**'],
           testTimeout: 60_000,
           hookTimeout: 60_000,
-          // Real etcd and dbus-daemon processes: keep the 2-core machine from thrashing.
-          maxWorkers: 2,
         },
       },
     ],

@@ -1,0 +1,61 @@
+/**
+ * Shared set-up for integration tests: a fresh group name per test and etcd clients that are
+ * closed afterwards, even when a test fails.
+ */
+import { randomUUID } from 'node:crypto';
+import { GroupKeys } from '@sluice/core';
+import { Semaphore, type SemaphoreOptions } from '@sluice/etcd';
+import { Etcd3 } from 'etcd3';
+
+/** Tracks clients and semaphores created by a test, and closes them in `cleanup()`. */
+export class TestEnv {
+  readonly prefix = `/t-${randomUUID().slice(0, 8)}/`;
+  readonly group = 'g';
+  readonly keys = new GroupKeys(this.prefix, this.group);
+  readonly #clients: Etcd3[] = [];
+  readonly #semaphores: Semaphore[] = [];
+
+  constructor(readonly endpoints: string[]) {}
+
+  /** A new etcd client, closed at cleanup. */
+  client(): Etcd3 {
+    const client = new Etcd3({ hosts: this.endpoints });
+    this.#clients.push(client);
+    return client;
+  }
+
+  /** A semaphore for `node` on its own client (as a separate agent process would have). */
+  semaphore(node: string, opts: Partial<SemaphoreOptions> = {}): Semaphore {
+    const sem = new Semaphore(this.client(), {
+      node,
+      prefix: this.prefix,
+      group: this.group,
+      sessionTTL: 5,
+      ...opts,
+    });
+    this.#semaphores.push(sem);
+    return sem;
+  }
+
+  /** Stops keep-alives and closes every client. */
+  cleanup(): void {
+    for (const s of this.#semaphores) s.close();
+    for (const c of this.#clients) c.close();
+  }
+}
+
+/** Sleeps for `ms`. */
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** True if the promise is still pending after `ms`. */
+export async function stillPending(p: Promise<unknown>, ms: number): Promise<boolean> {
+  const marker = Symbol('pending');
+  const result = await Promise.race([
+    p.then(
+      () => null,
+      () => null,
+    ),
+    sleep(ms).then(() => marker),
+  ]);
+  return result === marker;
+}

@@ -1,0 +1,279 @@
+/**
+ * The reboot semaphore against a real etcd. Safety is judged by HolderObserver, which watches the
+ * holding markers with its own client, and by a counter kept by the contenders themselves.
+ */
+
+import { decide } from '@sluice/core';
+import type { Grant } from '@sluice/etcd';
+import { GroupAdmin } from '@sluice/etcd';
+import { type EtcdCluster, HolderObserver, startEtcd } from '@sluice/testkit';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sleep, stillPending, TestEnv } from '../helpers.js';
+
+let etcd: EtcdCluster;
+let env: TestEnv;
+let observer: HolderObserver | null = null;
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+});
+afterAll(async () => {
+  await etcd?.stop();
+});
+afterEach(async () => {
+  await observer?.stop();
+  observer = null;
+  env?.cleanup();
+});
+
+async function observe(): Promise<HolderObserver> {
+  observer = await HolderObserver.start(etcd.endpoints, env.keys.root);
+  return observer;
+}
+
+describe('semaphore', () => {
+  it('admits at most max of 50 contenders, in queue order', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '3']);
+    const obs = await observe();
+    const sems = Array.from({ length: 50 }, (_, i) =>
+      env.semaphore(`n${String(i).padStart(2, '0')}`),
+    );
+    // Queue everyone first, so queue order is known.
+    const order: string[] = [];
+    for (const s of sems) {
+      await s.enqueue({ reason: 'test' });
+      order.push(s.node);
+    }
+    let inside = 0;
+    let peak = 0;
+    const granted: string[] = [];
+    await Promise.all(
+      sems.map(async (s) => {
+        const grant = await s.acquire();
+        inside++;
+        peak = Math.max(peak, inside);
+        granted.push(s.node);
+        await sleep(5 + Math.random() * 30);
+        inside--;
+        expect(await s.release(grant)).toBe(true);
+      }),
+    );
+    expect(peak).toBeLessThanOrEqual(3);
+    expect(peak).toBe(3);
+    expect(obs.peak).toBeLessThanOrEqual(3);
+    expect(obs.grants).toHaveLength(50);
+    // FIFO: nobody is overtaken by more than max-1 later nodes (two nodes may become eligible by
+    // the same release and commit in either order).
+    for (const [i, node] of obs.grants.entries()) {
+      expect(Math.abs(order.indexOf(node) - i)).toBeLessThan(3);
+    }
+    const history = await new GroupAdmin(env.client(), env.keys).history(100);
+    expect(history).toHaveLength(50);
+    expect(history.every((h) => h.outcome === 'released')).toBe(true);
+  });
+
+  it('obeys max raised and lowered mid-run', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '1']);
+    const obs = await observe();
+    const sems = Array.from({ length: 6 }, (_, i) => env.semaphore(`m${i}`));
+    for (const s of sems) await s.enqueue();
+    const grants = new Map<string, Grant>();
+    const pending = sems.map((s) => s.acquire().then((g) => grants.set(s.node, g)));
+    await obs.until((h) => h.length === 1);
+    await sleep(200);
+    expect(obs.holders).toEqual(['m0']);
+
+    await etcd.etcdctl(['put', env.keys.max, '3']);
+    await obs.until((h) => h.length === 3);
+    expect(obs.holders.sort()).toEqual(['m0', 'm1', 'm2']);
+
+    await etcd.etcdctl(['put', env.keys.max, '1']);
+    const release = async (node: string) => {
+      const sem = sems.find((s) => s.node === node)!;
+      await obs.until(() => grants.has(node));
+      expect(await sem.release(grants.get(node)!)).toBe(true);
+    };
+    await release('m0');
+    await sleep(300);
+    expect(obs.holders.sort()).toEqual(['m1', 'm2']);
+    await release('m1');
+    await sleep(300);
+    expect(obs.holders).toEqual(['m2']);
+    await release('m2');
+    await obs.until((h) => h.length === 1 && h[0] === 'm3');
+    await sleep(200);
+    expect(obs.holders).toEqual(['m3']);
+    for (const node of ['m3', 'm4', 'm5']) await release(node);
+    await Promise.all(pending);
+    expect(obs.peak).toBe(3);
+  });
+
+  it('grants nothing while paused, and resumes', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const admin = new GroupAdmin(env.client(), env.keys);
+    const obs = await observe();
+    expect(await admin.pause('change freeze', 'ops@test')).toBe(true);
+    expect(await admin.pause('again', 'ops@test')).toBe(false);
+    const a = env.semaphore('a');
+    const waiting = a.acquire();
+    expect(await stillPending(waiting, 500)).toBe(true);
+    expect(obs.peak).toBe(0);
+    const status = await admin.status();
+    expect(status.paused?.reason).toBe('change freeze');
+    expect(status.waiting.map((w) => w.node)).toEqual(['a']);
+    expect(await admin.resume()).toBe(true);
+    const grant = await waiting;
+    expect(grant.node).toBe('a');
+    expect(obs.holders).toEqual(['a']);
+  });
+
+  it('drops a dead waiter from the queue within its session TTL', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '0']);
+    const client = env.client();
+    const { Semaphore } = await import('@sluice/etcd');
+    const dead = new Semaphore(client, {
+      node: 'dead',
+      prefix: env.prefix,
+      group: env.group,
+      sessionTTL: 2,
+    });
+    await dead.enqueue();
+    expect(await etcd.etcdctl(['get', env.keys.queue('dead'), '--print-value-only'])).toContain(
+      'waiting',
+    );
+    // The process dies: no more keep-alives.
+    dead.close();
+    client.close();
+    const started = Date.now();
+    while ((await etcd.etcdctl(['get', env.keys.queue('dead'), '--keys-only'])).trim() !== '') {
+      expect(Date.now() - started).toBeLessThan(6000);
+      await sleep(200);
+    }
+    expect(Date.now() - started).toBeLessThan(4000);
+  });
+
+  it('lets a holder and a waiter re-attach from new clients, keeping slot and place', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const a1 = env.semaphore('a');
+    const b1 = env.semaphore('b');
+    const c = env.semaphore('c');
+    const grantA = await a1.acquire({ reason: 'update 2.0' });
+    await b1.enqueue();
+    await c.enqueue();
+    const before = await a1.snapshot();
+    // Both processes restart: keep-alives stop, keys stay within their TTLs.
+    a1.close();
+    b1.close();
+    const a2 = env.semaphore('a');
+    const b2 = env.semaphore('b');
+    const ownA = await a2.enqueue();
+    const ownB = await b2.enqueue();
+    expect(ownA.grant?.revision).toBe(grantA.revision);
+    expect(ownA.entry.createRevision).toBe(grantA.createRevision);
+    expect(ownB.entry.createRevision).toBe(
+      before.queue.find((e) => e.node === 'b')!.createRevision,
+    );
+    const after = await a2.snapshot();
+    expect(after.queue.map((e) => e.node)).toEqual(['a', 'b', 'c']);
+    expect(decide(after, 'b', new Date())).toMatchObject({
+      kind: 'wait',
+      reason: 'queue',
+      rank: 1,
+    });
+    // The old leases were revoked and the keys now sit on the new processes' leases.
+    expect(after.queue.find((e) => e.node === 'a')!.lease).not.toBe(
+      before.queue.find((e) => e.node === 'a')!.lease,
+    );
+    expect(await a2.release(ownA.grant!)).toBe(true);
+    const grantB = await b2.acquire();
+    expect(grantB.createRevision).toBe(ownB.entry.createRevision);
+  });
+
+  it('halts the group when a holder is lost, until an operator clears it', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '2']);
+    const obs = await observe();
+    const clientA = env.client();
+    const { Semaphore } = await import('@sluice/etcd');
+    const a = new Semaphore(clientA, {
+      node: 'lost-a',
+      prefix: env.prefix,
+      group: env.group,
+      holdTTL: 2,
+    });
+    await a.acquire();
+    // The node goes down for its reboot and never comes back.
+    a.close();
+    clientA.close();
+    const b = env.semaphore('b');
+    const c = env.semaphore('c');
+    const grantB = await b.acquire();
+    const waitingC = c.acquire();
+    // After the hold lease runs out, a waiter sees the lost marker and pauses the group.
+    const admin = new GroupAdmin(env.client(), env.keys);
+    const deadline = Date.now() + 8000;
+    let status = await admin.status();
+    while (!status.paused && Date.now() < deadline) {
+      await sleep(200);
+      status = await admin.status();
+    }
+    expect(status.paused?.reason).toBe('node lost-a lost during reboot');
+    expect(status.holders.find((h) => h.node === 'lost-a')?.state).toBe('lost');
+    // B releases; C is still not admitted: paused, and the lost slot still counts.
+    expect(await b.release(grantB)).toBe(true);
+    expect(await stillPending(waitingC, 500)).toBe(true);
+    expect(obs.holders).toEqual(['lost-a']);
+    expect(await admin.forceRelease('lost-a', 'ops@test')).toBe(true);
+    expect(await admin.resume()).toBe(true);
+    expect((await waitingC).node).toBe('c');
+    const history = await admin.history();
+    expect(history.find((h) => h.node === 'lost-a')).toMatchObject({
+      outcome: 'lost',
+      by: 'ops@test',
+    });
+  });
+
+  it('admits nobody while max is invalid, and names the key', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, 'abc']);
+    const obs = await observe();
+    const decisions: string[] = [];
+    const a = env.semaphore('a', {
+      onDecision: (d) => {
+        if (d.kind === 'wait') decisions.push(d.detail);
+      },
+    });
+    const waiting = a.acquire();
+    expect(await stillPending(waiting, 500)).toBe(true);
+    expect(obs.peak).toBe(0);
+    expect(decisions.at(-1)).toContain(env.keys.max);
+    const status = await new GroupAdmin(env.client(), env.keys).status();
+    expect(status.max).toBeNull();
+    expect(status.errors).toEqual([expect.objectContaining({ key: env.keys.max })]);
+    await etcd.etcdctl(['put', env.keys.max, '1']);
+    expect((await waiting).node).toBe('a');
+  });
+
+  it('admits nobody while etcd is down, and waiters recover when it returns', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const a = env.semaphore('a');
+    const b = env.semaphore('b', { sessionTTL: 10 });
+    const grantA = await a.acquire();
+    const waitingB = b.acquire();
+    await sleep(200);
+    await etcd.members[0]!.stop();
+    try {
+      expect(await stillPending(waitingB, 3000)).toBe(true);
+    } finally {
+      await etcd.members[0]!.start();
+    }
+    expect(await stillPending(waitingB, 500)).toBe(true);
+    expect(await a.release(grantA)).toBe(true);
+    const grantB = await waitingB;
+    expect(grantB.node).toBe('b');
+    expect(grantB.revision).toBeGreaterThan(grantA.revision);
+  });
+});
