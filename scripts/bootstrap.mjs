@@ -16,7 +16,8 @@ const tools = [
   ['setpriv', 'util-linux'],
 ];
 
-const onPath = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const onPath = (cmd) =>
+  spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 
 const missing = tools.filter(([cmd]) => !onPath(cmd)).map(([, pkg]) => pkg);
 if (missing.length > 0) {
