@@ -6,3 +6,4 @@ export * from './snapshot.js';
 export * from './status.js';
 export * from './values.js';
 export * from './window.js';
+export * from './lifecycle.js';

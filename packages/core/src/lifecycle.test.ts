@@ -1,0 +1,232 @@
+import { describe, expect, it } from 'vitest';
+import {
+  type AgentEvent,
+  type AgentState,
+  type Context,
+  INITIAL_STATE,
+  type Step,
+  transition,
+  type UpdateInfo,
+} from './lifecycle.js';
+
+const NOW = new Date('2026-11-25T03:00:00Z');
+const update: UpdateInfo = { source: 'update-engine', detail: 'NEED_REBOOT', version: '4000.0.0' };
+
+function ctx(over: Partial<Context> = {}): Context {
+  return {
+    now: NOW,
+    strategy: 'etcd-lock',
+    window: { open: true, nextOpen: null },
+    retryDelayMs: 60_000,
+    postDeadlineMs: 600_000,
+    postIntervalMs: 10_000,
+    releaseDelayMs: 0,
+    ...over,
+  };
+}
+
+/** Runs events through transition() and returns the last step. */
+function run(state: AgentState, events: AgentEvent[], c = ctx()): Step {
+  let step: Step = { state, effects: [], edge: null };
+  for (const e of events) step = transition(step.state, e, c);
+  return step;
+}
+
+const closed = { open: false, nextOpen: new Date('2026-11-26T04:00:00Z') };
+
+describe('lifecycle', () => {
+  it('runs the full etcd-lock cycle up to the reboot', () => {
+    let s = transition({ name: 'idle' }, { type: 'update', update }, ctx());
+    expect(s.state.name).toBe('checking');
+    expect(s.effects).toEqual([{ type: 'run-checks', phase: 'pre' }]);
+    s = transition(s.state, { type: 'checks-passed', phase: 'pre' }, ctx());
+    expect(s.state.name).toBe('queued');
+    expect(s.effects).toEqual([{ type: 'acquire-slot', update }]);
+    s = transition(s.state, { type: 'admitted', revision: 42 }, ctx());
+    expect(s.state).toMatchObject({ name: 'holding', revision: 42 });
+    expect(s.effects).toEqual([{ type: 'run-checks', phase: 'admitted' }]);
+    s = transition(s.state, { type: 'checks-passed', phase: 'admitted' }, ctx());
+    expect(s.state.name).toBe('draining');
+    expect(s.effects).toEqual([{ type: 'record-state', state: 'draining' }, { type: 'drain' }]);
+    s = transition(s.state, { type: 'drained' }, ctx());
+    expect(s.state.name).toBe('rebooting');
+    expect(s.effects).toEqual([{ type: 'record-state', state: 'rebooting' }, { type: 'reboot' }]);
+  });
+
+  it('waits for the window before doing anything', () => {
+    const s = transition({ name: 'idle' }, { type: 'update', update }, ctx({ window: closed }));
+    expect(s.state).toMatchObject({ name: 'waiting-window', nextOpen: '2026-11-26T04:00:00.000Z' });
+    expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-26T04:00:00.000Z' }]);
+    const opened = transition(s.state, { type: 'tick' }, ctx());
+    expect(opened.state.name).toBe('checking');
+    expect(opened.edge).toBe('window-opened');
+  });
+
+  it('releases the slot when the window shut before the reboot', () => {
+    const draining: AgentState = { name: 'draining', update, revision: 7 };
+    const s = transition(draining, { type: 'drained' }, ctx({ window: closed }));
+    expect(s.state).toMatchObject({ name: 'waiting-window', held: true });
+    expect(s.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
+    // The window opening again does nothing until the release is done.
+    expect(transition(s.state, { type: 'tick' }, ctx()).state.name).toBe('waiting-window');
+    const released = transition(s.state, { type: 'released' }, ctx());
+    expect(transition(released.state, { type: 'tick' }, ctx()).state.name).toBe('checking');
+  });
+
+  it('leaves the queue when its window closes while queued', () => {
+    const s = run({ name: 'queued', update }, [{ type: 'tick' }], ctx({ window: closed }));
+    expect(s.state.name).toBe('waiting-window');
+    expect(s.effects).toEqual([{ type: 'leave-queue' }]);
+  });
+
+  it('fails closed on a failing pre-check and retries later', () => {
+    const s = run({ name: 'checking', update }, [
+      { type: 'checks-failed', phase: 'pre', detail: 'busy' },
+    ]);
+    expect(s.state).toMatchObject({
+      name: 'update-staged',
+      lastError: 'busy',
+      notBefore: '2026-11-25T03:01:00.000Z',
+    });
+    expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-25T03:01:00.000Z' }]);
+    expect(transition(s.state, { type: 'tick' }, ctx()).state.name).toBe('update-staged');
+    expect(
+      transition(s.state, { type: 'tick' }, ctx({ now: new Date('2026-11-25T03:01:00Z') })).state
+        .name,
+    ).toBe('checking');
+  });
+
+  it('gives the slot back when the admitted checks fail', () => {
+    const s = run({ name: 'holding', update, revision: 3 }, [
+      { type: 'checks-failed', phase: 'admitted', detail: 'traffic high' },
+    ]);
+    expect(s.state.name).toBe('update-staged');
+    expect(s.effects[0]).toEqual({ type: 'release-slot', outcome: 'abandoned', delayMs: 0 });
+  });
+
+  it('skips the slot with strategy reboot and never acts with off', () => {
+    const r = run(
+      { name: 'checking', update },
+      [{ type: 'checks-passed', phase: 'pre' }],
+      ctx({ strategy: 'reboot' }),
+    );
+    expect(r.state.name).toBe('draining');
+    expect(r.effects).toEqual([{ type: 'drain' }]);
+    const drained = transition(r.state, { type: 'drained' }, ctx({ strategy: 'reboot' }));
+    expect(drained.effects).toEqual([{ type: 'reboot' }]);
+    const off = transition({ name: 'idle' }, { type: 'update', update }, ctx({ strategy: 'off' }));
+    expect(off.state.name).toBe('update-staged');
+    expect(off.effects).toEqual([]);
+    expect(transition(off.state, { type: 'tick' }, ctx({ strategy: 'off' })).effects).toEqual([]);
+  });
+
+  it('drops a staged update that went away', () => {
+    expect(run({ name: 'queued', update }, [{ type: 'update', update: null }]).effects).toEqual([
+      { type: 'leave-queue' },
+    ]);
+    expect(
+      run({ name: 'update-staged', update, notBefore: null, lastError: null }, [
+        { type: 'update', update: null },
+      ]).state.name,
+    ).toBe('idle');
+  });
+
+  describe('recovery on start', () => {
+    const own = {
+      holding: true,
+      state: 'rebooting' as const,
+      bootId: 'boot-1',
+      revision: 9,
+      update,
+    };
+
+    it('post-checks and releases after a reboot, whatever update is staged (Flatcar#408)', () => {
+      let s = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'boot-2' }, ctx());
+      expect(s.state).toMatchObject({ name: 'post-checking', revision: 9 });
+      expect(s.effects).toEqual([
+        { type: 'record-state', state: 'post-checking' },
+        { type: 'run-checks', phase: 'post' },
+      ]);
+      // A new update arriving meanwhile does not stop the release.
+      s = transition(s.state, { type: 'update', update }, ctx());
+      s = transition(
+        s.state,
+        { type: 'checks-passed', phase: 'post' },
+        ctx({ releaseDelayMs: 5000 }),
+      );
+      expect(s.state.name).toBe('releasing');
+      expect(s.effects).toEqual([{ type: 'release-slot', outcome: 'released', delayMs: 5000 }]);
+      expect(transition(s.state, { type: 'released' }, ctx()).state.name).toBe('idle');
+    });
+
+    it('keeps the slot while post-checks fail, and reports after the deadline', () => {
+      let s = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'boot-2' }, ctx());
+      s = transition(s.state, { type: 'checks-failed', phase: 'post', detail: 'unhealthy' }, ctx());
+      expect(s.state).toMatchObject({ name: 'post-checking', failed: false });
+      expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-25T03:00:10.000Z' }]);
+      const afterDeadline = ctx({ now: new Date('2026-11-25T03:20:00Z') });
+      s = transition(s.state, { type: 'tick' }, afterDeadline);
+      expect(s.effects).toEqual([{ type: 'run-checks', phase: 'post' }]);
+      s = transition(
+        s.state,
+        { type: 'checks-failed', phase: 'post', detail: 'unhealthy' },
+        afterDeadline,
+      );
+      expect(s.state).toMatchObject({
+        name: 'post-checking',
+        failed: true,
+        lastError: 'unhealthy',
+      });
+      expect(s.edge).toBe('post-checks-failed');
+      expect(s.effects.some((e) => e.type === 'release-slot')).toBe(false);
+    });
+
+    it('asks again for a reboot that did not happen', () => {
+      const s = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'boot-1' }, ctx());
+      expect(s.state.name).toBe('rebooting');
+      expect(s.effects).toEqual([{ type: 'reboot' }]);
+    });
+
+    it('re-runs the admitted checks after a restart while holding', () => {
+      const s = transition(
+        INITIAL_STATE,
+        { type: 'recovered', own: { ...own, state: 'holding', bootId: null }, bootId: 'b' },
+        ctx(),
+      );
+      expect(s.state.name).toBe('holding');
+      expect(s.effects).toEqual([{ type: 'run-checks', phase: 'admitted' }]);
+    });
+
+    it('re-attaches to its place in the queue', () => {
+      const s = transition(
+        INITIAL_STATE,
+        { type: 'recovered', own: { ...own, holding: false, state: 'waiting' }, bootId: 'b' },
+        ctx(),
+      );
+      expect(s.state.name).toBe('queued');
+      expect(s.effects).toEqual([{ type: 'acquire-slot', update }]);
+    });
+
+    it('starts idle without a record', () => {
+      expect(
+        transition(INITIAL_STATE, { type: 'recovered', own: null, bootId: 'b' }, ctx()).state,
+      ).toEqual({ name: 'idle' });
+    });
+  });
+
+  it('retries a failed reboot call after the back-off, keeping the slot', () => {
+    let s = run({ name: 'rebooting', update, revision: 1, attempt: 1, retryAt: null }, [
+      { type: 'reboot-failed', detail: 'logind: access denied' },
+    ]);
+    expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-25T03:01:00.000Z' }]);
+    expect(transition(s.state, { type: 'tick' }, ctx()).effects).toEqual([]);
+    s = transition(s.state, { type: 'tick' }, ctx({ now: new Date('2026-11-25T03:01:00Z') }));
+    expect(s.effects).toEqual([{ type: 'reboot' }]);
+    expect(s.state).toMatchObject({ attempt: 2 });
+  });
+
+  it('ignores events a state does not expect', () => {
+    const s = transition({ name: 'idle' }, { type: 'admitted', revision: 1 }, ctx());
+    expect(s).toEqual({ state: { name: 'idle' }, effects: [], edge: null });
+  });
+});

@@ -1,0 +1,467 @@
+/**
+ * The agent's reboot lifecycle as data: a discriminated union of states, the events that move it,
+ * and one pure transition function that returns the next state and the effects to carry out.
+ * The agent runtime executes effects (etcd, D-Bus, checks, timers) and feeds their outcomes back
+ * as events. Nothing here does I/O, so every edge is testable on its own.
+ *
+ * ```
+ *   idle ──update──▶ update-staged ──window open──▶ checking ──ok──▶ queued ──admitted──▶ holding
+ *     ▲                 │   ▲                         │ fail (retry later)                   │ checks ok
+ *     │                 ▼   │ opens                   ▼                                      ▼
+ *     │             waiting-window ◀──window closed── (queued / holding / draining)       draining
+ *     │                                                                                      │ drained, window open
+ *     │                                                                                      ▼
+ *   releasing ◀──ok── post-checking ◀──rebooted── recovering (on start)               rebooting
+ * ```
+ */
+import type { NodeState } from './records.js';
+
+/** What the agent wants to reboot for. */
+export interface UpdateInfo {
+  /** The source that asked: update-engine, sentinel, command, manual. */
+  source: string;
+  detail: string;
+  version?: string | undefined;
+}
+
+/** How the agent coordinates, with locksmith's names. */
+export type Strategy = 'etcd-lock' | 'reboot' | 'off';
+
+/** The agent's state. Each carries only its own data. */
+export type AgentState =
+  | { name: 'idle' }
+  | {
+      name: 'update-staged';
+      update: UpdateInfo;
+      notBefore: string | null;
+      lastError: string | null;
+    }
+  | { name: 'waiting-window'; update: UpdateInfo; nextOpen: string | null; held: boolean }
+  | { name: 'checking'; update: UpdateInfo }
+  | { name: 'queued'; update: UpdateInfo }
+  | { name: 'holding'; update: UpdateInfo; revision: number | null }
+  | { name: 'draining'; update: UpdateInfo; revision: number | null }
+  | {
+      name: 'rebooting';
+      update: UpdateInfo;
+      revision: number | null;
+      attempt: number;
+      /** After a failed reboot call: when to ask again. */
+      retryAt: string | null;
+    }
+  | { name: 'recovering' }
+  | {
+      name: 'post-checking';
+      revision: number | null;
+      attempt: number;
+      deadline: string;
+      /** True once the deadline passed with checks still failing: reported, slot kept. */
+      failed: boolean;
+      lastError: string | null;
+      /** When the next attempt runs; null while one is running. */
+      nextCheckAt: string | null;
+    }
+  | { name: 'releasing'; revision: number | null; retryAt: string | null };
+
+/** The name of a state. */
+export type StateName = AgentState['name'];
+
+/** Every state name, in lifecycle order (for metrics and docs). */
+export const STATE_NAMES: readonly StateName[] = [
+  'idle',
+  'update-staged',
+  'waiting-window',
+  'checking',
+  'queued',
+  'holding',
+  'draining',
+  'rebooting',
+  'recovering',
+  'post-checking',
+  'releasing',
+];
+
+/** What the node's own etcd record said at start-up. */
+export interface RecoveredRecord {
+  holding: boolean;
+  state: NodeState;
+  /** The boot id stored when the node went to reboot. */
+  bootId: string | null;
+  revision: number | null;
+  update: UpdateInfo;
+}
+
+/** Something that happened: an input, or the outcome of an effect. */
+export type AgentEvent =
+  | { type: 'recovered'; own: RecoveredRecord | null; bootId: string }
+  | { type: 'update'; update: UpdateInfo | null }
+  | { type: 'tick' }
+  | { type: 'checks-passed'; phase: CheckPhase }
+  | { type: 'checks-failed'; phase: CheckPhase; detail: string }
+  | { type: 'admitted'; revision: number }
+  | { type: 'slot-lost'; detail: string }
+  | { type: 'drained' }
+  | { type: 'drain-failed'; detail: string }
+  | { type: 'reboot-failed'; detail: string }
+  | { type: 'released' }
+  | { type: 'left-queue' }
+  | { type: 'effect-failed'; effect: Effect['type']; detail: string };
+
+/** Which checks: before queueing, once admitted, or after boot. */
+export type CheckPhase = 'pre' | 'admitted' | 'post';
+
+/** Work for the runtime. Each ends in an event fed back to `transition()`. */
+export type Effect =
+  | { type: 'run-checks'; phase: CheckPhase }
+  | { type: 'acquire-slot'; update: UpdateInfo }
+  | { type: 'leave-queue' }
+  | { type: 'release-slot'; outcome: 'released' | 'abandoned'; delayMs: number }
+  | { type: 'record-state'; state: NodeState }
+  | { type: 'drain' }
+  | { type: 'reboot' }
+  | { type: 'wake-at'; at: string };
+
+/** What the transition function may know besides the event: time, windows, settings. */
+export interface Context {
+  now: Date;
+  strategy: Strategy;
+  /** Whether the node's and the group's windows are both open now, and when that changes. */
+  window: { open: boolean; nextOpen: Date | null };
+  /** Back-off before trying again after a failed check, drain or etcd call. */
+  retryDelayMs: number;
+  postDeadlineMs: number;
+  postIntervalMs: number;
+  releaseDelayMs: number;
+}
+
+/** The result of a transition: the next state, effects to run, and the edge's name for logs. */
+export interface Step {
+  state: AgentState;
+  effects: Effect[];
+  /** The transition taken, e.g. `window-opened`; null when the event changed nothing. */
+  edge: string | null;
+}
+
+const stay = (state: AgentState): Step => ({ state, effects: [], edge: null });
+const go = (edge: string, state: AgentState, ...effects: Effect[]): Step => ({
+  state,
+  effects,
+  edge,
+});
+const later = (ctx: Context, ms: number): string => new Date(ctx.now.getTime() + ms).toISOString();
+
+/** The initial state: every agent starts by recovering from its etcd record. */
+export const INITIAL_STATE: AgentState = { name: 'recovering' };
+
+/**
+ * The one transition function. Pure: the same state, event and context always give the same step.
+ * Events a state does not expect leave it unchanged (edge null).
+ */
+export function transition(state: AgentState, event: AgentEvent, ctx: Context): Step {
+  switch (state.name) {
+    case 'recovering':
+      return event.type === 'recovered' ? recover(event.own, event.bootId, ctx) : stay(state);
+
+    case 'idle':
+      if (event.type === 'update' && event.update) return stage(event.update, ctx);
+      return stay(state);
+
+    case 'update-staged':
+      if (event.type === 'update') {
+        return event.update
+          ? stay({ ...state, update: event.update })
+          : go('update-cleared', { name: 'idle' });
+      }
+      if (event.type === 'tick') return evaluate(state, ctx);
+      return stay(state);
+
+    case 'waiting-window':
+      if (event.type === 'update' && !event.update) {
+        return state.held
+          ? stay(state) // The slot is being released; the release event returns to idle.
+          : go('update-cleared', { name: 'idle' });
+      }
+      if (event.type === 'update' && event.update) return stay({ ...state, update: event.update });
+      if (event.type === 'released') return stay({ ...state, held: false });
+      if (event.type === 'tick' && ctx.window.open && !state.held) {
+        return go(
+          'window-opened',
+          { name: 'checking', update: state.update },
+          { type: 'run-checks', phase: 'pre' },
+        );
+      }
+      if (
+        event.type === 'tick' &&
+        !state.held &&
+        state.nextOpen !== (ctx.window.nextOpen?.toISOString() ?? null)
+      ) {
+        return waitForWindow(state.update, ctx, false);
+      }
+      return stay(state);
+
+    case 'checking':
+      if (event.type === 'checks-passed' && event.phase === 'pre') {
+        if (ctx.strategy === 'reboot') {
+          return go(
+            'checks-passed',
+            { name: 'draining', update: state.update, revision: null },
+            { type: 'drain' },
+          );
+        }
+        return go(
+          'checks-passed',
+          { name: 'queued', update: state.update },
+          { type: 'acquire-slot', update: state.update },
+        );
+      }
+      if (event.type === 'checks-failed' && event.phase === 'pre')
+        return retry(state.update, event.detail, ctx, 'checks-failed');
+      if (event.type === 'update' && !event.update) return go('update-cleared', { name: 'idle' });
+      return stay(state);
+
+    case 'queued':
+      if (event.type === 'admitted') {
+        return go(
+          'admitted',
+          { name: 'holding', update: state.update, revision: event.revision },
+          { type: 'run-checks', phase: 'admitted' },
+        );
+      }
+      if (event.type === 'update' && !event.update)
+        return go('update-cleared', { name: 'idle' }, { type: 'leave-queue' });
+      if (event.type === 'tick' && !ctx.window.open) {
+        // Our own window closed while waiting: give our place up rather than block the queue.
+        return go('window-closed', waitingWindow(state.update, ctx, false), {
+          type: 'leave-queue',
+        });
+      }
+      if (event.type === 'effect-failed' && event.effect === 'acquire-slot') {
+        return retry(state.update, event.detail, ctx, 'queue-failed');
+      }
+      return stay(state);
+
+    case 'holding':
+      if (event.type === 'checks-passed' && event.phase === 'admitted') {
+        return go(
+          'checks-passed',
+          { name: 'draining', update: state.update, revision: state.revision },
+          { type: 'record-state', state: 'draining' },
+          { type: 'drain' },
+        );
+      }
+      if (event.type === 'checks-failed' && event.phase === 'admitted') {
+        return releaseAndRetry(state.update, event.detail, ctx, 'checks-failed');
+      }
+      if (event.type === 'slot-lost') return retry(state.update, event.detail, ctx, 'slot-lost');
+      return stay(state);
+
+    case 'draining':
+      if (event.type === 'drained') {
+        // The window is checked once more, right before the reboot.
+        if (!ctx.window.open) {
+          return go(
+            'window-closed',
+            waitingWindow(state.update, ctx, ctx.strategy === 'etcd-lock'),
+            ...(ctx.strategy === 'etcd-lock' ? [releaseEffect('abandoned', 0)] : []),
+          );
+        }
+        return go(
+          'drained',
+          {
+            name: 'rebooting',
+            update: state.update,
+            revision: state.revision,
+            attempt: 1,
+            retryAt: null,
+          },
+          ...(ctx.strategy === 'etcd-lock'
+            ? [{ type: 'record-state', state: 'rebooting' } as const]
+            : []),
+          { type: 'reboot' },
+        );
+      }
+      if (event.type === 'drain-failed') {
+        return ctx.strategy === 'etcd-lock'
+          ? releaseAndRetry(state.update, event.detail, ctx, 'drain-failed')
+          : retry(state.update, event.detail, ctx, 'drain-failed');
+      }
+      if (event.type === 'slot-lost') return retry(state.update, event.detail, ctx, 'slot-lost');
+      return stay(state);
+
+    case 'rebooting':
+      if (event.type === 'reboot-failed') {
+        // Keep the slot: the node is drained. Ask again after the back-off.
+        const retryAt = later(ctx, ctx.retryDelayMs);
+        return go('reboot-failed', { ...state, retryAt }, { type: 'wake-at', at: retryAt });
+      }
+      if (event.type === 'tick' && due(state.retryAt, ctx)) {
+        return go(
+          'reboot-retry',
+          { ...state, attempt: state.attempt + 1, retryAt: null },
+          { type: 'reboot' },
+        );
+      }
+      return stay(state);
+
+    case 'post-checking':
+      if (event.type === 'checks-passed' && event.phase === 'post') {
+        return go(
+          'checks-passed',
+          { name: 'releasing', revision: state.revision, retryAt: null },
+          releaseEffect('released', ctx.releaseDelayMs),
+        );
+      }
+      if (event.type === 'checks-failed' && event.phase === 'post') {
+        // Keep the slot so the rollout stops; after the deadline report the failure, and go on
+        // checking so that a node that recovers still gives its slot back.
+        const failed = state.failed || ctx.now.getTime() >= Date.parse(state.deadline);
+        const nextCheckAt = later(ctx, ctx.postIntervalMs);
+        return go(
+          failed ? 'post-checks-failed' : 'post-checks-retry',
+          { ...state, failed, lastError: event.detail, nextCheckAt },
+          { type: 'wake-at', at: nextCheckAt },
+        );
+      }
+      if (event.type === 'tick' && due(state.nextCheckAt, ctx)) {
+        return go(
+          'post-checks-run',
+          { ...state, attempt: state.attempt + 1, nextCheckAt: null },
+          { type: 'run-checks', phase: 'post' },
+        );
+      }
+      if (event.type === 'slot-lost') return go('slot-lost', { name: 'idle' });
+      return stay(state);
+
+    case 'releasing':
+      if (event.type === 'released') return go('released', { name: 'idle' });
+      if (event.type === 'effect-failed' && event.effect === 'release-slot') {
+        const retryAt = later(ctx, ctx.retryDelayMs);
+        return go('release-failed', { ...state, retryAt }, { type: 'wake-at', at: retryAt });
+      }
+      if (event.type === 'tick' && due(state.retryAt, ctx)) {
+        return go('release-retry', { ...state, retryAt: null }, releaseEffect('released', 0));
+      }
+      return stay(state);
+  }
+}
+
+/** True when a retry time is set and has come. */
+function due(at: string | null, ctx: Context): boolean {
+  return at !== null && ctx.now.getTime() >= Date.parse(at);
+}
+
+function releaseEffect(outcome: 'released' | 'abandoned', delayMs: number): Effect {
+  return { type: 'release-slot', outcome, delayMs };
+}
+
+/** A staged update: decide at once what to do about it. */
+function stage(update: UpdateInfo, ctx: Context): Step {
+  const staged: AgentState = { name: 'update-staged', update, notBefore: null, lastError: null };
+  const next = evaluate(staged, ctx);
+  return next.edge === null
+    ? go('update-staged', staged)
+    : { ...next, edge: `update-staged, ${next.edge}` };
+}
+
+/** update-staged: wait out a back-off, then the window, then run the pre-checks. */
+function evaluate(state: Extract<AgentState, { name: 'update-staged' }>, ctx: Context): Step {
+  if (ctx.strategy === 'off') return stay(state); // Report only: never reboot.
+  if (state.notBefore && ctx.now.getTime() < Date.parse(state.notBefore)) {
+    return stay(state);
+  }
+  if (!ctx.window.open) return waitForWindow(state.update, ctx, false);
+  return go(
+    'window-open',
+    { name: 'checking', update: state.update },
+    { type: 'run-checks', phase: 'pre' },
+  );
+}
+
+function waitingWindow(update: UpdateInfo, ctx: Context, held: boolean): AgentState {
+  return {
+    name: 'waiting-window',
+    update,
+    nextOpen: ctx.window.nextOpen?.toISOString() ?? null,
+    held,
+  };
+}
+
+function waitForWindow(update: UpdateInfo, ctx: Context, held: boolean): Step {
+  const state = waitingWindow(update, ctx, held);
+  return ctx.window.nextOpen
+    ? go('window-closed', state, { type: 'wake-at', at: ctx.window.nextOpen.toISOString() })
+    : go('window-closed', state);
+}
+
+/** Back to update-staged, to try again after the back-off. */
+function retry(update: UpdateInfo, detail: string, ctx: Context, edge: string): Step {
+  const notBefore = later(ctx, ctx.retryDelayMs);
+  return go(
+    edge,
+    { name: 'update-staged', update, notBefore, lastError: detail },
+    { type: 'wake-at', at: notBefore },
+  );
+}
+
+/** Give the slot back (fail closed), then try again after the back-off. */
+function releaseAndRetry(update: UpdateInfo, detail: string, ctx: Context, edge: string): Step {
+  const step = retry(update, detail, ctx, edge);
+  return { ...step, effects: [releaseEffect('abandoned', 0), ...step.effects] };
+}
+
+/** On start: carry on from the node's record in etcd (kured's "restore from the record"). */
+function recover(own: RecoveredRecord | null, bootId: string, ctx: Context): Step {
+  if (!own) return go('recovered-idle', { name: 'idle' });
+  if (own.holding) {
+    const rebooted = own.bootId !== null && own.bootId !== bootId;
+    if (rebooted) {
+      // Back from the reboot: check health, then release. The release does not depend on whether
+      // another update is staged already (locksmith's Flatcar#408).
+      return go(
+        'recovered-rebooted',
+        {
+          name: 'post-checking',
+          revision: own.revision,
+          attempt: 1,
+          deadline: later(ctx, ctx.postDeadlineMs),
+          failed: false,
+          lastError: null,
+          nextCheckAt: null,
+        },
+        { type: 'record-state', state: 'post-checking' },
+        { type: 'run-checks', phase: 'post' },
+      );
+    }
+    if (own.state === 'rebooting') {
+      // The reboot was asked for but this boot is the same one: ask again.
+      return go(
+        'recovered-rebooting',
+        {
+          name: 'rebooting',
+          update: own.update,
+          revision: own.revision,
+          attempt: 1,
+          retryAt: null,
+        },
+        { type: 'reboot' },
+      );
+    }
+    // Restarted while holding: run the admitted checks again and carry on.
+    return go(
+      'recovered-holding',
+      { name: 'holding', update: own.update, revision: own.revision },
+      { type: 'run-checks', phase: 'admitted' },
+    );
+  }
+  // Still queued from before the restart: re-attach and keep our place.
+  return go(
+    'recovered-queued',
+    { name: 'queued', update: own.update },
+    { type: 'acquire-slot', update: own.update },
+  );
+}
+
+/** True in states where the node holds, or may hold, a slot. */
+export function holdsSlot(state: AgentState): boolean {
+  return ['holding', 'draining', 'rebooting', 'post-checking', 'releasing'].includes(state.name);
+}
