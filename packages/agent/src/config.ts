@@ -1,0 +1,1305 @@
+/**
+ * The agent's configuration: one schema, read from several places. From lowest to highest
+ * precedence:
+ *
+ * 1. built-in defaults;
+ * 2. locksmith's update.conf files (`/etc/coreos/update.conf`, then `/etc/flatcar/update.conf`),
+ *    so a node that ran locksmithd keeps its strategy, window and etcd connection;
+ * 3. the YAML file (`/etc/sluice/sluiced.yaml`, or `--config` / `SLUICE_CONFIG`);
+ * 4. environment variables (`SLUICE_*`, and locksmith's `LOCKSMITHD_*` names for etcd);
+ * 5. command-line flags.
+ *
+ * Every layer is validated on its own, so a bad value is reported even when a higher layer
+ * overrides it, and every error names the key and where it came from:
+ * `config file /etc/sluice/sluiced.yaml: checks.pre[0].timeout: expected a duration like 30s,
+ * got "soon"`. Unknown keys in the file are errors, with a suggestion for likely typos.
+ *
+ * The YAML file uses camelCase keys; every key is optional. Durations are Go durations (`30s`,
+ * `1h30m`). A complete example with the defaults spelt out:
+ *
+ * ```yaml
+ * node:
+ *   id: web-17                # default: the contents of /etc/machine-id
+ *   hostname: web-17.example  # default: the host name
+ * etcd:
+ *   endpoints: [https://10.0.0.1:2379, https://10.0.0.2:2379]  # or "a,b"; default http://127.0.0.1:2379
+ *   cacert: /etc/sluice/etcd-ca.pem        # alone: TLS that verifies the server only
+ *   cert: /etc/sluice/etcd-client.pem      # cert and key: mutual TLS
+ *   key: /etc/sluice/etcd-client-key.pem
+ *   username: sluice
+ *   passwordFile: /etc/sluice/etcd-password # or password: ... (never logged)
+ *   prefix: /sluice/v1/
+ *   group: web
+ *   sessionTTL: 30s   # lease of a waiting node's queue key (whole seconds)
+ *   holdTTL: 1h       # lease of a slot while the node reboots; must outlast the reboot
+ * strategy: etcd-lock # etcd-lock | reboot | off | best-effort (locksmith's: etcd-lock if etcd is configured)
+ * windowZone: Europe/Berlin   # zone of window entries that name none; default UTC
+ * windows:                    # a spec string, a list of them, or locksmith's { start, length }
+ *   - Mon-Fri 22:00-02:00
+ *   - Sat,Sun 03:00+4h UTC
+ *   - { start: "Thu 04:00", length: 1h30m }
+ * sources:
+ *   updateEngine: true            # follow update_engine over D-Bus
+ *   sentinel: /run/reboot-required # null or "off" to ignore
+ *   command: { run: /usr/local/bin/needs-reboot, interval: 5m }  # exit 0 = reboot needed; default null
+ *   manual: true                  # honour `sluicectl request-reboot`
+ * reboot:
+ *   method: logind                # logind | command
+ *   command: systemctl reboot     # used when method is command
+ *   warnDelay: 0s                 # warn logged-in users this long before rebooting
+ *   warnMessage: "System reboot in %s: OS update applied (sluice)"
+ * checks:
+ *   pre:                          # before queueing and again once admitted; all must pass
+ *     - { name: low-traffic, prometheus: "http://prom:9090", query: "sum(rate(http_requests_total[5m])) > 100", timeout: 10s }
+ *     - { command: /usr/local/bin/ok-to-reboot, timeout: 30s }
+ *   drain: { command: "kubectl drain --ignore-daemonsets $(hostname)", timeout: 10m }
+ *   post:                         # after boot, retried until they pass or postDeadline passes
+ *     - { name: app, http: "http://127.0.0.1:8080/healthz", timeout: 5s }
+ *   postDeadline: 10m
+ *   postInterval: 10s
+ *   releaseDelay: 0s              # wait this long after the post checks pass before releasing
+ * dbus:
+ *   address: system               # or unix:path=/run/dbus/system_bus_socket
+ * metrics:
+ *   listen: 127.0.0.1:9466        # null or "off" disables; a non-loopback host needs allowRemote
+ *   allowRemote: false
+ * log:
+ *   level: info                   # debug | info | warn | error
+ * ```
+ *
+ * A check is `{ command }`, `{ http }` (GET, 2xx passes) or `{ prometheus, query }` (passes when
+ * the instant query returns nothing or only zeros), each with an optional `name` and `timeout`
+ * (default 30s). Window specs follow `parseWindowSpec` in `@sluice/core`; all entries together
+ * form the node's one window spec, which is open when any entry is.
+ *
+ * Environment variables and flags are listed in `AGENT_FLAGS` (and `agentFlagsHelp()`).
+ */
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { hostname as osHostname } from 'node:os';
+import {
+  err,
+  isSluiceError,
+  isValidName,
+  ok,
+  parseDurationText,
+  parseLocksmithWindow,
+  parseWindowSpec,
+  type Result,
+  SluiceError,
+  type WeeklyWindow,
+  type WindowSpec,
+} from '@sluice/core';
+import {
+  ETCD_ENV,
+  type EtcdSettings,
+  EtcdSettingsSchema,
+  etcdSettingsFromEnv,
+  parseEtcdSettings,
+  splitEndpoints,
+} from '@sluice/etcd';
+import type { Command } from 'commander';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { parseUpdateConf } from './locksmith.js';
+
+// ---------------------------------------------------------------------------------------------
+// The resolved configuration
+
+/** A check that runs a shell command (`/bin/sh -c`); exit status 0 passes. */
+export interface CheckSpecCommand {
+  type: 'command';
+  /** Names the check in logs and metrics. */
+  name: string;
+  command: string;
+  timeoutMs: number;
+}
+
+/** A check that GETs a URL; a 2xx status passes. */
+export interface CheckSpecHttp {
+  type: 'http';
+  /** Names the check in logs and metrics. */
+  name: string;
+  url: string;
+  timeoutMs: number;
+}
+
+/** A check that runs a Prometheus instant query; it passes when the result is empty or all 0. */
+export interface CheckSpecPrometheus {
+  type: 'prometheus';
+  /** Names the check in logs and metrics. */
+  name: string;
+  /** The Prometheus base URL, such as `http://prometheus:9090`. */
+  url: string;
+  query: string;
+  timeoutMs: number;
+}
+
+/** One pre-reboot, drain or post-reboot check. */
+export type CheckSpec = CheckSpecCommand | CheckSpecHttp | CheckSpecPrometheus;
+
+/** How the agent reboots: through the etcd semaphore, straight away, or not at all. */
+export type Strategy = 'etcd-lock' | 'reboot' | 'off';
+
+/** The log levels the agent accepts. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** The agent's whole configuration, with every default filled in. See the module comment. */
+export interface AgentConfig {
+  node: {
+    /** The node id in etcd keys. Default: the contents of /etc/machine-id. */
+    id: string;
+    /** Shown in queue records and status. Default: the host name. */
+    hostname: string;
+  };
+  /** etcd connection settings plus the two lease TTLs, in whole seconds. */
+  etcd: EtcdSettings & { sessionTTL: number; holdTTL: number };
+  /** locksmith's `best-effort` is already resolved to `etcd-lock` or `reboot`. */
+  strategy: Strategy;
+  /**
+   * The node's own window spec: at most one (all configured entries joined, open when any is).
+   * Empty means always open. Combine with the group's spec through `windowStateAll`.
+   */
+  windows: WindowSpec[];
+  /** Which update sources to follow besides nothing: update_engine, a file, a command, manual. */
+  sources: {
+    updateEngine: boolean;
+    /** A file whose existence means a reboot is needed; null to ignore. */
+    sentinel: string | null;
+    /** A command run every `intervalMs`; exit 0 means a reboot is needed. Null if none. */
+    command: { run: string; intervalMs: number } | null;
+    /** Follow reboot requests made with `sluicectl request-reboot`. */
+    manual: boolean;
+  };
+  reboot: {
+    method: 'logind' | 'command';
+    /** The shell command for method `command`. */
+    command: string;
+    /** Warn logged-in users this long before rebooting; 0 = no warning. */
+    warnDelayMs: number;
+    /** The warning; `%s` becomes the time left. */
+    warnMessage: string;
+  };
+  checks: {
+    pre: CheckSpec[];
+    drain: CheckSpec | null;
+    post: CheckSpec[];
+    postDeadlineMs: number;
+    postIntervalMs: number;
+    releaseDelayMs: number;
+  };
+  dbus: {
+    /** `system`, or an address such as `unix:path=/run/dbus/system_bus_socket`. */
+    address: string;
+  };
+  metrics: {
+    /** `host:port` to serve Prometheus metrics on (see `parseListenAddress`); null = off. */
+    listen: string | null;
+    /** Whether `listen` may be a non-loopback address. */
+    allowRemote: boolean;
+  };
+  log: { level: LogLevel };
+  /**
+   * Where each setting that is not a default came from, by its YAML path: `etcd.group` →
+   * `environment SLUICE_GROUP`, `windows` → `/etc/flatcar/update.conf:4
+   * (LOCKSMITHD_REBOOT_WINDOW_START)`. For diagnostics and messages. (The brief called this
+   * `sources_of`; it is `origins` here so it does not read like the update `sources`.)
+   */
+  origins: Record<string, string>;
+  /** Settings that were read but ignored (unknown update.conf keys). Log them at startup. */
+  warnings: string[];
+}
+
+/** The YAML file the agent reads when neither `--config` nor `SLUICE_CONFIG` names one. */
+export const DEFAULT_CONFIG_FILE = '/etc/sluice/sluiced.yaml';
+
+/** locksmith's update.conf files, in the order they are read (a later file wins). */
+export const DEFAULT_UPDATE_CONF_FILES: readonly string[] = [
+  '/etc/coreos/update.conf',
+  '/etc/flatcar/update.conf',
+];
+
+/** Where the default node id comes from. */
+export const DEFAULT_MACHINE_ID_FILE = '/etc/machine-id';
+
+const DEFAULTS = {
+  sessionTTL: 30,
+  holdTTL: 3600,
+  sentinel: '/run/reboot-required',
+  commandIntervalMs: 5 * 60_000,
+  rebootCommand: 'systemctl reboot',
+  warnMessage: 'System reboot in %s: OS update applied (sluice)',
+  checkTimeoutMs: 30_000,
+  postDeadlineMs: 10 * 60_000,
+  postIntervalMs: 10_000,
+  metricsListen: '127.0.0.1:9466',
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// The schema of one layer (the YAML file; env, flags and update.conf are mapped onto it)
+
+const q = (value: string): string => JSON.stringify(value);
+
+/** Describes a wrongly typed value without quoting strings (which might be secrets). */
+function typeOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'number') return `the number ${value}`;
+  if (typeof value === 'boolean') return String(value);
+  if (typeof value === 'object') return 'a mapping';
+  return `a ${typeof value}`;
+}
+
+/** How far apart two strings are, in single-character edits. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      next.push(Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + cost));
+    }
+    row = next;
+  }
+  return row[b.length]!;
+}
+
+function unknownKeyMessage(keys: readonly string[], known: readonly string[]): string {
+  if (keys.length > 1) return `unknown keys ${keys.map(q).join(', ')}`;
+  const key = keys[0] ?? '';
+  const near = known
+    .map((k) => ({ k, d: editDistance(key.toLowerCase(), k.toLowerCase()) }))
+    .filter(({ d }) => d <= Math.max(2, Math.floor(key.length / 3)))
+    .sort((a, b) => a.d - b.d)[0];
+  const hint = near ? `did you mean ${q(near.k)}?` : `known keys: ${known.join(', ')}`;
+  return `unknown key (${hint})`;
+}
+
+/** A strict mapping: unknown keys are errors that suggest the key that was probably meant. */
+function section<T extends z.ZodRawShape>(shape: T) {
+  const known = Object.keys(shape);
+  return z.strictObject(shape, {
+    error: (issue) => {
+      if (issue.code === 'unrecognized_keys') return unknownKeyMessage(issue.keys, known);
+      if (issue.code === 'invalid_type') {
+        return issue.input === undefined
+          ? 'is required'
+          : `expected a mapping, got ${typeOf(issue.input)}`;
+      }
+      return undefined;
+    },
+  });
+}
+
+const text = z
+  .string({
+    error: (issue) =>
+      issue.input === undefined ? 'is required' : `expected a string, got ${typeOf(issue.input)}`,
+  })
+  .min(1, 'must not be empty');
+
+const bool = z.boolean({
+  error: (issue) =>
+    `expected true or false, got ${typeof issue.input === 'string' ? q(issue.input) : typeOf(issue.input)}`,
+});
+
+function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
+  const list = `${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}`;
+  return z.enum(values, {
+    error: (issue) =>
+      `expected ${list}, got ${typeof issue.input === 'string' ? q(issue.input) : typeOf(issue.input)}`,
+  });
+}
+
+/** A Go duration string, as milliseconds. */
+function duration(options: { positive?: boolean } = {}) {
+  return z
+    .string({
+      error: (issue) =>
+        typeof issue.input === 'number'
+          ? `expected a duration like 30s, got the number ${issue.input} (add a unit: "${issue.input}s")`
+          : `expected a duration like 30s, got ${typeOf(issue.input)}`,
+    })
+    .transform((input, ctx) => {
+      const parsed = parseDurationText(input);
+      if (!parsed.ok) {
+        const why = parsed.error.startsWith('unexpected') ? '' : ` (${parsed.error})`;
+        ctx.issues.push({
+          code: 'custom',
+          message: `expected a duration like 30s, got ${q(input)}${why}`,
+          input,
+        });
+        return z.NEVER;
+      }
+      if (options.positive && parsed.value <= 0) {
+        ctx.issues.push({ code: 'custom', message: `must be more than 0, got ${q(input)}`, input });
+        return z.NEVER;
+      }
+      return parsed.value;
+    });
+}
+
+/** A lease TTL: a duration of whole seconds, at least 1s, as seconds. */
+const ttlSeconds = z
+  .string({ error: (issue) => `expected a duration like 30s, got ${typeOf(issue.input)}` })
+  .transform((input, ctx) => {
+    const parsed = parseDurationText(input);
+    if (!parsed.ok || parsed.value < 1000 || parsed.value % 1000 !== 0) {
+      const why = parsed.ok ? 'a lease TTL is whole seconds, at least 1s' : parsed.error;
+      ctx.issues.push({
+        code: 'custom',
+        message: `expected a duration like 30s, got ${q(input)} (${why})`,
+        input,
+      });
+      return z.NEVER;
+    }
+    return parsed.value / 1000;
+  });
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return url.protocol === 'http:' || url.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+const httpUrl = text.refine(isHttpUrl, 'expected an http:// or https:// URL');
+
+/** Strips user and password from a URL, for names and logs. */
+function withoutCredentials(value: string): string {
+  try {
+    const url = new URL(value);
+    if (url.username === '' && url.password === '') return value;
+    url.username = '';
+    url.password = '';
+    return url.toString();
+  } catch {
+    return value;
+  }
+}
+
+const shorten = (s: string): string => (s.length > 60 ? `${s.slice(0, 57)}...` : s);
+
+const CheckEntrySchema = section({
+  name: text.optional(),
+  command: text.optional(),
+  http: httpUrl.optional(),
+  prometheus: httpUrl.optional(),
+  query: text.optional(),
+  timeout: duration({ positive: true }).optional(),
+})
+  .superRefine((c, ctx) => {
+    const kinds = (['command', 'http', 'prometheus'] as const).filter((k) => c[k] !== undefined);
+    if (kinds.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'needs one of command, http or prometheus' });
+    } else if (kinds.length > 1) {
+      ctx.addIssue({ code: 'custom', message: `has both ${kinds.join(' and ')}; one per check` });
+    }
+    if (c.prometheus !== undefined && c.query === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'is required with prometheus', path: ['query'] });
+    }
+    if (c.prometheus === undefined && c.query !== undefined) {
+      ctx.addIssue({ code: 'custom', message: 'only goes with prometheus', path: ['query'] });
+    }
+  })
+  .transform((c): CheckSpec => {
+    const timeoutMs = c.timeout ?? DEFAULTS.checkTimeoutMs;
+    if (c.command !== undefined) {
+      const name = c.name ?? `command ${shorten(c.command)}`;
+      return { type: 'command', name, command: c.command, timeoutMs };
+    }
+    if (c.http !== undefined) {
+      const name = c.name ?? `http ${shorten(withoutCredentials(c.http))}`;
+      return { type: 'http', name, url: c.http, timeoutMs };
+    }
+    const url = c.prometheus!.replace(/\/+$/, '');
+    const query = c.query!;
+    return {
+      type: 'prometheus',
+      name: c.name ?? `prometheus ${shorten(query)}`,
+      url,
+      query,
+      timeoutMs,
+    };
+  });
+
+const LocksmithWindowSchema = section({ start: text, length: text });
+
+const WINDOW_HINT =
+  'expected a window spec like "Mon-Fri 22:00-02:00", a list of them, or { start, length }';
+
+const WindowsSchema = z
+  .union(
+    [
+      z.string(),
+      LocksmithWindowSchema,
+      z.array(z.union([z.string(), LocksmithWindowSchema], { error: WINDOW_HINT })),
+    ],
+    { error: WINDOW_HINT },
+  )
+  .transform((v) => (Array.isArray(v) ? v : [v]));
+
+/** Accepts a `host:port` listen address, or null / "off". */
+const listenSchema = z
+  .string({ error: (issue) => `expected host:port or null, got ${typeOf(issue.input)}` })
+  .nullable()
+  .transform((value, ctx) => {
+    if (value === null || value === 'off') return null;
+    const parsed = parseListenAddress(value);
+    if (!parsed.ok) {
+      ctx.issues.push({ code: 'custom', message: parsed.error, input: value });
+      return z.NEVER;
+    }
+    return value;
+  });
+
+const sentinelSchema = z
+  .string({ error: (issue) => `expected a file path or null, got ${typeOf(issue.input)}` })
+  .nullable()
+  .transform((value, ctx) => {
+    if (value === null || value === 'off') return null;
+    if (!value.startsWith('/')) {
+      ctx.issues.push({
+        code: 'custom',
+        message: `expected an absolute path, got ${q(value)}`,
+        input: value,
+      });
+      return z.NEVER;
+    }
+    return value;
+  });
+
+function isZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const etcdShape = EtcdSettingsSchema.shape;
+const ETCD_FIELDS = Object.keys(etcdShape) as (keyof EtcdSettings)[];
+
+/**
+ * The schema of the YAML file, and of each layer the agent's configuration is built from. Every
+ * key is optional; defaults are filled in after the layers are merged. Strict: unknown keys are
+ * errors.
+ */
+export const AgentConfigFileSchema = section({
+  node: section({
+    id: text
+      .refine(isValidName, 'must be letters, digits and . _ : @ -, starting with a letter or digit')
+      .optional(),
+    hostname: text.optional(),
+  }).optional(),
+  etcd: section({
+    ...etcdShape,
+    endpoints: z
+      .union([z.string().transform(splitEndpoints), z.array(text)], {
+        error: 'expected a list of URLs or a comma-separated string',
+      })
+      .pipe(z.array(z.string()).min(1, 'needs at least one endpoint'))
+      .optional(),
+    sessionTTL: ttlSeconds.optional(),
+    holdTTL: ttlSeconds.optional(),
+  }).optional(),
+  strategy: oneOf(['etcd-lock', 'reboot', 'off', 'best-effort']).optional(),
+  windowZone: text
+    .refine(isZone, 'expected an IANA time zone such as Europe/Berlin or UTC')
+    .optional(),
+  windows: WindowsSchema.optional(),
+  sources: section({
+    updateEngine: bool.optional(),
+    sentinel: sentinelSchema.optional(),
+    command: section({
+      run: text.optional(),
+      interval: duration({ positive: true }).optional(),
+    })
+      .nullable()
+      .optional(),
+    manual: bool.optional(),
+  }).optional(),
+  reboot: section({
+    method: oneOf(['logind', 'command']).optional(),
+    command: text.optional(),
+    warnDelay: duration().optional(),
+    warnMessage: z.string().optional(),
+  }).optional(),
+  checks: section({
+    pre: z.array(CheckEntrySchema).optional(),
+    drain: CheckEntrySchema.nullable().optional(),
+    post: z.array(CheckEntrySchema).optional(),
+    postDeadline: duration({ positive: true }).optional(),
+    postInterval: duration({ positive: true }).optional(),
+    releaseDelay: duration().optional(),
+  }).optional(),
+  dbus: section({
+    address: text
+      .refine(
+        (a) => a === 'system' || (/^[a-z]+:/.test(a) && !a.startsWith('unix:abstract=')),
+        'expected "system" or a D-Bus address such as unix:path=/run/dbus/system_bus_socket (unix:abstract= is not supported)',
+      )
+      .optional(),
+  }).optional(),
+  metrics: section({
+    listen: listenSchema.optional(),
+    allowRemote: bool.optional(),
+  }).optional(),
+  log: section({ level: oneOf(['debug', 'info', 'warn', 'error']).optional() }).optional(),
+});
+
+/** The YAML file as written (before durations are parsed). */
+export type AgentConfigFile = z.input<typeof AgentConfigFileSchema>;
+
+type LayerValues = z.output<typeof AgentConfigFileSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Flags and environment variables
+
+/** Parsed command-line flags: every scalar setting has one. Strings are parsed like env values. */
+export interface AgentFlags {
+  /** The YAML file; a missing file named here is an error. */
+  config?: string;
+  node?: string;
+  hostname?: string;
+  /** Comma-separated, or repeated. */
+  endpoints?: string | string[];
+  cacert?: string;
+  cert?: string;
+  key?: string;
+  user?: string;
+  password?: string;
+  passwordFile?: string;
+  prefix?: string;
+  group?: string;
+  sessionTtl?: string;
+  holdTtl?: string;
+  strategy?: string;
+  /** Window spec entries; repeatable. */
+  window?: string | string[];
+  windowZone?: string;
+  updateEngine?: boolean;
+  sentinel?: string;
+  sourceCommand?: string;
+  sourceCommandInterval?: string;
+  manual?: boolean;
+  rebootMethod?: string;
+  rebootCommand?: string;
+  warnDelay?: string;
+  warnMessage?: string;
+  postDeadline?: string;
+  postInterval?: string;
+  releaseDelay?: string;
+  dbusAddress?: string;
+  metricsListen?: string;
+  metricsAllowRemote?: boolean;
+  logLevel?: string;
+}
+
+/** One command-line flag, the environment variables and the YAML key for the same setting. */
+export interface AgentFlagSpec {
+  /** The property in `AgentFlags` (commander's camelCase of the flag). */
+  name: keyof AgentFlags;
+  /** The flag in commander syntax, such as `--session-ttl <duration>` or `--update-engine`. */
+  flag: string;
+  /** The YAML path it sets, such as `etcd.sessionTTL`; empty for `--config`. */
+  path: string;
+  /** Environment variables for the same setting, first one wins. */
+  env: readonly string[];
+  description: string;
+  /** The flag may be given more than once (collect into a list). */
+  repeatable?: true;
+  /** A boolean: offer `--no-<flag>` too, and leave it undefined when neither is given. */
+  negatable?: true;
+}
+
+type Kind = 'text' | 'bool' | 'window' | 'endpoints';
+
+interface Setting extends AgentFlagSpec {
+  kind: Kind;
+}
+
+/**
+ * One row per flag: its `AgentFlags` name, the YAML path it sets, its argument (`bool` for a
+ * switch, `bool+no` for a switch that also has a `--no-` form) and its help. The flag is the name
+ * in kebab case; the environment variable is `SLUICE_` and the name in snake case, except for the
+ * etcd connection, whose variables (with locksmith's names) come from `ETCD_ENV`.
+ */
+const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])[] = [
+  ['config', '', '<file>', `YAML config file (default ${DEFAULT_CONFIG_FILE})`],
+  ['node', 'node.id', '<id>', 'node id (default: the contents of /etc/machine-id)'],
+  ['hostname', 'node.hostname', '<name>', 'host name shown in status'],
+  ['endpoints', 'etcd.endpoints', '<urls>', 'etcd endpoints, comma-separated'],
+  ['cacert', 'etcd.cacert', '<file>', 'CA bundle that signed the etcd server certificate'],
+  ['cert', 'etcd.cert', '<file>', 'client certificate for mutual TLS'],
+  ['key', 'etcd.key', '<file>', 'client key for mutual TLS'],
+  ['user', 'etcd.username', '<name>', 'etcd user name'],
+  ['password', 'etcd.password', '<password>', 'etcd password (prefer --password-file)'],
+  ['passwordFile', 'etcd.passwordFile', '<file>', 'file holding the etcd password'],
+  ['prefix', 'etcd.prefix', '<prefix>', 'etcd key prefix (default /sluice/v1/)'],
+  ['group', 'etcd.group', '<group>', 'reboot group (default "default")'],
+  ['sessionTtl', 'etcd.sessionTTL', '<duration>', 'lease TTL of a waiting node (default 30s)'],
+  ['holdTtl', 'etcd.holdTTL', '<duration>', 'lease TTL of a held slot; must outlast a reboot (1h)'],
+  ['strategy', 'strategy', '<strategy>', 'etcd-lock, reboot, off or best-effort (etcd-lock)'],
+  ['window', 'windows', '<spec>', 'reboot window, e.g. "Mon-Fri 22:00-02:00"; repeatable'],
+  ['windowZone', 'windowZone', '<zone>', 'time zone of windows that name none (default UTC)'],
+  ['updateEngine', 'sources.updateEngine', 'bool+no', 'follow update_engine over D-Bus (on)'],
+  ['sentinel', 'sources.sentinel', '<file>', 'reboot while this file exists; "off" to ignore'],
+  ['sourceCommand', 'sources.command.run', '<command>', 'command whose exit 0 means reboot'],
+  ['sourceCommandInterval', 'sources.command.interval', '<duration>', 'its interval (5m)'],
+  ['manual', 'sources.manual', 'bool+no', 'honour sluicectl request-reboot (on)'],
+  ['rebootMethod', 'reboot.method', '<method>', 'logind or command (default logind)'],
+  ['rebootCommand', 'reboot.command', '<command>', 'for method command ("systemctl reboot")'],
+  ['warnDelay', 'reboot.warnDelay', '<duration>', 'warn logged-in users this long before (0s)'],
+  ['warnMessage', 'reboot.warnMessage', '<text>', 'the warning; %s becomes the time left'],
+  ['postDeadline', 'checks.postDeadline', '<duration>', 'time for post-reboot checks (10m)'],
+  ['postInterval', 'checks.postInterval', '<duration>', 'pause between post-check rounds (10s)'],
+  ['releaseDelay', 'checks.releaseDelay', '<duration>', 'wait before releasing the slot (0s)'],
+  ['dbusAddress', 'dbus.address', '<address>', 'system or unix:path=... (default system)'],
+  ['metricsListen', 'metrics.listen', '<host:port>', 'metrics address, "off" (127.0.0.1:9466)'],
+  ['metricsAllowRemote', 'metrics.allowRemote', 'bool', 'allow a non-loopback metrics address'],
+  ['logLevel', 'log.level', '<level>', 'debug, info, warn or error (default info)'],
+];
+
+const kebab = (name: string): string => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+const SETTINGS: readonly Setting[] = FLAG_TABLE.map(([name, path, arg, description]) => {
+  const etcdField = ETCD_FIELDS.find((f) => path === `etcd.${f}`);
+  const env = etcdField
+    ? ETCD_ENV[etcdField]
+    : [`SLUICE_${kebab(name).replaceAll('-', '_').toUpperCase()}`];
+  const isBool = arg.startsWith('bool');
+  const kind: Kind = isBool
+    ? 'bool'
+    : path === 'windows'
+      ? 'window'
+      : path === 'etcd.endpoints'
+        ? 'endpoints'
+        : 'text';
+  return {
+    name,
+    flag: isBool ? `--${kebab(name)}` : `--${kebab(name)} ${arg}`,
+    path,
+    env,
+    description,
+    kind,
+    ...(kind === 'window' ? { repeatable: true as const } : {}),
+    ...(arg === 'bool+no' ? { negatable: true as const } : {}),
+  };
+});
+
+/**
+ * Every command-line flag of `sluiced`, with its environment variables and YAML key. Register
+ * them with `addAgentFlags`, or build your own parser from this list.
+ */
+export const AGENT_FLAGS: readonly AgentFlagSpec[] = SETTINGS.map(
+  ({ kind: _kind, ...spec }) => spec,
+);
+
+/**
+ * Registers every flag of `AGENT_FLAGS` on a commander command, so that `command.opts()` is an
+ * `AgentFlags`. Flags left out stay undefined (booleans too), so they do not override the file.
+ */
+export function addAgentFlags(command: Command): Command {
+  for (const spec of SETTINGS) {
+    const env = spec.env.length > 0 ? ` [env ${spec.env.join(', ')}]` : '';
+    const description = `${spec.description}${env}`;
+    if (spec.repeatable) {
+      command.option(spec.flag, description, (value: string, previous: string[] = []) => [
+        ...previous,
+        value,
+      ]);
+    } else {
+      command.option(spec.flag, description);
+    }
+    if (spec.negatable) {
+      command.option(spec.flag.replace(/^--/, '--no-'), `turn off: ${spec.description}`);
+    }
+  }
+  return command;
+}
+
+/** A plain-text table of every flag, its environment variables and its YAML key, for `--help`. */
+export function agentFlagsHelp(): string {
+  const rows = SETTINGS.map((s) => [
+    s.negatable ? s.flag.replace(/^--/, '--[no-]') : s.flag,
+    s.env.join(', '),
+    s.path || '-',
+  ]);
+  const widths = [0, 1].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const lines = rows.map(
+    (r) => `  ${r[0]!.padEnd(widths[0]!)}  ${r[1]!.padEnd(widths[1]!)}  ${r[2]}`,
+  );
+  return ['Settings (flag, environment, YAML key):', ...lines].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+/** Where to read the configuration from. Every field has a default for production use. */
+export interface LoadOptions {
+  /**
+   * The YAML file. Default: `flags.config`, else `SLUICE_CONFIG`, else
+   * `/etc/sluice/sluiced.yaml`. A missing default file is fine; a missing named file is an error.
+   */
+  configFile?: string;
+  /** Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** Parsed command-line flags. */
+  flags?: AgentFlags;
+  /** locksmith's update.conf files; a later file wins. Missing files are skipped. */
+  updateConfFiles?: readonly string[];
+  /** Default `/etc/machine-id`. */
+  machineIdFile?: string;
+  /** The default host name, instead of `os.hostname()`. */
+  hostname?: string;
+}
+
+/** Where one setting came from: a label for messages and the file, variable or flag at fault. */
+interface Origin {
+  label: string;
+  where: string;
+}
+
+/** One layer of input, in the YAML file's shape, with the origin of each setting it holds. */
+interface RawLayer {
+  raw: unknown;
+  origins: Map<string, Origin>;
+  /** The origin of anything `origins` does not list (the whole file). */
+  fallback?: Origin;
+}
+
+/** Paths whose values replace rather than merge with lower layers, and are one origin. */
+const UNITS = new Set(['windows', 'etcd.endpoints', 'checks.pre', 'checks.post', 'checks.drain']);
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (isPlainObject(next)) {
+      node = next;
+    } else {
+      const created: Record<string, unknown> = {};
+      node[part] = created;
+      node = created;
+    }
+  }
+  node[parts[parts.length - 1]!] = value;
+}
+
+/** Lists the settings in a parsed YAML document, down to the units, for origin tracking. */
+function leafPaths(value: unknown, prefix = ''): string[] {
+  if (!isPlainObject(value) || UNITS.has(prefix)) return prefix === '' ? [] : [prefix];
+  return Object.entries(value).flatMap(([k, v]) => leafPaths(v, prefix ? `${prefix}.${k}` : k));
+}
+
+function configError(origin: Origin, path: string, message: string, cause?: unknown): SluiceError {
+  const at = path === '' ? '' : `${path}: `;
+  return new SluiceError('invalid-config', `${origin.label}: ${at}${message}`, origin.where, {
+    cause,
+  });
+}
+
+/** `['checks', 'pre', 0, 'timeout']` → `checks.pre[0].timeout`. */
+function displayPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out;
+}
+
+function originOf(layer: RawLayer, path: readonly PropertyKey[]): Origin {
+  const parts = path.map(String);
+  for (let n = parts.length; n > 0; n--) {
+    const found = layer.origins.get(parts.slice(0, n).join('.'));
+    if (found) return found;
+  }
+  return layer.fallback ?? { label: 'configuration', where: 'configuration' };
+}
+
+/** Picks the most telling issue: inside a union, the branch that got past the type check. */
+function explain(
+  issue: z.core.$ZodIssue,
+  base: readonly PropertyKey[] = [],
+): { path: PropertyKey[]; message: string } {
+  const path = [...base, ...issue.path];
+  if (issue.code === 'invalid_union') {
+    for (const branch of issue.errors) {
+      if (
+        branch.length > 0 &&
+        !branch.some((i) => i.path.length === 0 && i.code === 'invalid_type')
+      ) {
+        return explain(pickIssue(branch), path);
+      }
+    }
+  }
+  if (issue.code === 'unrecognized_keys' && issue.keys.length === 1) {
+    return { path: [...path, issue.keys[0]!], message: issue.message };
+  }
+  return { path, message: issue.message };
+}
+
+/** An unknown key first: it is usually a typo that also explains a "missing" key beside it. */
+function pickIssue(issues: readonly z.core.$ZodIssue[]): z.core.$ZodIssue {
+  return issues.find((i) => i.code === 'unrecognized_keys') ?? issues[0]!;
+}
+
+function parseLayer(layer: RawLayer): LayerValues {
+  const parsed = AgentConfigFileSchema.safeParse(layer.raw);
+  if (!parsed.success) {
+    const { path, message } = explain(pickIssue(parsed.error.issues));
+    throw configError(originOf(layer, path), displayPath(path), message);
+  }
+  const values = parsed.data;
+  // The etcd fields come from the shared schema, whose defaults would fill in keys this layer
+  // does not set: keep only the keys that were given.
+  const rawEtcd = isPlainObject(layer.raw) ? layer.raw.etcd : undefined;
+  if (values.etcd && isPlainObject(rawEtcd)) {
+    const etcd = values.etcd as Record<string, unknown>;
+    for (const key of Object.keys(etcd)) if (!(key in rawEtcd)) delete etcd[key];
+  }
+  return values;
+}
+
+function mergeValues(
+  target: Record<string, unknown>,
+  source: Record<string, unknown>,
+  prefix = '',
+): Record<string, unknown> {
+  for (const [key, value] of Object.entries(source)) {
+    if (value === undefined) continue;
+    const path = prefix ? `${prefix}.${key}` : key;
+    const current = target[key];
+    if (isPlainObject(value) && !UNITS.has(path)) {
+      target[key] = mergeValues(isPlainObject(current) ? current : {}, value, path);
+    } else {
+      target[key] = value;
+    }
+  }
+  return target;
+}
+
+function mergeOrigins(target: Map<string, Origin>, layer: RawLayer): void {
+  const paths = layer.origins.size > 0 ? [...layer.origins.keys()] : leafPaths(layer.raw);
+  for (const path of paths) {
+    for (const existing of [...target.keys()]) {
+      if (existing.startsWith(`${path}.`)) target.delete(existing);
+    }
+    target.set(path, originOf(layer, path.split('.')));
+  }
+}
+
+const parseBool = (value: string): boolean | string => {
+  const v = value.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  return value;
+};
+
+function envLayer(env: NodeJS.ProcessEnv): RawLayer {
+  const raw: Record<string, unknown> = {};
+  const origins = new Map<string, Origin>();
+  const etcd = etcdSettingsFromEnv(env);
+  for (const [field, value] of Object.entries(etcd.values)) {
+    const name = etcd.sources[field as keyof EtcdSettings]!;
+    setPath(raw, `etcd.${field}`, value);
+    origins.set(`etcd.${field}`, { label: `environment ${name}`, where: name });
+  }
+  for (const setting of SETTINGS) {
+    // SLUICE_CONFIG names the file; the etcd connection variables were read above.
+    if (setting.path === '' || ETCD_FIELDS.some((f) => setting.path === `etcd.${f}`)) continue;
+    const name = setting.env.find((n) => env[n] !== undefined && env[n] !== '');
+    if (name === undefined) continue;
+    const value = env[name]!;
+    setPath(raw, setting.path, convert(setting.kind, value));
+    origins.set(setting.path, { label: `environment ${name}`, where: name });
+  }
+  return { raw, origins };
+}
+
+function convert(kind: Kind, value: unknown): unknown {
+  switch (kind) {
+    case 'bool':
+      return typeof value === 'string' ? parseBool(value) : value;
+    case 'window':
+      return Array.isArray(value) ? value : [value];
+    case 'endpoints':
+      return (Array.isArray(value) ? value : [value]).flatMap((v) =>
+        typeof v === 'string' ? splitEndpoints(v) : [v],
+      );
+    case 'text':
+      return value;
+  }
+}
+
+function flagLayer(flags: AgentFlags): RawLayer {
+  const raw: Record<string, unknown> = {};
+  const origins = new Map<string, Origin>();
+  for (const setting of SETTINGS) {
+    if (setting.path === '') continue;
+    const value = flags[setting.name];
+    if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
+    const flag = setting.flag.split(' ')[0]!;
+    setPath(raw, setting.path, convert(setting.kind, value));
+    origins.set(setting.path, { label: `flag ${flag}`, where: flag });
+  }
+  return { raw, origins };
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw new SluiceError('invalid-config', `cannot read ${path} (${code ?? cause})`, path, {
+      cause,
+    });
+  }
+}
+
+async function updateConfLayer(
+  path: string,
+): Promise<{ layer: RawLayer; warnings: string[] } | undefined> {
+  const content = await readOptional(path);
+  if (content === undefined) return undefined;
+  const parsed = parseUpdateConf(content, path);
+  if (!parsed.ok) throw parsed.error;
+  const { settings, origins: lines, warnings } = parsed.value;
+  const raw: Record<string, unknown> = {};
+  const origins = new Map<string, Origin>();
+  const note = (yamlPath: string, field: keyof typeof lines) => {
+    const at = lines[field]!;
+    origins.set(yamlPath, { label: `${path}:${at.line} (${at.key})`, where: path });
+  };
+  if (settings.strategy !== undefined) {
+    raw.strategy = settings.strategy;
+    note('strategy', 'strategy');
+  }
+  if (settings.windowStart !== undefined && settings.windowLength !== undefined) {
+    raw.windows = [{ start: settings.windowStart, length: settings.windowLength }];
+    note('windows', 'windowStart');
+  }
+  for (const field of [
+    'endpoints',
+    'cacert',
+    'cert',
+    'key',
+    'username',
+    'password',
+    'group',
+  ] as const) {
+    if (settings[field] === undefined) continue;
+    setPath(raw, `etcd.${field}`, settings[field]);
+    note(`etcd.${field}`, field);
+  }
+  return { layer: { raw, origins }, warnings };
+}
+
+async function fileLayer(
+  path: string,
+  explicit: Origin | undefined,
+): Promise<RawLayer | undefined> {
+  const origin: Origin = { label: `config file ${path}`, where: path };
+  let content: string;
+  try {
+    content = await readFile(path, 'utf8');
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code ?? String(cause);
+    if (explicit === undefined && code === 'ENOENT') return undefined;
+    const named = explicit ? ` (named by ${explicit.label})` : '';
+    throw configError(origin, '', `cannot read it${named}: ${code}`, cause);
+  }
+  const doc = parseDocument(content, { uniqueKeys: true });
+  const problem = doc.errors[0];
+  if (problem) {
+    // The first line only: the rest quotes the file, which may hold the password.
+    const first = problem.message.split('\n')[0]!.replace(/:$/, '');
+    throw configError(origin, '', `invalid YAML: ${first}`);
+  }
+  let raw: unknown;
+  try {
+    raw = doc.toJS() ?? {};
+  } catch (cause) {
+    throw configError(origin, '', 'invalid YAML (too many aliases?)', cause);
+  }
+  if (!isPlainObject(raw)) {
+    throw configError(origin, '', `expected a mapping of settings, got ${typeOf(raw)}`);
+  }
+  return { raw, origins: new Map(), fallback: origin };
+}
+
+/**
+ * Loads the agent configuration from defaults, update.conf, the YAML file, the environment and
+ * flags (each overriding the one before; see the module comment). Throws a SluiceError of kind
+ * `invalid-config` whose message names the key and where it came from; the password is never
+ * part of a message.
+ */
+export async function loadAgentConfig(opts: LoadOptions = {}): Promise<AgentConfig> {
+  const env = opts.env ?? process.env;
+  const flags = opts.flags ?? {};
+
+  let explicit: Origin | undefined;
+  if (opts.configFile !== undefined) {
+    explicit = { label: 'the caller', where: opts.configFile };
+  } else if (flags.config !== undefined) {
+    explicit = { label: 'flag --config', where: '--config' };
+  } else if (env.SLUICE_CONFIG) {
+    explicit = { label: 'environment SLUICE_CONFIG', where: 'SLUICE_CONFIG' };
+  }
+  const configFile = opts.configFile ?? flags.config ?? (env.SLUICE_CONFIG || DEFAULT_CONFIG_FILE);
+
+  const layers: RawLayer[] = [];
+  const warnings: string[] = [];
+  for (const path of opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES) {
+    const found = await updateConfLayer(path);
+    if (found) {
+      layers.push(found.layer);
+      warnings.push(...found.warnings);
+    }
+  }
+  const file = await fileLayer(configFile, explicit);
+  if (file) layers.push(file);
+  layers.push(envLayer(env), flagLayer(flags));
+
+  let merged: Record<string, unknown> = {};
+  const origins = new Map<string, Origin>();
+  for (const layer of layers) {
+    const values = parseLayer(layer);
+    merged = mergeValues(merged, values as Record<string, unknown>);
+    mergeOrigins(origins, layer);
+  }
+  return resolve(merged as LayerValues, origins, opts, warnings);
+}
+
+const DEFAULT_ORIGIN: Origin = { label: 'default', where: 'default' };
+
+async function resolve(
+  m: LayerValues,
+  origins: Map<string, Origin>,
+  opts: LoadOptions,
+  warnings: string[],
+): Promise<AgentConfig> {
+  const origin = (path: string): Origin => {
+    const parts = path.split('.');
+    for (let n = parts.length; n > 0; n--) {
+      const found = origins.get(parts.slice(0, n).join('.'));
+      if (found) return found;
+    }
+    return DEFAULT_ORIGIN;
+  };
+  const fail = (path: string, message: string, cause?: unknown) =>
+    configError(origin(path), path, message, cause);
+
+  // node
+  let id = m.node?.id;
+  if (id === undefined) {
+    const file = opts.machineIdFile ?? DEFAULT_MACHINE_ID_FILE;
+    const machineId = (await readOptional(file).catch(() => undefined))?.trim();
+    const hint = 'set node.id in the config file, SLUICE_NODE or --node';
+    if (machineId === undefined || machineId === '') {
+      throw new SluiceError(
+        'invalid-config',
+        `node.id: not set, and ${file} is missing or empty; ${hint}`,
+        file,
+      );
+    }
+    if (!isValidName(machineId)) {
+      throw new SluiceError(
+        'invalid-config',
+        `node.id: ${file} holds ${q(machineId.slice(0, 60))}, which is not a valid node id; ${hint}`,
+        file,
+      );
+    }
+    id = machineId;
+  }
+  const hostname = m.node?.hostname ?? opts.hostname ?? osHostname();
+
+  // etcd: the shared schema decides, with each field's origin in its messages.
+  const { sessionTTL, holdTTL, ...etcdInput } = m.etcd ?? {};
+  const where: Record<string, string> = {};
+  for (const field of ETCD_FIELDS) {
+    where[field] = `${origin(`etcd.${field}`).label}: etcd.${field}`;
+  }
+  if (!origins.has('etcd.cert') && origins.has('etcd.key')) where.cert = where.key!;
+  let etcd: EtcdSettings;
+  try {
+    etcd = parseEtcdSettings(etcdInput, where);
+  } catch (cause) {
+    if (!isSluiceError(cause)) throw cause;
+    const field = ETCD_FIELDS.find((f) => cause.message.startsWith(`${where[f]}:`)) ?? 'endpoints';
+    const at = field === 'cert' && !origins.has('etcd.cert') ? 'etcd.key' : `etcd.${field}`;
+    throw new SluiceError('invalid-config', cause.message, origin(at).where, { cause });
+  }
+
+  // strategy: locksmith's best-effort means the lock when etcd is configured.
+  const chosen = m.strategy ?? 'etcd-lock';
+  const strategy: Strategy =
+    chosen === 'best-effort' ? (origins.has('etcd.endpoints') ? 'etcd-lock' : 'reboot') : chosen;
+
+  // windows: all entries form one spec, in windowZone unless an entry names its own zone.
+  const windows = resolveWindows(m.windows ?? [], m.windowZone ?? 'UTC', origin('windows'));
+
+  // sources
+  let command: AgentConfig['sources']['command'] = null;
+  if (m.sources?.command) {
+    const { run, interval } = m.sources.command;
+    if (run === undefined) {
+      throw configError(
+        origin('sources.command.interval'),
+        'sources.command.run',
+        'is required (or set sources.command to null)',
+      );
+    }
+    command = { run, intervalMs: interval ?? DEFAULTS.commandIntervalMs };
+  }
+
+  // metrics: loopback only unless allowed.
+  const listen = m.metrics?.listen === undefined ? DEFAULTS.metricsListen : m.metrics.listen;
+  const allowRemote = m.metrics?.allowRemote ?? false;
+  if (listen !== null && !allowRemote) {
+    const address = parseListenAddress(listen);
+    if (address.ok && !isLoopback(address.value.host)) {
+      throw fail(
+        'metrics.listen',
+        `${q(listen)} is not a loopback address; set metrics.allowRemote (SLUICE_METRICS_ALLOW_REMOTE, --metrics-allow-remote) to serve metrics to other hosts`,
+      );
+    }
+  }
+
+  return {
+    node: { id, hostname },
+    etcd: {
+      ...etcd,
+      sessionTTL: sessionTTL ?? DEFAULTS.sessionTTL,
+      holdTTL: holdTTL ?? DEFAULTS.holdTTL,
+    },
+    strategy,
+    windows,
+    sources: {
+      updateEngine: m.sources?.updateEngine ?? true,
+      sentinel: m.sources?.sentinel === undefined ? DEFAULTS.sentinel : m.sources.sentinel,
+      command,
+      manual: m.sources?.manual ?? true,
+    },
+    reboot: {
+      method: m.reboot?.method ?? 'logind',
+      command: m.reboot?.command ?? DEFAULTS.rebootCommand,
+      warnDelayMs: m.reboot?.warnDelay ?? 0,
+      warnMessage: m.reboot?.warnMessage ?? DEFAULTS.warnMessage,
+    },
+    checks: {
+      pre: m.checks?.pre ?? [],
+      drain: m.checks?.drain ?? null,
+      post: m.checks?.post ?? [],
+      postDeadlineMs: m.checks?.postDeadline ?? DEFAULTS.postDeadlineMs,
+      postIntervalMs: m.checks?.postInterval ?? DEFAULTS.postIntervalMs,
+      releaseDelayMs: m.checks?.releaseDelay ?? 0,
+    },
+    dbus: { address: m.dbus?.address ?? 'system' },
+    metrics: { listen, allowRemote },
+    log: { level: m.log?.level ?? 'info' },
+    origins: Object.fromEntries([...origins].map(([path, o]) => [path, o.label])),
+    warnings,
+  };
+}
+
+type WindowEntry = string | { start: string; length: string };
+
+function resolveWindows(
+  entries: readonly WindowEntry[],
+  zone: string,
+  origin: Origin,
+): WindowSpec[] {
+  const source = `${origin.label}: windows`;
+  const texts = entries.filter((e): e is string => typeof e === 'string');
+  if (entries.length > 1 && texts.some((t) => t.trim().toLowerCase() === 'always')) {
+    throw configError(origin, 'windows', '"always" cannot be combined with other windows');
+  }
+  const rethrow = (error: SluiceError) => {
+    const prefix = `invalid reboot window in ${source}: `;
+    const why = error.message.startsWith(prefix)
+      ? error.message.slice(prefix.length)
+      : error.message;
+    return configError(origin, 'windows', `invalid reboot window: ${why}`, error);
+  };
+  const all: WeeklyWindow[] = [];
+  const spec = parseWindowSpec(texts.join('\n'), source, zone);
+  if (!spec.ok) throw rethrow(spec.error);
+  all.push(...spec.value.windows);
+  for (const entry of entries) {
+    if (typeof entry === 'string') continue;
+    const window = parseLocksmithWindow(entry.start, entry.length, source, zone);
+    if (!window.ok) throw rethrow(window.error);
+    all.push(...window.value.windows);
+  }
+  return all.length === 0 ? [] : [{ windows: all, source }];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for callers
+
+/**
+ * Splits a `host:port` listen address (`127.0.0.1:9466`, `[::1]:9466`, `localhost:9466`,
+ * `:9466` for every interface). Failures are reasons, such as `expected host:port, ...`.
+ */
+export function parseListenAddress(text: string): Result<{ host: string; port: number }, string> {
+  const match = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:[\]\s]*):(\d{1,5})$/.exec(text);
+  const host = match?.[1];
+  const port = Number(match?.[2]);
+  if (host === undefined || !(port <= 65535)) {
+    return err(`expected host:port such as 127.0.0.1:9466 or [::1]:9466, got ${q(text)}`);
+  }
+  if (text.startsWith('[') && isIP(host) !== 6) {
+    return err(`${q(host)} in ${q(text)} is not an IPv6 address`);
+  }
+  return ok({ host, port });
+}
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}
+
+const REDACTED = '(redacted)';
+
+function redactUrl(value: string): string {
+  try {
+    const url = new URL(value);
+    if (url.password === '') return value;
+    url.password = REDACTED;
+    return url.toString();
+  } catch {
+    return value;
+  }
+}
+
+function redactCheck(check: CheckSpec): CheckSpec {
+  return check.type === 'command' ? check : { ...check, url: redactUrl(check.url) };
+}
+
+/**
+ * A copy of the configuration that is safe to log: the etcd password and passwords inside check
+ * URLs are replaced by `(redacted)`. Commands are kept as written.
+ */
+export function redactConfig(config: AgentConfig): AgentConfig {
+  return {
+    ...config,
+    etcd: config.etcd.password === undefined ? config.etcd : { ...config.etcd, password: REDACTED },
+    checks: {
+      ...config.checks,
+      pre: config.checks.pre.map(redactCheck),
+      drain: config.checks.drain && redactCheck(config.checks.drain),
+      post: config.checks.post.map(redactCheck),
+    },
+  };
+}
