@@ -1,0 +1,310 @@
+/**
+ * Update sources: the ways the agent learns that the node needs a reboot. This module holds the
+ * `UpdateSource` interface and the sources that need nothing but the local system: a sentinel
+ * file (Debian and Ubuntu write `/run/reboot-required`) and a command. update_engine and manual
+ * requests live in update-sources.ts.
+ *
+ * Sources fail closed: when a source cannot tell, it reports "not needed", so an error never
+ * causes a reboot.
+ */
+import { type FSWatcher, statSync, watch } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { formatDuration } from '@sluice/core';
+import { runShellCommand } from './checks.js';
+
+/** One reading of a source: is a reboot needed, and why. */
+export interface UpdateSignal {
+  /** True when this source says the node needs a reboot. */
+  needed: boolean;
+  /** The source's name, such as `sentinel` or `command`. */
+  source: string;
+  /** Human-readable evidence: file content, command output, update_engine's operation. */
+  detail: string;
+  /** The version the reboot will bring, when the source knows it. */
+  version?: string;
+}
+
+/**
+ * Something that tells the agent whether a reboot is needed. `start` begins following it and
+ * calls `onChange` with the first reading and then whenever the reading changes; `current`
+ * returns the latest reading (not needed until the first one); `close` stops for good.
+ */
+export interface UpdateSource {
+  readonly name: string;
+  start(onChange: (s: UpdateSignal) => void): Promise<void>;
+  current(): UpdateSignal;
+  close(): Promise<void>;
+}
+
+const VERSION = /^v?\d+(?:\.\d+)+(?:[-+~][0-9A-Za-z.+~-]*)?$/;
+
+/** A version string such as `4081.2.0` or `v1.2.3-rc1`, or undefined. */
+function asVersion(line: string): string | undefined {
+  const candidate = line.trim();
+  return VERSION.test(candidate) ? candidate : undefined;
+}
+
+const sameSignal = (a: UpdateSignal, b: UpdateSignal): boolean =>
+  a.needed === b.needed && a.detail === b.detail && a.version === b.version;
+
+/** Options for `SentinelFileSource`. */
+export interface SentinelFileOptions {
+  /**
+   * How often to look at the file without being told to, in milliseconds: a safety net for a
+   * missed watch event, and how soon a missing parent directory is noticed. Default 30 s.
+   */
+  recheckMs?: number;
+}
+
+/**
+ * Needed while a file exists, as with Debian's and Ubuntu's `/run/reboot-required`. The file's
+ * content (trimmed, first 200 characters) is the detail, and its first line is the version when
+ * it looks like one (`4081.2.0`); Debian's `*** System restart required ***` is not a version.
+ *
+ * The parent directory is watched with `fs.watch`, so creation and removal are noticed within
+ * moments; every watch event triggers a fresh look. If the directory does not exist (yet), or
+ * the watch breaks, the file is looked at every `recheckMs` and the watch is set up again once
+ * the directory appears. `onChange` fires on the first reading and whenever existence, content or
+ * version change.
+ */
+export class SentinelFileSource implements UpdateSource {
+  readonly name = 'sentinel';
+  readonly #path: string;
+  readonly #recheckMs: number;
+  #signal: UpdateSignal;
+  #onChange: ((s: UpdateSignal) => void) | null = null;
+  #watcher: FSWatcher | null = null;
+  #dirIno: number | undefined;
+  #timer: NodeJS.Timeout | null = null;
+  #checking: Promise<void> | null = null;
+  #again = false;
+  #closed = false;
+
+  constructor(path: string, options: SentinelFileOptions = {}) {
+    this.#path = path;
+    this.#recheckMs = options.recheckMs ?? 30_000;
+    this.#signal = { needed: false, source: this.name, detail: `${path} not looked at yet` };
+  }
+
+  async start(onChange: (s: UpdateSignal) => void): Promise<void> {
+    this.#watch();
+    this.#signal = await this.#read();
+    if (this.#closed) return;
+    this.#onChange = onChange;
+    onChange(this.#signal);
+    // Anything that happened between setting up the watch and now.
+    this.#check();
+    this.#timer = setInterval(() => this.#check(), this.#recheckMs);
+    this.#timer.unref();
+  }
+
+  current(): UpdateSignal {
+    return this.#signal;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#onChange = null;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    this.#unwatch();
+    await this.#checking;
+  }
+
+  /** Watches the parent directory; leaves `#watcher` null if that is not possible now. */
+  #watch(): void {
+    if (this.#closed || this.#watcher !== null) return;
+    const dir = dirname(this.#path);
+    try {
+      this.#dirIno = statSync(dir).ino;
+      // Every event makes us look again: cheap, and immune to missing or odd file names.
+      const watcher = watch(dir, { persistent: false }, () => this.#check());
+      watcher.on('error', () => {
+        this.#unwatch();
+        this.#check();
+      });
+      this.#watcher = watcher;
+    } catch {
+      // The directory does not exist yet: every re-check tries again.
+      this.#watcher = null;
+    }
+  }
+
+  #unwatch(): void {
+    this.#watcher?.close();
+    this.#watcher = null;
+  }
+
+  /**
+   * Looks at the file again, one look at a time; events during a look cause one more. Also
+   * re-establishes the watch when the directory appeared or was replaced (a watch on a deleted
+   * directory hears nothing more).
+   */
+  #check(): void {
+    if (this.#closed || this.#onChange === null) return;
+    if (this.#checking) {
+      this.#again = true;
+      return;
+    }
+    this.#checking = (async () => {
+      do {
+        this.#again = false;
+        const ino = await inode(dirname(this.#path));
+        if (this.#watcher !== null && ino !== this.#dirIno) this.#unwatch();
+        if (this.#watcher === null && ino !== undefined) this.#watch();
+        const next = await this.#read();
+        if (this.#closed) return;
+        if (!sameSignal(next, this.#signal)) {
+          this.#signal = next;
+          this.#onChange?.(next);
+        }
+      } while (this.#again && !this.#closed);
+    })().finally(() => {
+      this.#checking = null;
+    });
+  }
+
+  async #read(): Promise<UpdateSignal> {
+    const path = this.#path;
+    try {
+      const info = await stat(path);
+      if (info.isDirectory()) {
+        return { needed: false, source: this.name, detail: `${path} is a directory, not a file` };
+      }
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? String(error);
+      const detail = code === 'ENOENT' || code === 'ENOTDIR' ? `no ${path}` : `${path}: ${code}`;
+      return { needed: false, source: this.name, detail };
+    }
+    let content = '';
+    try {
+      content = (await readFile(path, 'utf8')).slice(0, 4096);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? String(error);
+      if (code === 'ENOENT') return { needed: false, source: this.name, detail: `no ${path}` };
+      return { needed: true, source: this.name, detail: `${path} exists (unreadable: ${code})` };
+    }
+    const flat = content.replace(/\s+/g, ' ').trim();
+    const detail = flat === '' ? `${path} exists (empty)` : flat.slice(0, 200);
+    const version = asVersion(content.split('\n', 1)[0] ?? '');
+    return {
+      needed: true,
+      source: this.name,
+      detail,
+      ...(version === undefined ? {} : { version }),
+    };
+  }
+}
+
+/** The inode number of a path, or undefined if it does not exist. */
+async function inode(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Options for `CommandSource`. */
+export interface CommandSourceOptions {
+  /** How long one run may take before its process group is killed. Default: the smaller of the
+   * interval and 60 s. */
+  timeoutMs?: number;
+  /** Spread of each pause as a fraction of the interval (0.1 = ±10 %). Default 0.1. */
+  jitter?: number;
+}
+
+/**
+ * Asks a command: exit 0 means a reboot is needed, any other exit means it is not. It runs with
+ * `/bin/sh -c` right after `start` and then every `intervalMs`, with jitter so a fleet does not
+ * run it in step. A command that cannot run, is killed or times out counts as not needed (fail
+ * closed), with the reason in the detail. The detail is the tail of the output (or the exit
+ * code); on exit 0 the first line of stdout is the version when it looks like one. `onChange`
+ * fires on the first result and whenever `needed` or the version changes; `current()` always has
+ * the latest detail.
+ */
+export class CommandSource implements UpdateSource {
+  readonly name = 'command';
+  readonly #command: string;
+  readonly #intervalMs: number;
+  readonly #timeoutMs: number;
+  readonly #jitter: number;
+  #signal: UpdateSignal;
+  #onChange: ((s: UpdateSignal) => void) | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #running: Promise<void> | null = null;
+  #first = true;
+  readonly #stop = new AbortController();
+
+  constructor(command: string, intervalMs: number, options: CommandSourceOptions = {}) {
+    this.#command = command;
+    this.#intervalMs = Math.max(1, intervalMs);
+    this.#timeoutMs = options.timeoutMs ?? Math.min(this.#intervalMs, 60_000);
+    this.#jitter = Math.min(Math.max(options.jitter ?? 0.1, 0), 1);
+    this.#signal = { needed: false, source: this.name, detail: 'not run yet' };
+  }
+
+  async start(onChange: (s: UpdateSignal) => void): Promise<void> {
+    this.#onChange = onChange;
+    this.#schedule(0);
+  }
+
+  current(): UpdateSignal {
+    return this.#signal;
+  }
+
+  async close(): Promise<void> {
+    this.#onChange = null;
+    this.#stop.abort();
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    await this.#running;
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stop.signal.aborted) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#running = this.#runOnce().finally(() => {
+        this.#running = null;
+        const spread = this.#intervalMs * this.#jitter * (Math.random() * 2 - 1);
+        this.#schedule(Math.round(this.#intervalMs + spread));
+      });
+    }, delayMs);
+    this.#timer.unref();
+  }
+
+  async #runOnce(): Promise<void> {
+    const run = await runShellCommand(this.#command, this.#timeoutMs, this.#stop.signal);
+    if (this.#stop.signal.aborted) return;
+    let next: UpdateSignal;
+    const tail = run.tail === '' ? '' : `: ${run.tail.slice(-200)}`;
+    if (run.spawnError !== undefined) {
+      next = { needed: false, source: this.name, detail: `cannot run: ${run.spawnError}` };
+    } else if (run.stopped === 'timeout') {
+      next = {
+        needed: false,
+        source: this.name,
+        detail: `timed out after ${formatDuration(this.#timeoutMs)} (killed); not rebooting${tail}`,
+      };
+    } else if (run.code === 0) {
+      const version = asVersion(run.firstLine);
+      next = {
+        needed: true,
+        source: this.name,
+        detail: run.tail === '' ? 'exit code 0' : run.tail.slice(-200),
+        ...(version === undefined ? {} : { version }),
+      };
+    } else if (run.code === null) {
+      next = { needed: false, source: this.name, detail: `killed by ${run.signal}${tail}` };
+    } else {
+      next = { needed: false, source: this.name, detail: `exit code ${run.code}${tail}` };
+    }
+    const changed =
+      this.#first || next.needed !== this.#signal.needed || next.version !== this.#signal.version;
+    this.#first = false;
+    this.#signal = next;
+    if (changed) this.#onChange?.(next);
+  }
+}
