@@ -1,0 +1,528 @@
+/**
+ * The agent runtime: it owns the lifecycle state, feeds events to the pure `transition()` from
+ * core, and carries out the effects it returns (etcd, D-Bus, checks, timers). Every transition is
+ * logged and counted. The whole reboot lifecycle reads in core/lifecycle.ts; this file is wiring.
+ */
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import {
+  type AgentEvent,
+  type AgentState,
+  type Context,
+  type Effect,
+  GroupKeys,
+  holdsSlot,
+  INITIAL_STATE,
+  isSluiceError,
+  parseWindowSpec,
+  type RecoveredRecord,
+  transition,
+  type UpdateInfo,
+  type WindowSpec,
+  windowStateAll,
+} from '@sluice/core';
+import { LogindClient } from '@sluice/dbus';
+import type { Grant, Semaphore } from '@sluice/etcd';
+import type { Etcd3, Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+import { runChecks } from './checks.js';
+import type { AgentConfig, CheckSpec } from './config.js';
+import type { AgentMetrics } from './metrics.js';
+import type { UpdateSignal, UpdateSource } from './sources.js';
+import { ManualRequestSource } from './update-sources.js';
+
+/** What the agent is built from. Tests and the simulator pass their own pieces. */
+export interface AgentDeps {
+  config: AgentConfig;
+  client: Etcd3 | null;
+  semaphore: Semaphore | null;
+  sources: UpdateSource[];
+  logger: Logger;
+  metrics: AgentMetrics;
+  /** Where the kernel's boot id is read. A different id after restart means a reboot happened. */
+  bootIdFile?: string;
+  /** Back-off after a failed check, drain or etcd call. Default 60 s. */
+  retryDelayMs?: number;
+  now?: () => Date;
+}
+
+/** Sources in order of preference when several say a reboot is needed. */
+const SOURCE_ORDER = ['update-engine', 'manual', 'sentinel', 'command'];
+
+/** One node's agent. `start()` it once; `stop()` on SIGTERM. */
+export class Agent {
+  #state: AgentState = INITIAL_STATE;
+  readonly #deps: AgentDeps;
+  readonly #log: Logger;
+  readonly #keys: GroupKeys;
+  readonly #logind: LogindClient;
+  #grant: Grant | null = null;
+  #bootId = '';
+  #update: UpdateInfo | null = null;
+  #signals = new Map<string, UpdateSignal>();
+  #queue: AgentEvent[] = [];
+  #busy = false;
+  #stopped = false;
+  #wakeTimer: NodeJS.Timeout | undefined;
+  #windowTimer: NodeJS.Timeout | undefined;
+  #slotAbort: AbortController | null = null;
+  /** Watches the group's window key while an update is pending. */
+  #windowWatch: Watcher | null = null;
+  #windowWatchStarting = false;
+  /** When the combined window (node and group) next opens or closes, as of the last context. */
+  #windowChange: Date | null = null;
+  readonly #stop = new AbortController();
+  readonly #listeners = new Set<(state: AgentState, edge: string) => void>();
+
+  constructor(deps: AgentDeps) {
+    this.#deps = deps;
+    this.#log = deps.logger;
+    const { etcd } = deps.config;
+    this.#keys = new GroupKeys(etcd.prefix, etcd.group);
+    this.#logind = new LogindClient({ address: deps.config.dbus.address });
+  }
+
+  /** The current lifecycle state. */
+  get state(): AgentState {
+    return this.#state;
+  }
+
+  /** Calls `listener` after every transition. */
+  onTransition(listener: (state: AgentState, edge: string) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #now(): Date {
+    return this.#deps.now?.() ?? new Date();
+  }
+
+  /** Recovers from the etcd record, then starts following the update sources. */
+  async start(): Promise<void> {
+    this.#bootId = await readBootId(this.#deps.bootIdFile ?? '/proc/sys/kernel/random/boot_id');
+    this.#log.info(
+      {
+        node: this.#deps.config.node.id,
+        bootId: this.#bootId,
+        strategy: this.#deps.config.strategy,
+      },
+      'sluiced starting',
+    );
+    const own = await this.#recover();
+    this.#dispatch({ type: 'recovered', own, bootId: this.#bootId });
+    for (const source of this.#deps.sources) {
+      await source
+        .start((signal) => this.#onSignal(signal))
+        .catch((error: unknown) => {
+          if (source.name === 'update-engine') this.#deps.metrics.dbusErrors.inc();
+          this.#log.error(
+            { source: source.name, err: describe(error) },
+            'update source failed to start',
+          );
+        });
+    }
+  }
+
+  /** Reads this node's record, retrying while etcd is unreachable: nothing happens until then. */
+  async #recover(): Promise<RecoveredRecord | null> {
+    const sem = this.#deps.semaphore;
+    if (!sem || this.#deps.config.strategy !== 'etcd-lock') return null;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const snapshot = await sem.snapshot();
+        const found = sem.own(snapshot);
+        const lost = snapshot.holding.find((h) => h.node === sem.node && h.orphan);
+        if (lost) {
+          this.#log.error(
+            { marker: lost.key },
+            'this node was declared lost during its reboot; an operator must run sluicectl unlock --force and resume',
+          );
+        }
+        if (!found) return null;
+        // Move the key onto this process's leases, keeping its place and slot.
+        const own = await sem.enqueue({ bootId: found.record?.bootId ?? this.#bootId });
+        this.#grant = own.grant;
+        const record = own.record;
+        return {
+          holding: own.holding,
+          state: record?.state ?? (own.holding ? 'holding' : 'waiting'),
+          bootId: record?.bootId ?? null,
+          revision: own.grant?.revision ?? null,
+          update: {
+            source: 'recovered',
+            detail: record?.reason ?? '',
+            version: record?.toVersion,
+          },
+        };
+      } catch (error) {
+        this.#deps.metrics.etcdErrors.inc();
+        this.#log.warn(
+          { err: describe(error), attempt },
+          "cannot read this node's record from etcd; retrying",
+        );
+        await sleep(
+          Math.min(30_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2),
+          this.#stop.signal,
+        );
+        if (this.#stop.signal.aborted) return null;
+      }
+    }
+  }
+
+  #onSignal(signal: UpdateSignal): void {
+    this.#signals.set(signal.source, signal);
+    const needed = [...this.#signals.values()]
+      .filter((s) => s.needed)
+      .sort((a, b) => SOURCE_ORDER.indexOf(a.source) - SOURCE_ORDER.indexOf(b.source))[0];
+    const update: UpdateInfo | null = needed
+      ? { source: needed.source, detail: needed.detail, version: needed.version }
+      : null;
+    this.#deps.metrics.updateStaged.set(update ? 1 : 0);
+    const changed = JSON.stringify(update) !== JSON.stringify(this.#update);
+    this.#update = update;
+    if (changed) {
+      this.#log.info({ update, signal }, update ? 'reboot needed' : 'no reboot needed');
+      this.#dispatch({ type: 'update', update });
+    }
+  }
+
+  #dispatch(event: AgentEvent): void {
+    if (this.#stopped) return;
+    this.#queue.push(event);
+    if (!this.#busy) void this.#drain();
+  }
+
+  async #drain(): Promise<void> {
+    this.#busy = true;
+    try {
+      while (this.#queue.length > 0 && !this.#stopped) {
+        const event = this.#queue.shift()!;
+        const ctx = await this.#context();
+        const step = transition(this.#state, event, ctx);
+        if (step.edge === null) continue;
+        const from = this.#state.name;
+        this.#state = step.state;
+        this.#log.info(
+          { edge: step.edge, from, to: step.state.name, event: event.type, state: step.state },
+          `${from} -> ${step.state.name} (${step.edge})`,
+        );
+        const m = this.#deps.metrics;
+        m.transitions.inc({ edge: step.edge, to: step.state.name });
+        m.setState(step.state.name);
+        m.slotHeld.set(holdsSlot(step.state) ? 1 : 0);
+        if (step.state.name !== 'queued') m.queuePosition.set(-1);
+        for (const listener of this.#listeners) listener(step.state, step.edge);
+        for (const effect of step.effects) this.#run(effect);
+        this.#scheduleWindowTick(ctx);
+        this.#followGroupWindow();
+        // Back to idle with an update still pending (e.g. a newer one arrived during the reboot).
+        if (step.state.name === 'idle' && this.#update) {
+          this.#queue.push({ type: 'update', update: this.#update });
+        }
+      }
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** The context for a transition: time, the combined window, settings. */
+  async #context(): Promise<Context> {
+    const cfg = this.#deps.config;
+    const now = this.#now();
+    const specs: WindowSpec[] = [...cfg.windows];
+    if (cfg.strategy === 'etcd-lock' && this.#deps.client) {
+      const group = await this.#groupWindow();
+      if (group === 'unknown') {
+        // Fail closed: without the group's window we do not know that rebooting is allowed.
+        const retry = new Date(now.getTime() + this.#retryDelay());
+        this.#windowChange = retry;
+        return this.#ctx(now, { open: false, nextOpen: retry });
+      }
+      if (group) specs.push(group);
+    }
+    if (specs.length === 0) {
+      this.#windowChange = null;
+      return this.#ctx(now, { open: true, nextOpen: null });
+    }
+    const state = windowStateAll(specs, now);
+    this.#windowChange = state.nextChange;
+    return this.#ctx(now, { open: state.open, nextOpen: state.open ? null : state.nextStart });
+  }
+
+  #ctx(now: Date, window: Context['window']): Context {
+    const cfg = this.#deps.config;
+    return {
+      now,
+      strategy: cfg.strategy,
+      window,
+      retryDelayMs: this.#retryDelay(),
+      postDeadlineMs: cfg.checks.postDeadlineMs,
+      postIntervalMs: cfg.checks.postIntervalMs,
+      releaseDelayMs: cfg.checks.releaseDelayMs,
+    };
+  }
+
+  #retryDelay(): number {
+    return this.#deps.retryDelayMs ?? 60_000;
+  }
+
+  /** The group's window from etcd: a spec, null when none is set, or 'unknown' on any error. */
+  async #groupWindow(): Promise<WindowSpec | null | 'unknown'> {
+    try {
+      const text = await this.#deps.client!.get(this.#keys.windows).string();
+      if (text === null) return null;
+      const parsed = parseWindowSpec(text, `etcd key ${this.#keys.windows}`);
+      if (parsed.ok) return parsed.value;
+      this.#log.error({ err: parsed.error.message }, 'group window is invalid; not rebooting');
+      return 'unknown';
+    } catch (error) {
+      this.#deps.metrics.etcdErrors.inc();
+      this.#log.warn({ err: describe(error) }, 'cannot read the group window from etcd');
+      return 'unknown';
+    }
+  }
+
+  /**
+   * While an update is pending, watch the group's window key, so that an operator opening or
+   * changing the window takes effect at once. Idle nodes watch nothing.
+   */
+  #followGroupWindow(): void {
+    const client = this.#deps.client;
+    const wanted = this.#state.name !== 'idle' && !this.#stopped && client !== null;
+    if (!wanted) {
+      const watch = this.#windowWatch;
+      this.#windowWatch = null;
+      void watch?.cancel().catch(() => {});
+      return;
+    }
+    if (this.#windowWatch || this.#windowWatchStarting) return;
+    this.#windowWatchStarting = true;
+    client
+      .watch()
+      .key(this.#keys.windows)
+      .create()
+      .then(
+        (watcher) => {
+          this.#windowWatchStarting = false;
+          if (this.#stopped || this.#state.name === 'idle') {
+            void watcher.cancel().catch(() => {});
+            return;
+          }
+          this.#windowWatch = watcher;
+          watcher.on('data', () => this.#dispatch({ type: 'tick' }));
+        },
+        (error: unknown) => {
+          this.#windowWatchStarting = false;
+          this.#log.warn({ err: describe(error) }, 'cannot watch the group window');
+        },
+      );
+  }
+
+  /** While an update is pending, wake up when the window opens or closes. */
+  #scheduleWindowTick(ctx: Context): void {
+    clearTimeout(this.#windowTimer);
+    if (this.#state.name === 'idle' || this.#stopped) return;
+    const next = this.#windowChange;
+    if (!next) return;
+    const delay = Math.max(0, next.getTime() - ctx.now.getTime()) + 10;
+    this.#windowTimer = setTimeout(
+      () => this.#dispatch({ type: 'tick' }),
+      Math.min(delay, 2 ** 31 - 1),
+    );
+  }
+
+  #run(effect: Effect): void {
+    this.#execute(effect).then(
+      (event) => {
+        if (event) this.#dispatch(event);
+      },
+      (error: unknown) => {
+        if (this.#stopped || (isSluiceError(error) && error.kind === 'aborted')) return;
+        if (isSluiceError(error) && error.kind.startsWith('etcd'))
+          this.#deps.metrics.etcdErrors.inc();
+        this.#log.error({ effect: effect.type, err: describe(error) }, 'effect failed');
+        this.#dispatch({ type: 'effect-failed', effect: effect.type, detail: describe(error) });
+      },
+    );
+  }
+
+  async #execute(effect: Effect): Promise<AgentEvent | null> {
+    const cfg = this.#deps.config;
+    const sem = this.#deps.semaphore;
+    switch (effect.type) {
+      case 'run-checks': {
+        const specs = effect.phase === 'post' ? cfg.checks.post : cfg.checks.pre;
+        return this.#checks(specs, effect.phase);
+      }
+      case 'drain': {
+        if (!cfg.checks.drain) return { type: 'drained' };
+        const result = await this.#checks([cfg.checks.drain], 'drain');
+        return result.type === 'checks-passed'
+          ? { type: 'drained' }
+          : { type: 'drain-failed', detail: result.type === 'checks-failed' ? result.detail : '' };
+      }
+      case 'acquire-slot': {
+        if (!sem)
+          return { type: 'effect-failed', effect: 'acquire-slot', detail: 'no etcd configured' };
+        this.#slotAbort?.abort();
+        const abort = new AbortController();
+        this.#slotAbort = abort;
+        const grant = await sem.acquire(
+          {
+            reason: describeUpdate(effect.update),
+            ...(effect.update.version ? { toVersion: effect.update.version } : {}),
+            bootId: this.#bootId,
+          },
+          AbortSignal.any([abort.signal, this.#stop.signal]),
+        );
+        this.#grant = grant;
+        return { type: 'admitted', revision: grant.revision };
+      }
+      case 'leave-queue': {
+        this.#slotAbort?.abort();
+        this.#slotAbort = null;
+        await sem?.leave();
+        return { type: 'left-queue' };
+      }
+      case 'release-slot': {
+        if (effect.delayMs > 0) await sleep(effect.delayMs, this.#stop.signal);
+        if (sem) await sem.release(this.#grant, effect.outcome);
+        this.#grant = null;
+        return { type: 'released' };
+      }
+      case 'record-state': {
+        if (!sem || !this.#grant) return null;
+        try {
+          this.#grant = await sem.setState(this.#grant, effect.state, {
+            bootId: this.#grant.record.bootId ?? this.#bootId,
+          });
+        } catch (error) {
+          if (isSluiceError(error) && error.kind === 'refused') {
+            return { type: 'slot-lost', detail: error.message };
+          }
+          throw error;
+        }
+        return null;
+      }
+      case 'reboot':
+        return this.#reboot();
+      case 'wake-at': {
+        clearTimeout(this.#wakeTimer);
+        const delay = Math.max(0, Date.parse(effect.at) - this.#now().getTime()) + 5;
+        this.#wakeTimer = setTimeout(
+          () => this.#dispatch({ type: 'tick' }),
+          Math.min(delay, 2 ** 31 - 1),
+        );
+        return null;
+      }
+    }
+  }
+
+  async #checks(
+    specs: readonly CheckSpec[],
+    phase: 'pre' | 'admitted' | 'post' | 'drain',
+  ): Promise<AgentEvent> {
+    const eventPhase = phase === 'drain' ? 'pre' : phase;
+    const { ok, results } = await runChecks(specs, this.#stop.signal);
+    const failed = results.find((r) => !r.ok);
+    if (ok) {
+      this.#log.info({ phase, checks: results.map((r) => r.name) }, `${phase} checks passed`);
+      return { type: 'checks-passed', phase: eventPhase };
+    }
+    this.#deps.metrics.checkFailures.inc({ phase });
+    const detail = failed ? `${failed.name}: ${failed.detail}` : 'check failed';
+    this.#log.warn({ phase, results }, `${phase} check failed: ${detail}`);
+    return { type: 'checks-failed', phase: eventPhase, detail };
+  }
+
+  async #reboot(): Promise<AgentEvent | null> {
+    const cfg = this.#deps.config;
+    const manual = this.#deps.sources.find(
+      (s): s is ManualRequestSource => s instanceof ManualRequestSource,
+    );
+    if (manual?.current().needed) await manual.clear();
+    if (cfg.reboot.warnDelayMs > 0) {
+      const minutes = Math.round(cfg.reboot.warnDelayMs / 60_000);
+      const when =
+        minutes >= 1
+          ? `${minutes} minute${minutes === 1 ? '' : 's'}`
+          : `${Math.round(cfg.reboot.warnDelayMs / 1000)} seconds`;
+      await warnUsers(cfg.reboot.warnMessage.replace('%s', when)).catch(() => {});
+      await sleep(cfg.reboot.warnDelayMs, this.#stop.signal);
+    }
+    this.#deps.metrics.reboots.inc();
+    this.#log.warn({ method: cfg.reboot.method, grant: this.#grant?.revision }, 'rebooting now');
+    try {
+      if (cfg.reboot.method === 'logind') await this.#logind.reboot(this.#stop.signal);
+      else await runShell(cfg.reboot.command);
+    } catch (error) {
+      this.#deps.metrics.dbusErrors.inc();
+      return { type: 'reboot-failed', detail: describe(error) };
+    }
+    return null;
+  }
+
+  /**
+   * Stops cleanly: timers and sources stop, keep-alives stop without revoking, so the node's key
+   * (and its place or slot) stays until its lease runs out. A restart within that time carries on.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#stop.abort();
+    this.#slotAbort?.abort();
+    clearTimeout(this.#wakeTimer);
+    clearTimeout(this.#windowTimer);
+    await this.#windowWatch?.cancel().catch(() => {});
+    await Promise.all(this.#deps.sources.map((s) => s.close().catch(() => {})));
+    this.#deps.semaphore?.close();
+    this.#log.info({ state: this.#state.name }, 'sluiced stopped');
+  }
+}
+
+async function readBootId(path: string): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+function describeUpdate(update: UpdateInfo): string {
+  return update.version
+    ? `${update.source}: ${update.version}`
+    : `${update.source}: ${update.detail}`;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
+
+function runShell(command: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('/bin/sh', ['-c', command], { timeout: 60_000 }, (error) =>
+      error ? reject(error) : resolve(),
+    );
+  });
+}
+
+/** Tells logged-in users, like locksmith's "System reboot in 5 minutes!". */
+function warnUsers(message: string): Promise<void> {
+  return new Promise((resolve) => {
+    execFile('wall', [message], { timeout: 10_000 }, () => resolve());
+  });
+}

@@ -1,0 +1,105 @@
+/**
+ * The agent's Prometheus metrics (prom-client), served on loopback at /metrics, with /healthz.
+ */
+import { createServer, type Server } from 'node:http';
+import { STATE_NAMES, type StateName } from '@sluice/core';
+import { Counter, Gauge, Registry } from 'prom-client';
+
+/** Every metric the agent exports. One instance per agent. */
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly state = new Gauge({
+    name: 'sluice_agent_state',
+    help: 'The lifecycle state the agent is in (1 for the current state, 0 for the others)',
+    labelNames: ['state'],
+    registers: [this.registry],
+  });
+  readonly transitions = new Counter({
+    name: 'sluice_agent_transitions_total',
+    help: 'Lifecycle transitions taken, by edge and target state',
+    labelNames: ['edge', 'to'],
+    registers: [this.registry],
+  });
+  readonly queuePosition = new Gauge({
+    name: 'sluice_agent_queue_position',
+    help: 'Slots ahead of this node in the queue (0 = next), -1 when not queued',
+    registers: [this.registry],
+  });
+  readonly slotHeld = new Gauge({
+    name: 'sluice_agent_slot_held',
+    help: '1 while this node holds a reboot slot',
+    registers: [this.registry],
+  });
+  readonly updateStaged = new Gauge({
+    name: 'sluice_agent_update_staged',
+    help: '1 while an update source says a reboot is needed',
+    registers: [this.registry],
+  });
+  readonly reboots = new Counter({
+    name: 'sluice_agent_reboots_total',
+    help: 'Reboots this agent asked for',
+    registers: [this.registry],
+  });
+  readonly checkFailures = new Counter({
+    name: 'sluice_agent_check_failures_total',
+    help: 'Failed checks, by phase (pre, admitted, post, drain)',
+    labelNames: ['phase'],
+    registers: [this.registry],
+  });
+  readonly etcdErrors = new Counter({
+    name: 'sluice_agent_etcd_errors_total',
+    help: 'etcd calls that failed',
+    registers: [this.registry],
+  });
+  readonly dbusErrors = new Counter({
+    name: 'sluice_agent_dbus_errors_total',
+    help: 'D-Bus calls and connections that failed',
+    registers: [this.registry],
+  });
+
+  constructor() {
+    this.setState('recovering');
+    this.queuePosition.set(-1);
+    this.slotHeld.set(0);
+  }
+
+  /** Marks `current` as the state; every other state reads 0. */
+  setState(current: StateName): void {
+    for (const s of STATE_NAMES) this.state.set({ state: s }, s === current ? 1 : 0);
+  }
+
+  /**
+   * Serves /metrics and /healthz on `listen` (`host:port`). Resolves with the server once it is
+   * listening; port 0 picks a free port.
+   */
+  async serve(listen: string): Promise<Server> {
+    const at = listen.lastIndexOf(':');
+    const host = listen.slice(0, at).replace(/^\[|\]$/g, '');
+    const port = Number(listen.slice(at + 1));
+    const server = createServer((req, res) => {
+      if (req.url === '/metrics') {
+        this.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': this.registry.contentType });
+            res.end(text);
+          },
+          () => {
+            res.writeHead(500);
+            res.end();
+          },
+        );
+      } else if (req.url === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('ok\n');
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return server;
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Update sources that need sluice's own adapters: update_engine over D-Bus, and reboot requests
+ * made with `sluicectl request-reboot` (a key in etcd). Both implement the UpdateSource interface
+ * of sources.ts.
+ */
+import { type GroupKeys, RebootRequestSchema } from '@sluice/core';
+import { NEED_REBOOT, UpdateEngineClient, type UpdateStatus } from '@sluice/dbus';
+import type { Etcd3, Watcher } from 'etcd3';
+import type { UpdateSignal, UpdateSource } from './sources.js';
+
+const NOT_NEEDED = (source: string, detail: string): UpdateSignal => ({
+  needed: false,
+  source,
+  detail,
+});
+
+/**
+ * Follows update_engine (`com.coreos.update1`): needed while it reports
+ * UPDATE_STATUS_UPDATED_NEED_REBOOT. Survives update_engine restarts and bus reconnects (the
+ * client handles both); while update_engine is unreachable it reports not needed.
+ */
+export class UpdateEngineSource implements UpdateSource {
+  readonly name = 'update-engine';
+  readonly #client: UpdateEngineClient;
+  #signal: UpdateSignal = NOT_NEEDED('update-engine', 'no status yet');
+
+  constructor(address: string, onProblem?: (error: Error) => void) {
+    this.#client = new UpdateEngineClient({ address });
+    if (onProblem) this.#client.on('problem', onProblem);
+  }
+
+  static toSignal(status: UpdateStatus | null): UpdateSignal {
+    if (!status) return NOT_NEEDED('update-engine', 'update_engine not reachable');
+    const needed = status.currentOperation === NEED_REBOOT;
+    return {
+      needed,
+      source: 'update-engine',
+      detail: status.currentOperation,
+      ...(status.newVersion ? { version: status.newVersion } : {}),
+    };
+  }
+
+  async start(onChange: (s: UpdateSignal) => void): Promise<void> {
+    const emit = () => {
+      this.#signal = UpdateEngineSource.toSignal(
+        this.#client.serviceUp ? (this.#client.status ?? null) : null,
+      );
+      onChange(this.#signal);
+    };
+    this.#client.on('status', emit);
+    this.#client.on('service-down', emit);
+    this.#client.on('service-up', emit);
+    await this.#client.start();
+    emit();
+  }
+
+  current(): UpdateSignal {
+    return this.#signal;
+  }
+
+  async close(): Promise<void> {
+    this.#client.close();
+  }
+}
+
+/**
+ * A reboot requested for this node with `sluicectl request-reboot`: needed while the key
+ * `groups/<g>/requests/<node>` exists. Watches that one key; clear() deletes it once acted on.
+ */
+export class ManualRequestSource implements UpdateSource {
+  readonly name = 'manual';
+  #signal: UpdateSignal = NOT_NEEDED('manual', 'no request');
+  #watcher: Watcher | null = null;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly keys: GroupKeys,
+    private readonly node: string,
+  ) {}
+
+  #apply(value: string | null, onChange: (s: UpdateSignal) => void): void {
+    if (value === null) {
+      this.#signal = NOT_NEEDED('manual', 'no request');
+    } else {
+      let reason = 'requested with sluicectl';
+      try {
+        const parsed = RebootRequestSchema.safeParse(JSON.parse(value));
+        if (parsed.success) reason = parsed.data.reason || reason;
+      } catch {
+        // Any value is a request; an unreadable one just has no reason to show.
+      }
+      this.#signal = { needed: true, source: 'manual', detail: reason };
+    }
+    onChange(this.#signal);
+  }
+
+  async start(onChange: (s: UpdateSignal) => void): Promise<void> {
+    const key = this.keys.request(this.node);
+    const res = await this.client.get(key).exec();
+    const kv = res.kvs[0];
+    this.#apply(kv ? kv.value.toString() : null, onChange);
+    const watcher = await this.client
+      .watch()
+      .key(key)
+      .startRevision(String(Number(res.header.revision) + 1))
+      .create();
+    watcher.on('put', (put) => this.#apply(put.value.toString(), onChange));
+    watcher.on('delete', () => this.#apply(null, onChange));
+    this.#watcher = watcher;
+  }
+
+  current(): UpdateSignal {
+    return this.#signal;
+  }
+
+  /** Deletes the request: called just before the reboot it asked for. */
+  async clear(): Promise<void> {
+    await this.client.delete().key(this.keys.request(this.node)).exec();
+  }
+
+  async close(): Promise<void> {
+    await this.#watcher?.cancel().catch(() => {});
+    this.#watcher = null;
+  }
+}
