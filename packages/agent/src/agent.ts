@@ -212,7 +212,7 @@ export class Agent {
         m.slotHeld.set(holdsSlot(step.state) ? 1 : 0);
         if (step.state.name !== 'queued') m.queuePosition.set(-1);
         for (const listener of this.#listeners) listener(step.state, step.edge);
-        for (const effect of step.effects) this.#run(effect);
+        this.#run(step.effects);
         this.#scheduleWindowTick(ctx);
         this.#followGroupWindow();
         // Back to idle with an update still pending (e.g. a newer one arrived during the reboot).
@@ -331,19 +331,29 @@ export class Agent {
     );
   }
 
-  #run(effect: Effect): void {
-    this.#execute(effect).then(
-      (event) => {
+  /**
+   * Runs a step's effects in order. An effect that fails, or reports that the slot is gone, stops
+   * the rest: a reboot never follows a failed confirmation that this node still holds its slot.
+   */
+  #run(effects: readonly Effect[]): void {
+    if (effects.length === 0) return;
+    void (async () => {
+      for (const effect of effects) {
+        let event: AgentEvent | null;
+        try {
+          event = await this.#execute(effect);
+        } catch (error) {
+          if (this.#stopped || (isSluiceError(error) && error.kind === 'aborted')) return;
+          if (isSluiceError(error) && error.kind.startsWith('etcd'))
+            this.#deps.metrics.etcdErrors.inc();
+          this.#log.error({ effect: effect.type, err: describe(error) }, 'effect failed');
+          this.#dispatch({ type: 'effect-failed', effect: effect.type, detail: describe(error) });
+          return;
+        }
         if (event) this.#dispatch(event);
-      },
-      (error: unknown) => {
-        if (this.#stopped || (isSluiceError(error) && error.kind === 'aborted')) return;
-        if (isSluiceError(error) && error.kind.startsWith('etcd'))
-          this.#deps.metrics.etcdErrors.inc();
-        this.#log.error({ effect: effect.type, err: describe(error) }, 'effect failed');
-        this.#dispatch({ type: 'effect-failed', effect: effect.type, detail: describe(error) });
-      },
-    );
+        if (event?.type === 'slot-lost') return;
+      }
+    })();
   }
 
   async #execute(effect: Effect): Promise<AgentEvent | null> {
@@ -391,7 +401,8 @@ export class Agent {
         return { type: 'released' };
       }
       case 'record-state': {
-        if (!sem || !this.#grant) return null;
+        // Without a grant there is no slot to confirm: fail closed.
+        if (!sem || !this.#grant) return { type: 'slot-lost', detail: 'this node holds no slot' };
         try {
           this.#grant = await sem.setState(this.#grant, effect.state, {
             bootId: this.#grant.record.bootId ?? this.#bootId,

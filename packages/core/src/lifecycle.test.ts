@@ -184,7 +184,7 @@ describe('lifecycle', () => {
     it('asks again for a reboot that did not happen', () => {
       const s = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'boot-1' }, ctx());
       expect(s.state.name).toBe('rebooting');
-      expect(s.effects).toEqual([{ type: 'reboot' }]);
+      expect(s.effects).toEqual([{ type: 'record-state', state: 'rebooting' }, { type: 'reboot' }]);
     });
 
     it('re-runs the admitted checks after a restart while holding', () => {
@@ -221,8 +221,28 @@ describe('lifecycle', () => {
     expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-25T03:01:00.000Z' }]);
     expect(transition(s.state, { type: 'tick' }, ctx()).effects).toEqual([]);
     s = transition(s.state, { type: 'tick' }, ctx({ now: new Date('2026-11-25T03:01:00Z') }));
-    expect(s.effects).toEqual([{ type: 'reboot' }]);
+    expect(s.effects).toEqual([{ type: 'record-state', state: 'rebooting' }, { type: 'reboot' }]);
     expect(s.state).toMatchObject({ attempt: 2 });
+  });
+
+  it('does not reboot when etcd cannot confirm the slot, and gives up on a lost slot', () => {
+    const rebooting: AgentState = {
+      name: 'rebooting',
+      update,
+      revision: 1,
+      attempt: 1,
+      retryAt: null,
+    };
+    const failed = transition(
+      rebooting,
+      { type: 'effect-failed', effect: 'record-state', detail: 'etcd down' },
+      ctx(),
+    );
+    expect(failed.state).toMatchObject({ name: 'rebooting', retryAt: '2026-11-25T03:01:00.000Z' });
+    expect(failed.effects).toEqual([{ type: 'wake-at', at: '2026-11-25T03:01:00.000Z' }]);
+    const lost = transition(rebooting, { type: 'slot-lost', detail: 'key gone' }, ctx());
+    expect(lost.state.name).toBe('update-staged');
+    expect(lost.effects.some((e) => e.type === 'reboot')).toBe(false);
   });
 
   it('ignores events a state does not expect', () => {

@@ -274,10 +274,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
             attempt: 1,
             retryAt: null,
           },
-          ...(ctx.strategy === 'etcd-lock'
-            ? [{ type: 'record-state', state: 'rebooting' } as const]
-            : []),
-          { type: 'reboot' },
+          ...rebootEffects(ctx),
         );
       }
       if (event.type === 'drain-failed') {
@@ -289,8 +286,12 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       return stay(state);
 
     case 'rebooting':
-      if (event.type === 'reboot-failed') {
-        // Keep the slot: the node is drained. Ask again after the back-off.
+      if (
+        event.type === 'reboot-failed' ||
+        (event.type === 'effect-failed' && event.effect === 'record-state')
+      ) {
+        // The reboot call failed, or etcd could not confirm the slot just before it: keep the
+        // slot (the node is drained) and try again after the back-off.
         const retryAt = later(ctx, ctx.retryDelayMs);
         return go('reboot-failed', { ...state, retryAt }, { type: 'wake-at', at: retryAt });
       }
@@ -298,9 +299,10 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         return go(
           'reboot-retry',
           { ...state, attempt: state.attempt + 1, retryAt: null },
-          { type: 'reboot' },
+          ...rebootEffects(ctx),
         );
       }
+      if (event.type === 'slot-lost') return retry(state.update, event.detail, ctx, 'slot-lost');
       return stay(state);
 
     case 'post-checking':
@@ -343,6 +345,17 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       }
       return stay(state);
   }
+}
+
+/**
+ * The reboot itself. With a slot, first rewrite the record as `rebooting`, guarded on the key's
+ * create revision: that write succeeding is the proof, right before the reboot, that the slot is
+ * still ours. If it fails the runtime stops and the reboot does not happen.
+ */
+function rebootEffects(ctx: Context): Effect[] {
+  return ctx.strategy === 'etcd-lock'
+    ? [{ type: 'record-state', state: 'rebooting' }, { type: 'reboot' }]
+    : [{ type: 'reboot' }];
 }
 
 /** True when a retry time is set and has come. */
@@ -443,7 +456,7 @@ function recover(own: RecoveredRecord | null, bootId: string, ctx: Context): Ste
           attempt: 1,
           retryAt: null,
         },
-        { type: 'reboot' },
+        ...rebootEffects(ctx),
       );
     }
     // Restarted while holding: run the admitted checks again and carry on.
