@@ -6,6 +6,7 @@
 import {
   formatPause,
   type GroupKeys,
+  type GroupSnapshot,
   type GroupStatus,
   groupStatus,
   type HistoryRecord,
@@ -16,8 +17,8 @@ import {
   SluiceError,
 } from '@sluice/core';
 import type { Etcd3 } from 'etcd3';
-import { etcdCall } from './errors.js';
-import { readGroup } from './group-watch.js';
+import { etcdCall, toSluiceError } from './errors.js';
+import { GroupWatch, readGroup } from './group-watch.js';
 import { haltGroup, pruneHistory } from './semaphore.js';
 
 /** Admin operations on one group. */
@@ -35,6 +36,18 @@ export class GroupAdmin {
   async status(): Promise<GroupStatus> {
     let snapshot = await readGroup(this.client, this.keys);
     if (await haltGroup(this.client, snapshot)) snapshot = await readGroup(this.client, this.keys);
+    const windowText = await etcdCall(`a read of ${this.keys.windows}`, () =>
+      this.client.get(this.keys.windows).string(),
+    );
+    return this.statusOf(snapshot, windowText);
+  }
+
+  /**
+   * The status of a snapshot you already have (from a GroupWatch, say), with the seconds left on
+   * each queue key's lease looked up in etcd. `windowText` is the raw value of the windows key.
+   * Does not halt the group; `status()` and `watch()` do that.
+   */
+  async statusOf(snapshot: GroupSnapshot, windowText: string | null): Promise<GroupStatus> {
     const ttls = new Map<string, number>();
     await Promise.all(
       snapshot.queue
@@ -46,10 +59,62 @@ export class GroupAdmin {
           if (res) ttls.set(e.lease, Number(res.TTL));
         }),
     );
-    const windowText = await etcdCall(`a read of ${this.keys.windows}`, () =>
-      this.client.get(this.keys.windows).string(),
-    );
     return groupStatus(snapshot, this.now(), ttls, windowText);
+  }
+
+  /**
+   * Live status, for `sluicectl watch`. Calls `onStatus` once the watch is up, again after every
+   * change to the group as etcd watch events arrive (nothing polls), and when the group's window
+   * opens or closes. Changes that arrive while a status is being built are folded into the next
+   * one. Like `status()`, it halts the group when it sees more lost holders than the loss budget.
+   * Failures while building a status go to `onError`; the watch goes on. Stop with `close()`.
+   */
+  async watch(
+    onStatus: (status: GroupStatus) => void,
+    onError: (error: SluiceError) => void = () => {},
+  ): Promise<{ close(): Promise<void> }> {
+    const watch = await GroupWatch.start(this.client, this.keys);
+    let running = false;
+    let again = false;
+    let closed = false;
+    let timer: NodeJS.Timeout | undefined;
+    const render = async (): Promise<void> => {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      try {
+        do {
+          again = false;
+          const snapshot = watch.snapshot;
+          // The pause this writes arrives as a watch event and brings the next status.
+          if (await haltGroup(this.client, snapshot)) continue;
+          const status = await this.statusOf(snapshot, watch.get(this.keys.windows)?.value ?? null);
+          if (closed) return;
+          onStatus(status);
+          clearTimeout(timer);
+          const change = status.window.nextChange;
+          if (change) {
+            const delay = Math.max(0, Date.parse(change) - this.now().getTime()) + 5;
+            timer = setTimeout(() => void render(), Math.min(delay, 2 ** 31 - 1));
+          }
+        } while (again && !closed);
+      } catch (error) {
+        if (!closed) onError(toSluiceError(error, `a status of ${this.keys.root}`));
+      } finally {
+        running = false;
+      }
+    };
+    watch.onChange(() => void render());
+    await render();
+    return {
+      close: async () => {
+        closed = true;
+        clearTimeout(timer);
+        await watch.close();
+      },
+    };
   }
 
   /** Sets max, after validating it like the agents will. Returns the old raw value. */
@@ -59,7 +124,9 @@ export class GroupAdmin {
     const res = await etcdCall(`a write of ${this.keys.max}`, () =>
       this.client.put(this.keys.max).value(String(parsed.value)).getPrevious(),
     );
-    return { old: res ? res.value.toString() : null, new: parsed.value };
+    // etcd3's getPrevious() always returns an object; `value` is missing when the key was absent.
+    const previous = (res as { value?: Buffer } | undefined)?.value;
+    return { old: previous === undefined ? null : previous.toString(), new: parsed.value };
   }
 
   /** Pauses the group: no new slots until `resume()`. Returns false if it was already paused. */
