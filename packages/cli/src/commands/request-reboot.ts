@@ -1,0 +1,34 @@
+/**
+ * `sluicectl request-reboot`: ask a node's agent for a coordinated reboot. The agent still waits
+ * for its window and a slot like any other reboot.
+ */
+import type { RebootRequest } from '@sluice/core';
+import { GroupAdmin } from '@sluice/etcd';
+import { type Context, checkNodeName, EXIT } from '../context.js';
+
+/** Writes a reboot request for NODE (default: this node). */
+export async function requestReboot(
+  ctx: Context,
+  nodeArg: string | undefined,
+  opts: { node?: string; reason: string },
+): Promise<number> {
+  const node = nodeArg ? checkNodeName(nodeArg, 'NODE') : await ctx.selfNode(opts.node);
+  const keys = await ctx.keys();
+  const request: RebootRequest = {
+    v: 1,
+    node,
+    reason: opts.reason,
+    requestedAt: new Date().toISOString(),
+    by: ctx.operator,
+  };
+  await new GroupAdmin(await ctx.client(), keys).requestReboot(request);
+  if (ctx.json) {
+    ctx.outJson({ group: keys.group, key: keys.request(node), request });
+  } else {
+    ctx.out(`requested a reboot of ${node} in group ${keys.group}: ${opts.reason}`);
+    ctx.out(
+      'Its agent takes a slot when the window is open and one is free; see "sluicectl status".',
+    );
+  }
+  return EXIT.ok;
+}

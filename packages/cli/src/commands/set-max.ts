@@ -1,0 +1,29 @@
+/**
+ * `sluicectl set-max N`: how many nodes of the group may hold a slot at once.
+ */
+import { MAX_LIMIT, parseMax, SluiceError } from '@sluice/core';
+import { GroupAdmin } from '@sluice/etcd';
+import { type Context, EXIT } from '../context.js';
+
+/** Validates N as the agents will, writes it, and prints the old and new value. */
+export async function setMax(ctx: Context, n: string): Promise<number> {
+  const keys = await ctx.keys();
+  // Refuse a bad N before touching etcd, with the same rules the agents apply to the key.
+  const parsed = parseMax(n, 'N');
+  if (!parsed.ok) {
+    throw new SluiceError(
+      'invalid-config',
+      `N is ${JSON.stringify(n)}: max must be a whole number from 0 to ${MAX_LIMIT} (0 stops all admissions)`,
+      'N',
+    );
+  }
+  const result = await new GroupAdmin(await ctx.client(), keys).setMax(n);
+  if (ctx.json) {
+    ctx.outJson({ group: keys.group, key: keys.max, old: result.old, new: result.new });
+    return EXIT.ok;
+  }
+  const old = result.old === null ? 'unset (1)' : result.old;
+  ctx.out(`max of group ${keys.group}: ${old} -> ${result.new}`);
+  ctx.out(`(the same as: etcdctl put ${keys.max} ${result.new})`);
+  return EXIT.ok;
+}

@@ -1,0 +1,264 @@
+/**
+ * `sluicectl windows`: show, set, clear and check reboot windows. `windows check` needs no etcd:
+ * it evaluates a spec (the agent's syntax, or locksmith's start and length) at an instant.
+ */
+import {
+  describeWindow,
+  formatWindowSpec,
+  parseLocksmithWindow,
+  parseWindowSpec,
+  type Result,
+  SluiceError,
+  type WindowSpec,
+  windowState,
+} from '@sluice/core';
+import { type Context, EXIT } from '../context.js';
+import { human, instant, table } from '../format.js';
+
+/** One open period: when it starts (null: already open at the reference time) and ends. */
+export interface Opening {
+  start: string | null;
+  end: string | null;
+}
+
+/** The next `count` open periods of a spec after `from`, the current one first if it is open. */
+export function upcoming(spec: WindowSpec, from: Date, count: number): Opening[] {
+  const out: Opening[] = [];
+  if (spec.windows.length === 0) return out;
+  let state = windowState(spec, from);
+  if (state.open) {
+    out.push({ start: null, end: state.nextEnd?.toISOString() ?? null });
+    if (!state.nextEnd) return out;
+    state = windowState(spec, state.nextEnd);
+  }
+  while (out.length < count && state.nextStart) {
+    out.push({ start: state.nextStart.toISOString(), end: state.nextEnd?.toISOString() ?? null });
+    if (!state.nextEnd) break;
+    state = windowState(spec, state.nextEnd);
+  }
+  return out;
+}
+
+/** `Tue 22:00 Europe/Berlin`: an instant as wall-clock time in the zone the windows use. */
+function wallClock(iso: string, zone: string): string {
+  const parts = new Intl.DateTimeFormat('en-GB', {
+    timeZone: zone,
+    weekday: 'short',
+    hour: '2-digit',
+    minute: '2-digit',
+    hourCycle: 'h23',
+  }).formatToParts(new Date(iso));
+  const get = (type: string) => parts.find((p) => p.type === type)?.value ?? '';
+  return `${get('weekday')} ${get('hour')}:${get('minute')} ${zone}`;
+}
+
+/** The zone all windows of a spec share, if they share one. */
+function sharedZone(spec: WindowSpec): string | null {
+  const zones = new Set(spec.windows.map((w) => w.zone));
+  return zones.size === 1 ? [...zones][0]! : null;
+}
+
+/** An instant for people: UTC, plus the wall-clock time in the windows' zone when it is not UTC. */
+function when(iso: string | null, spec: WindowSpec): string {
+  if (iso === null) return '-';
+  const zone = sharedZone(spec);
+  return zone && zone !== 'UTC' ? `${instant(iso)} (${wallClock(iso, zone)})` : instant(iso);
+}
+
+/** Shows the group's window spec, whether it is open now, and the next openings. */
+export async function showWindows(ctx: Context, opts: { count: string }): Promise<number> {
+  const count = Number(opts.count);
+  if (!/^\d+$/.test(opts.count) || count < 1 || count > 100) {
+    throw new SluiceError(
+      'invalid-config',
+      '--count must be a whole number from 1 to 100',
+      '--count',
+    );
+  }
+  const { etcdCall } = await import('@sluice/etcd');
+  const keys = await ctx.keys();
+  const client = await ctx.client();
+  const text = await etcdCall(`a read of ${keys.windows}`, () => client.get(keys.windows).string());
+  const now = new Date();
+  if (text === null) {
+    if (ctx.json) {
+      ctx.outJson({
+        group: keys.group,
+        spec: null,
+        error: null,
+        open: true,
+        nextChange: null,
+        windows: [],
+        upcoming: [],
+      });
+    } else {
+      ctx.out(`group ${keys.group} has no reboot window: always open`);
+      ctx.out(`(set one with: sluicectl windows set "Mon-Fri 22:00-02:00 Europe/Berlin")`);
+    }
+    return EXIT.ok;
+  }
+  const parsed = parseWindowSpec(text, `etcd key ${keys.windows}`);
+  if (!parsed.ok) {
+    if (ctx.json) {
+      ctx.outJson({
+        group: keys.group,
+        spec: text,
+        error: parsed.error.message,
+        open: false,
+        nextChange: null,
+        windows: [],
+        upcoming: [],
+      });
+    } else {
+      ctx.out(`group ${keys.group}: ${parsed.error.message}`);
+      ctx.out(
+        'Nobody is admitted until it is fixed: sluicectl windows set SPEC, or windows clear.',
+      );
+    }
+    return EXIT.ok;
+  }
+  const spec = parsed.value;
+  const state = windowState(spec, now);
+  const next = upcoming(spec, now, count);
+  if (ctx.json) {
+    ctx.outJson({
+      group: keys.group,
+      spec: text,
+      error: null,
+      open: state.open,
+      nextChange: state.nextChange?.toISOString() ?? null,
+      windows: spec.windows.map(describeWindow),
+      upcoming: next,
+    });
+    return EXIT.ok;
+  }
+  ctx.out(`Group:   ${keys.group}`);
+  ctx.out(`Windows: ${formatWindowSpec(spec)}`);
+  if (spec.windows.length === 0) {
+    ctx.out('Now:     open (always)');
+    return EXIT.ok;
+  }
+  const change = state.nextChange
+    ? `, ${state.open ? 'closes' : 'opens'} ${instant(state.nextChange)} (in ${human(state.nextChange.getTime() - now.getTime())})`
+    : '';
+  ctx.out(`Now:     ${state.open ? 'open' : 'closed'}${change}`);
+  ctx.out('');
+  ctx.out(
+    table(
+      ['OPENS', 'CLOSES', 'LENGTH'],
+      next.map((o) => [
+        o.start === null ? 'open now' : when(o.start, spec),
+        when(o.end, spec),
+        o.start && o.end ? human(Date.parse(o.end) - Date.parse(o.start)) : '-',
+      ]),
+    ),
+  );
+  return EXIT.ok;
+}
+
+/** Validates SPEC with the agent's parser and stores it in canonical form. */
+export async function setWindows(
+  ctx: Context,
+  text: string,
+  opts: { zone: string },
+): Promise<number> {
+  const parsed = parseWindowSpec(text, 'SPEC', opts.zone);
+  if (!parsed.ok) throw parsed.error;
+  const canonical = formatWindowSpec(parsed.value);
+  const { GroupAdmin } = await import('@sluice/etcd');
+  const keys = await ctx.keys();
+  await new GroupAdmin(await ctx.client(), keys).setWindows(canonical);
+  const state = windowState(parsed.value, new Date());
+  if (ctx.json) {
+    ctx.outJson({
+      group: keys.group,
+      key: keys.windows,
+      spec: canonical,
+      open: state.open,
+      nextChange: state.nextChange?.toISOString() ?? null,
+    });
+    return EXIT.ok;
+  }
+  ctx.out(`window of group ${keys.group} set to: ${canonical}`);
+  ctx.out(
+    `now ${state.open ? 'open' : 'closed'}${state.nextChange ? `; ${state.open ? 'closes' : 'opens'} ${instant(state.nextChange)}` : ''}`,
+  );
+  ctx.out(`(the same as: etcdctl put ${keys.windows} '${canonical}')`);
+  return EXIT.ok;
+}
+
+/** Removes the group's window: reboots may happen at any time. */
+export async function clearWindows(ctx: Context): Promise<number> {
+  const { GroupAdmin } = await import('@sluice/etcd');
+  const keys = await ctx.keys();
+  const removed = await new GroupAdmin(await ctx.client(), keys).clearWindows();
+  if (ctx.json) ctx.outJson({ group: keys.group, key: keys.windows, removed });
+  else if (removed) ctx.out(`removed the window of group ${keys.group}: always open now`);
+  else ctx.out(`group ${keys.group} had no window: always open`);
+  return EXIT.ok;
+}
+
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i;
+
+/** Parses `--at`: an ISO-8601 instant with a zone (`Z` or an offset), so it is never ambiguous. */
+export function parseInstant(text: string, flag: string): Result<Date> {
+  const date = new Date(text);
+  if (!ISO_INSTANT.test(text.trim()) || Number.isNaN(date.getTime())) {
+    return {
+      ok: false,
+      error: new SluiceError(
+        'invalid-config',
+        `${flag} ${JSON.stringify(text)}: want an ISO-8601 instant with Z or an offset, e.g. 2025-03-30T01:30:00Z or 2025-03-30T03:30:00+02:00`,
+        flag,
+      ),
+    };
+  }
+  return { ok: true, value: date };
+}
+
+/**
+ * Evaluates a spec at `--at` (default now) without etcd. With `--length`, SPEC is locksmith's
+ * REBOOT_WINDOW_START (`Thu 04:00`) and the length its REBOOT_WINDOW_LENGTH.
+ */
+export async function checkWindows(
+  ctx: Context,
+  text: string,
+  opts: { at?: string; length?: string; zone: string },
+): Promise<number> {
+  let at = new Date();
+  if (opts.at !== undefined) {
+    const parsed = parseInstant(opts.at, '--at');
+    if (!parsed.ok) throw parsed.error;
+    at = parsed.value;
+  }
+  const parsed =
+    opts.length === undefined
+      ? parseWindowSpec(text, 'SPEC', opts.zone)
+      : parseLocksmithWindow(text, opts.length, 'SPEC and --length', opts.zone);
+  if (!parsed.ok) throw parsed.error;
+  const spec = parsed.value;
+  const state = windowState(spec, at);
+  const nextStart = state.nextStart?.toISOString() ?? null;
+  const nextEnd = state.nextEnd?.toISOString() ?? null;
+  if (ctx.json) {
+    ctx.outJson({ open: state.open, nextStart, nextEnd });
+    return EXIT.ok;
+  }
+  ctx.out(`window: ${formatWindowSpec(spec)}`);
+  if (spec.windows.length === 0) {
+    ctx.out(`at ${instant(at)}: open (always)`);
+    return EXIT.ok;
+  }
+  ctx.out(`at ${when(at.toISOString(), spec)}: ${state.open ? 'OPEN' : 'CLOSED'}`);
+  const rows: string[][] = state.open
+    ? [
+        ['closes', when(nextEnd, spec)],
+        ['next opens', when(nextStart, spec)],
+      ]
+    : [
+        ['opens', when(nextStart, spec)],
+        ['then closes', when(nextEnd, spec)],
+      ];
+  for (const [label, value] of rows) ctx.out(`${label!.padEnd(11)} ${value}`);
+  return EXIT.ok;
+}

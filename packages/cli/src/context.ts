@@ -1,0 +1,247 @@
+/**
+ * What every command shares: where output goes, how errors become exit codes, the etcd settings
+ * from flags and environment, the connection (opened on first use, closed at the end), and who
+ * the operator and this node are.
+ */
+import { readFile } from 'node:fs/promises';
+import { hostname, userInfo } from 'node:os';
+import { GroupKeys, isSluiceError, isValidName, SluiceError } from '@sluice/core';
+import type { connectEtcd, EtcdSettings } from '@sluice/etcd';
+
+/** Where the CLI reads its environment and writes its output. `main.ts` passes the process's. */
+export interface CliIO {
+  /** Standard output; `isTTY` makes `watch` redraw in place. */
+  stdout: { write(text: string): unknown; isTTY?: boolean };
+  /** Standard error: progress, warnings and error messages. */
+  stderr: { write(text: string): unknown };
+  /** Environment variables (SLUICE_*, LOCKSMITHCTL_*, SLUICE_NODE). */
+  env: NodeJS.ProcessEnv;
+  /** Aborted on SIGINT/SIGTERM: long-running commands (`watch`, `lock --wait`) stop cleanly. */
+  signal?: AbortSignal;
+}
+
+/** Exit codes, the same for every command. */
+export const EXIT = {
+  /** Done. */
+  ok: 0,
+  /** Refused: the group is full, the node holds nothing, a race was lost, a check failed. */
+  refused: 1,
+  /** Usage or configuration error, including invalid values. */
+  usage: 2,
+  /** etcd is unreachable or denied the request. */
+  etcd: 3,
+} as const;
+
+/** The exit code for an error a command threw. */
+export function exitCodeFor(error: unknown): number {
+  if (!isSluiceError(error)) return EXIT.refused;
+  switch (error.kind) {
+    case 'invalid-config':
+    case 'invalid-value':
+    case 'invalid-window':
+      return EXIT.usage;
+    case 'etcd-unavailable':
+    case 'etcd-denied':
+      return EXIT.etcd;
+    default:
+      return EXIT.refused;
+  }
+}
+
+/** The etcd client type, without depending on etcd3 directly. */
+export type EtcdClient = Awaited<ReturnType<typeof connectEtcd>>;
+
+/** Output format chosen with `-o`. */
+export type OutputFormat = 'table' | 'json';
+
+/** The global options, as commander parses them. */
+export interface GlobalOptions {
+  endpoints?: string[];
+  cacert?: string;
+  cert?: string;
+  key?: string;
+  user?: string;
+  password?: string;
+  passwordFile?: string;
+  prefix?: string;
+  group?: string;
+  output: OutputFormat;
+}
+
+/** The flag each settings field comes from, for error messages. */
+const FLAGS: Record<keyof EtcdSettings, string> = {
+  endpoints: '--endpoints',
+  cacert: '--cacert',
+  cert: '--cert',
+  key: '--key',
+  username: '--user',
+  password: '--password',
+  passwordFile: '--password-file',
+  prefix: '--prefix',
+  group: '--group',
+};
+
+/**
+ * Per-run state handed to every command. Commands call `connect()` for etcd; everything opened
+ * through the context is closed by `close()` when the command is done, in reverse order.
+ */
+export class Context {
+  #settings: EtcdSettings | null = null;
+  #client: EtcdClient | null = null;
+  readonly #cleanups: (() => void | Promise<void>)[] = [];
+
+  constructor(
+    readonly io: CliIO,
+    readonly options: GlobalOptions,
+  ) {}
+
+  /** True for `-o json`. */
+  get json(): boolean {
+    return this.options.output === 'json';
+  }
+
+  /** Writes a line (or lines) to stdout. */
+  out(text = ''): void {
+    this.io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  /** Writes JSON to stdout, pretty-printed, as one value. */
+  outJson(value: unknown): void {
+    this.out(JSON.stringify(value, null, 2));
+  }
+
+  /** Writes a line to stderr. */
+  err(text: string): void {
+    this.io.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
+
+  /**
+   * The etcd settings: flags over environment variables (SLUICE_*, LOCKSMITHCTL_*) over
+   * defaults, validated with the schema the agent uses. Errors name the flag or variable.
+   */
+  async settings(): Promise<EtcdSettings> {
+    if (this.#settings) return this.#settings;
+    const { etcdSettingsFromEnv, parseEtcdSettings } = await import('@sluice/etcd');
+    const env = etcdSettingsFromEnv(this.io.env);
+    const values: Record<string, unknown> = { ...env.values };
+    const where: Record<string, string> = { ...env.sources };
+    const o = this.options;
+    const flags: Partial<Record<keyof EtcdSettings, unknown>> = {
+      endpoints: o.endpoints,
+      cacert: o.cacert,
+      cert: o.cert,
+      key: o.key,
+      username: o.user,
+      password: o.password,
+      passwordFile: o.passwordFile,
+      prefix: o.prefix,
+      group: o.group,
+    };
+    for (const [field, value] of Object.entries(flags) as [keyof EtcdSettings, unknown][]) {
+      if (value === undefined) continue;
+      values[field] = value;
+      where[field] = FLAGS[field];
+    }
+    // A password given as a flag wins over a password file from the environment, and vice versa.
+    if (o.password !== undefined && o.passwordFile === undefined) delete values.passwordFile;
+    if (o.passwordFile !== undefined && o.password === undefined) delete values.password;
+    this.#settings = parseEtcdSettings(values, where);
+    return this.#settings;
+  }
+
+  /** The keys of the selected group (`--group`, default `default`). */
+  async keys(group?: string): Promise<GroupKeys> {
+    const s = await this.settings();
+    return new GroupKeys(s.prefix, group ?? s.group);
+  }
+
+  /**
+   * The etcd client, connected on first use with short timeouts (3 s per call, one retry), so an
+   * unreachable etcd fails within seconds instead of hanging. Closed by `close()`.
+   */
+  async client(): Promise<EtcdClient> {
+    if (this.#client) return this.#client;
+    const settings = await this.settings();
+    const { connectEtcd, connectionOptions } = await import('@sluice/etcd');
+    const options = await connectionOptions(settings);
+    const client = await connectEtcd({ ...options, callTimeoutMs: 3000, retryAttempts: 1 });
+    this.#client = client;
+    this.defer(() => client.close());
+    return client;
+  }
+
+  /** Runs `fn` at `close()`, before everything deferred earlier. */
+  defer(fn: () => void | Promise<void>): void {
+    this.#cleanups.push(fn);
+  }
+
+  /** Closes everything opened for this run, newest first. Never throws. */
+  async close(): Promise<void> {
+    while (this.#cleanups.length > 0) {
+      const fn = this.#cleanups.pop()!;
+      try {
+        await fn();
+      } catch {
+        // Closing is best effort: the process exits next.
+      }
+    }
+  }
+
+  /** Who runs this command, as recorded in pauses, forced releases and requests: `user@host`. */
+  get operator(): string {
+    let user = this.io.env.SUDO_USER || this.io.env.USER || '';
+    if (!user) {
+      try {
+        user = userInfo().username;
+      } catch {
+        user = 'unknown';
+      }
+    }
+    return `${user}@${hostname()}`;
+  }
+
+  /**
+   * This node's id: `--node`, else SLUICE_NODE, else /etc/machine-id (as the agent uses).
+   * Refuses names that cannot be part of an etcd key.
+   */
+  async selfNode(flag: string | undefined): Promise<string> {
+    let node = flag;
+    let where = '--node';
+    if (!node && this.io.env.SLUICE_NODE) {
+      node = this.io.env.SLUICE_NODE;
+      where = 'SLUICE_NODE';
+    }
+    if (!node) {
+      where = '/etc/machine-id';
+      node = await readFile('/etc/machine-id', 'utf8').then(
+        (text) => text.trim(),
+        () => undefined,
+      );
+      if (!node) {
+        throw new SluiceError(
+          'invalid-config',
+          'cannot tell which node this is: /etc/machine-id is missing; pass --node ID or set SLUICE_NODE',
+          '--node',
+        );
+      }
+    }
+    return checkNodeName(node, where);
+  }
+}
+
+/** Validates a node id given on the command line. */
+export function checkNodeName(node: string, where: string): string {
+  if (!isValidName(node)) {
+    throw new SluiceError(
+      'invalid-config',
+      `${where}: ${JSON.stringify(node)} is not a valid node id (letters, digits, . _ : @ -)`,
+      where,
+    );
+  }
+  return node;
+}
+
+/** The local host name, for queue records of this node. */
+export function localHostname(): string {
+  return hostname();
+}

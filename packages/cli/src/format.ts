@@ -1,0 +1,129 @@
+/**
+ * Human output: aligned tables, times with their age, durations as people say them, and the
+ * status block `sluicectl status` and `watch` print. JSON output does not go through here.
+ */
+import type { GroupStatus } from '@sluice/core';
+
+/**
+ * Formats rows as a table with a header line, columns separated by two spaces and padded to the
+ * widest cell. The last column is not padded, so lines carry no trailing spaces.
+ */
+export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+/**
+ * A duration the way people read it: `45s`, `3m20s`, `2h05m`, `3d4h`. Rounded down to the
+ * second; negative durations are shown as `0s`.
+ */
+export function human(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${String(s % 60).padStart(2, '0')}s`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h}h${String(m % 60).padStart(2, '0')}m`;
+  return `${Math.floor(h / 24)}d${h % 24}h`;
+}
+
+/** An instant as `2025-11-25 14:03:00Z`: ISO-8601 in UTC, to the second, easy to scan. */
+export function instant(iso: string | Date): string {
+  const d = typeof iso === 'string' ? new Date(iso) : iso;
+  if (Number.isNaN(d.getTime())) return String(iso);
+  return `${d.toISOString().slice(0, 19).replace('T', ' ')}Z`;
+}
+
+/** A past instant with its age: `2025-11-25 14:03:00Z (3m20s ago)`; `-` for none. */
+export function since(iso: string | null, now: Date): string {
+  if (!iso) return '-';
+  return `${instant(iso)} (${human(now.getTime() - Date.parse(iso))} ago)`;
+}
+
+/** A future instant with the time to go: `2025-11-25 22:00:00Z (in 7h56m)`. */
+export function until(iso: string | Date, now: Date): string {
+  const t = typeof iso === 'string' ? Date.parse(iso) : iso.getTime();
+  return `${instant(iso)} (in ${human(t - now.getTime())})`;
+}
+
+/** The window line of a status: `open until …`, `closed until …`, or `always open`. */
+export function windowLine(status: GroupStatus, now: Date): string {
+  const w = status.window;
+  if (w.spec === null) return 'always open (no window set)';
+  const state = w.open ? 'open' : 'closed';
+  if (!w.open && status.errors.some((e) => e.key.endsWith('/windows'))) {
+    return 'closed: the window spec is invalid (see errors)';
+  }
+  const change = w.nextChange ? `, ${w.open ? 'closes' : 'opens'} ${until(w.nextChange, now)}` : '';
+  return `${state}${change}  [${w.spec}]`;
+}
+
+/**
+ * A group's status for people, modelled on `locksmithctl status`: the numbers first, then the
+ * holders, the waiters and any unreadable keys.
+ */
+export function formatStatus(status: GroupStatus, now: Date): string {
+  const paused = status.paused
+    ? `yes${status.paused.since ? `, since ${since(status.paused.since, now)}` : ''}: ${status.paused.reason}`
+    : 'no';
+  const lines = [
+    `Group:      ${status.group}`,
+    `Max:        ${status.max ?? 'invalid (see errors; nobody is admitted)'}`,
+    `Available:  ${status.available ?? '-'}`,
+    `Paused:     ${paused}`,
+    `Window:     ${windowLine(status, now)}`,
+    '',
+  ];
+  if (status.holders.length === 0) {
+    lines.push('Holders:    none');
+  } else {
+    lines.push(
+      'HOLDERS',
+      table(
+        ['NODE', 'HOSTNAME', 'STATE', 'SINCE', 'LEASE LEFT', 'REASON'],
+        status.holders.map((h) => [
+          h.node,
+          h.hostname || '-',
+          h.state,
+          since(h.since, now),
+          h.leaseSecondsLeft === null ? '-' : human(h.leaseSecondsLeft * 1000),
+          h.reason || '-',
+        ]),
+      ),
+    );
+  }
+  lines.push('');
+  if (status.waiting.length === 0) {
+    lines.push('Waiting:    none');
+  } else {
+    lines.push(
+      'WAITING',
+      table(
+        ['POS', 'NODE', 'HOSTNAME', 'SINCE', 'REASON'],
+        status.waiting.map((w) => [
+          String(w.position),
+          w.node,
+          w.hostname || '-',
+          since(w.since, now),
+          w.reason || '-',
+        ]),
+      ),
+    );
+  }
+  if (status.errors.length > 0) {
+    lines.push(
+      '',
+      'ERRORS',
+      table(
+        ['KEY', 'PROBLEM'],
+        status.errors.map((e) => [e.key, e.message]),
+      ),
+    );
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,266 @@
+/**
+ * The `sluicectl` command line: global flags, one sub-command per operator task, and the mapping
+ * from outcomes to exit codes. Command modules are imported only when their command runs, so
+ * `status` does not pay for D-Bus and `windows check` does not pay for etcd.
+ */
+import { readFileSync } from 'node:fs';
+import { Argument, Command, CommanderError, Option } from 'commander';
+import { rewriteLocksmithFlags } from './argv.js';
+import { type CliIO, Context, EXIT, exitCodeFor, type GlobalOptions } from './context.js';
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+    return String(pkg.version);
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Accumulates `--endpoints`: repeatable, each a comma-separated list. */
+function collectEndpoints(value: string, previous: string[] | undefined): string[] {
+  const list = value
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean);
+  return [...(previous ?? []), ...list];
+}
+
+/** A command body: gets the run's context and returns the exit code. */
+type Body = (ctx: Context) => Promise<number>;
+
+/**
+ * Builds the commander program. `exec` runs a command body with a fresh Context and records its
+ * exit code. Exported for the completion generator and for tests that inspect the command tree.
+ */
+export function buildProgram(
+  io: CliIO,
+  exec: (cmd: Command, body: Body) => Promise<void>,
+): Command {
+  const program = new Command('sluicectl')
+    .description(
+      'Inspect and steer sluice reboot groups in etcd: how many nodes may reboot at once, who holds a slot, who waits, and when.',
+    )
+    .version(version(), '-v, --version', 'print the version')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+    })
+    .showHelpAfterError('(run with --help for usage)')
+    .helpOption('-h, --help', 'show help')
+    .addHelpCommand(false)
+    .option(
+      '--endpoints <urls>',
+      'etcd client URLs, comma separated [SLUICE_ENDPOINTS, LOCKSMITHCTL_ENDPOINT]',
+      collectEndpoints,
+    )
+    .option('--cacert <file>', 'CA bundle for etcd TLS [SLUICE_CACERT]')
+    .option('--cert <file>', 'client certificate for mutual TLS [SLUICE_CERT]')
+    .option('--key <file>', 'client key for mutual TLS [SLUICE_KEY]')
+    .option('--user <name>', 'etcd user name [SLUICE_USERNAME]')
+    .option('--password <password>', 'etcd password; prefer --password-file [SLUICE_PASSWORD]')
+    .option('--password-file <file>', 'file holding the etcd password [SLUICE_PASSWORD_FILE]')
+    .option('--prefix <prefix>', 'etcd key prefix (default /sluice/v1/) [SLUICE_PREFIX]')
+    .option('--group <name>', 'reboot group (default "default") [SLUICE_GROUP]')
+    .addOption(
+      new Option('-o, --output <format>', 'output format')
+        .choices(['table', 'json'])
+        .default('table'),
+    )
+    .addHelpText(
+      'after',
+      `
+Exit codes: 0 done; 1 refused (group full, nothing held, lost a race, a check failed);
+2 usage or configuration error; 3 etcd unreachable or access denied.
+Flags override environment variables; locksmithctl's -endpoint URL form is accepted.`,
+    );
+
+  program
+    .command('status')
+    .description('show max, free slots, pause, window, holders, waiters and unreadable keys')
+    .option('--all-groups', 'show every group under the prefix (JSON: an array)')
+    .action(async (opts: { allGroups?: boolean }, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/status.js')).status(ctx, opts)),
+    );
+
+  program
+    .command('set-max')
+    .description('set how many nodes of the group may hold a slot at once')
+    .argument('<N>', 'whole number from 0 to 10000; 0 stops all admissions')
+    .action(async (n: string, _opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/set-max.js')).setMax(ctx, n)),
+    );
+
+  program
+    .command('pause')
+    .description('stop granting slots in the group (the fleet-wide brake)')
+    .requiredOption('--reason <text>', 'why; shown by status')
+    .action(async (opts: { reason: string }, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/pause.js')).pause(ctx, opts)),
+    );
+
+  program
+    .command('resume')
+    .description('grant slots again; also clears a halt after a lost holder was force-unlocked')
+    .action(async (_opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/pause.js')).resume(ctx)),
+    );
+
+  program
+    .command('lock')
+    .description('take a slot by hand for maintenance (recorded as manual)')
+    .option('--node <id>', 'node to lock for (default: this node, SLUICE_NODE or /etc/machine-id)')
+    .requiredOption('--reason <text>', 'why; shown by status and history')
+    .option('--wait', 'wait for a free slot instead of failing when the group is full')
+    .option(
+      '--ttl <duration>',
+      'how long the slot is held without an unlock; after that it counts as lost and halts the group',
+      '24h',
+    )
+    .addHelpText(
+      'after',
+      `
+The slot outlives this command: it sits on a hold lease of --ttl that nobody renews.
+Give it back with "sluicectl unlock". A manual lock that expires counts as a lost
+holder and halts the group (the safe outcome: nobody knows whether the work finished);
+clear it with "sluicectl unlock NODE --force", then "sluicectl resume".`,
+    )
+    .action(
+      async (opts: { node?: string; reason: string; wait?: boolean; ttl: string }, cmd: Command) =>
+        exec(cmd, async (ctx) => (await import('./commands/lock.js')).lock(ctx, opts)),
+    );
+
+  program
+    .command('unlock')
+    .description("release this node's slot, or another node's with --force")
+    .argument('[node]', 'node to release (default: this node)')
+    .option('--node <id>', 'who "this node" is (default: SLUICE_NODE or /etc/machine-id)')
+    .option('--force', "release another node's slot; recorded in history as forced")
+    .action(
+      async (node: string | undefined, opts: { node?: string; force?: boolean }, cmd: Command) =>
+        exec(cmd, async (ctx) => (await import('./commands/lock.js')).unlock(ctx, node, opts)),
+    );
+
+  program
+    .command('request-reboot')
+    .description("ask a node's agent for a coordinated reboot (it still waits for a slot)")
+    .argument('[node]', 'node to reboot (default: this node)')
+    .option('--node <id>', 'who "this node" is (default: SLUICE_NODE or /etc/machine-id)')
+    .option('--reason <text>', 'why; shown by status and history', 'requested with sluicectl')
+    .action(
+      async (node: string | undefined, opts: { node?: string; reason: string }, cmd: Command) =>
+        exec(cmd, async (ctx) =>
+          (await import('./commands/request-reboot.js')).requestReboot(ctx, node, opts),
+        ),
+    );
+
+  const windows = program
+    .command('windows')
+    .description("show the group's reboot windows, whether they are open, and the next openings")
+    .option('--count <n>', 'how many upcoming openings to list', '3')
+    .action(async (opts: { count: string }, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/windows.js')).showWindows(ctx, opts)),
+    );
+  windows
+    .command('set')
+    .description('set the group\'s window spec, e.g. "Mon-Fri 22:00-02:00 Europe/Berlin"')
+    .argument('<spec>', 'window spec; several entries separated by ";"')
+    .option('--zone <zone>', 'time zone for entries that name none', 'UTC')
+    .action(async (spec: string, opts: { zone: string }, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/windows.js')).setWindows(ctx, spec, opts)),
+    );
+  windows
+    .command('clear')
+    .description("remove the group's window: always open")
+    .action(async (_opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/windows.js')).clearWindows(ctx)),
+    );
+  windows
+    .command('check')
+    .description('check a spec without etcd: open at an instant, next start and end')
+    .argument('<spec>', 'window spec, or with --length locksmith\'s start ("Thu 04:00")')
+    .option('--at <time>', 'ISO-8601 instant to check (default: now)')
+    .option('--length <duration>', "treat SPEC as locksmith's REBOOT_WINDOW_START with this length")
+    .option('--zone <zone>', 'time zone for entries that name none', 'UTC')
+    .action(
+      async (spec: string, opts: { at?: string; length?: string; zone: string }, cmd: Command) =>
+        exec(cmd, async (ctx) =>
+          (await import('./commands/windows.js')).checkWindows(ctx, spec, opts),
+        ),
+    );
+
+  program
+    .command('history')
+    .description('finished reboots: node, start, end, duration, outcome (released, forced, lost)')
+    .option('--limit <n>', 'how many, newest first', '20')
+    .action(async (opts: { limit: string }, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/history.js')).history(ctx, opts)),
+    );
+
+  program
+    .command('watch')
+    .description('live status, redrawn on every etcd change, until Ctrl-C')
+    .action(async (_opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/watch.js')).watch(ctx)),
+    );
+
+  program
+    .command('doctor')
+    .description(
+      'check etcd access, permissions, clock skew, and logind and update_engine on D-Bus',
+    )
+    .option(
+      '--dbus-address <address>',
+      'D-Bus to check: "system" or a unix:path= address',
+      'system',
+    )
+    .option('--no-dbus', 'skip the D-Bus checks (on an operator workstation)')
+    .action(async (opts: { dbusAddress: string; dbus: boolean }, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/doctor.js')).doctor(ctx, opts)),
+    );
+
+  program
+    .command('completion')
+    .description('print a shell completion script: source <(sluicectl completion bash)')
+    .addArgument(new Argument('<shell>', 'shell').choices(['bash', 'zsh']))
+    .action(async (shell: 'bash' | 'zsh', _opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) =>
+        (await import('./commands/completion.js')).completion(ctx, program, shell),
+      ),
+    );
+
+  return program;
+}
+
+/**
+ * Runs sluicectl with `argv` (the arguments after the script path) and resolves with the exit
+ * code. Never throws and never exits the process: `main.ts` does that, so tests can call it too.
+ */
+export async function run(argv: readonly string[], io: CliIO): Promise<number> {
+  let code: number = EXIT.ok;
+  const exec = async (cmd: Command, body: Body): Promise<void> => {
+    const ctx = new Context(io, cmd.optsWithGlobals() as GlobalOptions);
+    try {
+      code = await body(ctx);
+    } catch (error) {
+      code = exitCodeFor(error);
+      const message = error instanceof Error ? error.message : String(error);
+      ctx.err(`sluicectl: ${message}`);
+      if (!(error instanceof Error) || !('kind' in error)) {
+        ctx.err('sluicectl: this is a bug; please report it with the command you ran');
+      }
+    } finally {
+      await ctx.close();
+    }
+  };
+  const program = buildProgram(io, exec);
+  try {
+    await program.parseAsync(rewriteLocksmithFlags(argv), { from: 'user' });
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    io.stderr.write(`sluicectl: ${error instanceof Error ? error.message : String(error)}\n`);
+    return EXIT.refused;
+  }
+  return code;
+}
