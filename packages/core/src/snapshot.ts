@@ -4,7 +4,7 @@
  * the status shown to operators. No I/O here: the etcd adapter feeds key-values in.
  */
 import type { z } from 'zod';
-import type { Result, SluiceError } from './errors.js';
+import type { Result } from './errors.js';
 import type { GroupKeys } from './keys.js';
 import {
   describeZodError,
@@ -93,8 +93,13 @@ export function buildSnapshot(
     windowsText === undefined
       ? { ok: true, value: null }
       : parseWindowSpec(windowsText, `etcd key ${keys.windows}`);
-  for (const r of [max, lossBudget, windows]) {
-    if (!r.ok) errors.push(keyError(r.error, keys.root));
+  const settings: [Result<unknown>, string][] = [
+    [max, keys.max],
+    [lossBudget, keys.lossBudget],
+    [windows, keys.windows],
+  ];
+  for (const [r, key] of settings) {
+    if (!r.ok) errors.push({ key, message: r.error.message });
   }
 
   const settingsRevisions: Record<string, number> = {};
@@ -154,10 +159,6 @@ export function buildSnapshot(
     requests,
     errors,
   };
-}
-
-function keyError(error: SluiceError, fallbackKey: string): KeyError {
-  return { key: error.where ?? fallbackKey, message: error.message };
 }
 
 type Parsed = { value: unknown; error: KeyError | null };

@@ -21,7 +21,10 @@ export function isTransient(error: unknown): boolean {
  */
 export function toSluiceError(error: unknown, what: string): SluiceError {
   if (isSluiceError(error)) return error;
-  const message = error instanceof Error ? error.message : String(error);
+  // grpc-js appends an empty "Resolution note: ." to connection errors; it helps nobody.
+  const message = (error instanceof Error ? error.message : String(error))
+    .replace(/\s*Resolution note:\s*\.?\s*$/, '')
+    .replace(/[.\s]+$/, '');
   if (
     error instanceof EtcdPermissionDeniedError ||
     error instanceof EtcdAuthenticationFailedError ||
