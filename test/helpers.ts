@@ -24,9 +24,12 @@ export class TestEnv {
     return client;
   }
 
-  /** A semaphore for `node` on its own client (as a separate agent process would have). */
-  semaphore(node: string, opts: Partial<SemaphoreOptions> = {}): Semaphore {
-    const sem = new Semaphore(this.client(), {
+  /**
+   * A semaphore for `node` on its own client (as a separate agent process would have), or on
+   * `client` when given (as the nodes of one simulator process share one).
+   */
+  semaphore(node: string, opts: Partial<SemaphoreOptions> = {}, client?: Etcd3): Semaphore {
+    const sem = new Semaphore(client ?? this.client(), {
       node,
       prefix: this.prefix,
       group: this.group,

@@ -19,6 +19,7 @@ const { values } = parseArgs({
     max: { type: 'string', default: '5' },
     'hold-ms': { type: 'string', default: '20' },
     json: { type: 'boolean', default: false },
+    'shared-client': { type: 'boolean', default: false },
   },
 });
 const contenders = Number(values.contenders);
@@ -37,10 +38,17 @@ try {
   await admin.put(keys.max).value(String(max));
   const observer = await HolderObserver.start(etcd.endpoints, keys.root);
 
-  // Each contender has its own client, as each agent would.
+  // By default each contender has its own client and watch, as each agent on its own node would.
+  // With --shared-client they share one connection and one group watch, as the nodes of one
+  // process do (the in-process fleet simulator); each still has its own leases and txns.
+  const sharedClient = values['shared-client'] ? new Etcd3({ hosts: etcd.endpoints }) : null;
+  if (sharedClient) clients.push(sharedClient);
   const sems = Array.from({ length: contenders }, (_, i) => {
-    const client = new Etcd3({ hosts: etcd.endpoints });
-    clients.push(client);
+    let client = sharedClient;
+    if (!client) {
+      client = new Etcd3({ hosts: etcd.endpoints });
+      clients.push(client);
+    }
     return new Semaphore(client, { node: `node-${i}`, prefix: '/bench/', group: 'g' });
   });
   for (const s of sems) await s.enqueue({ reason: 'bench' });
@@ -83,6 +91,7 @@ try {
   const conflicts = sems.reduce((n, s) => n + s.stats.admitConflicts, 0);
   const result = {
     contenders,
+    sharedClient: values['shared-client'],
     max,
     holdMs,
     peakHolders: observer.peak,

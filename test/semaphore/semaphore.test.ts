@@ -32,12 +32,16 @@ async function observe(): Promise<HolderObserver> {
 }
 
 describe('semaphore', () => {
-  it('admits at most max of 50 contenders, in queue order', async () => {
+  it.each([
+    ['a client each', false],
+    ['one shared client and watch', true],
+  ])('admits at most max of 50 contenders, in queue order (%s)', async (_name, shareClient) => {
     env = new TestEnv(etcd.endpoints);
     await etcd.etcdctl(['put', env.keys.max, '3']);
     const obs = await observe();
+    const shared = shareClient ? env.client() : undefined;
     const sems = Array.from({ length: 50 }, (_, i) =>
-      env.semaphore(`n${String(i).padStart(2, '0')}`),
+      env.semaphore(`n${String(i).padStart(2, '0')}`, {}, shared),
     );
     // Queue everyone first, so queue order is known.
     const order: string[] = [];

@@ -25,9 +25,36 @@ export async function readGroup(client: Etcd3, keys: GroupKeys): Promise<GroupSn
   return buildSnapshot(keys, res.kvs.map(toRawKV), Number(res.header.revision));
 }
 
-/** A live mirror of a group. Start with `GroupWatch.start()`, stop with `close()`. */
+/** Shared watches by client and group root, for `GroupWatch.open()`. */
+const shared = new WeakMap<Etcd3, Map<string, { watch: Promise<GroupWatch>; refs: number }>>();
+
+/** Inserts `value` into a sorted array. */
+function insertSorted(array: number[], value: number): void {
+  array.splice(lowerBound(array, value), 0, value);
+}
+
+/** The number of elements of a sorted array below `value`. */
+function lowerBound(array: number[], value: number): number {
+  let lo = 0;
+  let hi = array.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (array[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * A live mirror of a group. Start with `GroupWatch.start()` (one watch of its own) or
+ * `GroupWatch.open()` (shared by every caller with the same client and group, as when one process
+ * hosts many simulated nodes), and stop with `close()`.
+ */
 export class GroupWatch {
   readonly #mirror = new Map<string, RawKV>();
+  /** Create revisions of the queue keys, sorted: rank lower bounds in O(log n). */
+  readonly #queueRevisions: number[] = [];
+  #release: (() => Promise<void>) | null = null;
   readonly #listeners = new Set<() => void>();
   #revision = 0;
   #settingsRevision = 0;
@@ -45,6 +72,38 @@ export class GroupWatch {
   static async start(client: Etcd3, keys: GroupKeys): Promise<GroupWatch> {
     const watch = new GroupWatch(client, keys);
     await watch.resync();
+    return watch;
+  }
+
+  /**
+   * A watch of the group shared by every caller with this client: one watch stream and one
+   * mirror, however many nodes wait in this process. Each caller must `close()` it once; the
+   * stream stops when the last one does.
+   */
+  static async open(client: Etcd3, keys: GroupKeys): Promise<GroupWatch> {
+    let byRoot = shared.get(client);
+    if (!byRoot) {
+      byRoot = new Map();
+      shared.set(client, byRoot);
+    }
+    const root = keys.root;
+    let entry = byRoot.get(root);
+    if (!entry) {
+      const watch = GroupWatch.start(client, keys);
+      entry = { watch, refs: 0 };
+      byRoot.set(root, entry);
+      watch.catch(() => byRoot.delete(root));
+    }
+    entry.refs++;
+    const watch = await entry.watch;
+    const map = byRoot;
+    const own = entry;
+    watch.#release = async () => {
+      own.refs--;
+      if (own.refs > 0) return;
+      map.delete(root);
+      await watch.#stop();
+    };
     return watch;
   }
 
@@ -69,12 +128,7 @@ export class GroupWatch {
    * (lost holders ahead add to it), counted without parsing any record.
    */
   queueAhead(createRevision: number): number {
-    const prefix = this.keys.queuePrefix;
-    let n = 0;
-    for (const kv of this.#mirror.values()) {
-      if (kv.createRevision < createRevision && kv.key.startsWith(prefix)) n++;
-    }
-    return n;
+    return lowerBound(this.#queueRevisions, createRevision);
   }
 
   /** False while the watch stream is down: the mirror may be stale. */
@@ -105,7 +159,8 @@ export class GroupWatch {
     if (this.#closed) return;
     if (revision < this.#revision) return; // An older read lost a race with the watch.
     this.#mirror.clear();
-    for (const kv of res.kvs) this.#mirror.set(kv.key.toString(), toRawKV(kv));
+    this.#queueRevisions.length = 0;
+    for (const kv of res.kvs) this.#set(toRawKV(kv));
     this.#revision = revision;
     this.#settingsRevision = revision;
     await this.#rewatch();
@@ -147,12 +202,30 @@ export class GroupWatch {
     for (const event of res.events) {
       const kv = toRawKV(event.kv);
       if (kv.modRevision <= this.#revision) continue; // Already in the mirror from a resync.
-      if (event.type === 'Delete') this.#mirror.delete(kv.key);
-      else this.#mirror.set(kv.key, kv);
+      if (event.type === 'Delete') this.#delete(kv.key);
+      else this.#set(kv);
       if (this.keys.settings.includes(kv.key)) this.#settingsRevision = kv.modRevision;
     }
     this.#revision = Math.max(this.#revision, Number(res.header.revision));
     this.#changed();
+  }
+
+  #set(kv: RawKV): void {
+    const old = this.#mirror.get(kv.key);
+    this.#mirror.set(kv.key, kv);
+    if (!old && kv.key.startsWith(this.keys.queuePrefix)) {
+      insertSorted(this.#queueRevisions, kv.createRevision);
+    }
+  }
+
+  #delete(key: string): void {
+    const old = this.#mirror.get(key);
+    if (!old) return;
+    this.#mirror.delete(key);
+    if (key.startsWith(this.keys.queuePrefix)) {
+      const at = lowerBound(this.#queueRevisions, old.createRevision);
+      if (this.#queueRevisions[at] === old.createRevision) this.#queueRevisions.splice(at, 1);
+    }
   }
 
   #changed(): void {
@@ -160,8 +233,13 @@ export class GroupWatch {
     for (const listener of this.#listeners) listener();
   }
 
-  /** Stops the watch. */
+  /** Stops the watch (for a shared one: once every caller has closed it). */
   async close(): Promise<void> {
+    if (this.#release) return this.#release();
+    return this.#stop();
+  }
+
+  async #stop(): Promise<void> {
     this.#closed = true;
     this.#listeners.clear();
     const watcher = this.#watcher;

@@ -238,7 +238,7 @@ export class Semaphore {
     if (first.grant) return first.grant;
     // Grant the hold lease now, so taking a slot is one txn when the turn comes.
     await this.#holdLease();
-    const watch = await GroupWatch.start(this.#client, this.keys);
+    const watch = await GroupWatch.open(this.#client, this.keys);
     try {
       return await this.#waitLoop(watch, req, signal);
     } finally {
