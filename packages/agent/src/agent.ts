@@ -58,6 +58,7 @@ export class Agent {
   readonly #logind: LogindClient;
   #grant: Grant | null = null;
   #bootId = '';
+  #rebootsRequested = 0;
   #update: UpdateInfo | null = null;
   #signals = new Map<string, UpdateSignal>();
   #queue: AgentEvent[] = [];
@@ -80,6 +81,11 @@ export class Agent {
     const { etcd } = deps.config;
     this.#keys = new GroupKeys(etcd.prefix, etcd.group);
     this.#logind = new LogindClient({ address: deps.config.dbus.address });
+  }
+
+  /** How many reboots logind (or the reboot command) accepted in this run. */
+  get rebootsRequested(): number {
+    return this.#rebootsRequested;
   }
 
   /** The current lifecycle state. */
@@ -470,6 +476,7 @@ export class Agent {
       this.#deps.metrics.dbusErrors.inc();
       return { type: 'reboot-failed', detail: describe(error) };
     }
+    this.#rebootsRequested++;
     return null;
   }
 

@@ -14,6 +14,8 @@ import { ManualRequestSource, UpdateEngineSource } from './update-sources.js';
 /** Extra run-time options that are not part of the operator's config. */
 export interface RunOptions {
   logger?: Logger;
+  /** Follow no update sources: only recover (post-check and release after a reboot). */
+  noSources?: boolean;
   bootIdFile?: string;
   retryDelayMs?: number;
 }
@@ -26,6 +28,8 @@ export interface RunningAgent {
   metricsAddress: string | null;
   /** Resolves once the agent has recovered from its record and follows its update sources. */
   ready: Promise<void>;
+  /** The node's semaphore; null unless the strategy is etcd-lock. */
+  semaphore: Semaphore | null;
   stop(): Promise<void>;
 }
 
@@ -45,6 +49,7 @@ export async function startAgent(
   let client: Etcd3 | null = null;
   let semaphore: Semaphore | null = null;
   const sources: UpdateSource[] = [];
+  const wantSources = !opts.noSources;
   if (config.strategy === 'etcd-lock') {
     client = await connectEtcd(await connectionOptions(config.etcd));
     semaphore = new Semaphore(client, {
@@ -59,11 +64,11 @@ export async function startAgent(
         metrics.queuePosition.set(decision.kind === 'wait' ? (decision.rank ?? -1) : 0);
       },
     });
-    if (config.sources.manual) {
+    if (wantSources && config.sources.manual) {
       sources.push(new ManualRequestSource(client, semaphore.keys, config.node.id));
     }
   }
-  if (config.sources.updateEngine) {
+  if (wantSources && config.sources.updateEngine) {
     sources.push(
       new UpdateEngineSource(config.dbus.address, (error) => {
         metrics.dbusErrors.inc();
@@ -71,8 +76,9 @@ export async function startAgent(
       }),
     );
   }
-  if (config.sources.sentinel) sources.push(new SentinelFileSource(config.sources.sentinel));
-  if (config.sources.command) {
+  if (wantSources && config.sources.sentinel)
+    sources.push(new SentinelFileSource(config.sources.sentinel));
+  if (wantSources && config.sources.command) {
     sources.push(new CommandSource(config.sources.command.run, config.sources.command.intervalMs));
   }
 
@@ -94,6 +100,7 @@ export async function startAgent(
     metrics,
     metricsAddress,
     ready,
+    semaphore,
     async stop() {
       await agent.stop();
       client?.close();

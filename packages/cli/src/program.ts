@@ -155,6 +155,42 @@ clear it with "sluicectl unlock NODE --force", then "sluicectl resume".`,
         ),
     );
 
+  program
+    .command('reboot-if-needed')
+    .description(
+      'one pass of the agent (for sluice-reboot.timer): reboot holding a slot if an update is staged and the window is open',
+    )
+    .option(
+      '--release-only',
+      'only post-check and release after a reboot (for sluice-release.service)',
+    )
+    .option('--wait <duration>', 'how long to wait for a slot or for post-reboot checks', '10m')
+    .option(
+      '--config <file>',
+      "the agent's YAML config (default /etc/sluice/sluiced.yaml) [SLUICE_CONFIG]",
+    )
+    .option(
+      '--update-conf <paths>',
+      'locksmith update.conf files, colon-separated [SLUICE_UPDATE_CONF]',
+    )
+    .option('--machine-id-file <path>', 'where the node id is read (default /etc/machine-id)')
+    .option(
+      '--boot-id-file <path>',
+      'where the boot id is read (default /proc/sys/kernel/random/boot_id)',
+    )
+    .option('--node <id>', "this node's id (default: SLUICE_NODE or /etc/machine-id)")
+    .action(
+      async (opts: import('./commands/reboot-if-needed.js').RebootIfNeededOptions, cmd: Command) =>
+        exec(cmd, async (ctx) =>
+          (await import('./commands/reboot-if-needed.js')).rebootIfNeeded(ctx, {
+            ...opts,
+            ...(opts.updateConf === undefined && ctx.io.env.SLUICE_UPDATE_CONF !== undefined
+              ? { updateConf: ctx.io.env.SLUICE_UPDATE_CONF }
+              : {}),
+          }),
+        ),
+    );
+
   const windows = program
     .command('windows')
     .description("show the group's reboot windows, whether they are open, and the next openings")

@@ -297,6 +297,8 @@ export class Semaphore {
         const own = this.own(snapshot);
         if (!own) {
           // Our key expired (the session lease was lost) or was removed: join again, at the back.
+          // Not after the wait was cancelled: then `leave()` removed it on purpose.
+          if (done || signal?.aborted) return;
           await this.enqueue(req, signal);
           return;
         }
