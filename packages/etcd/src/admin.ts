@@ -11,6 +11,7 @@ import {
   groupStatus,
   type HistoryRecord,
   HistoryRecordSchema,
+  isSluiceError,
   parseMax,
   type RebootRequest,
   type Result,
@@ -30,12 +31,26 @@ export class GroupAdmin {
   ) {}
 
   /**
+   * Halts the group for lost holders if this reader may write. A read-only user (a dashboard)
+   * cannot, and must still see the status: the lost holder shows in it, and the agents halt the
+   * group themselves.
+   */
+  async #tryHalt(snapshot: GroupSnapshot): Promise<boolean> {
+    try {
+      return await haltGroup(this.client, snapshot);
+    } catch (error) {
+      if (isSluiceError(error) && error.kind === 'etcd-denied') return false;
+      throw error;
+    }
+  }
+
+  /**
    * The group's status, with the seconds left on each holder's lease. Halts the group first if it
    * has lost holders and is not paused yet (the first reader that sees a loss halts the rollout).
    */
   async status(): Promise<GroupStatus> {
     let snapshot = await readGroup(this.client, this.keys);
-    if (await haltGroup(this.client, snapshot)) snapshot = await readGroup(this.client, this.keys);
+    if (await this.#tryHalt(snapshot)) snapshot = await readGroup(this.client, this.keys);
     const windowText = await etcdCall(`a read of ${this.keys.windows}`, () =>
       this.client.get(this.keys.windows).string(),
     );
@@ -89,7 +104,7 @@ export class GroupAdmin {
           again = false;
           const snapshot = watch.snapshot;
           // The pause this writes arrives as a watch event and brings the next status.
-          if (await haltGroup(this.client, snapshot)) continue;
+          if (await this.#tryHalt(snapshot)) continue;
           const status = await this.statusOf(snapshot, watch.get(this.keys.windows)?.value ?? null);
           if (closed) return;
           onStatus(status);
