@@ -1,0 +1,555 @@
+/**
+ * A simulated fleet: N {@link SimNode}s, each running the real `sluiced`, against a real etcd
+ * (one member by default, or a cluster), with the simulator's own records of everything that
+ * happened: the reboot log, staged updates, its changes of max, pause and window, and two
+ * independent etcd watchers (a {@link GroupTimeline} and the testkit's HolderObserver).
+ *
+ * ```ts
+ * const fleet = await Fleet.start({ nodes: 6, max: 2, rebootSeconds: 2 });
+ * try {
+ *   await fleet.stageAll('2.0.0');
+ *   await fleet.waitForRollout('2.0.0');
+ *   expect(fleet.check().violations).toEqual([]);
+ * } finally {
+ *   await fleet.stop();
+ * }
+ * ```
+ *
+ * Every process the fleet starts (agents, dbus-daemons, and etcd unless one was passed in) is
+ * stopped by PID in `stop()`, which is also registered to run on SIGINT/SIGTERM of entry points
+ * that call `installShutdownHandlers()`.
+ */
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { GroupKeys } from '@sluice/core';
+import { type EtcdCluster, HolderObserver, startEtcd } from '@sluice/testkit';
+import { Etcd3 } from 'etcd3';
+import {
+  checkInvariants,
+  type InvariantReport,
+  type MaxSetEntry,
+  type RebootEntry,
+  type StageEntry,
+} from './invariants.js';
+import { SimNode, type SimNodeHooks } from './node.js';
+import { onShutdown } from './procs.js';
+import type { Random } from './random.js';
+import { confirmSlot } from './slot-check.js';
+import { GroupTimeline, simClientOptions } from './timeline.js';
+
+const run = promisify(execFile);
+
+/** The built operator CLI, used for pause, resume and unlock when it exists. */
+export const SLUICECTL = fileURLToPath(new URL('../../cli/dist/main.js', import.meta.url));
+
+/** How to set up a fleet. Everything but `nodes` has a default. */
+export interface FleetOptions {
+  /** How many nodes. */
+  nodes: number;
+  /** The group's max, written before the agents start. Default: left unset (1). */
+  max?: number;
+  /** How long a reboot keeps a machine down, in seconds. Default 3. */
+  rebootSeconds?: number;
+  /** Spread reboot times by up to ± this fraction, from `random`. Default 0. */
+  rebootJitter?: number;
+  /** Use this etcd (not stopped by the fleet). Default: start one. */
+  etcd?: EtcdCluster;
+  /** Members of the etcd the fleet starts. Default 1. */
+  members?: number;
+  /** Key prefix. Default a fresh `/sim-<id>/`. */
+  prefix?: string;
+  /** Group. Default `default`. */
+  group?: string;
+  /** The waiting key's lease in seconds. Default 3. */
+  sessionTTL?: number;
+  /** The slot's lease in seconds. Default 30. */
+  holdTTL?: number;
+  /** The agents' back-off after a failure. Default `1s`. */
+  retryDelay?: string;
+  /** A group window spec written before the agents start. */
+  window?: string;
+  /** The OS version installed at the start. Default `1.0.0`. */
+  version?: string;
+  /** Node ids are `<nodeName><nn>`. Default `n`. */
+  nodeName?: string;
+  /** Agents serve metrics on a free loopback port. Default off. */
+  metrics?: boolean;
+  /** The agents' log level. Default `info` (the simulator follows transitions in the log). */
+  logLevel?: 'debug' | 'info' | 'warn';
+  /** When an agent exits on its own, start it again after this many ms; null: leave it down. */
+  restartAgentsAfterMs?: number | null;
+  /** Where node directories go. Default a fresh temp directory, removed by `stop()`. */
+  dir?: string;
+  /** Keep the directory (logs) after `stop()`. */
+  keepDir?: boolean;
+  /** Randomness for reboot jitter. */
+  random?: Random;
+  /** Extra YAML for every agent's config. */
+  extraYaml?: string;
+}
+
+/** Something the simulator did or saw, for logs and the HTML timeline. */
+export interface FleetEvent {
+  at: number;
+  kind: string;
+  node?: string;
+  detail?: string;
+}
+
+/** A transition an agent logged. */
+export interface AgentTransition {
+  at: number;
+  node: string;
+  from: string;
+  to: string;
+  edge: string;
+}
+
+/** One node as a progress display shows it. */
+export interface NodeView {
+  id: string;
+  /** Combined state: the machine's (down), the etcd record's, else the agent's own. */
+  state: string;
+  /** 1-based place among waiters, when waiting. */
+  position: number | null;
+  version: string;
+  staged: string | null;
+  machine: 'up' | 'down';
+  agentRunning: boolean;
+  agentState: string;
+  reboots: number;
+}
+
+/** The result of running a command. */
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A running fleet. Create with {@link Fleet.start}; always `stop()` it. */
+export class Fleet {
+  readonly nodes: SimNode[] = [];
+  readonly reboots: RebootEntry[] = [];
+  readonly stages: StageEntry[] = [];
+  readonly maxSets: MaxSetEntry[] = [];
+  readonly events: FleetEvent[] = [];
+  readonly transitions: AgentTransition[] = [];
+  readonly keys: GroupKeys;
+  /** When the fleet was started (ms). */
+  readonly startedAt = Date.now();
+  timeline!: GroupTimeline;
+  observer!: HolderObserver;
+  etcd!: EtcdCluster;
+  #ownsEtcd = false;
+  #client: Etcd3 | null = null;
+  #dir = '';
+  #stopping: Promise<void> | null = null;
+  #unregister: () => void = () => {};
+  readonly #listeners = new Set<(event: FleetEvent) => void>();
+
+  private constructor(readonly opts: FleetOptions) {
+    this.keys = new GroupKeys(
+      opts.prefix ?? `/sim-${randomUUID().slice(0, 8)}/`,
+      opts.group ?? 'default',
+    );
+  }
+
+  /** Starts etcd (unless given), the watchers and every node, and waits for the agents. */
+  static async start(opts: FleetOptions): Promise<Fleet> {
+    const fleet = new Fleet(opts);
+    fleet.#unregister = onShutdown(() => fleet.stop());
+    try {
+      await fleet.#start();
+    } catch (error) {
+      await fleet.stop();
+      throw error;
+    }
+    return fleet;
+  }
+
+  async #start(): Promise<void> {
+    const o = this.opts;
+    if (o.etcd) {
+      this.etcd = o.etcd;
+    } else {
+      this.etcd = await startEtcd({ members: o.members ?? 1 });
+      this.#ownsEtcd = true;
+    }
+    this.#dir = o.dir ?? (await mkdtemp(join(tmpdir(), 'sluice-sim-')));
+    this.#client = new Etcd3(simClientOptions(this.endpoints));
+    if (o.max !== undefined) await this.setMax(o.max);
+    if (o.window !== undefined) await this.setWindow(o.window);
+    this.timeline = await GroupTimeline.start(this.endpoints, this.keys);
+    this.observer = await HolderObserver.start(this.endpoints, this.keys.root);
+    const hooks: SimNodeHooks = {
+      reboot: (node) => this.#onReboot(node),
+      booted: (node) => this.#onBooted(node),
+      transition: (node, from, to, edge, at) => {
+        this.transitions.push({ at, node: node.id, from, to, edge });
+      },
+      agentExited: (node, code, signal) => {
+        this.note('agent-exit', node.id, `exited on its own (${code ?? signal})`);
+        const after = o.restartAgentsAfterMs === undefined ? 1000 : o.restartAgentsAfterMs;
+        if (after !== null && node.machine === 'up') {
+          node.later(after, () => {
+            if (node.machine === 'up' && !node.agentRunning) void this.startAgent(node.id);
+          });
+        }
+      },
+    };
+    const width = Math.max(2, String(o.nodes).length);
+    const baseMs = (o.rebootSeconds ?? 3) * 1000;
+    for (let i = 1; i <= o.nodes; i++) {
+      const id = `${o.nodeName ?? 'n'}${String(i).padStart(width, '0')}`;
+      const jitter = o.rebootJitter && o.random ? o.random.between(-1, 1) * o.rebootJitter : 0;
+      this.nodes.push(
+        new SimNode(
+          {
+            id,
+            dir: join(this.#dir, id),
+            endpoints: this.endpoints,
+            prefix: this.keys.prefix,
+            group: this.keys.group,
+            sessionTTL: o.sessionTTL ?? 3,
+            holdTTL: o.holdTTL ?? 30,
+            retryDelay: o.retryDelay ?? '1s',
+            metrics: o.metrics ?? false,
+            logLevel: o.logLevel ?? 'info',
+            version: o.version ?? '1.0.0',
+            rebootMs: Math.round(baseMs * (1 + jitter)),
+            ...(o.extraYaml ? { extraYaml: o.extraYaml } : {}),
+          },
+          hooks,
+        ),
+      );
+    }
+    await Promise.all(this.nodes.map((n) => n.setup()));
+    await Promise.all(this.nodes.map((n) => this.startAgent(n.id)));
+    this.note('fleet-started', undefined, `${o.nodes} nodes`);
+  }
+
+  /** The etcd client URLs. */
+  get endpoints(): string[] {
+    return this.etcd.endpoints;
+  }
+
+  /** The fleet's working directory (node configs and agent logs). */
+  get dir(): string {
+    return this.#dir;
+  }
+
+  /** The node with this id; throws if there is none. */
+  node(id: string): SimNode {
+    const node = this.nodes.find((n) => n.id === id);
+    if (!node) throw new Error(`no node ${id} in the fleet`);
+    return node;
+  }
+
+  /** Records an event (also for tests and drivers: `etcd-down`, `kill-leader`, …). */
+  note(kind: string, node?: string, detail?: string): void {
+    const event: FleetEvent = {
+      at: Date.now(),
+      kind,
+      ...(node ? { node } : {}),
+      ...(detail ? { detail } : {}),
+    };
+    this.events.push(event);
+    for (const listener of this.#listeners) listener(event);
+  }
+
+  /** Calls `listener` on every recorded event. Returns an unsubscribe function. */
+  onEvent(listener: (event: FleetEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #onReboot(node: SimNode): Promise<void> {
+    const entry: RebootEntry = {
+      node: node.id,
+      seq: this.reboots.filter((r) => r.node === node.id).length + 1,
+      downAt: Date.now(),
+      upAt: null,
+      versionBefore: node.version,
+      versionAfter: node.staged ?? node.version,
+      slotSeen: null,
+      slotSeenAfterMs: null,
+      admissionRevision: null,
+    };
+    this.reboots.push(entry);
+    this.note('down', node.id, `${entry.versionBefore} -> ${entry.versionAfter}`);
+    return confirmSlot(entry, this.timeline, this.observer);
+  }
+
+  #onBooted(node: SimNode): void {
+    const entry = this.reboots.filter((r) => r.node === node.id && r.upAt === null).at(-1);
+    if (entry) entry.upAt = Date.now();
+    this.note('up', node.id, node.version);
+  }
+
+  /** Starts a node's agent and waits until it has recovered. */
+  async startAgent(id: string): Promise<void> {
+    const node = this.node(id);
+    if (node.agentRunning || node.machine === 'down') return;
+    this.note('agent-start', id);
+    await node.startAgent();
+  }
+
+  /**
+   * SIGKILLs a node's agent, as a crash would. With `restartAfterMs`, starts it again after that
+   * long (systemd's Restart=), if the machine is still up then.
+   */
+  async killAgent(id: string, opts: { restartAfterMs?: number } = {}): Promise<void> {
+    const node = this.node(id);
+    if (!node.agentRunning) return;
+    this.note('agent-kill', id, `in state ${node.agentState}`);
+    await node.killAgent();
+    if (opts.restartAfterMs !== undefined) {
+      node.later(opts.restartAfterMs, () => void this.startAgent(id));
+    }
+  }
+
+  /**
+   * Stages `version` on the given nodes (default all): update_engine reports
+   * UPDATE_STATUS_UPDATED_NEED_REBOOT. With `spreadMs`, each node gets it at a random moment
+   * within that span (needs `random`).
+   */
+  async stageAll(
+    version: string,
+    opts: { nodes?: string[]; spreadMs?: number; random?: Random } = {},
+  ): Promise<void> {
+    const targets = (opts.nodes ?? this.nodes.map((n) => n.id)).map((id) => this.node(id));
+    await Promise.all(
+      targets.map(async (node) => {
+        const delay = opts.spreadMs && opts.random ? opts.random.between(0, opts.spreadMs) : 0;
+        if (delay > 0) await sleep(delay);
+        this.stages.push({ node: node.id, version, at: Date.now() });
+        this.note('staged', node.id, version);
+        await node.stageUpdate(version);
+      }),
+    );
+  }
+
+  /** Writes max. `via` picks the tool: the simulator's client, the real etcdctl, or sluicectl. */
+  async setMax(
+    value: number | string,
+    via: 'client' | 'etcdctl' | 'sluicectl' = 'client',
+  ): Promise<void> {
+    const text = String(value);
+    const at = Date.now();
+    if (via === 'etcdctl') {
+      await this.etcd.etcdctl(['put', this.keys.max, text]);
+    } else if (via === 'sluicectl') {
+      await this.sluicectlOk(['set-max', text]);
+    } else {
+      await this.#client!.put(this.keys.max).value(text).exec();
+    }
+    this.maxSets.push({ at, doneAt: Date.now(), value: text, via });
+    this.note('max', undefined, `max ${text} (${via})`);
+  }
+
+  /** Writes (or with null deletes) the group's window spec with etcdctl. */
+  async setWindow(spec: string | null): Promise<void> {
+    if (spec === null) await this.etcd.etcdctl(['del', this.keys.windows]);
+    else await this.etcd.etcdctl(['put', this.keys.windows, spec]);
+    this.note('window', undefined, spec ?? 'removed (always open)');
+  }
+
+  /** True when the built sluicectl exists. */
+  get hasSluicectl(): boolean {
+    return existsSync(SLUICECTL);
+  }
+
+  /** Runs the built sluicectl against this fleet's etcd, prefix and group. */
+  async sluicectl(args: readonly string[]): Promise<CommandResult> {
+    const argv = [
+      SLUICECTL,
+      '--endpoints',
+      this.endpoints.join(','),
+      '--prefix',
+      this.keys.prefix,
+      '--group',
+      this.keys.group,
+      ...args,
+    ];
+    try {
+      const { stdout, stderr } = await run(process.execPath, argv, {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, USER: 'sim' },
+        timeout: 20_000,
+      });
+      return { code: 0, stdout, stderr };
+    } catch (error) {
+      const e = error as { code?: number; stdout?: string; stderr?: string };
+      return {
+        code: typeof e.code === 'number' ? e.code : -1,
+        stdout: e.stdout ?? '',
+        stderr: e.stderr ?? String(error),
+      };
+    }
+  }
+
+  /** Runs sluicectl and throws with its output unless it exits 0. */
+  async sluicectlOk(args: readonly string[]): Promise<string> {
+    const res = await this.sluicectl(args);
+    if (res.code !== 0) {
+      throw new Error(`sluicectl ${args.join(' ')} exited ${res.code}: ${res.stderr}${res.stdout}`);
+    }
+    return res.stdout;
+  }
+
+  /** Pauses the group, with sluicectl when it is built, else with etcdctl. */
+  async pause(reason: string): Promise<void> {
+    if (this.hasSluicectl) await this.sluicectlOk(['pause', '--reason', reason]);
+    else await this.etcd.etcdctl(['put', this.keys.paused, reason]);
+    this.note('pause', undefined, reason);
+  }
+
+  /** Resumes the group, with sluicectl when it is built, else with etcdctl. */
+  async resume(): Promise<void> {
+    if (this.hasSluicectl) await this.sluicectlOk(['resume']);
+    else await this.etcd.etcdctl(['del', this.keys.paused]);
+    this.note('resume');
+  }
+
+  /** The current etcd revision (from a fresh read). */
+  async revision(): Promise<number> {
+    const res = await this.#client!.get(this.keys.max).exec();
+    return Number(res.header.revision);
+  }
+
+  /**
+   * True when the node runs `version`, is up, its agent is idle, and etcd holds neither a queue
+   * key nor a holding marker for it.
+   */
+  nodeDone(id: string, version: string): boolean {
+    const node = this.node(id);
+    return (
+      node.machine === 'up' &&
+      node.version === version &&
+      node.staged === null &&
+      node.agentRunning &&
+      node.agentState === 'idle' &&
+      this.timeline.get(this.keys.queue(id)) === null &&
+      this.timeline.get(this.keys.holding(id)) === null
+    );
+  }
+
+  /** True when every node but `except` is done with `version` (see {@link nodeDone}). */
+  rolloutDone(version: string, except: readonly string[] = []): boolean {
+    return this.nodes.every((n) => except.includes(n.id) || this.nodeDone(n.id, version));
+  }
+
+  /** Waits until `predicate()` holds; throws with the fleet's state after `timeoutMs`. */
+  async waitFor(predicate: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!predicate()) {
+      if (Date.now() > deadline) {
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${this.describe()}`);
+      }
+      await sleep(25);
+    }
+  }
+
+  /** Waits until the rollout of `version` is done on every node but `except`. */
+  async waitForRollout(
+    version: string,
+    opts: { timeoutMs?: number; except?: string[] } = {},
+  ): Promise<void> {
+    await this.waitFor(
+      () => this.rolloutDone(version, opts.except ?? []),
+      `every node to run ${version}`,
+      opts.timeoutMs ?? 120_000,
+    );
+    this.note('rollout-done', undefined, version);
+  }
+
+  /** Each node as a display shows it. */
+  view(): NodeView[] {
+    const queue = new Map(this.timeline.queue().map((q) => [q.node, q]));
+    const lost = new Set(this.timeline.lost);
+    return this.nodes.map((n) => {
+      const q = queue.get(n.id);
+      let state: string;
+      if (n.machine === 'down') state = lost.has(n.id) ? 'down, lost' : 'down';
+      else if (q && q.state === 'rebooting') state = n.agentRunning ? 'booting' : 'rebooting';
+      else if (q) state = q.state;
+      else if (lost.has(n.id)) state = 'lost';
+      else if (n.staged !== null) {
+        state = ['recovering', 'idle', 'stopped'].includes(n.agentState) ? 'staged' : n.agentState;
+      } else if (this.reboots.some((r) => r.node === n.id)) state = 'updated';
+      else state = 'idle';
+      if (!n.agentRunning && n.machine === 'up') state = `${state} (agent down)`;
+      return {
+        id: n.id,
+        state,
+        position: q?.position ?? null,
+        version: n.version,
+        staged: n.staged,
+        machine: n.machine,
+        agentRunning: n.agentRunning,
+        agentState: n.agentState,
+        reboots: this.reboots.filter((r) => r.node === n.id).length,
+      };
+    });
+  }
+
+  /** A multi-line description of every node, for failure messages. */
+  describe(): string {
+    const lines = this.view().map(
+      (v) =>
+        `  ${v.id}: ${v.state}${v.position ? ` #${v.position}` : ''} v${v.version}${v.staged ? ` (staged ${v.staged})` : ''} agent=${v.agentState} reboots=${v.reboots}`,
+    );
+    const paused = this.timeline.paused;
+    return [
+      `fleet ${this.keys.root} max=${this.timeline.max}${paused ? ` paused=${paused}` : ''} holders=[${this.timeline.holders.join(', ')}]`,
+      ...lines,
+    ].join('\n');
+  }
+
+  /** Checks the invariants over everything recorded so far (see invariants.ts). */
+  check(opts: { complete?: boolean } = {}): InvariantReport {
+    return checkInvariants({
+      reboots: this.reboots,
+      stages: this.stages,
+      maxSets: this.maxSets,
+      timeline: this.timeline,
+      complete: opts.complete ?? true,
+    });
+  }
+
+  /** Waits until every reboot's slot check has finished (see `confirmSlot`). */
+  async settle(): Promise<void> {
+    await this.waitFor(
+      () => this.reboots.every((r) => r.slotSeen !== null),
+      'the slot checks of the last reboots',
+      45_000,
+    );
+  }
+
+  /**
+   * Stops every node (agents by PID), the watchers, and etcd if the fleet started it; removes the
+   * directory unless `keepDir`. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#unregister();
+      await Promise.all(this.nodes.map((n) => n.stop().catch(() => {})));
+      await this.observer?.stop().catch(() => {});
+      await this.timeline?.stop().catch(() => {});
+      this.#client?.close();
+      if (this.#ownsEtcd) await this.etcd?.stop().catch(() => {});
+      if (this.#dir && !this.opts.keepDir && !this.opts.dir) {
+        await rm(this.#dir, { recursive: true, force: true });
+      }
+    })();
+    return this.#stopping;
+  }
+}

@@ -1,0 +1,350 @@
+/**
+ * An in-process fleet for scale: hundreds or thousands of agents in the simulator's own process.
+ * Each node runs the real `Agent` (the core state machine and its runtime) with a real
+ * `Semaphore` against a real etcd; what is simulated is D-Bus: update_engine is a fake update
+ * source, and the reboot is the agent's `command` method with `true`, detected from the agent's
+ * "rebooting now" log line, which it writes right before asking for the reboot.
+ *
+ * Agents share a few etcd clients (`clients`, default one per 50 nodes): a thousand gRPC
+ * connections in one process cost more than the agents do. Each agent still has its own leases,
+ * its own group watch and its own txns, as on its own machine.
+ *
+ * A reboot stops the node's agent (its leases are not revoked, as when a machine goes down),
+ * keeps the node down for the reboot time, then starts a new agent with a new boot id and the
+ * update source idle on the new version. The reboot log, the invariant checks and the watchers
+ * are the same as the process fleet's.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  Agent,
+  type AgentConfig,
+  AgentMetrics,
+  loadAgentConfig,
+  type UpdateSignal,
+  type UpdateSource,
+} from '@sluice/agent';
+import { GroupKeys } from '@sluice/core';
+import { connectEtcd, Semaphore } from '@sluice/etcd';
+import { type EtcdCluster, HolderObserver } from '@sluice/testkit';
+import type { Etcd3 } from 'etcd3';
+import { pino } from 'pino';
+import {
+  checkInvariants,
+  type InvariantReport,
+  type RebootEntry,
+  type StageEntry,
+} from './invariants.js';
+import type { Random } from './random.js';
+import { confirmSlot } from './slot-check.js';
+import { GroupTimeline } from './timeline.js';
+
+/** update_engine, simulated: says whether a reboot is needed, and for which version. */
+class FakeUpdateSource implements UpdateSource {
+  readonly name = 'update-engine';
+  #listener: ((s: UpdateSignal) => void) | null = null;
+  #signal: UpdateSignal;
+
+  constructor(staged: string | null) {
+    this.#signal = FakeUpdateSource.signal(staged);
+  }
+
+  static signal(staged: string | null): UpdateSignal {
+    return staged === null
+      ? { needed: false, source: 'update-engine', detail: 'UPDATE_STATUS_IDLE' }
+      : {
+          needed: true,
+          source: 'update-engine',
+          detail: 'UPDATE_STATUS_UPDATED_NEED_REBOOT',
+          version: staged,
+        };
+  }
+
+  async start(onChange: (s: UpdateSignal) => void): Promise<void> {
+    this.#listener = onChange;
+    onChange(this.#signal);
+  }
+
+  current(): UpdateSignal {
+    return this.#signal;
+  }
+
+  set(staged: string | null): void {
+    this.#signal = FakeUpdateSource.signal(staged);
+    this.#listener?.(this.#signal);
+  }
+
+  async close(): Promise<void> {
+    this.#listener = null;
+  }
+}
+
+/** One in-process node. */
+interface Node {
+  id: string;
+  version: string;
+  staged: string | null;
+  boot: number;
+  machine: 'up' | 'down';
+  agent: Agent | null;
+  source: FakeUpdateSource | null;
+  state: string;
+  client: Etcd3;
+}
+
+/** How to set up an in-process fleet. */
+export interface InProcessOptions {
+  etcd: EtcdCluster;
+  nodes: number;
+  max: number;
+  rebootSeconds: number;
+  /** Shared etcd clients. Default one per 50 nodes. */
+  clients?: number;
+  sessionTTL?: number;
+  holdTTL?: number;
+  retryDelayMs?: number;
+  prefix?: string;
+  group?: string;
+}
+
+/** An in-process fleet. Create with {@link InProcessFleet.start}; always `stop()` it. */
+export class InProcessFleet {
+  readonly reboots: RebootEntry[] = [];
+  readonly stages: StageEntry[] = [];
+  readonly keys: GroupKeys;
+  readonly nodes: Node[] = [];
+  /** Every transition of every agent: when each node decided what. */
+  readonly transitions: { at: number; node: string; to: string; edge: string }[] = [];
+  timeline!: GroupTimeline;
+  observer!: HolderObserver;
+  #clients: Etcd3[] = [];
+  #config!: AgentConfig;
+  #dir = '';
+  #timers = new Set<NodeJS.Timeout>();
+  #stopped = false;
+
+  private constructor(readonly opts: InProcessOptions) {
+    this.keys = new GroupKeys(
+      opts.prefix ?? `/sim-${randomUUID().slice(0, 8)}/`,
+      opts.group ?? 'default',
+    );
+  }
+
+  /** Connects, writes max, starts the watchers and every agent. */
+  static async start(opts: InProcessOptions): Promise<InProcessFleet> {
+    const fleet = new InProcessFleet(opts);
+    try {
+      await fleet.#start();
+    } catch (error) {
+      await fleet.stop();
+      throw error;
+    }
+    return fleet;
+  }
+
+  async #start(): Promise<void> {
+    const o = this.opts;
+    const endpoints = o.etcd.endpoints;
+    this.#dir = await mkdtemp(join(tmpdir(), 'sluice-inproc-'));
+    const count = o.clients ?? Math.max(1, Math.ceil(o.nodes / 50));
+    for (let i = 0; i < count; i++) this.#clients.push(await connectEtcd({ endpoints }));
+    await this.#clients[0]!.put(this.keys.max).value(String(o.max)).exec();
+    // One validated config, through the agent's own loader; each node gets its own id.
+    const file = join(this.#dir, 'sluiced.yaml');
+    await writeFile(
+      file,
+      [
+        'node: { id: template }',
+        'etcd:',
+        `  endpoints: [${endpoints.join(', ')}]`,
+        `  prefix: "${this.keys.prefix}"`,
+        `  group: ${this.keys.group}`,
+        `  sessionTTL: ${o.sessionTTL ?? 10}s`,
+        `  holdTTL: ${o.holdTTL ?? 60}s`,
+        'sources: { sentinel: off, manual: false }',
+        'reboot: { method: command, command: "true" }',
+        'metrics: { listen: off }',
+        '',
+      ].join('\n'),
+    );
+    this.#config = await loadAgentConfig({
+      configFile: file,
+      env: {},
+      updateConfFiles: [],
+    });
+    this.timeline = await GroupTimeline.start(endpoints, this.keys);
+    this.observer = await HolderObserver.start(endpoints, this.keys.root);
+    const width = String(o.nodes).length;
+    for (let i = 0; i < o.nodes; i++) {
+      const id = `n${String(i + 1).padStart(width, '0')}`;
+      await writeFile(join(this.#dir, `${id}.boot`), 'boot-1\n');
+      this.nodes.push({
+        id,
+        version: '1.0.0',
+        staged: null,
+        boot: 1,
+        machine: 'up',
+        agent: null,
+        source: null,
+        state: 'stopped',
+        client: this.#clients[i % count]!,
+      });
+    }
+    for (const node of this.nodes) await this.#startAgent(node);
+  }
+
+  async #startAgent(node: Node): Promise<void> {
+    const config: AgentConfig = { ...this.#config, node: { id: node.id, hostname: node.id } };
+    const e = config.etcd;
+    const semaphore = new Semaphore(node.client, {
+      node: node.id,
+      hostname: node.id,
+      prefix: e.prefix,
+      group: e.group,
+      sessionTTL: e.sessionTTL,
+      holdTTL: e.holdTTL,
+    });
+    const source = new FakeUpdateSource(node.staged);
+    // The agent writes "rebooting now" at warn level right before it asks for the reboot.
+    const logger = pino(
+      { level: 'warn', base: null },
+      {
+        write: (line: string) => {
+          if (line.includes('"msg":"rebooting now"')) this.#rebooted(node, agent);
+        },
+      },
+    );
+    const agent = new Agent({
+      config,
+      client: node.client,
+      semaphore,
+      sources: [source],
+      logger,
+      metrics: new AgentMetrics(),
+      bootIdFile: join(this.#dir, `${node.id}.boot`),
+      retryDelayMs: this.opts.retryDelayMs ?? 1000,
+    });
+    agent.onTransition((state, edge) => {
+      node.state = state.name;
+      this.transitions.push({ at: Date.now(), node: node.id, to: state.name, edge });
+    });
+    node.agent = agent;
+    node.source = source;
+    node.state = 'recovering';
+    await agent.start();
+  }
+
+  #rebooted(node: Node, agent: Agent): void {
+    if (node.agent !== agent || node.machine === 'down' || this.#stopped) return;
+    const entry: RebootEntry = {
+      node: node.id,
+      seq: this.reboots.filter((r) => r.node === node.id).length + 1,
+      downAt: Date.now(),
+      upAt: null,
+      versionBefore: node.version,
+      versionAfter: node.staged ?? node.version,
+      slotSeen: null,
+      slotSeenAfterMs: null,
+      admissionRevision: null,
+    };
+    this.reboots.push(entry);
+    node.machine = 'down';
+    node.agent = null;
+    node.source = null;
+    node.state = 'down';
+    void agent.stop();
+    const checked = confirmSlot(entry, this.timeline, this.observer);
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      void checked.then(() => this.#boot(node, entry));
+    }, this.opts.rebootSeconds * 1000);
+    this.#timers.add(timer);
+  }
+
+  async #boot(node: Node, entry: RebootEntry): Promise<void> {
+    if (this.#stopped) return;
+    node.boot++;
+    await writeFile(join(this.#dir, `${node.id}.boot`), `boot-${node.boot}\n`);
+    if (node.staged !== null) node.version = node.staged;
+    node.staged = null;
+    node.machine = 'up';
+    entry.upAt = Date.now();
+    await this.#startAgent(node);
+  }
+
+  /** Stages `version` on every node, each at a random moment within `spreadMs`. */
+  async stageAll(
+    version: string,
+    opts: { spreadMs?: number; random?: Random } = {},
+  ): Promise<void> {
+    await Promise.all(
+      this.nodes.map(async (node) => {
+        const delay = opts.spreadMs && opts.random ? opts.random.between(0, opts.spreadMs) : 0;
+        if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+        node.staged = version;
+        this.stages.push({ node: node.id, version, at: Date.now() });
+        node.source?.set(version);
+      }),
+    );
+  }
+
+  /** True when every node runs `version`, idle, with no key left in etcd. */
+  rolloutDone(version: string): boolean {
+    return this.nodes.every(
+      (n) =>
+        n.machine === 'up' &&
+        n.version === version &&
+        n.state === 'idle' &&
+        this.timeline.get(this.keys.queue(n.id)) === null &&
+        this.timeline.get(this.keys.holding(n.id)) === null,
+    );
+  }
+
+  /** Waits until the rollout of `version` is done. */
+  async waitForRollout(version: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.rolloutDone(version)) {
+      if (Date.now() > deadline) {
+        const states = new Map<string, number>();
+        for (const n of this.nodes) states.set(n.state, (states.get(n.state) ?? 0) + 1);
+        throw new Error(
+          `rollout not done after ${timeoutMs} ms: ${JSON.stringify(Object.fromEntries(states))}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Waits for the slot checks of the last reboots, then checks every invariant. */
+  async check(complete = true): Promise<InvariantReport> {
+    const deadline = Date.now() + 45_000;
+    while (this.reboots.some((r) => r.slotSeen === null) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return checkInvariants({
+      reboots: this.reboots,
+      stages: this.stages,
+      maxSets: [],
+      timeline: this.timeline,
+      complete,
+    });
+  }
+
+  /** The current etcd revision. */
+  async revision(): Promise<number> {
+    return Number((await this.#clients[0]!.get(this.keys.max).exec()).header.revision);
+  }
+
+  /** Stops every agent, the watchers and the clients. Idempotent. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const timer of this.#timers) clearTimeout(timer);
+    await Promise.all(this.nodes.map((n) => n.agent?.stop().catch(() => {})));
+    await this.observer?.stop().catch(() => {});
+    await this.timeline?.stop().catch(() => {});
+    for (const client of this.#clients) client.close();
+    if (this.#dir) await rm(this.#dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,353 @@
+/**
+ * One simulated machine: its own dbus-daemon on a private `unix:path=` socket, a simulated
+ * update_engine and logind (in the simulator's process), and the real `sluiced` as a child
+ * process, configured through a YAML file and flags so that it reads nothing from /etc.
+ *
+ * A reboot is what logind's `Reboot` call does to a machine: the agent process is SIGKILLed at
+ * once (the machine is gone), the machine stays down for a while, then it boots: a new boot id,
+ * update_engine idle on the new version, and `sluiced` starts again.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  type DbusDaemon,
+  FakeLogind,
+  FakeUpdateEngine,
+  type RebootCall,
+  startDbusDaemon,
+} from '@sluice/testkit';
+import { exited, killChild, spawnTracked } from './procs.js';
+
+/** The built agent the simulator runs: `npx turbo run build` makes it. */
+export const SLUICED = fileURLToPath(new URL('../../agent/dist/main.js', import.meta.url));
+
+/** How one node is set up; the fleet fills it in. */
+export interface SimNodeOptions {
+  id: string;
+  /** A directory of its own: machine id, boot id, config, log. */
+  dir: string;
+  endpoints: string[];
+  prefix: string;
+  group: string;
+  /** Seconds; the waiting key's lease. */
+  sessionTTL: number;
+  /** Seconds; the slot's lease, which must outlast a reboot. */
+  holdTTL: number;
+  /** Back-off after a failed check or etcd call, as a duration (`1s`). */
+  retryDelay: string;
+  /** Serve the agent's metrics on 127.0.0.1 with a free port. Default off. */
+  metrics: boolean;
+  logLevel: 'debug' | 'info' | 'warn';
+  /** The OS version installed at the start. */
+  version: string;
+  /** How long a reboot keeps the machine down, in ms. */
+  rebootMs: number;
+  /** Extra YAML lines appended to the agent's config file. */
+  extraYaml?: string;
+}
+
+/** What a node tells its fleet. */
+export interface SimNodeHooks {
+  /**
+   * logind was asked to reboot a machine that is up. Called before the agent is killed; the
+   * reboot log entry is the fleet's business. The machine boots again only once the returned
+   * promise has settled (and the reboot time has passed).
+   */
+  reboot(node: SimNode, call: RebootCall): Promise<void>;
+  /** The machine is up again and its agent was started. */
+  booted(node: SimNode): void;
+  /** The agent logged a transition. */
+  transition(node: SimNode, from: string, to: string, edge: string, at: number): void;
+  /** The agent process ended without the simulator asking (a crash or a config error). */
+  agentExited(node: SimNode, code: number | null, signal: string | null): void;
+}
+
+/** Where the machine is, from the simulator's point of view. */
+export type MachineState = 'up' | 'down';
+
+/** A simulated machine. Create with the fleet; `setup()`, `startAgent()`, `stop()`. */
+export class SimNode {
+  bus: DbusDaemon | null = null;
+  updateEngine: FakeUpdateEngine | null = null;
+  logind: FakeLogind | null = null;
+  /** Up, or down between a reboot call and the next boot. */
+  machine: MachineState = 'up';
+  /** The installed OS version. */
+  version: string;
+  /** A version staged by update_engine and waiting for a reboot, or null. */
+  staged: string | null = null;
+  /** Boots so far; the boot id is `boot-<n>`. */
+  boot = 1;
+  /** The agent's last state as it logged it (`recovering` until it logs a transition). */
+  agentState = 'stopped';
+  /** The edge of that transition. */
+  agentEdge = '';
+  /** True while a machine that went down should stay down (a node that never comes back). */
+  stuck = false;
+  /** Starts of the agent process, kills by the simulator, and exits it did on its own. */
+  readonly counts = { starts: 0, kills: 0, crashes: 0 };
+  #child: ChildProcess | null = null;
+  #killing = new Set<ChildProcess>();
+  #log: WriteStream | null = null;
+  #tail: string[] = [];
+  #timers = new Set<NodeJS.Timeout>();
+  #stopped = false;
+  #ready: { resolve: () => void; promise: Promise<void> } | null = null;
+
+  constructor(
+    readonly opts: SimNodeOptions,
+    readonly hooks: SimNodeHooks,
+  ) {
+    this.version = opts.version;
+  }
+
+  /** The node id. */
+  get id(): string {
+    return this.opts.id;
+  }
+
+  /** The agent's PID while it runs. */
+  get pid(): number | null {
+    return this.#child?.pid ?? null;
+  }
+
+  /** True while an agent process runs. */
+  get agentRunning(): boolean {
+    return this.#child !== null;
+  }
+
+  /** The agent's config file. */
+  get configFile(): string {
+    return join(this.opts.dir, 'sluiced.yaml');
+  }
+
+  /** The agent's log (stdout and stderr of every start, with markers between them). */
+  get logFile(): string {
+    return join(this.opts.dir, 'sluiced.log');
+  }
+
+  /** The last lines the agent printed, for failure messages. */
+  tail(lines = 20): string {
+    return this.#tail.slice(-lines).join('\n');
+  }
+
+  /** Creates the files, starts the dbus-daemon, update_engine and logind. */
+  async setup(): Promise<void> {
+    const o = this.opts;
+    await mkdir(o.dir, { recursive: true });
+    await writeFile(join(o.dir, 'machine-id'), `${o.id}\n`);
+    await this.#writeBootId();
+    this.#log = createWriteStream(this.logFile, { flags: 'a' });
+    this.bus = await startDbusDaemon();
+    this.updateEngine = new FakeUpdateEngine(this.bus.address, { newVersion: o.version });
+    await this.updateEngine.start();
+    this.logind = new FakeLogind(this.bus.address);
+    this.logind.onReboot = (call) => this.#onReboot(call);
+    await this.logind.start();
+    const yaml = [
+      'node:',
+      `  id: ${o.id}`,
+      `  hostname: ${o.id}`,
+      'etcd:',
+      `  endpoints: [${o.endpoints.join(', ')}]`,
+      `  prefix: "${o.prefix}"`,
+      `  group: ${o.group}`,
+      `  sessionTTL: ${o.sessionTTL}s`,
+      `  holdTTL: ${o.holdTTL}s`,
+      'sources:',
+      '  updateEngine: true',
+      '  sentinel: off',
+      '  manual: false',
+      'dbus:',
+      `  address: "${this.bus.address}"`,
+      'metrics:',
+      `  listen: ${o.metrics ? '127.0.0.1:0' : 'off'}`,
+      'log:',
+      `  level: ${o.logLevel}`,
+      o.extraYaml ?? '',
+    ];
+    await writeFile(this.configFile, `${yaml.join('\n')}\n`);
+  }
+
+  async #writeBootId(): Promise<void> {
+    await writeFile(join(this.opts.dir, 'boot_id'), `boot-${this.boot}\n`);
+  }
+
+  /**
+   * Starts `sluiced` (no-op while one runs). The returned promise resolves once the agent has
+   * recovered from its etcd record (its first logged transition), or after 30 s.
+   */
+  startAgent(): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
+    if (this.#child) return this.#ready?.promise ?? Promise.resolve();
+    const o = this.opts;
+    const args = [
+      SLUICED,
+      '--config',
+      this.configFile,
+      '--machine-id-file',
+      join(o.dir, 'machine-id'),
+      '--boot-id-file',
+      join(o.dir, 'boot_id'),
+      '--update-conf',
+      '',
+      '--retry-delay',
+      o.retryDelay,
+    ];
+    // Only PATH and HOME: SLUICE_* variables of whoever runs the simulator must not leak in.
+    const child = spawnTracked(process.execPath, args, {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+    });
+    this.#child = child;
+    this.counts.starts++;
+    this.agentState = 'recovering';
+    this.agentEdge = 'start';
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.#ready = { resolve, promise };
+    const timer = setTimeout(resolve, 30_000);
+    void promise.then(() => clearTimeout(timer));
+    this.#write(`--- ${new Date().toISOString()} sim: sluiced started, pid ${child.pid}\n`);
+    let buffer = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      this.#log?.write(chunk);
+      buffer += chunk;
+      let nl = buffer.indexOf('\n');
+      while (nl >= 0) {
+        this.#line(buffer.slice(0, nl));
+        buffer = buffer.slice(nl + 1);
+        nl = buffer.indexOf('\n');
+      }
+    });
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      this.#log?.write(chunk);
+      this.#remember(chunk.trimEnd());
+    });
+    child.once('exit', (code, signal) => {
+      resolve();
+      this.#write(`--- ${new Date().toISOString()} sim: sluiced exited (${code ?? signal})\n`);
+      if (this.#child === child) {
+        this.#child = null;
+        this.agentState = 'stopped';
+      }
+      const expected = this.#killing.delete(child);
+      if (!expected && !this.#stopped) {
+        this.counts.crashes++;
+        this.hooks.agentExited(this, code, signal);
+      }
+    });
+    return promise;
+  }
+
+  #write(text: string): void {
+    this.#log?.write(text);
+    this.#remember(text.trimEnd());
+  }
+
+  #remember(line: string): void {
+    this.#tail.push(line);
+    if (this.#tail.length > 200) this.#tail.splice(0, this.#tail.length - 200);
+  }
+
+  #line(line: string): void {
+    this.#remember(line);
+    let entry: { edge?: unknown; from?: unknown; to?: unknown };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      return;
+    }
+    if (typeof entry.edge === 'string' && typeof entry.to === 'string') {
+      const from = typeof entry.from === 'string' ? entry.from : '';
+      this.agentState = entry.to;
+      this.agentEdge = entry.edge;
+      this.hooks.transition(this, from, entry.to, entry.edge, Date.now());
+      if (from === 'recovering') this.#ready?.resolve();
+    }
+  }
+
+  /** SIGKILLs the agent (as a crash or an OOM kill would) and waits until it is gone. */
+  async killAgent(): Promise<void> {
+    const child = this.#child;
+    if (!child) return;
+    this.#child = null;
+    this.agentState = 'stopped';
+    this.#killing.add(child);
+    this.counts.kills++;
+    await killChild(child);
+  }
+
+  /** Runs `fn` after `ms` unless the node is stopped first. */
+  later(ms: number, fn: () => void): void {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      if (!this.#stopped) fn();
+    }, ms);
+    this.#timers.add(timer);
+  }
+
+  /** Marks a version as staged and has update_engine say a reboot is needed. */
+  async stageUpdate(version: string): Promise<void> {
+    this.staged = version;
+    await this.updateEngine?.stageUpdate(version, { steps: false });
+  }
+
+  #onReboot(call: RebootCall): void {
+    if (this.machine === 'down' || this.#stopped) return;
+    const checked = this.hooks.reboot(this, call).catch(() => {});
+    this.machine = 'down';
+    void this.killAgent();
+    this.later(this.opts.rebootMs, () => {
+      void checked.then(() => {
+        if (!this.stuck) void this.#bootUp();
+      });
+    });
+  }
+
+  /** Brings a machine that is down up again (also for a stuck one, when a test wants it back). */
+  async #bootUp(): Promise<void> {
+    if (this.machine === 'up' || this.#stopped) return;
+    this.boot++;
+    await this.#writeBootId();
+    if (this.staged !== null) {
+      this.version = this.staged;
+      this.staged = null;
+    }
+    this.updateEngine?.setIdle(this.version);
+    this.machine = 'up';
+    const ready = this.startAgent();
+    this.hooks.booted(this);
+    await ready;
+  }
+
+  /** Boots a machine that was kept down (see `stuck`). */
+  async bootNow(): Promise<void> {
+    this.stuck = false;
+    await this.#bootUp();
+  }
+
+  /** Stops the agent (SIGKILL), the fakes and the dbus-daemon. Idempotent. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    const child = this.#child;
+    this.#child = null;
+    if (child) {
+      this.#killing.add(child);
+      await killChild(child);
+    }
+    await Promise.all([...this.#killing].map((c) => exited(c)));
+    await this.updateEngine?.stop().catch(() => {});
+    await this.logind?.stop().catch(() => {});
+    await this.bus?.stop().catch(() => {});
+    await new Promise<void>((resolve) => (this.#log ? this.#log.end(resolve) : resolve()));
+    this.#log = null;
+  }
+}

@@ -1,0 +1,377 @@
+/**
+ * The simulator's own record of a group in etcd: one range read of `<prefix>groups/<group>/`,
+ * then a watch from the next revision with a client of its own, never through the code under
+ * test. Every event is kept with its revision and the time it was seen, so that the invariant
+ * checker can replay the group in revision order (max, pause, window and holding markers) and the
+ * HTML timeline can show each node's record states over time.
+ *
+ * Events are processed one by one in revision order, not per watch response: a response may batch
+ * several revisions, and a check on the batch's end state could miss a brief over-admission.
+ */
+import type { GroupKeys } from '@sluice/core';
+import { ExponentialBackoff } from 'cockatiel';
+import { Etcd3, type IKeyValue, type IOptions, type Watcher } from 'etcd3';
+
+/** A key as it stands in the simulator's mirror. */
+export interface MirrorKV {
+  value: string;
+  createRevision: number;
+  modRevision: number;
+  lease: string;
+}
+
+/** One etcd event under the group root. */
+export interface TimelineEvent {
+  /** The revision of the change (the put's or delete's mod revision). */
+  revision: number;
+  /** When the simulator saw it (ms since the epoch). */
+  at: number;
+  key: string;
+  type: 'put' | 'delete';
+  /** The new value; null for a delete. */
+  value: string | null;
+}
+
+/** A value of a settings key from some revision on. `raw` is null while the key is absent. */
+export interface SettingChange {
+  revision: number;
+  at: number;
+  raw: string | null;
+}
+
+/** A max value from some revision on: `value` is what admission obeys (absent 1, invalid 0). */
+export interface MaxChange extends SettingChange {
+  value: number;
+}
+
+/** One stint of a holding marker: from its creation (the admission) to its deletion. */
+export interface MarkerInterval {
+  node: string;
+  /** The revision of the admission txn. */
+  createdRevision: number;
+  createdAt: number;
+  deletedRevision: number | null;
+  deletedAt: number | null;
+}
+
+/** A node's queue record state from some moment on; null once its queue key is gone. */
+export interface RecordState {
+  at: number;
+  revision: number;
+  state: string | null;
+}
+
+/** One queue key as the simulator shows it. */
+export interface QueueView {
+  node: string;
+  /** The record's `state` field (waiting, holding, …), or `unreadable`. */
+  state: string;
+  createRevision: number;
+  /** A holding marker exists for the node. */
+  holding: boolean;
+  /** 1-based place among waiters (nodes without a marker), as `sluicectl status` counts. */
+  position: number | null;
+}
+
+/**
+ * Client options for the simulator's own etcd clients: etcd3's default watch back-off grows to
+ * 30 s while etcd is unreachable, which would leave the simulator blind for that long after an
+ * outage; the simulator retries its watches at least every second.
+ */
+export function simClientOptions(endpoints: string[]): IOptions {
+  return {
+    hosts: endpoints,
+    faultHandling: {
+      // etcd3 wants a first back-off step (it calls next() on it), not the factory.
+      watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }).next(),
+    },
+  };
+}
+
+/**
+ * How admission reads `max`, restated here independently of the code under test: absent means 1,
+ * a plain decimal from 0 to 10000 is itself, anything else admits nobody (0).
+ */
+export function effectiveMax(raw: string | null): number {
+  if (raw === null) return 1;
+  const text = raw.trim();
+  if (!/^[0-9]{1,6}$/.test(text)) return 0;
+  const n = Number(text);
+  return n > 10_000 ? 0 : n;
+}
+
+/** The simulator's independent watcher of one group. Start with {@link GroupTimeline.start}. */
+export class GroupTimeline {
+  readonly #client: Etcd3;
+  readonly #mirror = new Map<string, MirrorKV>();
+  readonly #listeners = new Set<() => void>();
+  #watcher: Watcher | null = null;
+  /** The revision of the last event applied per key, to drop events replayed after a reconnect. */
+  readonly #applied = new Map<string, number>();
+  /** Every event seen, in revision order. */
+  readonly events: TimelineEvent[] = [];
+  /** Max over time, starting with its value at the start revision. */
+  readonly maxChanges: MaxChange[] = [];
+  /** The paused key over time. */
+  readonly pausedChanges: SettingChange[] = [];
+  /** The windows key over time. */
+  readonly windowChanges: SettingChange[] = [];
+  /** Holding-marker stints, in the order they began. */
+  readonly markers: MarkerInterval[] = [];
+  /** Each node's record states over time. */
+  readonly records = new Map<string, RecordState[]>();
+  /** The revision of the first read. */
+  startRevision = 0;
+  /** When the first read was made. */
+  startAt = 0;
+  /** The highest revision seen so far. */
+  revision = 0;
+  /** Watch disconnections seen (each was resumed from the last revision seen). */
+  disconnects = 0;
+
+  private constructor(
+    readonly endpoints: string[],
+    readonly keys: GroupKeys,
+  ) {
+    this.#client = new Etcd3(simClientOptions(endpoints));
+  }
+
+  /** Reads the group and starts watching it from the next revision. */
+  static async start(endpoints: string[], keys: GroupKeys): Promise<GroupTimeline> {
+    const timeline = new GroupTimeline(endpoints, keys);
+    try {
+      await timeline.#begin();
+    } catch (error) {
+      await timeline.stop();
+      throw error;
+    }
+    return timeline;
+  }
+
+  async #begin(): Promise<void> {
+    const res = await this.#client.getAll().prefix(this.keys.root).exec();
+    const at = Date.now();
+    this.startAt = at;
+    this.startRevision = Number(res.header.revision);
+    this.revision = this.startRevision;
+    for (const kv of res.kvs) {
+      const key = kv.key.toString();
+      this.#mirror.set(key, toMirror(kv));
+      this.#applied.set(key, Number(kv.mod_revision));
+      this.#note(key, 'put', kv.value.toString(), Number(kv.create_revision), at, true);
+    }
+    const rev = this.startRevision;
+    if (!this.maxChanges.length) {
+      this.maxChanges.push({ revision: rev, at, raw: null, value: 1 });
+    }
+    if (!this.pausedChanges.length) this.pausedChanges.push({ revision: rev, at, raw: null });
+    if (!this.windowChanges.length) this.windowChanges.push({ revision: rev, at, raw: null });
+    const watcher = await this.#client
+      .watch()
+      .prefix(this.keys.root)
+      .startRevision(String(rev + 1))
+      .create();
+    this.#watcher = watcher;
+    watcher.on('disconnected', () => {
+      this.disconnects++;
+    });
+    watcher.on('error', () => {});
+    watcher.on('data', (data) => {
+      const seen = Date.now();
+      for (const event of data.events) {
+        const key = event.kv.key.toString();
+        const revision = Number(event.kv.mod_revision);
+        if (revision <= this.startRevision || revision <= (this.#applied.get(key) ?? 0)) continue;
+        this.#applied.set(key, revision);
+        if (event.type === 'Delete') {
+          this.#mirror.delete(key);
+          this.#note(key, 'delete', null, revision, seen, false);
+        } else {
+          this.#mirror.set(key, toMirror(event.kv));
+          this.#note(key, 'put', event.kv.value.toString(), revision, seen, false);
+        }
+        this.revision = Math.max(this.revision, revision);
+      }
+      this.revision = Math.max(this.revision, Number(data.header.revision));
+      for (const listener of this.#listeners) listener();
+    });
+  }
+
+  #note(
+    key: string,
+    type: 'put' | 'delete',
+    value: string | null,
+    revision: number,
+    at: number,
+    initial: boolean,
+  ): void {
+    const keys = this.keys;
+    // The initial read is the state at the start revision, not a change; a marker found then
+    // keeps its own create revision (its admission).
+    const rev = initial && !key.startsWith(this.keys.holdingPrefix) ? this.startRevision : revision;
+    if (!initial) this.events.push({ revision, at, key, type, value });
+    if (key === keys.max) {
+      this.maxChanges.push({ revision: rev, at, raw: value, value: effectiveMax(value) });
+    } else if (key === keys.paused) {
+      this.pausedChanges.push({ revision: rev, at, raw: value });
+    } else if (key === keys.windows) {
+      this.windowChanges.push({ revision: rev, at, raw: value });
+    } else if (key.startsWith(keys.holdingPrefix)) {
+      const node = key.slice(keys.holdingPrefix.length);
+      if (type === 'put') {
+        const open = this.markers.find((m) => m.node === node && m.deletedRevision === null);
+        if (!open) {
+          this.markers.push({
+            node,
+            createdRevision: rev,
+            createdAt: at,
+            deletedRevision: null,
+            deletedAt: null,
+          });
+        }
+      } else {
+        for (const m of this.markers) {
+          if (m.node === node && m.deletedRevision === null) {
+            m.deletedRevision = revision;
+            m.deletedAt = at;
+          }
+        }
+      }
+    } else if (key.startsWith(keys.queuePrefix)) {
+      const node = key.slice(keys.queuePrefix.length);
+      const list = this.records.get(node) ?? [];
+      this.records.set(node, list);
+      const state = value === null ? null : recordState(value);
+      if (list.at(-1)?.state !== state) list.push({ at, revision: rev, state });
+    }
+  }
+
+  /** Calls `listener` after every watch response. Returns an unsubscribe function. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** The max admission obeyed at `revision`. */
+  maxAt(revision: number): number {
+    return settingAt(this.maxChanges, revision)?.value ?? 1;
+  }
+
+  /** The max as the simulator had seen it by time `at` (ms). */
+  maxAtTime(at: number): number {
+    let value = this.maxChanges[0]?.value ?? 1;
+    for (const change of this.maxChanges) {
+      if (change.at <= at) value = change.value;
+    }
+    return value;
+  }
+
+  /** The paused key's raw value at `revision` (null: not paused). */
+  pausedAt(revision: number): string | null {
+    return settingAt(this.pausedChanges, revision)?.raw ?? null;
+  }
+
+  /** The windows key's raw value at `revision` (null: no group window). */
+  windowsAt(revision: number): string | null {
+    return settingAt(this.windowChanges, revision)?.raw ?? null;
+  }
+
+  /** The current value of a key under the group root, or null. */
+  get(key: string): string | null {
+    return this.#mirror.get(key)?.value ?? null;
+  }
+
+  /** The current max (absent 1, invalid 0). */
+  get max(): number {
+    return effectiveMax(this.get(this.keys.max));
+  }
+
+  /** The current paused value, or null. */
+  get paused(): string | null {
+    return this.get(this.keys.paused);
+  }
+
+  /** Nodes that have a holding marker now. */
+  get holders(): string[] {
+    const out: string[] = [];
+    for (const key of this.#mirror.keys()) {
+      if (key.startsWith(this.keys.holdingPrefix))
+        out.push(key.slice(this.keys.holdingPrefix.length));
+    }
+    return out;
+  }
+
+  /** The node's marker stint that is open now (as far as the watcher has seen), if any. */
+  openMarker(node: string): MarkerInterval | undefined {
+    return this.markers.find((m) => m.node === node && m.deletedRevision === null);
+  }
+
+  /** Holders whose queue key is gone: lost during their reboot. */
+  get lost(): string[] {
+    return this.holders.filter((node) => !this.#mirror.has(this.keys.queue(node)));
+  }
+
+  /** The queue now, in queue order (by create revision). */
+  queue(): QueueView[] {
+    const markers = new Set(this.holders);
+    const entries: QueueView[] = [];
+    for (const [key, kv] of this.#mirror) {
+      if (!key.startsWith(this.keys.queuePrefix)) continue;
+      const node = key.slice(this.keys.queuePrefix.length);
+      entries.push({
+        node,
+        state: recordState(kv.value) ?? 'unreadable',
+        createRevision: kv.createRevision,
+        holding: markers.has(node),
+        position: null,
+      });
+    }
+    entries.sort((a, b) => a.createRevision - b.createRevision);
+    let position = 0;
+    for (const entry of entries) {
+      if (!entry.holding) entry.position = ++position;
+    }
+    return entries;
+  }
+
+  /** Stops watching and closes the client. Idempotent. */
+  async stop(): Promise<void> {
+    const watcher = this.#watcher;
+    this.#watcher = null;
+    this.#listeners.clear();
+    await watcher?.cancel().catch(() => {});
+    this.#client.close();
+  }
+}
+
+function toMirror(kv: IKeyValue): MirrorKV {
+  return {
+    value: kv.value.toString(),
+    createRevision: Number(kv.create_revision),
+    modRevision: Number(kv.mod_revision),
+    lease: String(kv.lease ?? '0'),
+  };
+}
+
+/** The `state` field of a queue record, or `unreadable`. */
+function recordState(value: string): string {
+  try {
+    const parsed = JSON.parse(value) as { state?: unknown };
+    return typeof parsed.state === 'string' ? parsed.state : 'unreadable';
+  } catch {
+    return 'unreadable';
+  }
+}
+
+/** The last change at or before `revision`. */
+function settingAt<T extends { revision: number }>(
+  changes: readonly T[],
+  revision: number,
+): T | undefined {
+  let found: T | undefined;
+  for (const change of changes) {
+    if (change.revision <= revision) found = change;
+    else break;
+  }
+  return found ?? changes[0];
+}
