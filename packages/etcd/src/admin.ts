@@ -19,7 +19,7 @@ import {
 } from '@sluice/core';
 import type { Etcd3 } from 'etcd3';
 import { etcdCall, toSluiceError } from './errors.js';
-import { GroupWatch, readGroup } from './group-watch.js';
+import { coalesce, GroupWatch, readGroup } from './group-watch.js';
 import { haltGroup, pruneHistory } from './semaphore.js';
 
 /** Admin operations on one group. */
@@ -89,36 +89,30 @@ export class GroupAdmin {
     onError: (error: SluiceError) => void = () => {},
   ): Promise<{ close(): Promise<void> }> {
     const watch = await GroupWatch.start(this.client, this.keys);
-    let running = false;
-    let again = false;
     let closed = false;
     let timer: NodeJS.Timeout | undefined;
+    const pass = coalesce(
+      async () => {
+        const snapshot = watch.snapshot;
+        // The pause this writes arrives as a watch event and brings the next status.
+        if (await this.#tryHalt(snapshot)) return;
+        const status = await this.statusOf(snapshot, watch.get(this.keys.windows)?.value ?? null);
+        if (closed) return;
+        onStatus(status);
+        clearTimeout(timer);
+        const change = status.window.nextChange;
+        if (change) {
+          const delay = Math.max(0, Date.parse(change) - this.now().getTime()) + 5;
+          timer = setTimeout(() => void render(), Math.min(delay, 2 ** 31 - 1));
+        }
+      },
+      () => closed,
+    );
     const render = async (): Promise<void> => {
-      if (running) {
-        again = true;
-        return;
-      }
-      running = true;
       try {
-        do {
-          again = false;
-          const snapshot = watch.snapshot;
-          // The pause this writes arrives as a watch event and brings the next status.
-          if (await this.#tryHalt(snapshot)) continue;
-          const status = await this.statusOf(snapshot, watch.get(this.keys.windows)?.value ?? null);
-          if (closed) return;
-          onStatus(status);
-          clearTimeout(timer);
-          const change = status.window.nextChange;
-          if (change) {
-            const delay = Math.max(0, Date.parse(change) - this.now().getTime()) + 5;
-            timer = setTimeout(() => void render(), Math.min(delay, 2 ** 31 - 1));
-          }
-        } while (again && !closed);
+        await pass();
       } catch (error) {
         if (!closed) onError(toSluiceError(error, `a status of ${this.keys.root}`));
-      } finally {
-        running = false;
       }
     };
     watch.onChange(() => void render());

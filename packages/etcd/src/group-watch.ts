@@ -25,6 +25,32 @@ export async function readGroup(client: Etcd3, keys: GroupKeys): Promise<GroupSn
   return buildSnapshot(keys, res.kvs.map(toRawKV), Number(res.header.revision));
 }
 
+/**
+ * Wraps `body` so runs never overlap: a call made while it runs returns at once and makes it run
+ * once more afterwards. Watch listeners use it to react to a burst of events with few passes.
+ * Errors reach the caller that started the run.
+ */
+export function coalesce(body: () => Promise<void>, stopped: () => boolean): () => Promise<void> {
+  let running = false;
+  let again = false;
+  return async () => {
+    if (stopped()) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      do {
+        again = false;
+        await body();
+      } while (again && !stopped());
+    } finally {
+      running = false;
+    }
+  };
+}
+
 /** Shared watches by client and group root, for `GroupWatch.open()`. */
 const shared = new WeakMap<Etcd3, Map<string, { watch: Promise<GroupWatch>; refs: number }>>();
 

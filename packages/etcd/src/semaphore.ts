@@ -26,7 +26,7 @@ import {
 } from '@sluice/core';
 import { type Etcd3, Range } from 'etcd3';
 import { etcdCall, isTransient } from './errors.js';
-import { GroupWatch, readGroup } from './group-watch.js';
+import { coalesce, GroupWatch, readGroup } from './group-watch.js';
 import { Session } from './session.js';
 
 /** How a Semaphore is set up. Only `node` is required. */
@@ -248,8 +248,6 @@ export class Semaphore {
 
   #waitLoop(watch: GroupWatch, req: SlotRequest, signal?: AbortSignal): Promise<Grant> {
     return new Promise<Grant>((resolve, reject) => {
-      let running = false;
-      let again = false;
       let done = false;
       let timer: NodeJS.Timeout | undefined;
       let failures = 0;
@@ -326,18 +324,10 @@ export class Semaphore {
         }
       };
 
+      const steps = coalesce(step, () => done);
       const run = async (): Promise<void> => {
-        if (done) return;
-        if (running) {
-          again = true;
-          return;
-        }
-        running = true;
         try {
-          do {
-            again = false;
-            await step();
-          } while (again && !done);
+          await steps();
           failures = 0;
         } catch (error) {
           if (!isTransient(error)) {
@@ -354,8 +344,6 @@ export class Semaphore {
             },
             base / 2 + Math.random() * (base / 2),
           );
-        } finally {
-          running = false;
         }
       };
 
