@@ -417,7 +417,10 @@ export class Agent {
           if (isSluiceError(error) && error.kind === 'refused') {
             return { type: 'slot-lost', detail: error.message };
           }
-          throw error;
+          if (effect.confirm) throw error;
+          // Only informative: carry on with the next effects (the checks, the drain).
+          this.#deps.metrics.etcdErrors.inc();
+          this.#log.warn({ state: effect.state, err: describe(error) }, 'cannot update the record');
         }
         return null;
       }

@@ -47,10 +47,16 @@ describe('lifecycle', () => {
     expect(s.effects).toEqual([{ type: 'run-checks', phase: 'admitted' }]);
     s = transition(s.state, { type: 'checks-passed', phase: 'admitted' }, ctx());
     expect(s.state.name).toBe('draining');
-    expect(s.effects).toEqual([{ type: 'record-state', state: 'draining' }, { type: 'drain' }]);
+    expect(s.effects).toEqual([
+      { type: 'record-state', state: 'draining', confirm: false },
+      { type: 'drain' },
+    ]);
     s = transition(s.state, { type: 'drained' }, ctx());
     expect(s.state.name).toBe('rebooting');
-    expect(s.effects).toEqual([{ type: 'record-state', state: 'rebooting' }, { type: 'reboot' }]);
+    expect(s.effects).toEqual([
+      { type: 'record-state', state: 'rebooting', confirm: true },
+      { type: 'reboot' },
+    ]);
   });
 
   it('waits for the window before doing anything', () => {
@@ -71,6 +77,28 @@ describe('lifecycle', () => {
     expect(transition(s.state, { type: 'tick' }, ctx()).state.name).toBe('waiting-window');
     const released = transition(s.state, { type: 'released' }, ctx());
     expect(transition(released.state, { type: 'tick' }, ctx()).state.name).toBe('checking');
+  });
+
+  it('retries giving back a slot whose release failed, and goes idle if the update went away', () => {
+    const held: AgentState = {
+      name: 'waiting-window',
+      update,
+      nextOpen: null,
+      held: true,
+      releaseRetryAt: null,
+      cancelled: false,
+    };
+    let s = transition(
+      held,
+      { type: 'effect-failed', effect: 'release-slot', detail: 'etcd down' },
+      ctx(),
+    );
+    expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-25T03:01:00.000Z' }]);
+    expect(transition(s.state, { type: 'tick' }, ctx()).effects).toEqual([]);
+    s = transition(s.state, { type: 'tick' }, ctx({ now: new Date('2026-11-25T03:01:00Z') }));
+    expect(s.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
+    s = transition(s.state, { type: 'update', update: null }, ctx());
+    expect(transition(s.state, { type: 'released' }, ctx()).state).toEqual({ name: 'idle' });
   });
 
   it('leaves the queue when its window closes while queued', () => {
@@ -101,7 +129,8 @@ describe('lifecycle', () => {
       { type: 'checks-failed', phase: 'admitted', detail: 'traffic high' },
     ]);
     expect(s.state.name).toBe('update-staged');
-    expect(s.effects[0]).toEqual({ type: 'release-slot', outcome: 'abandoned', delayMs: 0 });
+    expect(s.effects.at(-1)).toEqual({ type: 'release-slot', outcome: 'abandoned', delayMs: 0 });
+    expect(s.effects[0]?.type).toBe('wake-at');
   });
 
   it('skips the slot with strategy reboot and never acts with off', () => {
@@ -144,7 +173,7 @@ describe('lifecycle', () => {
       let s = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'boot-2' }, ctx());
       expect(s.state).toMatchObject({ name: 'post-checking', revision: 9 });
       expect(s.effects).toEqual([
-        { type: 'record-state', state: 'post-checking' },
+        { type: 'record-state', state: 'post-checking', confirm: false },
         { type: 'run-checks', phase: 'post' },
       ]);
       // A new update arriving meanwhile does not stop the release.
@@ -184,7 +213,10 @@ describe('lifecycle', () => {
     it('asks again for a reboot that did not happen', () => {
       const s = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'boot-1' }, ctx());
       expect(s.state.name).toBe('rebooting');
-      expect(s.effects).toEqual([{ type: 'record-state', state: 'rebooting' }, { type: 'reboot' }]);
+      expect(s.effects).toEqual([
+        { type: 'record-state', state: 'rebooting', confirm: true },
+        { type: 'reboot' },
+      ]);
     });
 
     it('re-runs the admitted checks after a restart while holding', () => {
@@ -221,7 +253,10 @@ describe('lifecycle', () => {
     expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-25T03:01:00.000Z' }]);
     expect(transition(s.state, { type: 'tick' }, ctx()).effects).toEqual([]);
     s = transition(s.state, { type: 'tick' }, ctx({ now: new Date('2026-11-25T03:01:00Z') }));
-    expect(s.effects).toEqual([{ type: 'record-state', state: 'rebooting' }, { type: 'reboot' }]);
+    expect(s.effects).toEqual([
+      { type: 'record-state', state: 'rebooting', confirm: true },
+      { type: 'reboot' },
+    ]);
     expect(s.state).toMatchObject({ attempt: 2 });
   });
 

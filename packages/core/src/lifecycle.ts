@@ -36,7 +36,17 @@ export type AgentState =
       notBefore: string | null;
       lastError: string | null;
     }
-  | { name: 'waiting-window'; update: UpdateInfo; nextOpen: string | null; held: boolean }
+  | {
+      name: 'waiting-window';
+      update: UpdateInfo;
+      nextOpen: string | null;
+      /** True while the slot taken before the window shut is being given back. */
+      held: boolean;
+      /** After a failed release: when to try again. */
+      releaseRetryAt: string | null;
+      /** The update went away while the slot was being given back: go idle once it is. */
+      cancelled: boolean;
+    }
   | { name: 'checking'; update: UpdateInfo }
   | { name: 'queued'; update: UpdateInfo }
   | { name: 'holding'; update: UpdateInfo; revision: number | null }
@@ -116,7 +126,12 @@ export type Effect =
   | { type: 'acquire-slot'; update: UpdateInfo }
   | { type: 'leave-queue' }
   | { type: 'release-slot'; outcome: 'released' | 'abandoned'; delayMs: number }
-  | { type: 'record-state'; state: NodeState }
+  /**
+   * Rewrite the node's queue record with `state`, guarded on its key. With `confirm`, the write
+   * proves the slot is still held, and its failure stops the effects after it (the reboot).
+   * Without, it only informs operators: an etcd error is logged and the next effects run.
+   */
+  | { type: 'record-state'; state: NodeState; confirm: boolean }
   | { type: 'drain' }
   | { type: 'reboot' }
   | { type: 'wake-at'; at: string };
@@ -178,11 +193,32 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
     case 'waiting-window':
       if (event.type === 'update' && !event.update) {
         return state.held
-          ? stay(state) // The slot is being released; the release event returns to idle.
+          ? stay({ ...state, cancelled: true }) // Idle once the slot is back.
           : go('update-cleared', { name: 'idle' });
       }
-      if (event.type === 'update' && event.update) return stay({ ...state, update: event.update });
-      if (event.type === 'released') return stay({ ...state, held: false });
+      if (event.type === 'update' && event.update) {
+        return stay({ ...state, update: event.update, cancelled: false });
+      }
+      if (event.type === 'released') {
+        return state.cancelled
+          ? go('update-cleared', { name: 'idle' })
+          : stay({ ...state, held: false, releaseRetryAt: null });
+      }
+      if (event.type === 'effect-failed' && event.effect === 'release-slot' && state.held) {
+        const releaseRetryAt = later(ctx, ctx.retryDelayMs);
+        return go(
+          'release-failed',
+          { ...state, releaseRetryAt },
+          { type: 'wake-at', at: releaseRetryAt },
+        );
+      }
+      if (event.type === 'tick' && state.held && due(state.releaseRetryAt, ctx)) {
+        return go(
+          'release-retry',
+          { ...state, releaseRetryAt: null },
+          releaseEffect('abandoned', 0),
+        );
+      }
       if (event.type === 'tick' && ctx.window.open && !state.held) {
         return go(
           'window-opened',
@@ -245,7 +281,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         return go(
           'checks-passed',
           { name: 'draining', update: state.update, revision: state.revision },
-          { type: 'record-state', state: 'draining' },
+          { type: 'record-state', state: 'draining', confirm: false },
           { type: 'drain' },
         );
       }
@@ -354,7 +390,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
  */
 function rebootEffects(ctx: Context): Effect[] {
   return ctx.strategy === 'etcd-lock'
-    ? [{ type: 'record-state', state: 'rebooting' }, { type: 'reboot' }]
+    ? [{ type: 'record-state', state: 'rebooting', confirm: true }, { type: 'reboot' }]
     : [{ type: 'reboot' }];
 }
 
@@ -396,6 +432,8 @@ function waitingWindow(update: UpdateInfo, ctx: Context, held: boolean): AgentSt
     update,
     nextOpen: ctx.window.nextOpen?.toISOString() ?? null,
     held,
+    releaseRetryAt: null,
+    cancelled: false,
   };
 }
 
@@ -419,7 +457,8 @@ function retry(update: UpdateInfo, detail: string, ctx: Context, edge: string): 
 /** Give the slot back (fail closed), then try again after the back-off. */
 function releaseAndRetry(update: UpdateInfo, detail: string, ctx: Context, edge: string): Step {
   const step = retry(update, detail, ctx, edge);
-  return { ...step, effects: [releaseEffect('abandoned', 0), ...step.effects] };
+  // The timer first: if the release fails (etcd down), the retry still comes.
+  return { ...step, effects: [...step.effects, releaseEffect('abandoned', 0)] };
 }
 
 /** On start: carry on from the node's record in etcd (kured's "restore from the record"). */
@@ -441,7 +480,7 @@ function recover(own: RecoveredRecord | null, bootId: string, ctx: Context): Ste
           lastError: null,
           nextCheckAt: null,
         },
-        { type: 'record-state', state: 'post-checking' },
+        { type: 'record-state', state: 'post-checking', confirm: false },
         { type: 'run-checks', phase: 'post' },
       );
     }
