@@ -115,7 +115,7 @@ try {
     console.log(JSON.stringify(result));
   } else {
     console.log(
-      `semaphore benchmark: ${contenders} contenders, max ${max}, hold ${holdMs} ms, etcd on loopback`,
+      `semaphore benchmark: ${contenders} contenders, max ${max}, hold ${holdMs} ms, ${values['shared-client'] ? 'one shared client and watch' : 'a client and watch each'}, etcd on loopback`,
     );
     console.log(`  peak holders seen by watcher   ${result.peakHolders}`);
     console.log(`  total time                     ${result.elapsedMs} ms`);

@@ -115,6 +115,8 @@ export class InProcessFleet {
   readonly stages: StageEntry[] = [];
   readonly keys: GroupKeys;
   readonly nodes: Node[] = [];
+  /** Warnings and errors the agents logged, by message (with the error text), and how often. */
+  readonly problems = new Map<string, number>();
   /** Every transition of every agent: when each node decided what. */
   readonly transitions: { at: number; node: string; to: string; edge: string }[] = [];
   timeline!: GroupTimeline;
@@ -212,7 +214,13 @@ export class InProcessFleet {
       { level: 'warn', base: null },
       {
         write: (line: string) => {
-          if (line.includes('"msg":"rebooting now"')) this.#rebooted(node, agent);
+          if (line.includes('"msg":"rebooting now"')) {
+            this.#rebooted(node, agent);
+            return;
+          }
+          const entry = JSON.parse(line) as { msg?: string; err?: string };
+          const key = `${entry.msg ?? ''}${entry.err ? `: ${entry.err}` : ''}`;
+          this.problems.set(key, (this.problems.get(key) ?? 0) + 1);
         },
       },
     );
