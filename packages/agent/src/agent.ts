@@ -205,7 +205,11 @@ export class Agent {
         const event = this.#queue.shift()!;
         const ctx = await this.#context();
         const step = transition(this.#state, event, ctx);
-        if (step.edge === null) continue;
+        if (step.edge === null) {
+          // Nothing changed, but a timer may just have fired: keep waking up for the window.
+          this.#scheduleWindowTick(ctx);
+          continue;
+        }
         const from = this.#state.name;
         this.#state = step.state;
         this.#log.info(
