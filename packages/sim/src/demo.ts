@@ -151,6 +151,7 @@ const stats = rolloutStats({
   startAt,
   timeline: fleet.timeline,
   reboots: fleet.reboots,
+  transitions: fleet.transitions,
   peakDown: report.peakDown,
   before,
   after,

@@ -286,7 +286,13 @@ export class Fleet {
     };
     this.reboots.push(entry);
     this.note('down', node.id, `${entry.versionBefore} -> ${entry.versionAfter}`);
-    return confirmSlot(entry, this.timeline, this.observer);
+    return confirmSlot(entry, this.observer, (id) => this.#markerRevision(id));
+  }
+
+  async #markerRevision(node: string): Promise<number | null> {
+    const res = await this.#client!.get(this.keys.holding(node)).exec();
+    const kv = res.kvs[0];
+    return kv ? Number(kv.create_revision) : null;
   }
 
   #onBooted(node: SimNode): void {
@@ -530,7 +536,7 @@ export class Fleet {
     await this.waitFor(
       () => this.reboots.every((r) => r.slotSeen !== null),
       'the slot checks of the last reboots',
-      45_000,
+      125_000,
     );
   }
 

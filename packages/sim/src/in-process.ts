@@ -29,7 +29,7 @@ import {
 import { GroupKeys } from '@sluice/core';
 import { connectEtcd, Semaphore } from '@sluice/etcd';
 import { type EtcdCluster, HolderObserver } from '@sluice/testkit';
-import type { Etcd3 } from 'etcd3';
+import { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
 import {
   checkInvariants,
@@ -39,7 +39,7 @@ import {
 } from './invariants.js';
 import type { Random } from './random.js';
 import { confirmSlot } from './slot-check.js';
-import { GroupTimeline } from './timeline.js';
+import { GroupTimeline, simClientOptions } from './timeline.js';
 
 /** update_engine, simulated: says whether a reboot is needed, and for which version. */
 class FakeUpdateSource implements UpdateSource {
@@ -122,6 +122,8 @@ export class InProcessFleet {
   timeline!: GroupTimeline;
   observer!: HolderObserver;
   #clients: Etcd3[] = [];
+  /** The simulator's own client, for its checks. */
+  #client: Etcd3 | null = null;
   #config!: AgentConfig;
   #dir = '';
   #timers = new Set<NodeJS.Timeout>();
@@ -152,6 +154,7 @@ export class InProcessFleet {
     this.#dir = await mkdtemp(join(tmpdir(), 'sluice-inproc-'));
     const count = o.clients ?? Math.max(1, Math.ceil(o.nodes / 50));
     for (let i = 0; i < count; i++) this.#clients.push(await connectEtcd({ endpoints }));
+    this.#client = new Etcd3(simClientOptions(endpoints));
     await this.#clients[0]!.put(this.keys.max).value(String(o.max)).exec();
     // One validated config, through the agent's own loader; each node gets its own id.
     const file = join(this.#dir, 'sluiced.yaml');
@@ -263,7 +266,10 @@ export class InProcessFleet {
     node.source = null;
     node.state = 'down';
     void agent.stop();
-    const checked = confirmSlot(entry, this.timeline, this.observer);
+    const checked = confirmSlot(entry, this.observer, async (id) => {
+      const kv = (await this.#client!.get(this.keys.holding(id)).exec()).kvs[0];
+      return kv ? Number(kv.create_revision) : null;
+    });
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       void checked.then(() => this.#boot(node, entry));
@@ -327,7 +333,7 @@ export class InProcessFleet {
 
   /** Waits for the slot checks of the last reboots, then checks every invariant. */
   async check(complete = true): Promise<InvariantReport> {
-    const deadline = Date.now() + 45_000;
+    const deadline = Date.now() + 125_000;
     while (this.reboots.some((r) => r.slotSeen === null) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -353,6 +359,7 @@ export class InProcessFleet {
     await this.observer?.stop().catch(() => {});
     await this.timeline?.stop().catch(() => {});
     for (const client of this.#clients) client.close();
+    this.#client?.close();
     if (this.#dir) await rm(this.#dir, { recursive: true, force: true });
   }
 }

@@ -257,7 +257,7 @@ export class SimNode {
 
   #line(line: string): void {
     this.#remember(line);
-    let entry: { edge?: unknown; from?: unknown; to?: unknown };
+    let entry: { edge?: unknown; from?: unknown; to?: unknown; time?: unknown };
     try {
       entry = JSON.parse(line) as typeof entry;
     } catch {
@@ -267,7 +267,9 @@ export class SimNode {
       const from = typeof entry.from === 'string' ? entry.from : '';
       this.agentState = entry.to;
       this.agentEdge = entry.edge;
-      this.hooks.transition(this, from, entry.to, entry.edge, Date.now());
+      // pino's own timestamp: when the agent took the transition, not when we read the line.
+      const at = typeof entry.time === 'number' ? entry.time : Date.now();
+      this.hooks.transition(this, from, entry.to, entry.edge, at);
       if (from === 'recovering') this.#ready?.resolve();
     }
   }

@@ -46,48 +46,53 @@ export function percentiles(values: readonly number[]): Percentiles {
   return { count: sorted.length, p50: rank(0.5), p99: rank(0.99), max: sorted.at(-1)! };
 }
 
-/** Handoff latencies, in ms, measured on the simulator's own watcher. */
+/** Handoff latencies, in ms, from the agents' own transition times (one clock: this host's). */
 export interface Handoffs {
-  /** A release (marker deleted) while others waited → the next admission (marker created). */
+  /** A node released its slot while others waited → the next node was admitted. */
   admission: Percentiles;
   /** The same release → the next logind Reboot call. */
   reboot: Percentiles;
 }
 
+/** One agent transition, as the fleets record them. */
+export interface TransitionRecord {
+  at: number;
+  node: string;
+  to: string;
+  edge: string;
+}
+
 /**
- * For every release that happened while nodes waited and the group was not paused: how long until
- * the next node was admitted, and until the next Reboot call.
+ * For every release (an agent's `released` edge) while other agents were queued and the group
+ * was not paused: how long until the next admission (an `admitted` edge), and until the next
+ * Reboot call.
  */
-export function handoffs(timeline: GroupTimeline, reboots: readonly RebootEntry[]): Handoffs {
+export function handoffs(
+  transitions: readonly TransitionRecord[],
+  reboots: readonly RebootEntry[],
+  timeline: GroupTimeline,
+): Handoffs {
   const admission: number[] = [];
   const reboot: number[] = [];
-  // Every record state change in revision order, to know how many waited at each release.
-  const changes: { revision: number; node: string; state: string | null }[] = [];
-  for (const [node, states] of timeline.records) {
-    for (const s of states) changes.push({ revision: s.revision, node, state: s.state });
-  }
-  changes.sort((a, b) => a.revision - b.revision);
-  const created = [...timeline.markers].sort((a, b) => a.createdRevision - b.createdRevision);
+  const sorted = [...transitions].sort((a, b) => a.at - b.at);
+  const admissions = sorted.filter((t) => t.edge === 'admitted').map((t) => t.at);
   const downs = reboots.map((r) => r.downAt).sort((a, b) => a - b);
-  const releases = timeline.markers
-    .filter((m) => m.deletedRevision !== null && m.deletedAt !== null)
-    .sort((a, b) => a.deletedRevision! - b.deletedRevision!);
-  const state = new Map<string, string | null>();
-  let waiting = 0;
-  let c = 0;
-  for (const release of releases) {
-    const rev = release.deletedRevision!;
-    for (; c < changes.length && changes[c]!.revision <= rev; c++) {
-      const { node, state: next } = changes[c]!;
-      if (state.get(node) === 'waiting') waiting--;
-      if (next === 'waiting') waiting++;
-      state.set(node, next);
-    }
-    if (waiting === 0 || timeline.pausedAt(rev) !== null) continue;
-    const next = created[upperBound(created, rev, (m) => m.createdRevision)];
-    if (next) admission.push(next.createdAt - release.deletedAt!);
-    const down = downs[upperBound(downs, release.deletedAt! - 1, (d) => d)];
-    if (down !== undefined) reboot.push(down - release.deletedAt!);
+  const paused = (at: number) => {
+    let raw: string | null = null;
+    for (const change of timeline.pausedChanges) if (change.at <= at) raw = change.raw;
+    return raw !== null;
+  };
+  const state = new Map<string, string>();
+  let queued = 0;
+  for (const t of sorted) {
+    if (state.get(t.node) === 'queued') queued--;
+    if (t.to === 'queued') queued++;
+    state.set(t.node, t.to);
+    if (t.edge !== 'released' || queued === 0 || paused(t.at)) continue;
+    const next = admissions[upperBound(admissions, t.at - 1, (a) => a)];
+    if (next !== undefined) admission.push(next - t.at);
+    const down = downs[upperBound(downs, t.at - 1, (d) => d)];
+    if (down !== undefined) reboot.push(down - t.at);
   }
   return { admission: percentiles(admission), reboot: percentiles(reboot) };
 }
@@ -132,6 +137,7 @@ export function rolloutStats(input: {
   startAt: number;
   timeline: GroupTimeline;
   reboots: readonly RebootEntry[];
+  transitions: readonly TransitionRecord[];
   peakDown: number;
   before: EtcdCounters;
   after: EtcdCounters;
@@ -157,7 +163,7 @@ export function rolloutStats(input: {
       n > 0 && after.proposals !== null && before.proposals !== null
         ? (after.proposals - before.proposals) / n
         : null,
-    handoffs: handoffs(input.timeline, input.reboots),
+    handoffs: handoffs(input.transitions, input.reboots, input.timeline),
   };
 }
 

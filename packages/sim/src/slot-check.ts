@@ -1,39 +1,61 @@
 /**
- * The check made at every Reboot call: does the rebooting node hold a slot, according to two
- * watchers that are independent of the code under test?
+ * The check made at every Reboot call: does the rebooting node hold a slot? Answered by the
+ * testkit's HolderObserver (a separate etcd watcher) and by a direct read of the node's marker
+ * with the simulator's own client, never by the code under test.
  */
 import type { HolderObserver } from '@sluice/testkit';
 import type { RebootEntry } from './invariants.js';
-import type { GroupTimeline } from './timeline.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Fills in `slotSeen` and `admissionRevision` of a fresh reboot entry: the HolderObserver must
- * show the node's marker, and the timeline must have an open marker stint for it (whose create
- * revision is the admission). Watchers lag the agents a little, and after an etcd outage they may
- * need a while to reconnect, so this waits up to `timeoutMs`. Callers keep the machine down until
- * it resolves, so a marker seen meanwhile cannot be one written after the reboot.
+ * Reads the create revision of a node's holding marker from etcd, or null when there is none.
+ * Throws when etcd cannot be reached (the check then tries again).
+ */
+export type MarkerReader = (node: string) => Promise<number | null>;
+
+/**
+ * Fills in `slotSeen` and `admissionRevision` of a fresh reboot entry.
+ *
+ * - `admissionRevision`: the marker's create revision, read from etcd right after the call
+ *   (retried while etcd is unreachable). The marker cannot have appeared after the call: the
+ *   rebooting agent was killed at the call and only an agent writes its own marker; nor can it
+ *   have gone: only its own release (the node is down) or an operator removes it.
+ * - `slotSeen`: whether the HolderObserver shows the marker. Watchers lag the agents by
+ *   milliseconds, and much more after an etcd outage or in a busy process, so this waits up to
+ *   `timeoutMs`.
+ *
+ * Callers keep the machine down until this resolves, which is what makes both answers sound.
  */
 export async function confirmSlot(
   entry: RebootEntry,
-  timeline: GroupTimeline,
   observer: HolderObserver,
-  timeoutMs = 40_000,
+  readMarker: MarkerReader,
+  timeoutMs = 120_000,
 ): Promise<void> {
   const deadline = entry.downAt + timeoutMs;
+  const read = (async () => {
+    for (;;) {
+      try {
+        entry.admissionRevision = await readMarker(entry.node);
+        return;
+      } catch {
+        if (Date.now() > deadline) return;
+        await sleep(200);
+      }
+    }
+  })();
   for (;;) {
-    const stint = timeline.openMarker(entry.node);
-    if (stint && entry.admissionRevision === null) entry.admissionRevision = stint.createdRevision;
-    if (entry.slotSeen === null && observer.holders.includes(entry.node)) {
+    if (observer.holders.includes(entry.node)) {
       entry.slotSeen = true;
       entry.slotSeenAfterMs = Date.now() - entry.downAt;
+      break;
     }
-    if (entry.slotSeen && entry.admissionRevision !== null) return;
     if (Date.now() > deadline) {
-      entry.slotSeen ??= false;
-      return;
+      entry.slotSeen = false;
+      break;
     }
     await sleep(10);
   }
+  await read;
 }
