@@ -217,9 +217,16 @@ if (only.has('inprocess')) {
     const startAt = Date.now();
     const cpu0 = process.cpuUsage();
     await fleet.stageAll('2.0.0', { spreadMs, random: new Random(Number(values.seed)) });
-    await fleet.waitForRollout('2.0.0', 1_800_000);
+    let unfinished: string | null = null;
+    try {
+      const idealMs = Math.ceil(nodes / max) * rebootSeconds * 1000;
+      await fleet.waitForRollout('2.0.0', Math.max(600_000, 6 * idealMs));
+    } catch (error) {
+      unfinished = error instanceof Error ? error.message : String(error);
+      say(`  ROLLOUT DID NOT FINISH: ${unfinished}`);
+    }
     const cpu = process.cpuUsage(cpu0);
-    const report = await fleet.check();
+    const report = await fleet.check(unfinished === null);
     const after = await sampleEtcd(etcd, () => fleet.revision());
     if (!report.ok) say(formatReport(report, startAt));
     const stats = rolloutStats({
@@ -240,6 +247,10 @@ if (only.has('inprocess')) {
       report.violations.length,
     );
     const cpuSecondsUsed = (cpu.user + cpu.system) / 1e6;
+    const problems = [...fleet.problems].reduce((n, [, v]) => n + v, 0);
+    say(
+      `  agent warnings and errors  ${problems} (top: ${[...fleet.problems].sort((a, b) => b[1] - a[1])[0]?.[0].slice(0, 100) ?? 'none'})`,
+    );
     say(
       `  simulator process          ${cpuSecondsUsed.toFixed(1)} CPU s during the rollout, RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB; setup ${(setupMs / 1000).toFixed(1)} s`,
     );
@@ -257,6 +268,10 @@ if (only.has('inprocess')) {
       revisionsPerReboot: round(stats.revisionsPerReboot, 2),
       proposalsPerReboot: round(stats.proposalsPerReboot, 2),
       violations: report.violations.length,
+      unfinished,
+      agentProblems: Object.fromEntries(
+        [...fleet.problems].sort((a, b) => b[1] - a[1]).slice(0, 5),
+      ),
       simulatorCpuSeconds: round(cpuSecondsUsed),
     };
   } finally {

@@ -131,6 +131,8 @@ const progress = new ProgressDisplay(fleet, {
   ...(args.plain ? { tty: false } : {}),
 });
 progress.start();
+// On Ctrl-C, stop drawing before the nodes are stopped (cleanups run newest first).
+const stopProgress = onShutdown(() => progress.stop(false));
 let finished = true;
 try {
   await fleet.stageAll(target, { spreadMs: 500, random });
@@ -192,6 +194,7 @@ say(`invariant check:         ${formatReport(report, startAt)}`);
 for (const note of report.notes) say(`  note: ${note}`);
 say(`HTML timeline:           ${html}`);
 
+stopProgress();
 await fleet.stop();
 stopEtcd();
 await etcd.stop();

@@ -316,19 +316,36 @@ export class InProcessFleet {
     );
   }
 
-  /** Waits until the rollout of `version` is done. */
-  async waitForRollout(version: string, timeoutMs: number): Promise<void> {
+  /**
+   * Waits until the rollout of `version` is done. Throws after `timeoutMs`, or sooner when
+   * nothing has moved (no reboot, no admission, no release) for `stallMs`: an agent that is
+   * stuck should fail the benchmark, not hang it.
+   */
+  async waitForRollout(version: string, timeoutMs: number, stallMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    const progress = () =>
+      `${this.reboots.length}/${this.timeline.markers.length}/${this.timeline.events.length}`;
+    let last = progress();
+    let lastChange = Date.now();
     while (!this.rolloutDone(version)) {
-      if (Date.now() > deadline) {
-        const states = new Map<string, number>();
-        for (const n of this.nodes) states.set(n.state, (states.get(n.state) ?? 0) + 1);
-        throw new Error(
-          `rollout not done after ${timeoutMs} ms: ${JSON.stringify(Object.fromEntries(states))}`,
-        );
+      const now = Date.now();
+      if (progress() !== last) {
+        last = progress();
+        lastChange = now;
+      }
+      if (now > deadline || now - lastChange > stallMs) {
+        const why = now > deadline ? `after ${timeoutMs} ms` : `stalled for ${stallMs} ms`;
+        throw new Error(`rollout not done ${why}: ${JSON.stringify(this.states())}`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /** How many nodes are in each agent state (down for machines rebooting). */
+  states(): Record<string, number> {
+    const states: Record<string, number> = {};
+    for (const n of this.nodes) states[n.state] = (states[n.state] ?? 0) + 1;
+    return states;
   }
 
   /** Waits for the slot checks of the last reboots, then checks every invariant. */

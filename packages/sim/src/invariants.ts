@@ -17,7 +17,11 @@
  *    Why this is what the semaphore guarantees: a holder's place in the queue only falls, and it
  *    was below max(a(h)) at admission; a holder at place ≥ max(r) therefore had max(a(h)) > max(r).
  *    The holders left over sit at places below max(r), and there are only max(r) of those.
- * 2. **paused**: no admission (marker creation) at a revision where `paused` exists.
+ * 2. **rank**: the admission rule itself. When h is admitted at revision r, fewer than max(r)
+ *    places stand ahead of it: queue keys created before h's queue key, plus lost holders
+ *    (markers whose queue key is gone or newer) whose key was created before it. Places only fall (new
+ *    keys come last), so together with this, check 1 follows; it is checked anyway.
+ *    **paused**: no admission (marker creation) at a revision where `paused` exists.
  * 3. **down** (in time): at every instant t, |{ n down at t : max(a(n)) ≤ m(t) }| ≤ m(t), where
  *    m(t) is max as the simulator's watcher had seen it by t, and a(n) is the admission of the
  *    slot the node rebooted with. Without max changes this is simply "never more than max nodes
@@ -77,11 +81,13 @@ export interface MaxSetEntry {
 /** What the checker needs from the timeline (a {@link GroupTimeline} has it all). */
 export interface TimelineData {
   startRevision: number;
+  /** Keys found by the first read. */
+  initial: readonly TimelineEvent[];
   events: readonly TimelineEvent[];
   maxChanges: readonly MaxChange[];
   pausedChanges: readonly SettingChange[];
   markers: readonly MarkerInterval[];
-  keys: { max: string; paused: string; holdingPrefix: string };
+  keys: { max: string; paused: string; holdingPrefix: string; queuePrefix: string };
   maxAt(revision: number): number;
   maxAtTime(at: number): number;
   pausedAt(revision: number): string | null;
@@ -99,7 +105,7 @@ export interface InvariantInput {
 
 /** One broken invariant. */
 export interface Violation {
-  check: 'slots' | 'paused' | 'down' | 'slot-at-reboot' | 'once';
+  check: 'slots' | 'rank' | 'paused' | 'down' | 'slot-at-reboot' | 'once';
   node: string | null;
   revision: number | null;
   at: number | null;
@@ -143,11 +149,30 @@ export function checkInvariants(input: InvariantInput): InvariantReport {
   };
 }
 
+/** The queue key's create revision a marker records (its place), or null if unreadable. */
+function markerPlace(value: string | null): number | null {
+  try {
+    const parsed = JSON.parse(value ?? '') as { createRevision?: unknown };
+    return typeof parsed.createRevision === 'number' ? parsed.createRevision : null;
+  } catch {
+    return null;
+  }
+}
+
 function checkSlots(t: TimelineData, violations: Violation[]): { peak: number } {
+  /** Holders: node → admission revision. */
   const holders = new Map<string, number>();
-  for (const m of t.markers) {
-    if (m.createdRevision <= t.startRevision && (m.deletedRevision ?? Infinity) > t.startRevision) {
-      holders.set(m.node, m.createdRevision);
+  /** Holders' places (their queue keys' create revisions), as their markers record them. */
+  const places = new Map<string, number | null>();
+  /** Queue keys: node → create revision. */
+  const queue = new Map<string, number>();
+  for (const e of t.initial) {
+    if (e.key.startsWith(t.keys.queuePrefix)) {
+      queue.set(e.key.slice(t.keys.queuePrefix.length), e.createRevision);
+    } else if (e.key.startsWith(t.keys.holdingPrefix)) {
+      const node = e.key.slice(t.keys.holdingPrefix.length);
+      holders.set(node, e.createRevision);
+      places.set(node, markerPlace(e.value));
     }
   }
   let peak = holders.size;
@@ -164,15 +189,53 @@ function checkSlots(t: TimelineData, violations: Violation[]): { peak: number } 
       });
     }
   };
+  const checkRank = (node: string, revision: number, at: number) => {
+    const max = t.maxAt(revision);
+    const own = queue.get(node);
+    if (own === undefined) {
+      violations.push({
+        check: 'rank',
+        node,
+        revision,
+        at,
+        message: `${node} was admitted at revision ${revision} without a queue key`,
+      });
+      return;
+    }
+    let ahead = 0;
+    for (const [other, created] of queue) if (other !== node && created < own) ahead++;
+    for (const [other] of holders) {
+      if (other === node) continue;
+      // Lost: the marker's queue key is gone or is a newer one (or the marker is unreadable).
+      const place = places.get(other) ?? null;
+      const lost = place === null || queue.get(other) !== place;
+      if (lost && (place === null || place < own)) ahead++;
+    }
+    if (ahead >= max) {
+      violations.push({
+        check: 'rank',
+        node,
+        revision,
+        at,
+        message: `${node} was admitted at revision ${revision} with ${ahead} places ahead of it and max ${max}`,
+      });
+    }
+  };
   for (const e of t.events) {
-    if (e.key.startsWith(t.keys.holdingPrefix)) {
+    if (e.key.startsWith(t.keys.queuePrefix)) {
+      const node = e.key.slice(t.keys.queuePrefix.length);
+      if (e.type === 'delete') queue.delete(node);
+      else queue.set(node, e.createRevision);
+    } else if (e.key.startsWith(t.keys.holdingPrefix)) {
       const node = e.key.slice(t.keys.holdingPrefix.length);
       if (e.type === 'delete') {
         holders.delete(node);
+        places.delete(node);
         continue;
       }
       if (holders.has(node)) continue; // a rewrite of the marker, not an admission
       holders.set(node, e.revision);
+      places.set(node, markerPlace(e.value));
       peak = Math.max(peak, holders.size);
       const paused = t.pausedAt(e.revision);
       if (paused !== null) {
@@ -184,6 +247,7 @@ function checkSlots(t: TimelineData, violations: Violation[]): { peak: number } 
           message: `${node} was admitted at revision ${e.revision} while the group was paused (${paused})`,
         });
       }
+      checkRank(node, e.revision, e.at);
       check(e.revision, e.at, node);
     } else if (e.key === t.keys.max) {
       check(e.revision, e.at, null);

@@ -65,10 +65,13 @@ export class ProgressDisplay {
     }
   }
 
-  /** Draws once more and stops. */
-  stop(): void {
+  /** Stops; with `final` (the default) draws or prints the last changes once more. Idempotent. */
+  stop(final = true): void {
+    if (this.#timer === undefined) return;
     clearInterval(this.#timer);
+    this.#timer = undefined;
     this.#unsubscribe();
+    if (!final) return;
     if (this.#tty) this.#draw();
     else this.#lines();
   }

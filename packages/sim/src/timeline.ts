@@ -30,6 +30,8 @@ export interface TimelineEvent {
   type: 'put' | 'delete';
   /** The new value; null for a delete. */
   value: string | null;
+  /** The key's create revision (its place in the queue for a queue key); 0 for a delete. */
+  createRevision: number;
 }
 
 /** A value of a settings key from some revision on. `raw` is null while the key is absent. */
@@ -110,6 +112,8 @@ export class GroupTimeline {
   readonly #applied = new Map<string, number>();
   /** Every event seen, in revision order. */
   readonly events: TimelineEvent[] = [];
+  /** The keys found by the first read, as puts at their own revisions. */
+  readonly initial: TimelineEvent[] = [];
   /** Max over time, starting with its value at the start revision. */
   readonly maxChanges: MaxChange[] = [];
   /** The paused key over time. */
@@ -158,7 +162,15 @@ export class GroupTimeline {
       const key = kv.key.toString();
       this.#mirror.set(key, toMirror(kv));
       this.#applied.set(key, Number(kv.mod_revision));
-      this.#note(key, 'put', kv.value.toString(), Number(kv.create_revision), at, true);
+      this.initial.push({
+        revision: Number(kv.mod_revision),
+        at,
+        key,
+        type: 'put',
+        value: kv.value.toString(),
+        createRevision: Number(kv.create_revision),
+      });
+      this.#note(key, 'put', kv.value.toString(), Number(kv.create_revision), at, true, 0);
     }
     const rev = this.startRevision;
     if (!this.maxChanges.length) {
@@ -185,10 +197,11 @@ export class GroupTimeline {
         this.#applied.set(key, revision);
         if (event.type === 'Delete') {
           this.#mirror.delete(key);
-          this.#note(key, 'delete', null, revision, seen, false);
+          this.#note(key, 'delete', null, revision, seen, false, 0);
         } else {
           this.#mirror.set(key, toMirror(event.kv));
-          this.#note(key, 'put', event.kv.value.toString(), revision, seen, false);
+          const created = Number(event.kv.create_revision);
+          this.#note(key, 'put', event.kv.value.toString(), revision, seen, false, created);
         }
         this.revision = Math.max(this.revision, revision);
       }
@@ -204,12 +217,13 @@ export class GroupTimeline {
     revision: number,
     at: number,
     initial: boolean,
+    createRevision: number,
   ): void {
     const keys = this.keys;
     // The initial read is the state at the start revision, not a change; a marker found then
     // keeps its own create revision (its admission).
     const rev = initial && !key.startsWith(this.keys.holdingPrefix) ? this.startRevision : revision;
-    if (!initial) this.events.push({ revision, at, key, type, value });
+    if (!initial) this.events.push({ revision, at, key, type, value, createRevision });
     if (key === keys.max) {
       this.maxChanges.push({ revision: rev, at, raw: value, value: effectiveMax(value) });
     } else if (key === keys.paused) {

@@ -1,0 +1,253 @@
+import { describe, expect, it } from 'vitest';
+import { checkInvariants, type RebootEntry, type TimelineData } from './invariants.js';
+import { effectiveMax, type MarkerInterval, type TimelineEvent } from './timeline.js';
+
+const ROOT = '/p/groups/g/';
+const keys = {
+  max: `${ROOT}max`,
+  paused: `${ROOT}paused`,
+  holdingPrefix: `${ROOT}holding/`,
+  queuePrefix: `${ROOT}queue/`,
+};
+
+/**
+ * A timeline from a script of events, one revision each (at revision × 100 ms). A `holding/x`
+ * put gets a queue key first when x has none (one revision before it), and a `holding/x` delete
+ * deletes the queue key with it, as a release does.
+ */
+function timeline(script: [string, 'put' | 'delete', string?][], initialMax = '2'): TimelineData {
+  const created = new Map<string, number>();
+  const events: TimelineEvent[] = [];
+  for (const [name, type, value] of script) {
+    const revision = events.length + 1;
+    const key = ROOT + name;
+    if (name.startsWith('holding/') && type === 'put') {
+      const queueKey = `${ROOT}queue/${name.slice(8)}`;
+      if (!created.has(queueKey)) {
+        created.set(queueKey, revision);
+        events.push({
+          revision,
+          at: revision * 100,
+          key: queueKey,
+          type: 'put',
+          value: '{}',
+          createRevision: revision,
+        });
+      }
+      const place = created.get(queueKey)!;
+      const r = events.length + 1;
+      events.push({
+        revision: r,
+        at: r * 100,
+        key,
+        type,
+        value: JSON.stringify({ createRevision: place }),
+        createRevision: r,
+      });
+      continue;
+    }
+    if (name.startsWith('holding/') && type === 'delete') {
+      // A release deletes the queue key and the marker in one txn.
+      const queueKey = `${ROOT}queue/${name.slice(8)}`;
+      created.delete(queueKey);
+      events.push({
+        revision,
+        at: revision * 100,
+        key: queueKey,
+        type,
+        value: null,
+        createRevision: 0,
+      });
+    }
+    if (type === 'put' && !created.has(key)) created.set(key, revision);
+    if (type === 'delete') created.delete(key);
+    events.push({
+      revision,
+      at: revision * 100,
+      key,
+      type,
+      value: type === 'put' ? (value ?? '{}') : null,
+      createRevision: type === 'put' ? created.get(key)! : 0,
+    });
+  }
+  const maxChanges: { revision: number; at: number; raw: string | null; value: number }[] = [
+    { revision: 0, at: 0, raw: initialMax, value: effectiveMax(initialMax) },
+  ];
+  const pausedChanges = [{ revision: 0, at: 0, raw: null as string | null }];
+  const markers: MarkerInterval[] = [];
+  for (const e of events) {
+    if (e.key === keys.max) {
+      maxChanges.push({
+        revision: e.revision,
+        at: e.at,
+        raw: e.value,
+        value: effectiveMax(e.value),
+      });
+    } else if (e.key === keys.paused) {
+      pausedChanges.push({ revision: e.revision, at: e.at, raw: e.value });
+    } else if (e.key.startsWith(keys.holdingPrefix)) {
+      const node = e.key.slice(keys.holdingPrefix.length);
+      if (e.type === 'put') {
+        markers.push({
+          node,
+          createdRevision: e.revision,
+          createdAt: e.at,
+          deletedRevision: null,
+          deletedAt: null,
+        });
+      } else {
+        const open = markers.find((m) => m.node === node && m.deletedRevision === null)!;
+        open.deletedRevision = e.revision;
+        open.deletedAt = e.at;
+      }
+    }
+  }
+  const at = <T extends { revision: number }>(list: T[], revision: number) =>
+    list.filter((c) => c.revision <= revision).at(-1) ?? list[0]!;
+  return {
+    startRevision: 0,
+    initial: [],
+    events,
+    maxChanges,
+    pausedChanges,
+    markers,
+    keys,
+    maxAt: (r) => at(maxChanges, r).value,
+    maxAtTime: (t) => maxChanges.filter((c) => c.at <= t).at(-1)!.value,
+    pausedAt: (r) => at(pausedChanges, r).raw,
+  };
+}
+
+/** A reboot of `node` down at `downAt` ms for 1 s, on the marker created at `admission`. */
+function reboot(node: string, downAt: number, admission: number | null): RebootEntry {
+  return {
+    node,
+    seq: 1,
+    downAt,
+    upAt: downAt + 1000,
+    versionBefore: '1',
+    versionAfter: '2',
+    slotSeen: admission !== null,
+    slotSeenAfterMs: 0,
+    admissionRevision: admission,
+  };
+}
+
+const stages = (...nodes: string[]) => nodes.map((node) => ({ node, version: '2', at: 0 }));
+
+describe('checkInvariants', () => {
+  it('accepts max holders and flags one more', () => {
+    const ok = timeline([
+      ['holding/a', 'put'],
+      ['holding/b', 'put'],
+      ['holding/a', 'delete'],
+      ['holding/c', 'put'],
+    ]);
+    expect(
+      checkInvariants({ reboots: [], stages: [], maxSets: [], timeline: ok, complete: false }).ok,
+    ).toBe(true);
+    const over = timeline([
+      ['holding/a', 'put'],
+      ['holding/b', 'put'],
+      ['holding/c', 'put'],
+    ]);
+    const report = checkInvariants({
+      reboots: [],
+      stages: [],
+      maxSets: [],
+      timeline: over,
+      complete: false,
+    });
+    expect(report.violations.map((v) => [v.check, v.node, v.revision])).toEqual([
+      ['rank', 'c', 6],
+      ['slots', 'c', 6],
+    ]);
+  });
+
+  it('lets holders admitted under a higher max drain, and admits nobody while they hold', () => {
+    const input = { reboots: [], stages: [], maxSets: [], complete: false };
+    // max 3: a, b, c hold; max lowered to 1 while they do (no violation: they drain); d gets
+    // in once all three are gone.
+    const drained = timeline(
+      [
+        ['holding/a', 'put'],
+        ['holding/b', 'put'],
+        ['holding/c', 'put'],
+        ['max', 'put', '1'],
+        ['holding/a', 'delete'],
+        ['holding/b', 'delete'],
+        ['holding/c', 'delete'],
+        ['holding/d', 'put'],
+      ],
+      '3',
+    );
+    expect(checkInvariants({ ...input, timeline: drained }).violations).toEqual([]);
+    // d is admitted while a, admitted under 3, still holds ahead of it; then e as well.
+    const early = timeline(
+      [
+        ['holding/a', 'put'],
+        ['max', 'put', '1'],
+        ['holding/d', 'put'],
+        ['holding/e', 'put'],
+      ],
+      '3',
+    );
+    const found = checkInvariants({ ...input, timeline: early }).violations;
+    expect(found.map((v) => `${v.check}:${v.node}`)).toEqual(['rank:d', 'rank:e', 'slots:e']);
+  });
+
+  it('flags an admission while paused', () => {
+    const t = timeline([
+      ['paused', 'put', 'maintenance'],
+      ['holding/a', 'put'],
+    ]);
+    const report = checkInvariants({
+      reboots: [],
+      stages: [],
+      maxSets: [],
+      timeline: t,
+      complete: false,
+    });
+    expect(report.violations.map((v) => v.check)).toEqual(['paused']);
+  });
+
+  it('flags a reboot without a slot, too many down at once, and a second reboot', () => {
+    const t = timeline(
+      [
+        ['holding/a', 'put'],
+        ['holding/b', 'put'],
+      ],
+      '1',
+    );
+    const report = checkInvariants({
+      reboots: [
+        reboot('a', 1000, 1),
+        reboot('b', 1100, 2),
+        reboot('c', 1200, null),
+        { ...reboot('a', 5000, 1), seq: 2 },
+      ],
+      stages: stages('a', 'b', 'c'),
+      maxSets: [],
+      timeline: t,
+      complete: true,
+    });
+    const checks = report.violations.map((v) => `${v.check}:${v.node}`);
+    expect(checks).toContain('rank:b');
+    expect(checks).toContain('slots:b');
+    expect(checks).toContain('down:b');
+    expect(checks).toContain('slot-at-reboot:c');
+    expect(checks).toContain('once:a');
+    expect(report.peakDown).toBe(3);
+  });
+
+  it('requires exactly one reboot per staged update once the rollout is complete', () => {
+    const t = timeline([['holding/a', 'put']]);
+    const base = { reboots: [reboot('a', 1000, 2)], maxSets: [], timeline: t };
+    expect(checkInvariants({ ...base, stages: stages('a'), complete: true }).ok).toBe(true);
+    const missing = checkInvariants({ ...base, stages: stages('a', 'b'), complete: true });
+    expect(missing.violations.map((v) => `${v.check}:${v.node}`)).toEqual(['once:b']);
+    expect(checkInvariants({ ...base, stages: stages('a', 'b'), complete: false }).ok).toBe(true);
+    const unstaged = checkInvariants({ ...base, stages: [], complete: false });
+    expect(unstaged.violations.map((v) => `${v.check}:${v.node}`)).toEqual(['once:a']);
+  });
+});
