@@ -2,12 +2,6 @@
  * The window closes while a node drains: at the last check before the reboot the node finds it
  * closed, gives its slot back and waits for the window. Once the window opens again it must take
  * a slot and reboot like everyone else.
- *
- * KNOWN BUG (found by the in-process fleet benchmark): the agent drops the `released` event in
- * `waiting-window` (core returns `stay({...state, held: false})`, an edge-less step, and the
- * runtime ignores edge-less steps), so `held` stays true and the node never leaves
- * waiting-window until sluiced restarts. Marked `it.fails` so that the suite stays green until
- * the fix lands; remove `.fails` then.
  */
 import { Fleet } from '@sluice/sim';
 import { afterEach, expect, it } from 'vitest';
@@ -19,7 +13,7 @@ afterEach(async () => {
   fleet = undefined;
 });
 
-it.fails('reboots a node that gave its slot back when the window closed during its drain', async () => {
+it('reboots a node that gave its slot back when the window closed during its drain', async () => {
   fleet = await Fleet.start({
     nodes: 3,
     max: 1,

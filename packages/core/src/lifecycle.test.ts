@@ -75,8 +75,16 @@ describe('lifecycle', () => {
     expect(s.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
     // The window opening again does nothing until the release is done.
     expect(transition(s.state, { type: 'tick' }, ctx()).state.name).toBe('waiting-window');
-    const released = transition(s.state, { type: 'released' }, ctx());
-    expect(transition(released.state, { type: 'tick' }, ctx()).state.name).toBe('checking');
+    // The slot is back while the window is still shut: wait for it, and start over when it opens.
+    const back = transition(s.state, { type: 'released' }, ctx({ window: closed }));
+    expect(back.edge).toBe('slot-returned');
+    expect(back.state).toMatchObject({ name: 'waiting-window', held: false });
+    expect(back.effects).toEqual([{ type: 'wake-at', at: '2026-11-26T04:00:00.000Z' }]);
+    expect(transition(back.state, { type: 'tick' }, ctx()).state.name).toBe('checking');
+    // The slot is back and the window has opened again meanwhile: straight to the pre-checks.
+    const reopened = transition(s.state, { type: 'released' }, ctx());
+    expect(reopened.state.name).toBe('checking');
+    expect(reopened.effects).toEqual([{ type: 'run-checks', phase: 'pre' }]);
   });
 
   it('retries giving back a slot whose release failed, and goes idle if the update went away', () => {
@@ -283,5 +291,90 @@ describe('lifecycle', () => {
   it('ignores events a state does not expect', () => {
     const s = transition({ name: 'idle' }, { type: 'admitted', revision: 1 }, ctx());
     expect(s).toEqual({ state: { name: 'idle' }, effects: [], edge: null });
+  });
+
+  // The runtime applies named edges only, so a step without a name must change nothing: a change
+  // to a state's own data with a null edge would be dropped (a node once stayed in waiting-window
+  // forever because its `held` flag was never cleared).
+  it('changes nothing in any step without an edge name', () => {
+    const waiting = (held: boolean, cancelled: boolean, releaseRetryAt: string | null) =>
+      ({
+        name: 'waiting-window',
+        update,
+        nextOpen: '2026-11-26T04:00:00.000Z',
+        held,
+        releaseRetryAt,
+        cancelled,
+      }) as const;
+    const states: AgentState[] = [
+      { name: 'idle' },
+      { name: 'update-staged', update, notBefore: null, lastError: null },
+      { name: 'update-staged', update, notBefore: '2026-11-25T03:05:00.000Z', lastError: 'x' },
+      waiting(false, false, null),
+      waiting(true, false, null),
+      waiting(true, true, null),
+      waiting(true, false, '2026-11-25T02:00:00.000Z'),
+      waiting(true, false, '2026-11-25T04:00:00.000Z'),
+      { name: 'checking', update },
+      { name: 'queued', update },
+      { name: 'holding', update, revision: 3 },
+      { name: 'draining', update, revision: 3 },
+      { name: 'rebooting', update, revision: 3, attempt: 1, retryAt: null },
+      { name: 'rebooting', update, revision: 3, attempt: 2, retryAt: '2026-11-25T02:00:00.000Z' },
+      { name: 'recovering' },
+      {
+        name: 'post-checking',
+        revision: 3,
+        attempt: 1,
+        deadline: '2026-11-25T04:00:00.000Z',
+        failed: false,
+        lastError: null,
+        nextCheckAt: null,
+      },
+      { name: 'releasing', revision: 3, retryAt: null },
+      { name: 'releasing', revision: 3, retryAt: '2026-11-25T02:00:00.000Z' },
+    ];
+    const other: UpdateInfo = { source: 'sentinel', detail: '/run/reboot-required' };
+    const events: AgentEvent[] = [
+      { type: 'recovered', own: null, bootId: 'b' },
+      { type: 'update', update: null },
+      { type: 'update', update },
+      { type: 'update', update: other },
+      { type: 'tick' },
+      ...(['pre', 'admitted', 'post'] as const).flatMap((phase): AgentEvent[] => [
+        { type: 'checks-passed', phase },
+        { type: 'checks-failed', phase, detail: 'no' },
+      ]),
+      { type: 'admitted', revision: 9 },
+      { type: 'slot-lost', detail: 'gone' },
+      { type: 'drained' },
+      { type: 'drain-failed', detail: 'no' },
+      { type: 'reboot-failed', detail: 'no' },
+      { type: 'released' },
+      { type: 'left-queue' },
+      ...(['acquire-slot', 'release-slot', 'record-state', 'drain'] as const).map(
+        (effect): AgentEvent => ({ type: 'effect-failed', effect, detail: 'etcd down' }),
+      ),
+    ];
+    const contexts = (['etcd-lock', 'reboot', 'off'] as const).flatMap((strategy) => [
+      ctx({ strategy }),
+      ctx({ strategy, window: closed }),
+    ]);
+    let unnamed = 0;
+    for (const state of states) {
+      for (const event of events) {
+        for (const c of contexts) {
+          const step = transition(state, event, c);
+          if (step.edge !== null) continue;
+          unnamed++;
+          expect({ state, event, step }).toEqual({
+            state,
+            event,
+            step: { state, effects: [], edge: null },
+          });
+        }
+      }
+    }
+    expect(unnamed).toBeGreaterThan(100); // The sample covers plenty of ignored events.
   });
 });

@@ -170,7 +170,8 @@ export const INITIAL_STATE: AgentState = { name: 'recovering' };
 
 /**
  * The one transition function. Pure: the same state, event and context always give the same step.
- * Events a state does not expect leave it unchanged (edge null).
+ * Events a state does not expect leave it unchanged (edge null). Any change, even to a state's own
+ * data, is a named edge: the runtime applies, logs and counts named edges only.
  */
 export function transition(state: AgentState, event: AgentEvent, ctx: Context): Step {
   switch (state.name) {
@@ -184,7 +185,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
     case 'update-staged':
       if (event.type === 'update') {
         return event.update
-          ? stay({ ...state, update: event.update })
+          ? go('update-changed', { ...state, update: event.update })
           : go('update-cleared', { name: 'idle' });
       }
       if (event.type === 'tick') return evaluate(state, ctx);
@@ -193,16 +194,25 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
     case 'waiting-window':
       if (event.type === 'update' && !event.update) {
         return state.held
-          ? stay({ ...state, cancelled: true }) // Idle once the slot is back.
+          ? go('update-cleared', { ...state, cancelled: true }) // Idle once the slot is back.
           : go('update-cleared', { name: 'idle' });
       }
       if (event.type === 'update' && event.update) {
-        return stay({ ...state, update: event.update, cancelled: false });
+        return go('update-changed', { ...state, update: event.update, cancelled: false });
       }
-      if (event.type === 'released') {
-        return state.cancelled
-          ? go('update-cleared', { name: 'idle' })
-          : stay({ ...state, held: false, releaseRetryAt: null });
+      if (event.type === 'released' && state.held) {
+        if (state.cancelled) return go('update-cleared', { name: 'idle' });
+        // The slot is back: wait for the window like any node with an update, or start over at
+        // once if it has opened again meanwhile.
+        if (ctx.window.open) {
+          return go(
+            'slot-returned',
+            { name: 'checking', update: state.update },
+            { type: 'run-checks', phase: 'pre' },
+          );
+        }
+        const { state: waiting, effects } = waitForWindow(state.update, ctx, false);
+        return go('slot-returned', waiting, ...effects);
       }
       if (event.type === 'effect-failed' && event.effect === 'release-slot' && state.held) {
         const releaseRetryAt = later(ctx, ctx.retryDelayMs);
