@@ -22,6 +22,7 @@ import {
   InProcessFleet,
   installShutdownHandlers,
   onShutdown,
+  type Percentiles,
   percentiles,
   Random,
   type RolloutStats,
@@ -85,6 +86,10 @@ function describeRollout(label: string, s: RolloutStats, violations: number): vo
   say(
     `  handoff release->reboot    p50 ${s.handoffs.reboot.p50} ms, p99 ${s.handoffs.reboot.p99} ms`,
   );
+  const phase = (p: Percentiles) => `p50 ${p.p50} ms, p99 ${p.p99} ms`;
+  say(`  slot: admission->reboot    ${phase(s.phases.beforeReboot)}`);
+  say(`  slot: down                 ${phase(s.phases.down)}`);
+  say(`  slot: boot->release        ${phase(s.phases.afterBoot)}`);
   say(
     `  etcd writes per reboot     ${s.revisionsPerReboot?.toFixed(1)} revisions, ${s.proposalsPerReboot?.toFixed(1)} raft proposals`,
   );

@@ -5,7 +5,7 @@
 
 import { decide } from '@sluice/core';
 import type { Grant } from '@sluice/etcd';
-import { GroupAdmin } from '@sluice/etcd';
+import { GroupAdmin, GroupWatch } from '@sluice/etcd';
 import { type EtcdCluster, HolderObserver, startEtcd } from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sleep, stillPending, TestEnv } from '../helpers.js';
@@ -49,6 +49,8 @@ describe('semaphore', () => {
       await s.enqueue({ reason: 'test' });
       order.push(s.node);
     }
+    // The watch the contenders share (with a shared client), to count what changes cost them.
+    const watch = shared ? await GroupWatch.open(shared, env.keys) : null;
     let inside = 0;
     let peak = 0;
     const granted: string[] = [];
@@ -75,6 +77,14 @@ describe('semaphore', () => {
     const history = await new GroupAdmin(env.client(), env.keys).history(100);
     expect(history).toHaveLength(50);
     expect(history.every((h) => h.outcome === 'released')).toBe(true);
+    if (watch) {
+      // Waiters deep in the queue sleep until a place ahead of them frees up: a grant wakes a
+      // few of them (about 3 here), not everyone still waiting (nearly 50 per grant).
+      const perGrant = watch.stats.notifications / 50;
+      await watch.close();
+      expect(perGrant).toBeGreaterThan(1);
+      expect(perGrant).toBeLessThan(15);
+    }
   });
 
   it('obeys max raised and lowered mid-run', async () => {

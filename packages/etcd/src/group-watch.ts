@@ -71,17 +71,36 @@ function lowerBound(array: number[], value: number): number {
   return lo;
 }
 
+/** A listener that sleeps until a place ahead of its queue key frees up. See `park()`. */
+interface Parked {
+  listener: () => void;
+  /** The waiter's own queue key and its create revision. */
+  key: string;
+  createRevision: number;
+  /** Woken once fewer than this many queue keys stand ahead of `createRevision`. */
+  threshold: number;
+}
+
 /**
  * A live mirror of a group. Start with `GroupWatch.start()` (one watch of its own) or
  * `GroupWatch.open()` (shared by every caller with the same client and group, as when one process
  * hosts many simulated nodes), and stop with `close()`.
  */
 export class GroupWatch {
+  /** Listener calls so far: what a change costs the waiters that share this watch. */
+  readonly stats = { notifications: 0 };
   readonly #mirror = new Map<string, RawKV>();
   /** Create revisions of the queue keys, sorted: rank lower bounds in O(log n). */
   readonly #queueRevisions: number[] = [];
   #release: (() => Promise<void>) | null = null;
   readonly #listeners = new Set<() => void>();
+  /** Parked listeners (not in `#listeners` while parked), by listener and by queue key. */
+  readonly #parked = new Map<() => void, Parked>();
+  readonly #parkedByKey = new Map<string, Set<Parked>>();
+  /** Parked listeners sorted by their keys' create revisions. */
+  readonly #parkedInOrder: Parked[] = [];
+  /** No parked listener has a higher threshold (reset when none is parked). */
+  #parkedThreshold = 0;
   #revision = 0;
   #settingsRevision = 0;
   #snapshot: GroupSnapshot | null = null;
@@ -163,13 +182,63 @@ export class GroupWatch {
   }
 
   /**
-   * Calls `listener` after every change to the mirror. The snapshot is built only when someone
-   * reads `snapshot`, so a listener that can decide without it costs nothing. Returns an
-   * unsubscribe function.
+   * Calls `listener` after every change to the mirror (but see `park()`). The snapshot is built
+   * only when someone reads `snapshot`, once per change however many listeners read it. Returns
+   * an unsubscribe function.
    */
   onChange(listener: () => void): () => void {
     this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return () => {
+      this.#listeners.delete(listener);
+      this.#unpark(listener, false);
+    };
+  }
+
+  /**
+   * Puts a listener to sleep while its waiter stands deep in the queue: it is not called again
+   * until a settings key changes, its own queue key (`key`, created at `createRevision`) changes
+   * or goes, the mirror is re-read, or fewer than `threshold` queue keys stand ahead of it. Then
+   * it is unparked and called as usual.
+   *
+   * A waiter that decided "wait in the queue" because at least `max` keys stand ahead of it can
+   * park with `threshold = max`: ranks only fall, so nothing else can change its decision. With
+   * a thousand waiters sharing one watch, each change then wakes a handful of them instead of
+   * all. Returns false, leaving the listener as it was, if it would have to wake at once.
+   */
+  park(listener: () => void, key: string, createRevision: number, threshold: number): boolean {
+    if (!this.#listeners.has(listener)) return false;
+    if (this.#mirror.get(key)?.createRevision !== createRevision) return false;
+    if (this.queueAhead(createRevision) < threshold) return false;
+    const parked: Parked = { listener, key, createRevision, threshold };
+    this.#listeners.delete(listener);
+    this.#parked.set(listener, parked);
+    const sameKey = this.#parkedByKey.get(key);
+    if (sameKey) sameKey.add(parked);
+    else this.#parkedByKey.set(key, new Set([parked]));
+    const order = this.#parkedInOrder;
+    let at = order.length;
+    while (at > 0 && order[at - 1]!.createRevision > createRevision) at--;
+    order.splice(at, 0, parked);
+    this.#parkedThreshold = Math.max(this.#parkedThreshold, threshold);
+    return true;
+  }
+
+  /** Wakes a parked listener without calling it (`resume` puts it back among the listeners). */
+  #unpark(listener: () => void, resume: boolean): void {
+    const parked = this.#parked.get(listener);
+    if (!parked) return;
+    this.#parked.delete(listener);
+    const sameKey = this.#parkedByKey.get(parked.key);
+    sameKey?.delete(parked);
+    if (sameKey?.size === 0) this.#parkedByKey.delete(parked.key);
+    this.#parkedInOrder.splice(this.#parkedInOrder.indexOf(parked), 1);
+    if (this.#parked.size === 0) this.#parkedThreshold = 0;
+    if (resume) this.#listeners.add(listener);
+  }
+
+  /** True while `listener` is parked. */
+  isParked(listener: () => void): boolean {
+    return this.#parked.has(listener);
   }
 
   /**
@@ -190,7 +259,7 @@ export class GroupWatch {
     this.#revision = revision;
     this.#settingsRevision = revision;
     await this.#rewatch();
-    this.#changed();
+    this.#changed(null);
   }
 
   async #rewatch(): Promise<void> {
@@ -225,15 +294,21 @@ export class GroupWatch {
 
   #apply(res: IWatchResponse): void {
     if (this.#watcher === null) return;
+    const changed: string[] = [];
+    let settings = false;
     for (const event of res.events) {
       const kv = toRawKV(event.kv);
       if (kv.modRevision <= this.#revision) continue; // Already in the mirror from a resync.
       if (event.type === 'Delete') this.#delete(kv.key);
       else this.#set(kv);
-      if (this.keys.settings.includes(kv.key)) this.#settingsRevision = kv.modRevision;
+      changed.push(kv.key);
+      if (this.keys.settings.includes(kv.key)) {
+        this.#settingsRevision = kv.modRevision;
+        settings = true;
+      }
     }
     this.#revision = Math.max(this.#revision, Number(res.header.revision));
-    this.#changed();
+    this.#changed(settings ? null : changed);
   }
 
   #set(kv: RawKV): void {
@@ -254,9 +329,31 @@ export class GroupWatch {
     }
   }
 
-  #changed(): void {
+  /**
+   * Tells listeners about a change to `keys`, or to anything (null: a settings key, or a re-read).
+   * Parked listeners wake only as `park()` says.
+   */
+  #changed(keys: readonly string[] | null): void {
     this.#snapshot = null;
-    for (const listener of this.#listeners) listener();
+    if (this.#parked.size > 0) {
+      const woken = new Set<Parked>(keys === null ? this.#parked.values() : []);
+      for (const key of keys ?? []) {
+        for (const parked of this.#parkedByKey.get(key) ?? []) woken.add(parked);
+      }
+      // Places ahead only grow with the create revision: past the first waiter that still has
+      // the highest threshold's worth of keys ahead of it, nobody can wake.
+      for (const parked of this.#parkedInOrder) {
+        const ahead = this.queueAhead(parked.createRevision);
+        if (ahead >= this.#parkedThreshold) break;
+        if (ahead < parked.threshold) woken.add(parked);
+      }
+      for (const parked of woken) this.#unpark(parked.listener, true);
+    }
+    for (const listener of [...this.#listeners]) {
+      if (!this.#listeners.has(listener)) continue;
+      this.stats.notifications++;
+      listener();
+    }
   }
 
   /** Stops the watch (for a shared one: once every caller has closed it). */
@@ -268,6 +365,9 @@ export class GroupWatch {
   async #stop(): Promise<void> {
     this.#closed = true;
     this.#listeners.clear();
+    this.#parked.clear();
+    this.#parkedByKey.clear();
+    this.#parkedInOrder.length = 0;
     const watcher = this.#watcher;
     this.#watcher = null;
     if (watcher) await watcher.cancel().catch(() => {});

@@ -251,9 +251,6 @@ export class Semaphore {
       let done = false;
       let timer: NodeJS.Timeout | undefined;
       let failures = 0;
-      // The last full decision, for the fast path below.
-      let last: { decision: Decision; settingsRevision: number; max: number } | null = null;
-
       const finish = (fn: () => void) => {
         if (done) return;
         done = true;
@@ -277,20 +274,6 @@ export class Semaphore {
       };
 
       const step = async (): Promise<void> => {
-        // Fast path for waiters deep in the queue: if the settings are as they were when we last
-        // decided "wait in the queue", and at least max keys still stand ahead of us, the
-        // decision cannot have changed, so skip building a snapshot. Rank never rises, so this
-        // only ever delays an admission check by zero events.
-        const ownKV = watch.get(this.keys.queue(this.node));
-        if (
-          ownKV &&
-          last?.decision.kind === 'wait' &&
-          last.decision.reason === 'queue' &&
-          last.settingsRevision === watch.settingsRevision &&
-          watch.queueAhead(ownKV.createRevision) >= last.max
-        ) {
-          return;
-        }
         const snapshot = watch.snapshot;
         const own = this.own(snapshot);
         if (!own) {
@@ -308,12 +291,12 @@ export class Semaphore {
         if (mustHalt(snapshot)) await this.halt(snapshot);
         const decision = decide(snapshot, this.node, this.#now(), this.#opts.localWindows);
         this.stats.decisions++;
-        last = {
-          decision,
-          settingsRevision: watch.settingsRevision,
-          max: snapshot.max.ok ? snapshot.max.value : 0,
-        };
         this.#opts.onDecision?.(decision, snapshot);
+        if (decision.kind === 'wait' && decision.reason === 'queue' && snapshot.max.ok) {
+          // At least max places stand ahead, and ranks only fall: sleep until one frees up (or
+          // the settings or our own key change) instead of deciding again on every change.
+          watch.park(listener, own.entry.key, own.entry.createRevision, snapshot.max.value);
+        }
         if (decision.kind === 'admit') {
           const grant = await this.#admit(snapshot, own);
           if (grant) finish(() => resolve(grant));
@@ -347,7 +330,8 @@ export class Semaphore {
         }
       };
 
-      const unsubscribe = watch.onChange(() => void run());
+      const listener = () => void run();
+      const unsubscribe = watch.onChange(listener);
       signal?.addEventListener('abort', onAbort, { once: true });
       void run();
     });

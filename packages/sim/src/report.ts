@@ -109,6 +109,38 @@ function upperBound<T>(sorted: readonly T[], value: number, key: (item: T) => nu
   return lo;
 }
 
+/**
+ * Where a slot's time goes, in ms: from admission to the Reboot call (checks, drain, the
+ * confirming write), the machine down, and from boot to release (the agent starting, recovering,
+ * post-checks). Only the middle one is in the ideal makespan.
+ */
+export interface SlotPhases {
+  beforeReboot: Percentiles;
+  down: Percentiles;
+  afterBoot: Percentiles;
+}
+
+/** Pairs each reboot with the slot it rebooted under (the node's marker around its Reboot call). */
+export function slotPhases(reboots: readonly RebootEntry[], timeline: GroupTimeline): SlotPhases {
+  const before: number[] = [];
+  const down: number[] = [];
+  const after: number[] = [];
+  for (const r of reboots) {
+    const slot = timeline.markers.find(
+      (m) => m.node === r.node && m.createdAt <= r.downAt && (m.deletedAt ?? Infinity) >= r.downAt,
+    );
+    if (r.upAt !== null) down.push(r.upAt - r.downAt);
+    if (!slot) continue;
+    before.push(r.downAt - slot.createdAt);
+    if (r.upAt !== null && slot.deletedAt !== null) after.push(slot.deletedAt - r.upAt);
+  }
+  return {
+    beforeReboot: percentiles(before),
+    down: percentiles(down),
+    afterBoot: percentiles(after),
+  };
+}
+
 /** The headline figures of a rollout. */
 export interface RolloutStats {
   nodes: number;
@@ -127,6 +159,7 @@ export interface RolloutStats {
   /** Raft proposals per reboot (those plus lease grants and revokes). */
   proposalsPerReboot: number | null;
   handoffs: Handoffs;
+  phases: SlotPhases;
 }
 
 /** Computes the figures of a rollout from its records. */
@@ -164,6 +197,7 @@ export function rolloutStats(input: {
         ? (after.proposals - before.proposals) / n
         : null,
     handoffs: handoffs(input.transitions, input.reboots, input.timeline),
+    phases: slotPhases(input.reboots, input.timeline),
   };
 }
 
