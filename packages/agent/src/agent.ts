@@ -31,6 +31,21 @@ import type { AgentMetrics } from './metrics.js';
 import type { UpdateSignal, UpdateSource } from './sources.js';
 import { ManualRequestSource } from './update-sources.js';
 
+/** What actually reboots the machine. */
+export interface Rebooter {
+  /** Resolves once the reboot was accepted; the machine goes down shortly after. */
+  reboot(signal: AbortSignal): Promise<void>;
+}
+
+/** The configured reboot method: logind over D-Bus, or a command. */
+export function configuredRebooter(config: AgentConfig): Rebooter {
+  if (config.reboot.method === 'logind') {
+    const logind = new LogindClient({ address: config.dbus.address });
+    return { reboot: (signal) => logind.reboot(signal) };
+  }
+  return { reboot: () => runShell(config.reboot.command) };
+}
+
 /** What the agent is built from. Tests and the simulator pass their own pieces. */
 export interface AgentDeps {
   config: AgentConfig;
@@ -43,6 +58,8 @@ export interface AgentDeps {
   bootIdFile?: string;
   /** Back-off after a failed check, drain or etcd call. Default 60 s. */
   retryDelayMs?: number;
+  /** How to reboot. Default: the configured method (`configuredRebooter`). */
+  rebooter?: Rebooter;
   now?: () => Date;
 }
 
@@ -55,7 +72,7 @@ export class Agent {
   readonly #deps: AgentDeps;
   readonly #log: Logger;
   readonly #keys: GroupKeys;
-  readonly #logind: LogindClient;
+  readonly #rebooter: Rebooter;
   #grant: Grant | null = null;
   #bootId = '';
   #rebootsRequested = 0;
@@ -70,6 +87,15 @@ export class Agent {
   /** Watches the group's window key while an update is pending. */
   #windowWatch: Watcher | null = null;
   #windowWatchStarting = false;
+  /** False while the window watch is disconnected: changes may be missed then. */
+  #windowWatchLive = false;
+  /**
+   * The group's window as last read, kept only while the watch of its key is connected: every
+   * change through the watch drops it. Without it each transition would read etcd.
+   */
+  #groupWindowCache: { spec: WindowSpec | null } | null = null;
+  /** Counts window watch events and disconnections, so a read that raced one is not kept. */
+  #groupWindowChanges = 0;
   /** When the combined window (node and group) next opens or closes, as of the last context. */
   #windowChange: Date | null = null;
   readonly #stop = new AbortController();
@@ -80,7 +106,7 @@ export class Agent {
     this.#log = deps.logger;
     const { etcd } = deps.config;
     this.#keys = new GroupKeys(etcd.prefix, etcd.group);
-    this.#logind = new LogindClient({ address: deps.config.dbus.address });
+    this.#rebooter = deps.rebooter ?? configuredRebooter(deps.config);
   }
 
   /** How many reboots logind (or the reboot command) accepted in this run. */
@@ -278,11 +304,19 @@ export class Agent {
 
   /** The group's window from etcd: a spec, null when none is set, or 'unknown' on any error. */
   async #groupWindow(): Promise<WindowSpec | null | 'unknown'> {
+    if (this.#groupWindowCache && this.#windowWatchLive) return this.#groupWindowCache.spec;
+    const changes = this.#groupWindowChanges;
+    const keep = (spec: WindowSpec | null) => {
+      if (this.#windowWatchLive && changes === this.#groupWindowChanges) {
+        this.#groupWindowCache = { spec };
+      }
+      return spec;
+    };
     try {
       const text = await this.#deps.client!.get(this.#keys.windows).string();
-      if (text === null) return null;
+      if (text === null) return keep(null);
       const parsed = parseWindowSpec(text, `etcd key ${this.#keys.windows}`);
-      if (parsed.ok) return parsed.value;
+      if (parsed.ok) return keep(parsed.value);
       this.#log.error({ err: parsed.error.message }, 'group window is invalid; not rebooting');
       return 'unknown';
     } catch (error) {
@@ -302,6 +336,8 @@ export class Agent {
     if (!wanted) {
       const watch = this.#windowWatch;
       this.#windowWatch = null;
+      this.#windowWatchLive = false;
+      this.#forgetGroupWindow();
       void watch?.cancel().catch(() => {});
       return;
     }
@@ -319,13 +355,31 @@ export class Agent {
             return;
           }
           this.#windowWatch = watcher;
-          watcher.on('data', () => this.#dispatch({ type: 'tick' }));
+          this.#windowWatchLive = true;
+          watcher.on('data', () => {
+            this.#forgetGroupWindow();
+            this.#dispatch({ type: 'tick' });
+          });
+          // Events may be missed while disconnected: read etcd until the watch is back.
+          watcher.on('disconnected', () => {
+            if (this.#windowWatch !== watcher) return;
+            this.#windowWatchLive = false;
+            this.#forgetGroupWindow();
+          });
+          watcher.on('connected', () => {
+            if (this.#windowWatch === watcher) this.#windowWatchLive = true;
+          });
         },
         (error: unknown) => {
           this.#windowWatchStarting = false;
           this.#log.warn({ err: describe(error) }, 'cannot watch the group window');
         },
       );
+  }
+
+  #forgetGroupWindow(): void {
+    this.#groupWindowCache = null;
+    this.#groupWindowChanges++;
   }
 
   /** While an update is pending, wake up when the window opens or closes. */
@@ -477,8 +531,7 @@ export class Agent {
     this.#deps.metrics.reboots.inc();
     this.#log.warn({ method: cfg.reboot.method, grant: this.#grant?.revision }, 'rebooting now');
     try {
-      if (cfg.reboot.method === 'logind') await this.#logind.reboot(this.#stop.signal);
-      else await runShell(cfg.reboot.command);
+      await this.#rebooter.reboot(this.#stop.signal);
     } catch (error) {
       this.#deps.metrics.dbusErrors.inc();
       return { type: 'reboot-failed', detail: describe(error) };

@@ -2,8 +2,7 @@
  * An in-process fleet for scale: hundreds or thousands of agents in the simulator's own process.
  * Each node runs the real `Agent` (the core state machine and its runtime) with a real
  * `Semaphore` against a real etcd; what is simulated is D-Bus: update_engine is a fake update
- * source, and the reboot is the agent's `command` method with `true`, detected from the agent's
- * "rebooting now" log line, which it writes right before asking for the reboot.
+ * source, and the agent's `Rebooter` takes the machine down in the simulator.
  *
  * Agents share a few etcd clients (`clients`, default one per 50 nodes): a thousand gRPC
  * connections in one process cost more than the agents do. Each agent still has its own leases,
@@ -169,7 +168,8 @@ export class InProcessFleet {
         `  sessionTTL: ${o.sessionTTL ?? 10}s`,
         `  holdTTL: ${o.holdTTL ?? 60}s`,
         'sources: { sentinel: off, manual: false }',
-        'reboot: { method: command, command: "true" }',
+        "# Not used: each agent gets the simulator's Rebooter.",
+        'reboot: { method: command, command: "false" }',
         'metrics: { listen: off }',
         '',
       ].join('\n'),
@@ -212,22 +212,19 @@ export class InProcessFleet {
       holdTTL: e.holdTTL,
     });
     const source = new FakeUpdateSource(node.staged);
-    // The agent writes "rebooting now" at warn level right before it asks for the reboot.
+    // Warnings and errors are counted by message; "rebooting now" is expected once per reboot.
     const logger = pino(
       { level: 'warn', base: null },
       {
         write: (line: string) => {
-          if (line.includes('"msg":"rebooting now"')) {
-            this.#rebooted(node, agent);
-            return;
-          }
+          if (line.includes('"msg":"rebooting now"')) return;
           const entry = JSON.parse(line) as { msg?: string; err?: string };
           const key = `${entry.msg ?? ''}${entry.err ? `: ${entry.err}` : ''}`;
           this.problems.set(key, (this.problems.get(key) ?? 0) + 1);
         },
       },
     );
-    const agent = new Agent({
+    const agent: Agent = new Agent({
       config,
       client: node.client,
       semaphore,
@@ -236,6 +233,7 @@ export class InProcessFleet {
       metrics: new AgentMetrics(),
       bootIdFile: join(this.#dir, `${node.id}.boot`),
       retryDelayMs: this.opts.retryDelayMs ?? 1000,
+      rebooter: { reboot: async (): Promise<void> => this.#rebooted(node, agent) },
     });
     agent.onTransition((state, edge) => {
       node.state = state.name;
