@@ -3,6 +3,10 @@
  * "No reboot without a slot" is judged by the simulated logind together with HolderObserver,
  * which watches etcd with its own client: at each Reboot call the node's marker must exist.
  */
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Semaphore } from '@sluice/etcd';
 import { type EtcdCluster, HolderObserver, startEtcd } from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +25,7 @@ afterAll(async () => {
   await etcd?.stop();
 });
 afterEach(async () => {
+  rebootChecks.length = 0;
   await Promise.all(nodes.splice(0).map((n) => n.stop()));
   await observer?.stop();
   observer = null;
@@ -39,11 +44,26 @@ async function node(name: string, yaml = ''): Promise<TestNode> {
   return n.setup();
 }
 
-/** Fails the test if logind is asked to reboot a node that holds no slot, as etcd shows it. */
-function guardReboots(n: TestNode, obs: HolderObserver, expectSlot = true): void {
+/**
+ * Checks every Reboot call of a node against etcd, read with the test's own client: the node's
+ * holding marker must exist. (The agent stays in `rebooting` until the test restarts it, so
+ * nothing can release the slot between the call and the read.) `rebootsWithoutSlot()` gives the
+ * calls that had none.
+ */
+const rebootChecks: Promise<string | null>[] = [];
+function guardReboots(n: TestNode): void {
   n.logind.onReboot = () => {
-    if (expectSlot) expect(obs.holders).toContain(n.opts.node);
+    const node = n.opts.node;
+    rebootChecks.push(
+      etcd
+        .etcdctl(['get', env.keys.holding(node), '--print-value-only'])
+        .then((value) => (value.trim() === '' ? `${node} rebooted without a slot` : null)),
+    );
   };
+}
+async function rebootsWithoutSlot(): Promise<string[]> {
+  const results = await Promise.all(rebootChecks.splice(0));
+  return results.filter((r): r is string => r !== null);
 }
 
 /** A window spec that is closed now: one minute, three days from now. */
@@ -65,13 +85,14 @@ describe('sluiced', () => {
     env = new TestEnv(etcd.endpoints);
     const a = await node('node-a', 'checks:\n  post:\n    - command: "true"');
     observer = await HolderObserver.start(etcd.endpoints, env.keys.root);
-    guardReboots(a, observer);
+    guardReboots(a);
     await a.start();
     expect(a.state.name).toBe('idle');
     await a.updateEngine.stageUpdate('4000.0.0');
     await a.until('rebooting');
     await expect.poll(() => a.logind.reboots.length).toBe(1);
     expect(a.logind.reboots[0]?.interactive).toBe(false);
+    expect(await rebootsWithoutSlot()).toEqual([]);
     const record = JSON.parse(
       await etcd.etcdctl(['get', env.keys.queue('node-a'), '--print-value-only']),
     );
@@ -219,9 +240,8 @@ describe('sluiced', () => {
 
   it('reboots on a request made with sluicectl, and clears the request', async () => {
     env = new TestEnv(etcd.endpoints);
-    observer = await HolderObserver.start(etcd.endpoints, env.keys.root);
     const a = await node('node-a');
-    guardReboots(a, observer);
+    guardReboots(a);
     await a.start();
     await etcd.etcdctl([
       'put',
@@ -236,6 +256,125 @@ describe('sluiced', () => {
     ]);
     await a.until('rebooting');
     await expect.poll(() => a.logind.reboots.length).toBe(1);
+    expect(await rebootsWithoutSlot()).toEqual([]);
     expect(await etcdKeys(env.keys.requestsPrefix)).toEqual([]);
+  });
+
+  it('does not reboot when stopped during the warning to logged-in users, and keeps the slot', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const rebooted = join(tmpdir(), `sluice-rebooted-${env.prefix.replaceAll('/', '')}`);
+    const a = await node(
+      'node-a',
+      `reboot:\n  method: command\n  command: "touch ${rebooted}"\n  warnDelay: 2s`,
+    );
+    try {
+      await a.start();
+      await a.updateEngine.stageUpdate('4000.0.0');
+      await a.until('draining');
+      await sleep(300);
+      await a.agent!.stop();
+      await sleep(2500);
+      expect(existsSync(rebooted)).toBe(false);
+      // The slot stays recorded for the next start, which carries on from it.
+      expect(await etcdKeys(env.keys.holdingPrefix)).toEqual([env.keys.holding('node-a')]);
+    } finally {
+      await rm(rebooted, { force: true });
+    }
+  });
+
+  it("leaves an operator's manual lock of this node alone, and goes ahead once it is unlocked", async () => {
+    env = new TestEnv(etcd.endpoints);
+    const manual = env.semaphore('node-a');
+    const grant = await manual.acquire({ reason: 'disk swap', manual: true });
+    const a = await node('node-a');
+    guardReboots(a);
+    await a.start();
+    await a.updateEngine.stageUpdate('4000.0.0');
+    await expect
+      .poll(() => (a.state.name === 'update-staged' && a.state.lastError) || '')
+      .toContain('manual lock');
+    await sleep(500);
+    expect(a.logind.reboots).toHaveLength(0);
+    // A restart does not adopt the manual lock either.
+    await a.agent!.stop();
+    a.agent = null;
+    await a.start();
+    expect(a.edges).toContain('idle (recovered-idle)');
+    await sleep(500);
+    expect(a.logind.reboots).toHaveLength(0);
+    expect(await manual.release(grant)).toBe(true);
+    await expect.poll(() => a.logind.reboots.length, { timeout: 10_000 }).toBe(1);
+    expect(await rebootsWithoutSlot()).toEqual([]);
+  });
+
+  it('gives the slot back when it restarts holding for a request that was withdrawn', async () => {
+    env = new TestEnv(etcd.endpoints);
+    // The pre-check passes at once; run again once admitted, it hangs, so the node stays holding.
+    const flag = join(tmpdir(), `sluice-admitted-${env.prefix.replaceAll('/', '')}`);
+    const check = `if [ -e ${flag} ]; then sleep 30; fi; touch ${flag}`;
+    const a = await node(
+      'node-a',
+      `checks:\n  pre:\n    - command: '${check}'\n      timeout: 60s`,
+    );
+    try {
+      await a.start();
+      const request = {
+        v: 1,
+        node: 'node-a',
+        reason: 'kernel args',
+        requestedAt: new Date().toISOString(),
+        by: 'ops',
+      };
+      await etcd.etcdctl(['put', env.keys.request('node-a'), JSON.stringify(request)]);
+      await a.until('holding');
+      await a.agent!.stop();
+      a.agent = null;
+      await etcd.etcdctl(['del', env.keys.request('node-a')]);
+      await a.start();
+      await a.until('idle');
+      expect(a.edges).toContain('releasing (update-cleared)');
+      expect(await etcdKeys(env.keys.root)).toEqual([]);
+      expect(a.logind.reboots).toHaveLength(0);
+      const history = await etcd.etcdctl([
+        'get',
+        '--prefix',
+        env.keys.historyPrefix,
+        '--print-value-only',
+      ]);
+      expect(JSON.parse(history.trim())).toMatchObject({ node: 'node-a', outcome: 'abandoned' });
+    } finally {
+      await rm(flag, { force: true });
+    }
+  });
+
+  it('exports its state, queue position and slot on /metrics', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '1']);
+    const holder = env.semaphore('holder');
+    const grant = await holder.acquire();
+    const waiter = env.semaphore('waiter');
+    await waiter.enqueue();
+    const a = await node('node-a');
+    const running = await a.start();
+    await a.updateEngine.stageUpdate('4000.0.0');
+    await a.until('queued');
+    const scrape = async () => (await fetch(`http://${running.metricsAddress}/metrics`)).text();
+    expect(running.metricsAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+    // The holder and the other waiter stand ahead of it.
+    await expect.poll(scrape).toMatch(/^sluice_agent_queue_position 2$/m);
+    let text = await scrape();
+    expect(text).toMatch(/^sluice_agent_state\{state="queued"\} 1$/m);
+    expect(text).toMatch(/^sluice_agent_slot_held 0$/m);
+    expect(text).toMatch(/^sluice_agent_update_staged 1$/m);
+    await waiter.leave();
+    await expect.poll(scrape).toMatch(/^sluice_agent_queue_position 1$/m);
+    await holder.release(grant);
+    await a.until('rebooting');
+    await expect.poll(() => a.logind.reboots.length).toBe(1);
+    text = await scrape();
+    expect(text).toMatch(/^sluice_agent_queue_position -1$/m);
+    expect(text).toMatch(/^sluice_agent_slot_held 1$/m);
+    expect(text).toMatch(/^sluice_agent_reboots_total 1$/m);
+    expect(text).toMatch(/^sluice_agent_transitions_total\{edge="admitted",to="holding"\} 1$/m);
   });
 });

@@ -134,6 +134,22 @@ describe('sluiced process', () => {
     expect(logind.reboots).toHaveLength(0);
   });
 
+  it.each([
+    [
+      'missing',
+      (d: string) => join(d, 'no-such-boot-id'),
+      /cannot read the boot id from .*no-such-boot-id/,
+    ],
+    ['empty', (d: string) => join(d, 'empty-boot-id'), /boot id file .*empty-boot-id is empty/],
+  ] as const)('exits 2 when the boot id file is %s, naming it', async (_name, file, message) => {
+    await writeFile(join(dir, 'none.yaml'), '');
+    await writeFile(join(dir, 'empty-boot-id'), '\n');
+    const { code, stderr } = await runToEnd(SLUICED, baseArgs(['--boot-id-file', file(dir)]));
+    expect(code).toBe(2);
+    expect(stderr).toMatch(message);
+    expect(logind.reboots).toHaveLength(0);
+  });
+
   it('exits 2 on a malformed update.conf line, naming file and line', async () => {
     const conf = join(dir, 'update.conf');
     await writeFile(conf, 'REBOOT_STRATEGY=etcd-lock\nthis is not a setting\n');

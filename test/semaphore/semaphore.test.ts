@@ -169,6 +169,44 @@ describe('semaphore', () => {
     expect(Date.now() - started).toBeLessThan(4000);
   });
 
+  it('leaves the queue, keeping a slot granted meanwhile unless told to give it back', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '2']);
+    const waiter = env.semaphore('w');
+    await waiter.enqueue();
+    expect(await waiter.leave()).toBe('left');
+    expect(await etcd.etcdctl(['get', '--prefix', env.keys.queuePrefix, '--keys-only'])).toBe('');
+    // Admitted just as the wait was given up: the plain leave keeps the slot...
+    const a = env.semaphore('a');
+    await a.acquire({ reason: 'update' });
+    expect(await a.leave()).toBe('held');
+    expect(await etcd.etcdctl(['get', env.keys.holding('a'), '--keys-only'])).toContain('a');
+    // ...and leave('release') gives it back, recorded as abandoned.
+    expect(await a.leave('release')).toBe('released');
+    expect(await etcd.etcdctl(['get', '--prefix', env.keys.queuePrefix, '--keys-only'])).toBe('');
+    expect(await etcd.etcdctl(['get', '--prefix', env.keys.holdingPrefix, '--keys-only'])).toBe('');
+    const history = await new GroupAdmin(env.client(), env.keys).history(10);
+    expect(history).toMatchObject([{ node: 'a', outcome: 'abandoned' }]);
+  });
+
+  it('keeps manual locks and agents apart on the same node key', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const manual = env.semaphore('n1');
+    const grant = await manual.acquire({ reason: 'disk swap', manual: true });
+    const agent = env.semaphore('n1');
+    await expect(agent.acquire({ reason: 'update' })).rejects.toMatchObject({
+      kind: 'refused',
+      message: expect.stringContaining('manual lock'),
+    });
+    // The manual lock is untouched; once it is released the agent gets the slot.
+    expect(await manual.release(grant)).toBe(true);
+    const own = await agent.acquire({ reason: 'update' });
+    expect(own.record.manual).toBeUndefined();
+    await expect(env.semaphore('n1').acquire({ manual: true })).rejects.toMatchObject({
+      kind: 'refused',
+    });
+  });
+
   it('lets a holder and a waiter re-attach from new clients, keeping slot and place', async () => {
     env = new TestEnv(etcd.endpoints);
     const a1 = env.semaphore('a');

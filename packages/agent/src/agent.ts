@@ -16,6 +16,8 @@ import {
   isSluiceError,
   parseWindowSpec,
   type RecoveredRecord,
+  SluiceError,
+  throwIfAborted,
   transition,
   type UpdateInfo,
   type WindowSpec,
@@ -56,6 +58,8 @@ export interface AgentDeps {
   metrics: AgentMetrics;
   /** Where the kernel's boot id is read. A different id after restart means a reboot happened. */
   bootIdFile?: string;
+  /** The boot id, when already read (`readBootId`); otherwise it is read from `bootIdFile`. */
+  bootId?: string;
   /** Back-off after a failed check, drain or etcd call. Default 60 s. */
   retryDelayMs?: number;
   /** How to reboot. Default: the configured method (`configuredRebooter`). */
@@ -79,11 +83,13 @@ export class Agent {
   #update: UpdateInfo | null = null;
   #signals = new Map<string, UpdateSignal>();
   #queue: AgentEvent[] = [];
-  #busy = false;
+  /** The running pass over `#queue`, if any. */
+  #draining: Promise<void> | null = null;
   #stopped = false;
   #wakeTimer: NodeJS.Timeout | undefined;
   #windowTimer: NodeJS.Timeout | undefined;
   #slotAbort: AbortController | null = null;
+  readonly #sourceTimers = new Set<NodeJS.Timeout>();
   /** Watches the group's window key while an update is pending. */
   #windowWatch: Watcher | null = null;
   #windowWatchStarting = false;
@@ -131,7 +137,7 @@ export class Agent {
 
   /** Recovers from the etcd record, then starts following the update sources. */
   async start(): Promise<void> {
-    this.#bootId = await readBootId(this.#deps.bootIdFile ?? '/proc/sys/kernel/random/boot_id');
+    this.#bootId = this.#deps.bootId ?? (await readBootId(this.#deps.bootIdFile));
     this.#log.info(
       {
         node: this.#deps.config.node.id,
@@ -141,17 +147,34 @@ export class Agent {
       'sluiced starting',
     );
     const own = await this.#recover();
+    // Read the sources before acting on the record, so that a node that was queued or holding
+    // for an update that has since gone away does not go on to reboot for it.
+    await Promise.all(this.#deps.sources.map((source) => this.#startSource(source, 1)));
     this.#dispatch({ type: 'recovered', own, bootId: this.#bootId });
-    for (const source of this.#deps.sources) {
-      await source
-        .start((signal) => this.#onSignal(signal))
-        .catch((error: unknown) => {
-          if (source.name === 'update-engine') this.#deps.metrics.dbusErrors.inc();
-          this.#log.error(
-            { source: source.name, err: describe(error) },
-            'update source failed to start',
-          );
-        });
+    this.#dispatch({ type: 'update', update: this.#update });
+    // Started means recovered: the record has been acted on.
+    await this.#draining;
+  }
+
+  /** Starts an update source; one that fails (bus or etcd down) is retried with back-off. */
+  async #startSource(source: UpdateSource, attempt: number): Promise<void> {
+    if (this.#stopped) return;
+    try {
+      await source.start((signal) => this.#onSignal(signal));
+      if (attempt > 1) this.#log.info({ source: source.name, attempt }, 'update source started');
+    } catch (error) {
+      if (source.name === 'update-engine') this.#deps.metrics.dbusErrors.inc();
+      else this.#deps.metrics.etcdErrors.inc();
+      const delay = Math.min(60_000, 1000 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+      this.#log.error(
+        { source: source.name, err: describe(error), retryInMs: Math.round(delay) },
+        'update source failed to start; retrying',
+      );
+      const timer = setTimeout(() => {
+        this.#sourceTimers.delete(timer);
+        void this.#startSource(source, attempt + 1);
+      }, delay);
+      this.#sourceTimers.add(timer);
     }
   }
 
@@ -171,6 +194,14 @@ export class Agent {
           );
         }
         if (!found) return null;
+        if (found.record?.manual) {
+          // An operator's `sluicectl lock` for this node: theirs to release, not ours to use.
+          this.#log.warn(
+            { key: found.entry.key },
+            'this node holds a manual lock (sluicectl lock); not rebooting until it is unlocked',
+          );
+          return null;
+        }
         // Move the key onto this process's leases, keeping its place and slot.
         const own = await sem.enqueue({ bootId: found.record?.bootId ?? this.#bootId });
         this.#grant = own.grant;
@@ -195,7 +226,7 @@ export class Agent {
         await sleep(
           Math.min(30_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2),
           this.#stop.signal,
-        );
+        ).catch(() => {}); // Stopped: return below.
         if (this.#stop.signal.aborted) return null;
       }
     }
@@ -221,11 +252,10 @@ export class Agent {
   #dispatch(event: AgentEvent): void {
     if (this.#stopped) return;
     this.#queue.push(event);
-    if (!this.#busy) void this.#drain();
+    this.#draining ??= this.#drain();
   }
 
   async #drain(): Promise<void> {
-    this.#busy = true;
     try {
       while (this.#queue.length > 0 && !this.#stopped) {
         const event = this.#queue.shift()!;
@@ -246,7 +276,6 @@ export class Agent {
         m.transitions.inc({ edge: step.edge, to: step.state.name });
         m.setState(step.state.name);
         m.slotHeld.set(holdsSlot(step.state) ? 1 : 0);
-        if (step.state.name !== 'queued') m.queuePosition.set(-1);
         for (const listener of this.#listeners) listener(step.state, step.edge);
         this.#run(step.effects);
         this.#scheduleWindowTick(ctx);
@@ -257,7 +286,7 @@ export class Agent {
         }
       }
     } finally {
-      this.#busy = false;
+      this.#draining = null;
     }
   }
 
@@ -268,13 +297,14 @@ export class Agent {
     const specs: WindowSpec[] = [...cfg.windows];
     if (cfg.strategy === 'etcd-lock' && this.#deps.client) {
       const group = await this.#groupWindow();
-      if (group === 'unknown') {
+      const local = specs.length > 0 ? windowStateAll(specs, now) : null;
+      if (group === 'unknown' && (local === null || local.open)) {
         // Fail closed: without the group's window we do not know that rebooting is allowed.
         const retry = new Date(now.getTime() + this.#retryDelay());
         this.#windowChange = retry;
-        return this.#ctx(now, { open: false, nextOpen: retry });
+        return this.#ctx(now, { open: false, nextOpen: retry, unknown: true });
       }
-      if (group) specs.push(group);
+      if (group && group !== 'unknown') specs.push(group);
     }
     if (specs.length === 0) {
       this.#windowChange = null;
@@ -369,6 +399,18 @@ export class Agent {
           watcher.on('connected', () => {
             if (this.#windowWatch === watcher) this.#windowWatchLive = true;
           });
+          // A cancelled watch (its revision compacted while disconnected): watch again, and read
+          // the window from etcd until the new watch is up.
+          watcher.on('error', (error) => {
+            if (this.#windowWatch !== watcher) return;
+            this.#log.warn({ err: describe(error) }, 'the group window watch ended; watching again');
+            this.#windowWatch = null;
+            this.#windowWatchLive = false;
+            this.#forgetGroupWindow();
+            void watcher.cancel().catch(() => {});
+            this.#followGroupWindow();
+            this.#dispatch({ type: 'tick' });
+          });
         },
         (error: unknown) => {
           this.#windowWatchStarting = false;
@@ -429,11 +471,17 @@ export class Agent {
         return this.#checks(specs, effect.phase);
       }
       case 'drain': {
-        if (!cfg.checks.drain) return { type: 'drained' };
-        const result = await this.#checks([cfg.checks.drain], 'drain');
-        return result.type === 'checks-passed'
-          ? { type: 'drained' }
-          : { type: 'drain-failed', detail: result.type === 'checks-failed' ? result.detail : '' };
+        if (cfg.checks.drain) {
+          const result = await this.#checks([cfg.checks.drain], 'drain');
+          if (result.type !== 'checks-passed') {
+            const detail = result.type === 'checks-failed' ? result.detail : '';
+            return { type: 'drain-failed', detail };
+          }
+        }
+        // Warn logged-in users now, so that the window is still checked once more after the
+        // warning's delay, right before the reboot.
+        await this.#warnUsers();
+        return { type: 'drained' };
       }
       case 'acquire-slot': {
         if (!sem)
@@ -455,10 +503,12 @@ export class Agent {
       case 'leave-queue': {
         this.#slotAbort?.abort();
         this.#slotAbort = null;
-        await sem?.leave();
+        // A slot granted just as the wait was cancelled is given back at once.
+        await sem?.leave('release');
         return { type: 'left-queue' };
       }
       case 'release-slot': {
+        // Stopped during the delay: no release; the next start recovers and releases.
         if (effect.delayMs > 0) await sleep(effect.delayMs, this.#stop.signal);
         if (sem) await sem.release(this.#grant, effect.outcome);
         this.#grant = null;
@@ -470,6 +520,7 @@ export class Agent {
         try {
           this.#grant = await sem.setState(this.#grant, effect.state, {
             bootId: this.#grant.record.bootId ?? this.#bootId,
+            ...(effect.problem !== undefined ? { problem: effect.problem } : {}),
           });
         } catch (error) {
           if (isSluiceError(error) && error.kind === 'refused') {
@@ -513,21 +564,34 @@ export class Agent {
     return { type: 'checks-failed', phase: eventPhase, detail };
   }
 
+  /** Tells logged-in users about the coming reboot and waits `warnDelay` (abortable). */
+  async #warnUsers(): Promise<void> {
+    const delayMs = this.#deps.config.reboot.warnDelayMs;
+    if (delayMs <= 0) return;
+    const minutes = Math.round(delayMs / 60_000);
+    const when =
+      minutes >= 1
+        ? `${minutes} minute${minutes === 1 ? '' : 's'}`
+        : `${Math.round(delayMs / 1000)} seconds`;
+    await warnUsers(this.#deps.config.reboot.warnMessage.replace('%s', when)).catch(() => {});
+    await sleep(delayMs, this.#stop.signal);
+  }
+
   async #reboot(): Promise<AgentEvent | null> {
     const cfg = this.#deps.config;
     const manual = this.#deps.sources.find(
       (s): s is ManualRequestSource => s instanceof ManualRequestSource,
     );
-    if (manual?.current().needed) await manual.clear();
-    if (cfg.reboot.warnDelayMs > 0) {
-      const minutes = Math.round(cfg.reboot.warnDelayMs / 60_000);
-      const when =
-        minutes >= 1
-          ? `${minutes} minute${minutes === 1 ? '' : 's'}`
-          : `${Math.round(cfg.reboot.warnDelayMs / 1000)} seconds`;
-      await warnUsers(cfg.reboot.warnMessage.replace('%s', when)).catch(() => {});
-      await sleep(cfg.reboot.warnDelayMs, this.#stop.signal);
+    if (manual?.current().needed) {
+      // The request is done with once the reboot happens; if it cannot be cleared now, the node
+      // reboots anyway and the request is seen as already served after boot.
+      await manual.clear().catch((error: unknown) => {
+        this.#deps.metrics.etcdErrors.inc();
+        this.#log.warn({ err: describe(error) }, 'cannot clear the reboot request');
+      });
     }
+    // Never reboot once stopping: the slot stays recorded and the next start carries on.
+    throwIfAborted(this.#stop.signal);
     this.#deps.metrics.reboots.inc();
     this.#log.warn({ method: cfg.reboot.method, grant: this.#grant?.revision }, 'rebooting now');
     try {
@@ -551,6 +615,7 @@ export class Agent {
     this.#slotAbort?.abort();
     clearTimeout(this.#wakeTimer);
     clearTimeout(this.#windowTimer);
+    for (const timer of this.#sourceTimers) clearTimeout(timer);
     await this.#windowWatch?.cancel().catch(() => {});
     await Promise.all(this.#deps.sources.map((s) => s.close().catch(() => {})));
     this.#deps.semaphore?.close();
@@ -558,12 +623,26 @@ export class Agent {
   }
 }
 
-async function readBootId(path: string): Promise<string> {
+/** Where Linux keeps the id of the current boot. */
+export const DEFAULT_BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
+
+/**
+ * Reads the boot id. Without one the agent cannot tell a reboot from a restart, and could ask
+ * for the same reboot on every boot: an unreadable or empty file is a config error.
+ */
+export async function readBootId(path = DEFAULT_BOOT_ID_FILE): Promise<string> {
+  let text: string;
   try {
-    return (await readFile(path, 'utf8')).trim();
-  } catch {
-    return 'unknown';
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new SluiceError(
+      'invalid-config',
+      `cannot read the boot id from ${path}: ${describe(error)} (set --boot-id-file or SLUICE_BOOT_ID_FILE)`,
+    );
   }
+  const id = text.trim();
+  if (id === '') throw new SluiceError('invalid-config', `the boot id file ${path} is empty`);
+  return id;
 }
 
 function describeUpdate(update: UpdateInfo): string {
@@ -576,18 +655,27 @@ function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
+/** The longest single timer Node keeps: a longer delay fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Waits `ms` (any length: long waits are chained timers). Rejects with an `aborted` SluiceError
+ * when `signal` fires first, so whatever was to follow the wait does not happen.
+ */
+async function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  for (let left = ms; left > 0; left -= MAX_TIMER_MS) {
+    throwIfAborted(signal);
+    await new Promise<void>((resolve) => {
+      const done = () => {
         clearTimeout(timer);
+        signal.removeEventListener('abort', done);
         resolve();
-      },
-      { once: true },
-    );
-  });
+      };
+      const timer = setTimeout(done, Math.min(left, MAX_TIMER_MS));
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+  throwIfAborted(signal);
 }
 
 function runShell(command: string): Promise<void> {

@@ -20,10 +20,17 @@ export class AgentMetrics {
     labelNames: ['edge', 'to'],
     registers: [this.registry],
   });
+  /** Where the queue position comes from when scraped (the waiting semaphore), if anywhere. */
+  queuePositionSource: (() => number | null) | null = null;
   readonly queuePosition = new Gauge({
     name: 'sluice_agent_queue_position',
-    help: 'Slots ahead of this node in the queue (0 = next), -1 when not queued',
+    help: 'Places ahead of this node in the queue (0 = next), -1 when not queued',
     registers: [this.registry],
+    collect: () => {
+      // Read at scrape time from the local mirror of the group: exact, and free between scrapes.
+      const position = this.queuePositionSource?.() ?? null;
+      this.queuePosition.set(position ?? -1);
+    },
   });
   readonly slotHeld = new Gauge({
     name: 'sluice_agent_slot_held',
@@ -59,7 +66,6 @@ export class AgentMetrics {
 
   constructor() {
     this.setState('recovering');
-    this.queuePosition.set(-1);
     this.slotHeld.set(0);
   }
 

@@ -140,6 +140,6 @@ async function leave(
   const queued = running.agent.state.name === 'queued';
   // Stop the agent first, so that its wait for a slot does not queue it again.
   await running.agent.stop();
-  if (queued) await running.semaphore?.leave().catch(() => {});
+  if (queued) await running.semaphore?.leave('release').catch(() => {});
   return { outcome, code: 1, detail };
 }

@@ -17,17 +17,20 @@ const NOT_NEEDED = (source: string, detail: string): UpdateSignal => ({
 /**
  * Follows update_engine (`com.coreos.update1`): needed while it reports
  * UPDATE_STATUS_UPDATED_NEED_REBOOT. Survives update_engine restarts and bus reconnects (the
- * client handles both); while update_engine is unreachable it reports not needed.
+ * client handles both). While update_engine is unreachable the last reading stands; before it
+ * has ever answered, no reboot is needed.
  */
 export class UpdateEngineSource implements UpdateSource {
   readonly name = 'update-engine';
-  readonly #client: UpdateEngineClient;
+  #client: UpdateEngineClient | null = null;
   #signal: UpdateSignal = NOT_NEEDED('update-engine', 'no status yet');
+  /** Whether update_engine has answered at least once. */
+  #seen = false;
 
-  constructor(address: string, onProblem?: (error: Error) => void) {
-    this.#client = new UpdateEngineClient({ address });
-    if (onProblem) this.#client.on('problem', onProblem);
-  }
+  constructor(
+    private readonly address: string,
+    private readonly onProblem?: (error: Error) => void,
+  ) {}
 
   static toSignal(status: UpdateStatus | null): UpdateSignal {
     if (!status) return NOT_NEEDED('update-engine', 'update_engine not reachable');
@@ -40,17 +43,26 @@ export class UpdateEngineSource implements UpdateSource {
     };
   }
 
+  /** Connects with a new client; after a failure (bus down), call it again to retry. */
   async start(onChange: (s: UpdateSignal) => void): Promise<void> {
+    this.#client?.close();
+    const client = new UpdateEngineClient({ address: this.address });
+    this.#client = client;
+    if (this.onProblem) client.on('problem', this.onProblem);
     const emit = () => {
-      this.#signal = UpdateEngineSource.toSignal(
-        this.#client.serviceUp ? (this.#client.status ?? null) : null,
-      );
+      if (this.#client !== client) return;
+      const status = client.serviceUp ? (client.status ?? null) : null;
+      // update_engine restarting says nothing about the staged update: keep the last reading
+      // rather than cancel a reboot that is queued or under way.
+      if (status === null && this.#seen) return;
+      this.#seen ||= status !== null;
+      this.#signal = UpdateEngineSource.toSignal(status);
       onChange(this.#signal);
     };
-    this.#client.on('status', emit);
-    this.#client.on('service-down', emit);
-    this.#client.on('service-up', emit);
-    await this.#client.start();
+    client.on('status', emit);
+    client.on('service-down', emit);
+    client.on('service-up', emit);
+    await client.start();
     emit();
   }
 
@@ -59,7 +71,8 @@ export class UpdateEngineSource implements UpdateSource {
   }
 
   async close(): Promise<void> {
-    this.#client.close();
+    this.#client?.close();
+    this.#client = null;
   }
 }
 
@@ -71,6 +84,7 @@ export class ManualRequestSource implements UpdateSource {
   readonly name = 'manual';
   #signal: UpdateSignal = NOT_NEEDED('manual', 'no request');
   #watcher: Watcher | null = null;
+  #closed = false;
 
   constructor(
     private readonly client: Etcd3,
@@ -95,6 +109,7 @@ export class ManualRequestSource implements UpdateSource {
   }
 
   async start(onChange: (s: UpdateSignal) => void): Promise<void> {
+    this.#closed = false;
     const key = this.keys.request(this.node);
     const res = await this.client.get(key).exec();
     const kv = res.kvs[0];
@@ -104,8 +119,24 @@ export class ManualRequestSource implements UpdateSource {
       .key(key)
       .startRevision(String(Number(res.header.revision) + 1))
       .create();
+    if (this.#closed) {
+      await watcher.cancel().catch(() => {});
+      return;
+    }
+    await this.#watcher?.cancel().catch(() => {});
     watcher.on('put', (put) => this.#apply(put.value.toString(), onChange));
     watcher.on('delete', () => this.#apply(null, onChange));
+    // A cancelled watch (its revision compacted while disconnected): read the key and watch again.
+    watcher.on('error', () => {
+      if (this.#watcher !== watcher || this.#closed) return;
+      this.#watcher = null;
+      void watcher.cancel().catch(() => {});
+      const retry = () => {
+        if (this.#closed) return;
+        this.start(onChange).catch(() => setTimeout(retry, 1000 + Math.random() * 1000));
+      };
+      retry();
+    });
     this.#watcher = watcher;
   }
 
@@ -119,6 +150,7 @@ export class ManualRequestSource implements UpdateSource {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     await this.#watcher?.cancel().catch(() => {});
     this.#watcher = null;
   }

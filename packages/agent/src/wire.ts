@@ -5,7 +5,7 @@
 import { connectEtcd, connectionOptions, Semaphore } from '@sluice/etcd';
 import type { Etcd3 } from 'etcd3';
 import { type Logger, pino } from 'pino';
-import { Agent } from './agent.js';
+import { Agent, readBootId } from './agent.js';
 import { type AgentConfig, redactConfig } from './config.js';
 import { AgentMetrics } from './metrics.js';
 import { CommandSource, SentinelFileSource, type UpdateSource } from './sources.js';
@@ -38,6 +38,8 @@ export async function startAgent(
   config: AgentConfig,
   opts: RunOptions = {},
 ): Promise<RunningAgent> {
+  // Before anything else: without a boot id the agent must not run at all (exit 2).
+  const bootId = await readBootId(opts.bootIdFile);
   const logger = opts.logger ?? pino({ level: config.log.level, base: { node: config.node.id } });
   logger.info({ config: redactConfig(config) }, 'configuration');
   const metrics = new AgentMetrics();
@@ -60,10 +62,16 @@ export async function startAgent(
       sessionTTL: config.etcd.sessionTTL,
       holdTTL: config.etcd.holdTTL,
       localWindows: config.windows,
-      onDecision: (decision) => {
-        metrics.queuePosition.set(decision.kind === 'wait' ? (decision.rank ?? -1) : 0);
+      onRetry: (error) => {
+        metrics.etcdErrors.inc();
+        logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'etcd error while waiting for a slot; retrying',
+        );
       },
     });
+    const waiting = semaphore;
+    metrics.queuePositionSource = () => waiting.position();
     if (wantSources && config.sources.manual) {
       sources.push(new ManualRequestSource(client, semaphore.keys, config.node.id));
     }
@@ -89,7 +97,7 @@ export async function startAgent(
     sources,
     logger,
     metrics,
-    ...(opts.bootIdFile ? { bootIdFile: opts.bootIdFile } : {}),
+    bootId,
     ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
   });
   // Recovery waits out an etcd outage, so it runs in the background: SIGTERM works meanwhile.

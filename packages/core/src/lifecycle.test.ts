@@ -288,6 +288,91 @@ describe('lifecycle', () => {
     expect(lost.effects.some((e) => e.type === 'reboot')).toBe(false);
   });
 
+  it('checks the window again before a retried or recovered reboot, and gives the slot back if it shut', () => {
+    const rebooting: AgentState = {
+      name: 'rebooting',
+      update,
+      revision: 7,
+      attempt: 1,
+      retryAt: '2026-11-25T02:59:00.000Z',
+    };
+    const retried = transition(rebooting, { type: 'tick' }, ctx({ window: closed }));
+    expect(retried.edge).toBe('window-closed');
+    expect(retried.state).toMatchObject({ name: 'waiting-window', held: true });
+    expect(retried.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
+    expect(transition(rebooting, { type: 'tick' }, ctx()).effects).toContainEqual({
+      type: 'reboot',
+    });
+
+    const own = {
+      holding: true,
+      state: 'rebooting' as const,
+      bootId: 'boot-1',
+      revision: 7,
+      update,
+    };
+    const recovered = transition(
+      { name: 'recovering' },
+      { type: 'recovered', own, bootId: 'boot-1' },
+      ctx({ window: closed }),
+    );
+    expect(recovered.state).toMatchObject({ name: 'waiting-window', held: true });
+    expect(recovered.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
+  });
+
+  it('gives the slot back when the update goes away before the drain', () => {
+    const s = transition(
+      { name: 'holding', update, revision: 7 },
+      { type: 'update', update: null },
+      ctx(),
+    );
+    expect(s.edge).toBe('update-cleared');
+    expect(s.state).toEqual({ name: 'releasing', revision: 7, retryAt: null });
+    expect(s.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
+    expect(transition(s.state, { type: 'released' }, ctx()).state).toEqual({ name: 'idle' });
+  });
+
+  it('keeps its place in the queue while the window cannot be read', () => {
+    const unknown = { open: false, nextOpen: new Date('2026-11-25T03:01:00Z'), unknown: true };
+    const s = transition({ name: 'queued', update }, { type: 'tick' }, ctx({ window: unknown }));
+    expect(s.edge).toBeNull();
+    expect(s.state.name).toBe('queued');
+    // It is still closed for the last check before a reboot.
+    const drained = transition(
+      { name: 'draining', update, revision: 7 },
+      { type: 'drained' },
+      ctx({ window: unknown }),
+    );
+    expect(drained.state.name).toBe('waiting-window');
+  });
+
+  it('records the post-check failure in etcd once, when the deadline passes', () => {
+    const post: AgentState = {
+      name: 'post-checking',
+      revision: 7,
+      attempt: 3,
+      deadline: '2026-11-25T02:59:00.000Z',
+      failed: false,
+      lastError: null,
+      nextCheckAt: null,
+    };
+    const failed = { type: 'checks-failed', phase: 'post', detail: 'app: 503' } as const;
+    const first = transition(post, failed, ctx());
+    expect(first.edge).toBe('post-checks-failed');
+    expect(first.effects).toContainEqual({
+      type: 'record-state',
+      state: 'post-checking',
+      confirm: false,
+      problem: 'post-reboot checks failing past their deadline: app: 503',
+    });
+    expect(first.state).toMatchObject({ name: 'post-checking', failed: true });
+    const again = transition(first.state, failed, ctx());
+    expect(again.effects.map((e) => e.type)).toEqual(['wake-at']);
+    const early = transition({ ...post, deadline: '2026-11-25T04:00:00.000Z' }, failed, ctx());
+    expect(early.edge).toBe('post-checks-retry');
+    expect(early.effects.map((e) => e.type)).toEqual(['wake-at']);
+  });
+
   it('ignores events a state does not expect', () => {
     const s = transition({ name: 'idle' }, { type: 'admitted', revision: 1 }, ctx());
     expect(s).toEqual({ state: { name: 'idle' }, effects: [], edge: null });

@@ -131,7 +131,7 @@ export type Effect =
    * proves the slot is still held, and its failure stops the effects after it (the reboot).
    * Without, it only informs operators: an etcd error is logged and the next effects run.
    */
-  | { type: 'record-state'; state: NodeState; confirm: boolean }
+  | { type: 'record-state'; state: NodeState; confirm: boolean; problem?: string }
   | { type: 'drain' }
   | { type: 'reboot' }
   | { type: 'wake-at'; at: string };
@@ -140,8 +140,12 @@ export type Effect =
 export interface Context {
   now: Date;
   strategy: Strategy;
-  /** Whether the node's and the group's windows are both open now, and when that changes. */
-  window: { open: boolean; nextOpen: Date | null };
+  /**
+   * Whether the node's and the group's windows are both open now, and when that changes.
+   * `unknown` when the group's window could not be read (etcd unreachable): closed for any
+   * decision to reboot, but no reason to give up a place in the queue.
+   */
+  window: { open: boolean; nextOpen: Date | null; unknown?: boolean };
   /** Back-off before trying again after a failed check, drain or etcd call. */
   retryDelayMs: number;
   postDeadlineMs: number;
@@ -275,7 +279,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       }
       if (event.type === 'update' && !event.update)
         return go('update-cleared', { name: 'idle' }, { type: 'leave-queue' });
-      if (event.type === 'tick' && !ctx.window.open) {
+      if (event.type === 'tick' && !ctx.window.open && !ctx.window.unknown) {
         // Our own window closed while waiting: give our place up rather than block the queue.
         return go('window-closed', waitingWindow(state.update, ctx, false), {
           type: 'leave-queue',
@@ -298,31 +302,20 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       if (event.type === 'checks-failed' && event.phase === 'admitted') {
         return releaseAndRetry(state.update, event.detail, ctx, 'checks-failed');
       }
+      if (event.type === 'update' && !event.update) {
+        // Nothing to reboot for any more (say, a request withdrawn): give the slot back.
+        return go(
+          'update-cleared',
+          { name: 'releasing', revision: state.revision, retryAt: null },
+          releaseEffect('abandoned', 0),
+        );
+      }
       if (event.type === 'slot-lost') return retry(state.update, event.detail, ctx, 'slot-lost');
       return stay(state);
 
     case 'draining':
-      if (event.type === 'drained') {
-        // The window is checked once more, right before the reboot.
-        if (!ctx.window.open) {
-          return go(
-            'window-closed',
-            waitingWindow(state.update, ctx, ctx.strategy === 'etcd-lock'),
-            ...(ctx.strategy === 'etcd-lock' ? [releaseEffect('abandoned', 0)] : []),
-          );
-        }
-        return go(
-          'drained',
-          {
-            name: 'rebooting',
-            update: state.update,
-            revision: state.revision,
-            attempt: 1,
-            retryAt: null,
-          },
-          ...rebootEffects(ctx),
-        );
-      }
+      if (event.type === 'drained')
+        return rebootInWindow('drained', state.update, state.revision, 1, ctx);
       if (event.type === 'drain-failed') {
         return ctx.strategy === 'etcd-lock'
           ? releaseAndRetry(state.update, event.detail, ctx, 'drain-failed')
@@ -342,11 +335,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         return go('reboot-failed', { ...state, retryAt }, { type: 'wake-at', at: retryAt });
       }
       if (event.type === 'tick' && due(state.retryAt, ctx)) {
-        return go(
-          'reboot-retry',
-          { ...state, attempt: state.attempt + 1, retryAt: null },
-          ...rebootEffects(ctx),
-        );
+        return rebootInWindow('reboot-retry', state.update, state.revision, state.attempt + 1, ctx);
       }
       if (event.type === 'slot-lost') return retry(state.update, event.detail, ctx, 'slot-lost');
       return stay(state);
@@ -364,10 +353,22 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         // checking so that a node that recovers still gives its slot back.
         const failed = state.failed || ctx.now.getTime() >= Date.parse(state.deadline);
         const nextCheckAt = later(ctx, ctx.postIntervalMs);
+        const report: Effect[] =
+          failed && !state.failed
+            ? [
+                {
+                  type: 'record-state',
+                  state: 'post-checking',
+                  confirm: false,
+                  problem: `post-reboot checks failing past their deadline: ${event.detail}`,
+                },
+              ]
+            : [];
         return go(
           failed ? 'post-checks-failed' : 'post-checks-retry',
           { ...state, failed, lastError: event.detail, nextCheckAt },
           { type: 'wake-at', at: nextCheckAt },
+          ...report,
         );
       }
       if (event.type === 'tick' && due(state.nextCheckAt, ctx)) {
@@ -391,6 +392,32 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       }
       return stay(state);
   }
+}
+
+/**
+ * Reboots now if the window is open: it is checked once more right before every reboot call.
+ * If it has shut, give the slot back and wait for the next window (Flatcar#407).
+ */
+function rebootInWindow(
+  edge: string,
+  update: UpdateInfo,
+  revision: number | null,
+  attempt: number,
+  ctx: Context,
+): Step {
+  if (!ctx.window.open) {
+    const held = ctx.strategy === 'etcd-lock';
+    return go(
+      'window-closed',
+      waitingWindow(update, ctx, held),
+      ...(held ? [releaseEffect('abandoned', 0)] : []),
+    );
+  }
+  return go(
+    edge,
+    { name: 'rebooting', update, revision, attempt, retryAt: null },
+    ...rebootEffects(ctx),
+  );
 }
 
 /**
@@ -495,18 +522,8 @@ function recover(own: RecoveredRecord | null, bootId: string, ctx: Context): Ste
       );
     }
     if (own.state === 'rebooting') {
-      // The reboot was asked for but this boot is the same one: ask again.
-      return go(
-        'recovered-rebooting',
-        {
-          name: 'rebooting',
-          update: own.update,
-          revision: own.revision,
-          attempt: 1,
-          retryAt: null,
-        },
-        ...rebootEffects(ctx),
-      );
+      // The reboot was asked for but this boot is the same one: ask again, in the window.
+      return rebootInWindow('recovered-rebooting', own.update, own.revision, 1, ctx);
     }
     // Restarted while holding: run the admitted checks again and carry on.
     return go(

@@ -45,6 +45,8 @@ export const QueueRecordSchema = z.looseObject({
   toVersion: z.string().optional(),
   /** True for a slot taken by hand with `sluicectl lock`. */
   manual: z.boolean().optional(),
+  /** What keeps the node from going on, e.g. post-reboot checks still failing past their deadline. */
+  problem: z.string().optional(),
 });
 export type QueueRecord = z.infer<typeof QueueRecordSchema>;
 

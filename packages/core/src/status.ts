@@ -17,6 +17,8 @@ export interface HolderStatus {
   reason: string;
   /** The revision of the admission txn: the slot's fencing token. */
   grantedRevision: number | null;
+  /** What keeps the holder from finishing (failing post-reboot checks, say); null if nothing. */
+  problem: string | null;
 }
 
 /** One node waiting for a slot. */
@@ -65,6 +67,7 @@ export function groupStatus(
         leaseSecondsLeft: leaseSecondsLeft.get(entry.lease) ?? null,
         reason: record?.reason ?? '',
         grantedRevision: markers.get(entry.node)?.createRevision ?? null,
+        problem: record?.problem ?? null,
       });
     } else {
       waiting.push({
@@ -85,6 +88,7 @@ export function groupStatus(
       leaseSecondsLeft: null,
       reason: 'hold lease expired without a release',
       grantedRevision: lost.createRevision,
+      problem: 'lost during its reboot: the hold lease expired without a release',
     });
   }
   const max = snapshot.max.ok ? snapshot.max.value : null;

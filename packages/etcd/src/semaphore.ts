@@ -18,6 +18,7 @@ import {
   lostHolders,
   mustHalt,
   type NodeState,
+  rankOf,
   type QueueEntry,
   type QueueRecord,
   SluiceError,
@@ -49,6 +50,8 @@ export interface SemaphoreOptions {
   now?: () => Date;
   /** Called after every decision while waiting: queue position, wait reason. */
   onDecision?: (decision: Decision, snapshot: GroupSnapshot) => void;
+  /** Called for each etcd error that a wait rides out (it retries with back-off). */
+  onRetry?: (error: unknown) => void;
 }
 
 /** Why the node wants a slot; stored in its queue record. */
@@ -99,6 +102,8 @@ export class Semaphore {
   readonly #opts: SemaphoreOptions;
   #session: Session | null = null;
   #hold: Session | null = null;
+  /** The group watch while `acquire()` waits. */
+  #waiting: GroupWatch | null = null;
 
   constructor(client: Etcd3, opts: SemaphoreOptions) {
     this.#client = client;
@@ -192,7 +197,19 @@ export class Semaphore {
       if (!res.succeeded) return this.enqueue(req, signal);
       throw new SluiceError('refused', `queue key ${key} disappeared right after it was written`);
     }
-    if (!res.succeeded) await this.#attach(own, req);
+    if (!res.succeeded) {
+      if (Boolean(own.record?.manual) !== Boolean(req.manual)) {
+        // A manual lock and an agent's slot never stand in for each other.
+        throw new SluiceError(
+          'refused',
+          own.record?.manual
+            ? `${key} is a manual lock (sluicectl lock); this node waits until it is unlocked`
+            : `${key} belongs to this node's agent; a manual lock must wait until it is released`,
+          key,
+        );
+      }
+      await this.#attach(own, req);
+    }
     return own;
   }
 
@@ -239,11 +256,22 @@ export class Semaphore {
     // Grant the hold lease now, so taking a slot is one txn when the turn comes.
     await this.#holdLease();
     const watch = await GroupWatch.open(this.#client, this.keys);
+    this.#waiting = watch;
     try {
       return await this.#waitLoop(watch, req, signal);
     } finally {
+      this.#waiting = null;
       await watch.close();
     }
+  }
+
+  /**
+   * This node's place while `acquire()` waits: the number of places ahead of it (0 = next in
+   * line), from the local mirror of the group, so it costs no etcd call. Null when not waiting.
+   */
+  position(): number | null {
+    const watch = this.#waiting;
+    return watch ? rankOf(watch.snapshot, this.node) : null;
   }
 
   #waitLoop(watch: GroupWatch, req: SlotRequest, signal?: AbortSignal): Promise<Grant> {
@@ -319,6 +347,7 @@ export class Semaphore {
           }
           // etcd is unreachable: nothing can be admitted. Try again with jittered backoff.
           failures++;
+          this.#opts.onRetry?.(error);
           const base = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** failures);
           clearTimeout(timer);
           timer = setTimeout(
@@ -496,18 +525,29 @@ export class Semaphore {
     return false;
   }
 
-  /** Leaves the queue if this node is still only waiting. Holders must `release()`. */
-  async leave(): Promise<void> {
+  /**
+   * Leaves the queue if this node is still only waiting, and returns `left`. If it holds a slot,
+   * the slot is kept (`held`), unless `ifAdmitted` is `release`: a caller whose wait was cancelled
+   * while its admission txn was in flight passes that, so a slot nobody waits for is given back
+   * (as `abandoned`) instead of lingering.
+   */
+  async leave(ifAdmitted: 'keep' | 'release' = 'keep'): Promise<'left' | 'held' | 'released'> {
     const key = this.keys.queue(this.node);
-    await etcdCall(`leaving the queue at ${key}`, () =>
+    const res = await etcdCall(`leaving the queue at ${key}`, () =>
       this.#client
         .if(this.keys.holding(this.node), 'Create', '==', 0)
         .then(this.#client.delete().key(key))
         .commit(),
     );
+    if (!res.succeeded) {
+      if (ifAdmitted === 'keep') return 'held';
+      await this.release(null, 'abandoned');
+      return 'released';
+    }
     const session = this.#session;
     this.#session = null;
     await session?.revoke().catch(() => {});
+    return 'left';
   }
 
   #dropLeases(): void {

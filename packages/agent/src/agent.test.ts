@@ -1,0 +1,74 @@
+/**
+ * The agent runtime without any server: strategy `reboot` needs no etcd, the update source and
+ * the Rebooter are in-process fakes. What needs etcd and D-Bus is in test/agent/.
+ */
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Agent } from './agent.js';
+import { loadAgentConfig } from './config.js';
+import { AgentMetrics } from './metrics.js';
+import type { UpdateSignal, UpdateSource } from './sources.js';
+
+/** An update source that fails to start `failures` times (a bus that is not up yet), then says a reboot is needed. */
+class FlakySource implements UpdateSource {
+  readonly name = 'update-engine';
+  attempts = 0;
+  constructor(private failures: number) {}
+  async start(onChange: (s: UpdateSignal) => void): Promise<void> {
+    this.attempts++;
+    if (this.failures-- > 0) throw new Error('cannot connect to the system bus');
+    onChange(this.current());
+  }
+  current(): UpdateSignal {
+    return { needed: true, source: 'update-engine', detail: 'NEED_REBOOT', version: '2.0.0' };
+  }
+  async close(): Promise<void> {}
+}
+
+const agents: Agent[] = [];
+afterEach(async () => {
+  await Promise.all(agents.splice(0).map((a) => a.stop()));
+});
+
+async function agentWith(source: UpdateSource, reboots: string[]): Promise<Agent> {
+  const config = await loadAgentConfig({
+    env: { SLUICE_STRATEGY: 'reboot', SLUICE_NODE: 'n1' },
+    updateConfFiles: [],
+  });
+  const agent = new Agent({
+    config,
+    client: null,
+    semaphore: null,
+    sources: [source],
+    logger: pino({ level: 'silent' }),
+    metrics: new AgentMetrics(),
+    bootId: 'boot-1',
+    rebooter: { reboot: async () => void reboots.push('reboot') },
+  });
+  agents.push(agent);
+  return agent;
+}
+
+describe('agent runtime', () => {
+  it('retries an update source that failed to start, and acts on it once it answers', async () => {
+    const source = new FlakySource(2);
+    const reboots: string[] = [];
+    const agent = await agentWith(source, reboots);
+    await agent.start();
+    expect(source.attempts).toBe(1);
+    expect(agent.state.name).toBe('idle');
+    await expect.poll(() => reboots.length, { timeout: 8000, interval: 50 }).toBe(1);
+    expect(source.attempts).toBe(3);
+    expect(agent.state.name).toBe('rebooting');
+  });
+
+  it('stops retrying once stopped', async () => {
+    const source = new FlakySource(100);
+    const agent = await agentWith(source, []);
+    await agent.start();
+    await agent.stop();
+    const attempts = source.attempts;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(source.attempts).toBe(attempts);
+  });
+});
