@@ -403,7 +403,10 @@ export class Agent {
           // the window from etcd until the new watch is up.
           watcher.on('error', (error) => {
             if (this.#windowWatch !== watcher) return;
-            this.#log.warn({ err: describe(error) }, 'the group window watch ended; watching again');
+            this.#log.warn(
+              { err: describe(error) },
+              'the group window watch ended; watching again',
+            );
             this.#windowWatch = null;
             this.#windowWatchLive = false;
             this.#forgetGroupWindow();
