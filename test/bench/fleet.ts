@@ -288,4 +288,13 @@ if (only.has('inprocess')) {
 }
 
 if (json) process.stdout.write(`${JSON.stringify(result)}\n`);
-process.exit(0);
+// Figures from a rollout that broke an invariant or did not finish are no figures: exit 1, so
+// that a script or CI that runs the benchmark fails.
+const runs = [result.process, result.inprocess].filter(
+  (r): r is { violations: number; unfinished?: string | null } => r !== undefined,
+);
+const failed = runs.filter((r) => r.violations > 0 || (r.unfinished ?? null) !== null);
+if (failed.length > 0) {
+  process.stderr.write('fleet benchmark: invariant violations or an unfinished rollout (above)\n');
+}
+process.exit(failed.length > 0 ? 1 : 0);

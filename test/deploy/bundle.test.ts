@@ -13,9 +13,9 @@ import {
   buildBundle,
   DEPLOY,
   isolate,
+  NO_SYSTEMD_ANALYZE,
   ROOT,
   run,
-  SYSTEMD_ANALYZE,
   SYSTEMD_UNITS,
   TempDirs,
   verifyUnits,
@@ -166,7 +166,7 @@ describe('deploy/install.sh', () => {
     expect(relative.stderr).toContain('absolute');
   });
 
-  it.skipIf(SYSTEMD_ANALYZE === undefined)(
+  it.skipIf(NO_SYSTEMD_ANALYZE)(
     'the installed units verify against the installed programs',
     async () => {
       const root = await dirs.make('root');

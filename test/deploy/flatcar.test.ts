@@ -13,17 +13,24 @@ import {
   type Bundle,
   buildBundle,
   DEPLOY,
+  NO_SYSTEMD_ANALYZE,
   run,
-  SYSTEMD_ANALYZE,
   TempDirs,
   verifyUnits,
 } from './helpers.js';
 
+interface ButaneResource {
+  local?: string;
+  inline?: string;
+  source?: string;
+  verification?: { hash: string };
+}
 interface ButaneFile {
   path: string;
   mode?: number;
   overwrite?: boolean;
-  contents: { local?: string; inline?: string; source?: string; verification?: { hash: string } };
+  contents?: ButaneResource;
+  append?: ButaneResource[];
 }
 interface Butane {
   variant: string;
@@ -72,7 +79,7 @@ describe('deploy/flatcar/sluice.bu', () => {
     await writeFile(join(root, 'etc/sluice/etcd-password'), '');
 
     const locals = butane.storage.files.flatMap((f) =>
-      f.contents.local ? [f.contents.local] : [],
+      f.contents?.local ? [f.contents.local] : [],
     );
     expect(locals.length).toBeGreaterThan(3);
     for (const local of locals) {
@@ -80,25 +87,51 @@ describe('deploy/flatcar/sluice.bu', () => {
       await expect(readFile(join(root, local)), local).resolves.toBeDefined();
     }
     // The unit it installs is the one in deploy/systemd.
-    expect(file('/etc/systemd/system/sluiced.service').contents.local).toBe(
+    expect(file('/etc/systemd/system/sluiced.service').contents?.local).toBe(
       'etc/systemd/system/sluiced.service',
     );
   });
 
-  it('masks locksmithd, enables sluiced, and sets REBOOT_STRATEGY=off', () => {
+  it('masks locksmithd, enables sluiced, and appends REBOOT_STRATEGY=off to update.conf', () => {
     const units = Object.fromEntries(butane.systemd.units.map((u) => [u.name, u]));
     expect(units['locksmithd.service']).toMatchObject({ mask: true });
     expect(units['sluiced.service']).toMatchObject({ enabled: true });
-    expect(file('/etc/flatcar/update.conf')).toMatchObject({
-      overwrite: true,
-      contents: { inline: 'REBOOT_STRATEGY=off\n' },
+    const updateConf = file('/etc/flatcar/update.conf');
+    // Appended: update_engine's GROUP= and SERVER= in the same file stay.
+    expect(updateConf.overwrite ?? false).toBe(false);
+    expect(updateConf.contents).toBeUndefined();
+    expect(updateConf.append).toEqual([{ inline: '\nREBOOT_STRATEGY=off\n' }]);
+  });
+
+  it("keeps update.conf's other settings, and the appended strategy wins", async () => {
+    const dir = await dirs.make('update-conf');
+    const updateConf = join(dir, 'update.conf');
+    // What Ignition does with `append`: the existing file (here without a final newline) plus
+    // the appended text.
+    const existing =
+      'GROUP=beta\nSERVER=https://update.example.com/v1/update/\nREBOOT_STRATEGY=reboot';
+    await writeFile(updateConf, existing + file('/etc/flatcar/update.conf').append![0]!.inline!);
+    const lines = (await readFile(updateConf, 'utf8')).split('\n');
+    expect(lines).toEqual(expect.arrayContaining(['GROUP=beta', 'REBOOT_STRATEGY=reboot']));
+    expect(lines.filter((l) => l.startsWith('REBOOT_STRATEGY=')).at(-1)).toBe(
+      'REBOOT_STRATEGY=off',
+    );
+    // sluiced reads update.conf as its lowest layer: with nothing above it, off.
+    await writeFile(join(dir, 'machine-id'), 'flatcar-node\n');
+    await writeFile(join(dir, 'bare.yaml'), '');
+    const config = await loadAgentConfig({
+      configFile: join(dir, 'bare.yaml'),
+      updateConfFiles: [updateConf],
+      machineIdFile: join(dir, 'machine-id'),
+      env: {},
     });
+    expect(config.strategy).toBe('off');
   });
 
   it("keeps sluiced on etcd-lock although update.conf says off (the example's strategy wins)", async () => {
     const dir = await dirs.make('config');
     const updateConf = join(dir, 'update.conf');
-    await writeFile(updateConf, file('/etc/flatcar/update.conf').contents.inline!);
+    await writeFile(updateConf, file('/etc/flatcar/update.conf').append![0]!.inline!);
     await writeFile(join(dir, 'machine-id'), 'flatcar-node\n');
     const config = await loadAgentConfig({
       configFile: join(DEPLOY, 'config/sluiced.yaml'),
@@ -128,12 +161,65 @@ describe('deploy/flatcar/sluice.bu', () => {
         { path: '/opt/sluice/bin/node', target: '/opt/sluice/node/bin/node' },
       ]),
     );
-    const node = file('/opt/sluice/node.tar.gz');
-    expect(node.contents.source).toMatch(/^https:\/\/nodejs\.org\/dist\/v20\.\d+\.\d+\/node-v20/);
-    expect(node.contents.verification?.hash).toMatch(/^sha256-/);
   });
 
-  it.skipIf(SYSTEMD_ANALYZE === undefined)('its inline sluice-node.service verifies', async () => {
+  it('fetches a node runtime pinned by its real SHA-256 (Ignition checks it)', () => {
+    const node = file('/opt/sluice/node.tar.gz').contents!;
+    const release =
+      /^https:\/\/nodejs\.org\/dist\/v(20\.\d+\.\d+)\/node-v(20\.\d+\.\d+)-linux-x64\.tar\.gz$/.exec(
+        node.source ?? '',
+      );
+    expect(release?.[1], node.source).toBe(release?.[2]);
+    // A full hex digest, which butane and Ignition accept; not a placeholder.
+    expect(node.verification?.hash).toMatch(/^sha256-[0-9a-f]{64}$/);
+  });
+
+  it('pin-node.sh moves the runtime to another release or architecture from SHASUMS256.txt', async () => {
+    const dir = await dirs.make('pin');
+    const config = join(dir, 'sluice.bu');
+    const original = await readFile(join(DEPLOY, 'flatcar/sluice.bu'), 'utf8');
+    await writeFile(config, original);
+    const sums = join(dir, 'SHASUMS256.txt');
+    const x64 = 'a'.repeat(64);
+    const arm64 = 'b'.repeat(64);
+    await writeFile(
+      sums,
+      `${x64}  node-v20.99.1-linux-x64.tar.gz\n${arm64}  node-v20.99.1-linux-arm64.tar.gz\n` +
+        `${'c'.repeat(64)}  node-v20.99.1-linux-arm64.tar.xz\n`,
+    );
+    const pin = (args: string[]) =>
+      run('/bin/sh', [
+        join(DEPLOY, 'flatcar/pin-node.sh'),
+        '--config',
+        config,
+        '--shasums',
+        sums,
+        ...args,
+      ]);
+
+    const moved = await pin(['--version', '20.99.1', '--arch', 'arm64']);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stdout).toBe(`pinned node-v20.99.1-linux-arm64.tar.gz: sha256-${arm64}\n`);
+    const pinned = parse(await readFile(config, 'utf8')) as Butane;
+    const node = pinned.storage.files.find((f) => f.path === '/opt/sluice/node.tar.gz')!;
+    expect(node.contents).toEqual({
+      source: 'https://nodejs.org/dist/v20.99.1/node-v20.99.1-linux-arm64.tar.gz',
+      verification: { hash: `sha256-${arm64}` },
+    });
+    // Nothing else changed.
+    const changed = (await readFile(config, 'utf8'))
+      .split('\n')
+      .filter((line, i) => line !== original.split('\n')[i]);
+    expect(changed).toHaveLength(2);
+
+    // The release it names now is the default; a release without the file is refused.
+    expect((await pin(['--arch', 'x64'])).stdout).toContain(`sha256-${x64}`);
+    const missing = await pin(['--version', '20.1.0']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('no SHA-256 for node-v20.1.0-linux-x64.tar.gz');
+  });
+
+  it.skipIf(NO_SYSTEMD_ANALYZE)('its inline sluice-node.service verifies', async () => {
     const unit = butane.systemd.units.find((u) => u.name === 'sluice-node.service');
     expect(unit?.enabled).toBe(true);
     const dir = await dirs.make('node-unit');

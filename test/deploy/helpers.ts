@@ -99,10 +99,38 @@ export async function isolate(file: string, dirs: TempDirs): Promise<string> {
   return target;
 }
 
-/** The systemd-analyze binary, or undefined when this machine has none (tests then skip). */
-export const SYSTEMD_ANALYZE = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find((p) =>
-  existsSync(p),
-);
+/**
+ * True when the CI variable is set (to anything but "false" or "0"). There a test that needs a
+ * missing tool fails instead of skipping, so a run can never pass by skipping them.
+ */
+export const IN_CI = !['', 'false', '0'].includes((process.env.CI ?? '').trim().toLowerCase());
+
+/** The first of `paths` that exists, or undefined. */
+export function findTool(paths: readonly string[]): string | undefined {
+  return paths.find((p) => existsSync(p));
+}
+
+/**
+ * For `it.skipIf` / `describe.skipIf`: skip when `tool` is missing, but only outside CI. Under CI
+ * the test runs and {@link needTool} fails it, naming the package to install.
+ */
+export function skipWithout(tool: string | undefined): boolean {
+  return tool === undefined && !IN_CI;
+}
+
+/** Returns `tool`, or throws naming the Debian package when this machine has none. */
+export function needTool(tool: string | undefined, name: string, debianPackage: string): string {
+  if (tool !== undefined) return tool;
+  throw new Error(
+    `${name} is not installed (Debian: apt-get install ${debianPackage}; scripts/bootstrap.mjs ` +
+      'installs it as root). Outside CI the tests that need it skip; with CI set they fail.',
+  );
+}
+
+/** The systemd-analyze binary, or undefined when this machine has none. */
+export const SYSTEMD_ANALYZE = findTool(['/usr/bin/systemd-analyze', '/bin/systemd-analyze']);
+/** `skipIf` condition of the tests that run systemd-analyze. */
+export const NO_SYSTEMD_ANALYZE = skipWithout(SYSTEMD_ANALYZE);
 
 /**
  * Runs `systemd-analyze verify` on the given unit files, all copied into one temp dir (so a timer
@@ -117,7 +145,7 @@ export async function verifyUnits(
   dirs: TempDirs,
   opts: { prefix?: string; target?: string } = {},
 ): Promise<Ran & { copies: string[] }> {
-  if (!SYSTEMD_ANALYZE) throw new Error('systemd-analyze is not installed');
+  const analyze = needTool(SYSTEMD_ANALYZE, 'systemd-analyze', 'systemd');
   const dir = await dirs.make('verify');
   const prefix = opts.prefix ?? '/opt/sluice/';
   let target = opts.target;
@@ -135,7 +163,7 @@ export async function verifyUnits(
     await writeFile(copy, text.replaceAll(prefix, `${target.replace(/\/$/, '')}/`));
     copies.push(copy);
   }
-  const result = await run(SYSTEMD_ANALYZE, ['verify', ...copies], { cwd: dir });
+  const result = await run(analyze, ['verify', ...copies], { cwd: dir });
   return { ...result, copies };
 }
 

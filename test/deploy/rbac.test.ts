@@ -1,13 +1,20 @@
 /**
- * deploy/etcd/setup-rbac.sh against a real etcd, then the bundled sluicectl under each identity:
- * the agent's user takes and gives back a slot, the read-only user can look but not touch, and
- * anyone else is turned away with exit 3.
+ * deploy/etcd/setup-rbac.sh against a real etcd, then the bundled programs under each identity:
+ * the agent's user takes and gives back a slot with sluicectl and goes through a whole reboot
+ * with sluiced, the read-only user can look but not touch, and anyone else is turned away with
+ * exit 3.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type EtcdCluster, startEtcd } from '@sluice/testkit';
+import {
+  type EtcdCluster,
+  FakeLogind,
+  FakeUpdateEngine,
+  startDbusDaemon,
+  startEtcd,
+} from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { killAll, runToEnd } from '../process.js';
+import { killAll, runToEnd, start } from '../process.js';
 import { type Bundle, buildBundle, DEPLOY, type Ran, run, TempDirs } from './helpers.js';
 
 const dirs = new TempDirs();
@@ -164,4 +171,111 @@ describe('sluicectl under each identity', () => {
     expect(anonymous.code).toBe(3);
     expect(anonymous.stderr).toContain('user name is empty');
   });
+});
+
+describe("sluiced under the agent's user", () => {
+  it('goes through a whole reboot, and never shows the password', async () => {
+    const password = (await readFile(join(creds, 'sluice-agent.password'), 'utf8')).trim();
+    const group = ['--group', 'rbac-agent'];
+    const dir = await dirs.make('agent');
+    await writeFile(join(dir, 'machine-id'), 'rbac-node\n');
+    await writeFile(join(dir, 'boot_id'), 'boot-1\n');
+    await writeFile(join(dir, 'sluiced.yaml'), '');
+    await mkdir(join(dir, 'empty'));
+    const args = [
+      '--config',
+      join(dir, 'sluiced.yaml'),
+      '--update-conf',
+      join(dir, 'empty/update.conf'),
+      '--machine-id-file',
+      join(dir, 'machine-id'),
+      '--boot-id-file',
+      join(dir, 'boot_id'),
+      '--metrics-listen',
+      'off',
+      '--sentinel',
+      'off',
+      '--log-level',
+      'debug',
+      '--endpoints',
+      etcd.endpoint,
+      '--user',
+      agent.user,
+      '--password-file',
+      join(creds, `${agent.user}.password`),
+      ...group,
+    ];
+    const bus = await startDbusDaemon();
+    const logind = new FakeLogind(bus.address);
+    const updateEngine = new FakeUpdateEngine(bus.address, { newVersion: '1.0.0' });
+    const outputs: string[] = [];
+    try {
+      await Promise.all([logind.start(), updateEngine.start()]);
+      const env = { SLUICE_DBUS_ADDRESS: bus.address };
+
+      // Before the reboot: update_engine stages an update, sluiced takes a slot and asks logind.
+      const before = start(bundle.sluiced, args, env);
+      const output = () => `${before.stdout()}\n${before.stderr()}`;
+      await expect
+        .poll(() => before.stdout(), { timeout: 10_000, message: output() })
+        .toContain('"msg":"sluiced starting"');
+      await updateEngine.stageUpdate('2.0.0');
+      await expect
+        .poll(() => logind.reboots.length, { timeout: 20_000, message: output() })
+        .toBe(1);
+      const holding = await ctl([...group, 'status', '-o', 'json'], reader);
+      expect(JSON.parse(holding.stdout).holders).toMatchObject([{ node: 'rbac-node' }]);
+      // The machine goes down (systemd stops sluiced) and comes up with a new boot id and the
+      // new version installed.
+      before.child.kill('SIGTERM');
+      expect(await before.exited, output()).toBe(0);
+      outputs.push(output());
+      await writeFile(join(dir, 'boot_id'), 'boot-2\n');
+      updateEngine.setIdle('2.0.0');
+
+      // After boot: sluiced finds its slot from its record, and gives it back. Its history
+      // record is written under the agent's user too.
+      const after = start(bundle.sluiced, args, env);
+      const afterOutput = () => `${after.stdout()}\n${after.stderr()}`;
+      const asRoot = [
+        '--user',
+        'root',
+        '--password',
+        (await readFile(join(creds, 'root.password'), 'utf8')).trim(),
+      ];
+      const history = async () =>
+        (
+          await etcd.etcdctl(
+            ['get', '/sluice/v1/history/rbac-agent/', '--prefix', '--print-value-only'],
+            asRoot,
+          )
+        )
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => JSON.parse(line));
+      await expect
+        .poll(history, { timeout: 20_000, interval: 250, message: afterOutput() })
+        .toMatchObject([{ node: 'rbac-node', outcome: 'released' }]);
+      const left = await etcd.etcdctl(
+        ['get', '/sluice/v1/groups/rbac-agent/', '--prefix', '--keys-only'],
+        asRoot,
+      );
+      expect(left.split('\n').filter(Boolean)).toEqual([]);
+      expect(logind.reboots).toHaveLength(1);
+      after.child.kill('SIGTERM');
+      expect(await after.exited, afterOutput()).toBe(0);
+      outputs.push(afterOutput());
+
+      expect(password).toMatch(/^[A-Za-z0-9]{32}$/);
+      for (const text of outputs) {
+        // It did log (at debug level), and its settings, but never the password itself.
+        expect(text).toContain('"msg":"sluiced starting"');
+        expect(text).not.toContain(password);
+      }
+    } finally {
+      await killAll();
+      await Promise.all([logind.stop(), updateEngine.stop()]);
+      await bus.stop();
+    }
+  }, 60_000);
 });

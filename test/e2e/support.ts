@@ -1,13 +1,17 @@
 /**
- * Shared pieces of the end-to-end tests: they run the built `sluiced` (and `sluicectl`) as real
+ * Shared pieces of the end-to-end tests: they run the built `sluiced` and `sluicectl` as real
  * processes in a simulated fleet, so `npx turbo run build` must have run first.
  */
 import { existsSync } from 'node:fs';
-import { type Fleet, formatReport, SLUICED } from '@sluice/sim';
+import { type Fleet, formatReport, SLUICECTL, SLUICED } from '@sluice/sim';
 import { expect } from 'vitest';
 
-if (!existsSync(SLUICED)) {
-  throw new Error(`${SLUICED} is missing: run "npx turbo run build" before the end-to-end tests`);
+// Both programs are required: without the built sluicectl, the fleet would pause and resume
+// through etcdctl and the tests would pass without ever running the operator's commands.
+for (const program of [SLUICED, SLUICECTL]) {
+  if (!existsSync(program)) {
+    throw new Error(`${program} is missing: run "npx turbo run build" before the end-to-end tests`);
+  }
 }
 
 /** Waits for the slot checks of the last reboots, then asserts that every invariant held. */

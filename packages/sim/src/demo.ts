@@ -12,6 +12,7 @@
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startEtcd } from '@sluice/testkit';
 import { Fleet } from './fleet.js';
@@ -34,6 +35,7 @@ const USAGE = `usage: npm run demo -- [options]
   --timeout S          give up after this many seconds (default 300)
   --plain              print plain progress lines even on a terminal
   --keep               keep the agents' logs and configs
+  --no-setup           (scripts/demo.mjs) skip installing and building: both were done already
 `;
 
 function fail(message: string): never {
@@ -115,7 +117,9 @@ const fleet = await Fleet.start({
 say(`started ${nodes} nodes, each with its own dbus-daemon, update_engine, logind and sluiced`);
 if (args.keep) say(`agent logs and configs: ${fleet.dir}/<node>/`);
 say();
-say('In another terminal, watch the group or steer it:');
+// npm links sluicectl into the repository's node_modules/.bin, where npx finds it.
+const repo = fileURLToPath(new URL('../../..', import.meta.url)).replace(/\/$/, '');
+say(`In another terminal, in ${repo}, watch the group or steer it:`);
 say(`  npx sluicectl --endpoints ${endpoint} --prefix ${prefix} --group ${group} status`);
 say(`  npx sluicectl --endpoints ${endpoint} --prefix ${prefix} --group ${group} watch`);
 say(`  etcdctl --endpoints ${endpoint} put ${fleet.keys.max} 3`);

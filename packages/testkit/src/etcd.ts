@@ -1,9 +1,12 @@
 /**
  * A real etcd for tests: one member (or a small cluster) on 127.0.0.1 with free ports and a temp
  * data dir, started as a child process and stopped by PID. Call `stop()` in afterAll/afterEach;
- * it is idempotent, and a process-exit hook kills anything a crashed test left behind.
+ * it is idempotent, and a process-exit hook kills anything a crashed test left behind. Each member
+ * runs under `setpriv --pdeathsig KILL` (util-linux) when it is installed, so it also dies with a
+ * process that was killed outright and ran no exit hook.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +14,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
+
+/** util-linux's setpriv, to have the kernel kill etcd if the process that started it dies. */
+const SETPRIV = '/usr/bin/setpriv';
 
 /** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
 export function freePort(): Promise<number> {
@@ -107,7 +113,12 @@ export class EtcdMember {
       ...(tls?.clientCa ? ['--client-cert-auth', `--trusted-ca-file=${tls.clientCa}`] : []),
       ...(this.options.args ?? []),
     ];
-    const child = spawn('etcd', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // As a last resort etcd dies with this process, even one killed outright (a test worker
+    // hit by a timeout, a simulator that got SIGKILL). setpriv execs etcd: the pid stays etcd's.
+    const argv = existsSync(SETPRIV)
+      ? [SETPRIV, '--pdeathsig', 'KILL', '--', 'etcd', ...args]
+      : ['etcd', ...args];
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     live.add(child);
     this.#log = [];
