@@ -175,18 +175,37 @@ export const StatusJsonSchema = z.object({
 });
 
 /** The shape of `sluicectl history -o json`. */
-export const HistoryJsonSchema = z.array(
-  z.object({
-    node: z.string(),
-    hostname: z.string(),
-    outcome: z.enum(['released', 'forced', 'lost', 'abandoned']),
-    start: iso.nullable(),
-    end: iso,
-    durationSeconds: z.number().nullable(),
-    reason: z.string(),
-    by: z.string().nullable(),
-  }),
-);
+export const HistoryJsonSchema = z.object({
+  group: z.string(),
+  records: z.array(
+    z.object({
+      node: z.string(),
+      hostname: z.string(),
+      outcome: z.enum(['released', 'forced', 'lost', 'abandoned']),
+      start: iso.nullable(),
+      end: iso,
+      durationSeconds: z.number().nullable(),
+      reason: z.string(),
+      by: z.string().nullable(),
+    }),
+  ),
+  errors: z.array(z.object({ key: z.string(), message: z.string() })),
+});
+
+/**
+ * How many unary RPCs (Range, Txn, LeaseTimeToLive, ...) an etcd member has served, from its
+ * Prometheus metrics. Watch and keep-alive streams are not counted.
+ */
+export async function unaryRequests(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('grpc_server_started_total{') && line.includes('grpc_type="unary"')) {
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return sum;
+}
 
 /** The shape of `sluicectl windows check -o json`. */
 export const CheckJsonSchema = z.object({

@@ -85,7 +85,9 @@ describe('sluicectl doctor', () => {
     expect(doctor.checks.find((c) => c.name === 'update_engine')?.detail).toContain(
       'UPDATE_STATUS_IDLE',
     );
-    expect(resultOf(doctor, 'auth')).toBe('skip'); // no --user given
+    // No user given, and etcd answered a read without one: its auth is off.
+    expect(resultOf(doctor, 'auth')).toBe('pass');
+    expect(doctor.checks.find((c) => c.name === 'auth')?.detail).toContain('auth is off');
     // The probe key was removed again.
     expect(await etcd.etcdctl(['get', '--prefix', `${cli.prefix}doctor/`])).toBe('');
 

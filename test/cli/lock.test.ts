@@ -1,14 +1,15 @@
 /**
  * sluicectl's slot commands and live view as processes against a real etcd: lock (with and
- * without --wait), unlock of this node and, with --force, of another, the history they leave,
- * a manual lock whose lease runs out halting the group, and watch.
+ * without --wait), unlock of this node's manual lock and, with --force, of an agent's slot or
+ * another node's, the history they leave, a manual lock whose lease runs out halting the group,
+ * and watch (no polling, and an etcd outage shown and cleared).
  */
 import { Semaphore } from '@sluice/etcd';
 import { type EtcdCluster, startEtcd } from '@sluice/testkit';
 import { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { sleep } from '../helpers.js';
-import { CliRunner, HistoryJsonSchema, StatusJsonSchema } from './cli.js';
+import { CliRunner, HistoryJsonSchema, StatusJsonSchema, unaryRequests } from './cli.js';
 
 let etcd: EtcdCluster;
 let cli: CliRunner;
@@ -28,6 +29,10 @@ afterEach(async () => {
 
 async function status() {
   return StatusJsonSchema.parse(await cli.json(['status']));
+}
+
+async function history() {
+  return HistoryJsonSchema.parse(await cli.json(['history'])).records;
 }
 
 describe('sluicectl lock and unlock', () => {
@@ -55,10 +60,11 @@ describe('sluicectl lock and unlock', () => {
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('holds no slot');
 
-    const history = HistoryJsonSchema.parse(await cli.json(['history']));
-    expect(history).toHaveLength(1);
-    expect(history[0]).toMatchObject({ node: 'node-self', outcome: 'released', by: null });
-    expect(history[0]!.durationSeconds).toBeGreaterThanOrEqual(0);
+    const records = await history();
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ node: 'node-self', outcome: 'released' });
+    expect(records[0]!.by).toMatch(/^tester@/);
+    expect(records[0]!.durationSeconds).toBeGreaterThanOrEqual(0);
   });
 
   it('lock without --wait exits 1 when the group is full; bad --ttl exits 2', async () => {
@@ -140,9 +146,9 @@ describe('sluicectl lock and unlock', () => {
     const forced = await cli.run(['unlock', 'other', '--force']);
     expect(forced.code).toBe(0);
     expect((await status()).holders).toEqual([]);
-    const history = HistoryJsonSchema.parse(await cli.json(['history']));
-    expect(history[0]).toMatchObject({ node: 'other', outcome: 'forced', reason: 'disk' });
-    expect(history[0]!.by).toMatch(/^tester@/);
+    const records = await history();
+    expect(records[0]).toMatchObject({ node: 'other', outcome: 'forced', reason: 'disk' });
+    expect(records[0]!.by).toMatch(/^tester@/);
 
     const table = (await cli.run(['history'])).stdout;
     expect(table).toMatch(/^NODE +HOSTNAME +START +END +DURATION +OUTCOME/m);
@@ -150,6 +156,77 @@ describe('sluicectl lock and unlock', () => {
 
     const nothing = await cli.run(['unlock', 'nobody', '--force']);
     expect(nothing.code).toBe(1);
+  });
+
+  it("unlock without --force never releases an agent's slot, not even this node's", async () => {
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    // This node's agent (SLUICE_NODE=node-self) holds a slot and is rebooting.
+    const agent = new Semaphore(client, {
+      node: 'node-self',
+      prefix: cli.prefix,
+      group: cli.group,
+    });
+    const waiter = new Semaphore(client, { node: 'w1', prefix: cli.prefix, group: cli.group });
+    try {
+      const grant = await agent.acquire({ reason: 'update 4081.2.0' });
+      await agent.setState(grant, 'rebooting');
+      await waiter.enqueue({ reason: 'update 4081.2.0' });
+      const before = await client.get(cli.keys.queue('node-self')).exec();
+
+      for (const args of [
+        ['unlock'],
+        ['unlock', 'node-self'],
+        ['unlock', '--node', 'node-self'],
+        ['unlock', '--node', 'node-self', 'node-self'],
+      ]) {
+        const res = await cli.run(args);
+        expect(res.code, args.join(' ')).toBe(1);
+        expect(res.stderr).toContain('held by its agent');
+        expect(res.stderr).toContain(`sluicectl unlock node-self --force --prefix ${cli.prefix}`);
+      }
+      // The same without SLUICE_NODE, naming the node with --node only.
+      const viaFlag = await cli.run(['unlock', '--node', 'node-self'], {
+        env: { SLUICE_NODE: '' },
+      });
+      expect(viaFlag.code).toBe(1);
+      // An agent that is only waiting is left in the queue too.
+      const queued = await cli.run(['unlock', '--node', 'w1']);
+      expect(queued.code).toBe(1);
+      expect(queued.stderr).toContain('sluicectl unlock w1 --force');
+
+      const after = await client.get(cli.keys.queue('node-self')).exec();
+      expect(after.kvs[0]!.mod_revision).toBe(before.kvs[0]!.mod_revision);
+      const held = await status();
+      expect(held.holders).toMatchObject([{ node: 'node-self', state: 'rebooting' }]);
+      expect(held.waiting.map((w) => w.node)).toEqual(['w1']);
+
+      // The suggested command names the group when it was given as a flag.
+      const lab = new Semaphore(client, { node: 'node-self', prefix: cli.prefix, group: 'lab' });
+      try {
+        await lab.acquire({ reason: 'update 4081.2.0' });
+        const res = await cli.run(['unlock', '--group', 'lab']);
+        expect(res.code).toBe(1);
+        expect(res.stderr).toContain(
+          `sluicectl unlock node-self --force --group lab --prefix ${cli.prefix}`,
+        );
+      } finally {
+        lab.close();
+      }
+
+      const forced = await cli.run(['unlock', 'node-self', '--force']);
+      expect(forced.code).toBe(0);
+      expect((await status()).holders).toEqual([]);
+      expect((await history())[0]).toMatchObject({
+        node: 'node-self',
+        outcome: 'forced',
+        reason: 'update 4081.2.0',
+        by: expect.stringMatching(/^tester@/),
+      });
+    } finally {
+      agent.close();
+      waiter.close();
+      client.close();
+    }
   });
 
   it('an expired manual lock is a lost holder: status halts the group, resume waits for unlock', async () => {
@@ -172,13 +249,20 @@ describe('sluicectl lock and unlock', () => {
     expect(early.code).toBe(1);
     expect(early.stderr).toContain('sluicectl unlock gone --force');
 
+    // Even as "this node", a lost holder is cleared only with --force.
+    const unforced = await cli.run(['unlock', '--node', 'gone']);
+    expect(unforced.code).toBe(1);
+    expect(unforced.stderr).toContain('sluicectl unlock gone --force');
+    expect((await status()).holders).toMatchObject([{ node: 'gone', state: 'lost' }]);
+
     expect((await cli.run(['unlock', 'gone', '--force'])).code).toBe(0);
     expect((await cli.run(['resume'])).code).toBe(0);
     const clear = await status();
     expect(clear.paused).toBeNull();
     expect(clear.holders).toEqual([]);
-    const history = HistoryJsonSchema.parse(await cli.json(['history']));
-    expect(history[0]).toMatchObject({ node: 'gone', outcome: 'lost' });
+    const records = await history();
+    expect(records[0]).toMatchObject({ node: 'gone', outcome: 'lost' });
+    expect(records[0]!.by).toMatch(/^tester@/);
   });
 });
 
@@ -193,6 +277,71 @@ describe('sluicectl watch', () => {
     watch.child.kill('SIGTERM');
     const done = await watch.exited;
     expect(done.code).toBe(0);
+  });
+
+  it('sends etcd no requests and prints nothing while nothing changes', async () => {
+    const watch = cli.start(['watch']);
+    await watch.waitForOutput(/^Max: +1$/m);
+    await sleep(500); // Let the start-up requests finish.
+    const requests = await unaryRequests(etcd.members[0]!.metricsUrl);
+    const printed = watch.stdout.length;
+    await sleep(3000);
+    expect(await unaryRequests(etcd.members[0]!.metricsUrl)).toBe(requests);
+    expect(watch.stdout.slice(printed)).toBe('');
+    // Still live: the next change is printed.
+    await etcd.etcdctl(['put', cli.keys.max, '2']);
+    await watch.waitForOutput(/^Max: +2$/m, 10_000, printed);
+    watch.child.kill('SIGTERM');
+    expect((await watch.exited).code).toBe(0);
+  });
+
+  it('says since when etcd is unreachable while it is down, and clears it on reconnect', async () => {
+    const own = await startEtcd();
+    const runner = new CliRunner(own.endpoints);
+    try {
+      const table = runner.start(['watch'], { timeoutMs: 60_000 });
+      const json = runner.start(['watch', '-o', 'json'], { timeoutMs: 60_000 });
+      await table.waitForOutput(/^Max: +1$/m);
+      await json.waitForOutput(/\n/);
+      expect(JSON.parse(json.stdout.split('\n')[0]!).etcdUnreachableSince).toBeNull();
+      const up = table.stdout.length;
+      const upJson = json.stdout.length;
+
+      await own.members[0]!.stop();
+      const line =
+        /^etcd unreachable since (\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ), showing the last state$/m;
+      await table.waitForOutput(line, 10_000, up);
+      await json.waitForOutput(/"etcdUnreachableSince":"[^"]+"/, 10_000, upJson);
+      // The last state is shown under the line.
+      expect(table.stdout.slice(up)).toMatch(/^Max: +1$/m);
+      const since = Date.parse(line.exec(table.stdout.slice(up))![1]!.replace(' ', 'T'));
+      expect(Math.abs(Date.now() - since)).toBeLessThan(10_000);
+      const down = table.stdout.length;
+      const downJson = json.stdout.length;
+
+      await own.members[0]!.start();
+      await table.waitForOutput(/^--- .* revision \d+$/m, 30_000, down);
+      await json.waitForOutput(/"etcdUnreachableSince":null/, 30_000, downJson);
+      // Live again: a change made after the reconnect shows, without the line.
+      await own.etcdctl(['put', runner.keys.max, '4']);
+      await table.waitForOutput(/^Max: +4$/m, 10_000, down);
+      expect(table.stdout.slice(down)).not.toContain('unreachable');
+      await json.waitForOutput(/"max":4/, 10_000, downJson);
+
+      table.child.kill('SIGTERM');
+      json.child.kill('SIGTERM');
+      expect((await table.exited).code).toBe(0);
+      const lines = (await json.exited).stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      for (const l of lines) StatusJsonSchema.parse(l);
+      expect(lines.some((l) => typeof l.etcdUnreachableSince === 'string')).toBe(true);
+      expect(lines.at(-1).etcdUnreachableSince).toBeNull();
+    } finally {
+      await runner.cleanup();
+      await own.stop();
+    }
   });
 
   it('prints one JSON status per change with -o json, and exits 0 on SIGINT', async () => {

@@ -1,8 +1,11 @@
 /**
  * sluicectl's read and settings commands as processes against a real etcd: status (table and
- * JSON), set-max, pause and resume, request-reboot, history, settings from flags and environment,
- * and the exit codes.
+ * JSON), set-max, pause and resume, request-reboot, history, settings from flags and environment
+ * (locksmithctl's names included), and the exit codes.
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type EtcdCluster, freePort, startEtcd } from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CliRunner, HistoryJsonSchema, StatusJsonSchema } from './cli.js';
@@ -110,6 +113,23 @@ describe('sluicectl status', () => {
     expect(table).toMatch(/^Group: +alpha$/m);
     expect(table).toMatch(/^Group: +beta$/m);
   });
+
+  it('--group and --all-groups conflict (exit 2); a group from the environment does not', async () => {
+    await etcd.etcdctl(['put', `${cli.prefix}groups/alpha/max`, '2']);
+    for (const args of [
+      ['status', '--group', 'alpha', '--all-groups'],
+      ['--group=alpha', 'status', '--all-groups'],
+      ['-group', 'alpha', 'status', '--all-groups'],
+    ]) {
+      const res = await cli.run(args);
+      expect(res.code, args.join(' ')).toBe(2);
+      expect(res.stderr).toContain('--all-groups');
+      expect(res.stdout).toBe('');
+    }
+    const env = await cli.run(['status', '--all-groups'], { env: { SLUICE_GROUP: 'alpha' } });
+    expect(env.code).toBe(0);
+    expect(env.stdout).toMatch(/^Group: +alpha$/m);
+  });
 });
 
 describe('sluicectl set-max, pause, resume, request-reboot', () => {
@@ -129,6 +149,34 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
       expect(res.stderr).toContain('whole number');
     }
     expect(await etcd.etcdctl(['get', cli.keys.max, '--print-value-only'])).toBe('5\n');
+  });
+
+  it('set-max -o json gives old and new as numbers, old null when unset or unreadable', async () => {
+    const key = cli.keys.max;
+    expect(await cli.json(['set-max', '3'])).toEqual({
+      group: 'default',
+      key,
+      old: null,
+      oldInvalid: null,
+      new: 3,
+    });
+    expect(await cli.json(['set-max', '5'])).toEqual({
+      group: 'default',
+      key,
+      old: 3,
+      oldInvalid: null,
+      new: 5,
+    });
+    await etcd.etcdctl(['put', key, 'three']);
+    expect(await cli.json(['set-max', '1'])).toEqual({
+      group: 'default',
+      key,
+      old: null,
+      oldInvalid: 'three',
+      new: 1,
+    });
+    const table = await cli.run(['set-max', '2']);
+    expect(table.stdout).toContain('1 -> 2');
   });
 
   it('pause records reason, since and who; resume clears it', async () => {
@@ -162,6 +210,25 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
     expect(res.stderr).toContain('--reason');
   });
 
+  it('pause, lock and request-reboot refuse an empty or blank --reason (exit 2)', async () => {
+    for (const reason of ['', '   ', '\t']) {
+      for (const args of [
+        ['pause', '--reason', reason],
+        ['lock', '--reason', reason],
+        ['lock', `--reason=${reason}`],
+        ['request-reboot', '--reason', reason],
+      ]) {
+        const res = await cli.run(args);
+        expect(res.code, JSON.stringify(args)).toBe(2);
+        expect(res.stderr).toContain('--reason');
+      }
+    }
+    const status = StatusJsonSchema.parse(await cli.json(['status']));
+    expect(status.paused).toBeNull();
+    expect(status.holders).toEqual([]);
+    expect(await etcd.etcdctl(['get', '--prefix', cli.keys.requestsPrefix])).toBe('');
+  });
+
   it('request-reboot writes a RebootRequest for this node or a named one', async () => {
     expect((await cli.run(['request-reboot', '--reason', 'kernel'])).code).toBe(0);
     const own = JSON.parse(
@@ -182,8 +249,53 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
 
   it('history is empty at first, in JSON too', async () => {
     expect((await cli.run(['history'])).stdout).toContain('no history');
-    expect(HistoryJsonSchema.parse(await cli.json(['history']))).toEqual([]);
+    expect(HistoryJsonSchema.parse(await cli.json(['history']))).toEqual({
+      group: 'default',
+      records: [],
+      errors: [],
+    });
     expect((await cli.run(['history', '--limit', 'x'])).code).toBe(2);
+  });
+
+  it('history names unreadable records and reads on until --limit good ones', async () => {
+    const record = (node: string, at: number) =>
+      JSON.stringify({
+        v: 1,
+        node,
+        hostname: node,
+        group: 'default',
+        outcome: 'released',
+        grantedAt: new Date(at - 60_000).toISOString(),
+        endedAt: new Date(at).toISOString(),
+        reason: 'update',
+      });
+    const t = Date.parse('2026-01-05T10:00:00Z');
+    const put = (key: string, value: string) => etcd.etcdctl(['put', key, '--', value]);
+    await put(cli.keys.history(t, 'n1'), record('n1', t));
+    await put(cli.keys.history(t + 1000, 'n2'), record('n2', t + 1000));
+    await put(cli.keys.history(t + 2000, 'n3'), record('n3', t + 2000));
+    // Newer than all of them: two records written by hand, one not JSON, one missing fields.
+    const notJson = cli.keys.history(t + 3000, 'x1');
+    const incomplete = cli.keys.history(t + 4000, 'x2');
+    await put(notJson, 'not json');
+    await put(incomplete, '{"v":1,"node":"x2"}');
+
+    const json = HistoryJsonSchema.parse(await cli.json(['history', '--limit', '2']));
+    expect(json.records.map((r) => r.node)).toEqual(['n3', 'n2']);
+    expect(json.errors.map((e) => e.key)).toEqual([incomplete, notJson]);
+    for (const e of json.errors) expect(e.message).not.toBe('');
+
+    const all = HistoryJsonSchema.parse(await cli.json(['history']));
+    expect(all.records.map((r) => r.node)).toEqual(['n3', 'n2', 'n1']);
+    expect(all.errors).toHaveLength(2);
+
+    const table = await cli.run(['history', '--limit', '2']);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^n3 +n3 /m);
+    expect(table.stdout).toMatch(/^n2 +n2 /m);
+    expect(table.stdout).not.toContain('x1');
+    expect(table.stderr).toContain(notJson);
+    expect(table.stderr).toContain(incomplete);
   });
 });
 
@@ -260,8 +372,108 @@ describe('settings and exit codes', () => {
     }
   });
 
-  it('never prints the password, even when etcd refuses it', async () => {
-    const res = await cli.run(['--user', 'root', '--password', 's3cr3t-pw', 'doctor', '--no-dbus']);
-    expect(`${res.stdout}${res.stderr}`).not.toContain('s3cr3t-pw');
+  it('exit 2 for an endpoint that is not an http(s) URL with a host, naming the flag or variable', async () => {
+    for (const bad of [
+      'ht!tp://::bad',
+      'http://',
+      'https://:2379',
+      '://127.0.0.1:2379',
+      'ftp://127.0.0.1:2379',
+      'unix:///run/etcd.sock',
+      'http://127.0.0.1:2379/v3/kv',
+    ]) {
+      const started = Date.now();
+      const res = await cli.run(['--endpoints', bad, 'status']);
+      expect(res.code, bad).toBe(2);
+      expect(res.stderr, bad).toContain('--endpoints');
+      expect(res.stderr, bad).toContain(JSON.stringify(bad));
+      expect(res.stderr, bad).not.toContain('Name resolution');
+      expect(Date.now() - started).toBeLessThan(5000);
+    }
+    const list = await cli.run(['status'], {
+      env: { SLUICE_ENDPOINTS: `${etcd.endpoint},ht!tp://::bad` },
+    });
+    expect(list.code).toBe(2);
+    expect(list.stderr).toContain('SLUICE_ENDPOINTS');
+    // Credentials never go in the URL, and are not echoed back.
+    const creds = await cli.run(['--endpoints', 'http://root:pa55word@127.0.0.1:2379', 'status']);
+    expect(creds.code).toBe(2);
+    expect(creds.stderr).toContain('--password-file');
+    expect(creds.stderr).not.toContain('pa55word');
+    // host:port without a scheme is still fine, as with etcdctl.
+    const bare = await cli.run(['--endpoints', etcd.endpoint.replace('http://', ''), 'status']);
+    expect(bare.code, bare.stderr).toBe(0);
+  });
+
+  it('exit 2 for a CA file that is not PEM, naming the file and the flag or variable', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sluicectl-pem-'));
+    try {
+      const notPem = join(dir, 'ca.der');
+      await writeFile(notPem, Buffer.from([0x30, 0x82, 0x01, 0x0a, 0x02, 0x82]));
+      const flag = await cli.run(['--cacert', notPem, 'status']);
+      expect(flag.code).toBe(2);
+      expect(flag.stderr).toContain('--cacert');
+      expect(flag.stderr).toContain(notPem);
+      expect(flag.stderr).toContain('PEM');
+      const env = await cli.run(['status'], { env: { SLUICE_CACERT: notPem } });
+      expect(env.code).toBe(2);
+      expect(env.stderr).toContain('SLUICE_CACERT');
+      expect(env.stderr).toContain(notPem);
+      const missing = await cli.run(['--cacert', join(dir, 'missing.pem'), 'status']);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toContain(join(dir, 'missing.pem'));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("accepts locksmithctl's environment and single-dash flags", async () => {
+    await etcd.etcdctl(['put', `${cli.prefix}groups/ls/max`, '9']);
+    const port = await freePort();
+    const dead = `http://127.0.0.1:${port}`;
+    const noSluice = { SLUICE_ENDPOINTS: '' };
+
+    // LOCKSMITHCTL_ENDPOINT is used when SLUICE_ENDPOINTS is not set...
+    const viaEnv = await cli.json(['status'], {
+      env: { ...noSluice, LOCKSMITHCTL_ENDPOINT: etcd.endpoint, LOCKSMITHCTL_GROUP: 'ls' },
+    });
+    expect(StatusJsonSchema.parse(viaEnv).max).toBe(9);
+    const deadEnv = await cli.run(['status'], {
+      env: { ...noSluice, LOCKSMITHCTL_ENDPOINT: dead },
+    });
+    expect(deadEnv.code).toBe(3);
+    expect(deadEnv.stderr).toContain(`127.0.0.1:${port}`);
+    // ... and is validated like the others, named in the error.
+    const badEnv = await cli.run(['status'], {
+      env: { ...noSluice, LOCKSMITHCTL_ENDPOINT: 'ht!tp://::bad' },
+    });
+    expect(badEnv.code).toBe(2);
+    expect(badEnv.stderr).toContain('LOCKSMITHCTL_ENDPOINT');
+
+    const dir = await mkdtemp(join(tmpdir(), 'sluicectl-ls-'));
+    try {
+      const notPem = join(dir, 'ca.txt');
+      await writeFile(notPem, 'not a certificate\n');
+      const caEnv = await cli.run(['status'], { env: { LOCKSMITHCTL_ETCD_CAFILE: notPem } });
+      expect(caEnv.code).toBe(2);
+      expect(caEnv.stderr).toContain('LOCKSMITHCTL_ETCD_CAFILE');
+      expect(caEnv.stderr).toContain(notPem);
+      for (const form of [['-etcd-cafile', notPem], [`-etcd-cafile=${notPem}`]]) {
+        const res = await cli.run([...form, 'status']);
+        expect(res.code, form.join(' ')).toBe(2);
+        expect(res.stderr).toContain(notPem);
+      }
+      // A certificate without its key: the variable is named.
+      const certOnly = await cli.run(['status'], {
+        env: { LOCKSMITHCTL_ETCD_CERTFILE: notPem },
+      });
+      expect(certOnly.code).toBe(2);
+      expect(certOnly.stderr).toContain('LOCKSMITHCTL_ETCD_CERTFILE');
+      const keyOnly = await cli.run(['-etcd-keyfile', notPem, 'status']);
+      expect(keyOnly.code).toBe(2);
+      expect(keyOnly.stderr).toContain('--key: cert and key must be given together');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

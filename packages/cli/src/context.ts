@@ -87,6 +87,8 @@ const FLAGS: Record<keyof EtcdSettings, string> = {
  */
 export class Context {
   #settings: EtcdSettings | null = null;
+  /** Where each settings field came from (a flag or a variable), for error messages. */
+  #where: Record<string, string> = {};
   #client: EtcdClient | null = null;
   readonly #cleanups: (() => void | Promise<void>)[] = [];
 
@@ -146,6 +148,7 @@ export class Context {
     if (o.password !== undefined && o.passwordFile === undefined) delete values.passwordFile;
     if (o.passwordFile !== undefined && o.password === undefined) delete values.password;
     this.#settings = parseEtcdSettings(values, where);
+    this.#where = where;
     return this.#settings;
   }
 
@@ -157,13 +160,14 @@ export class Context {
 
   /**
    * The etcd client, connected on first use with short timeouts (3 s per call, one retry), so an
-   * unreachable etcd fails within seconds instead of hanging. Closed by `close()`.
+   * unreachable etcd fails within seconds instead of hanging. TLS files that are not PEM are a
+   * usage error naming the file and its flag or variable. Closed by `close()`.
    */
   async client(): Promise<EtcdClient> {
     if (this.#client) return this.#client;
     const settings = await this.settings();
     const { connectEtcd, connectionOptions } = await import('@sluice/etcd');
-    const options = await connectionOptions(settings);
+    const options = await connectionOptions(settings, this.#where);
     const client = await connectEtcd({ ...options, callTimeoutMs: 3000, retryAttempts: 1 });
     this.#client = client;
     this.defer(() => client.close());
@@ -187,7 +191,19 @@ export class Context {
     }
   }
 
-  /** Who runs this command, as recorded in pauses, forced releases and requests: `user@host`. */
+  /**
+   * A sluicectl command line to suggest in a message, e.g. `sluicectl unlock n1 --force`. It
+   * repeats `--group` and `--prefix` when they were given as flags, so the suggestion acts on the
+   * same group; settings from the environment apply to it as they did to this run.
+   */
+  command(...args: string[]): string {
+    const words = ['sluicectl', ...args];
+    if (this.options.group !== undefined) words.push('--group', this.options.group);
+    if (this.options.prefix !== undefined) words.push('--prefix', this.options.prefix);
+    return words.join(' ');
+  }
+
+  /** Who runs this command, as recorded in pauses, releases and requests: `user@host`. */
   get operator(): string {
     let user = this.io.env.SUDO_USER || this.io.env.USER || '';
     if (!user) {

@@ -4,7 +4,7 @@
  * `status` does not pay for D-Bus and `windows check` does not pay for etcd.
  */
 import { readFileSync } from 'node:fs';
-import { Argument, Command, CommanderError, Option } from 'commander';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { rewriteLocksmithFlags } from './argv.js';
 import { type CliIO, Context, EXIT, exitCodeFor, type GlobalOptions } from './context.js';
 
@@ -24,6 +24,15 @@ function collectEndpoints(value: string, previous: string[] | undefined): string
     .map((e) => e.trim())
     .filter(Boolean);
   return [...(previous ?? []), ...list];
+}
+
+/** Checks a `--reason`: other operators read it in status and history, so it must say something. */
+function reasonText(value: string): string {
+  const reason = value.trim();
+  if (reason === '') {
+    throw new InvalidArgumentError('it is empty; say why, e.g. --reason "BIOS update"');
+  }
+  return reason;
 }
 
 /** A command body: gets the run's context and returns the exit code. */
@@ -79,7 +88,7 @@ Flags override environment variables; locksmithctl's -endpoint URL form is accep
   program
     .command('status')
     .description('show max, free slots, pause, window, holders, waiters and unreadable keys')
-    .option('--all-groups', 'show every group under the prefix (JSON: an array)')
+    .option('--all-groups', 'show every group under the prefix (JSON: an array); not with --group')
     .action(async (opts: { allGroups?: boolean }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/status.js')).status(ctx, opts)),
     );
@@ -95,7 +104,7 @@ Flags override environment variables; locksmithctl's -endpoint URL form is accep
   program
     .command('pause')
     .description('stop granting slots in the group (the fleet-wide brake)')
-    .requiredOption('--reason <text>', 'why; shown by status')
+    .requiredOption('--reason <text>', 'why; shown by status', reasonText)
     .action(async (opts: { reason: string }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/pause.js')).pause(ctx, opts)),
     );
@@ -111,7 +120,7 @@ Flags override environment variables; locksmithctl's -endpoint URL form is accep
     .command('lock')
     .description('take a slot by hand for maintenance (recorded as manual)')
     .option('--node <id>', 'node to lock for (default: this node, SLUICE_NODE or /etc/machine-id)')
-    .requiredOption('--reason <text>', 'why; shown by status and history')
+    .requiredOption('--reason <text>', 'why; shown by status and history', reasonText)
     .option('--wait', 'wait for a free slot instead of failing when the group is full')
     .option(
       '--ttl <duration>',
@@ -133,10 +142,23 @@ clear it with "sluicectl unlock NODE --force", then "sluicectl resume".`,
 
   program
     .command('unlock')
-    .description("release this node's slot, or another node's with --force")
+    .description(
+      "give back this node's manual lock (from sluicectl lock); any other slot needs --force",
+    )
     .argument('[node]', 'node to release (default: this node)')
     .option('--node <id>', 'who "this node" is (default: SLUICE_NODE or /etc/machine-id)')
-    .option('--force', "release another node's slot; recorded in history as forced")
+    .option(
+      '--force',
+      "release a slot an agent holds, another node's, or a lost holder; recorded as forced (or lost)",
+    )
+    .addHelpText(
+      'after',
+      `
+Without --force, unlock releases only a lock taken with "sluicectl lock" on this node.
+A slot held by an agent needs --force even on its own node: releasing it under the
+running agent breaks the reboot in progress. Every release is recorded in history
+with who did it (see "sluicectl history").`,
+    )
     .action(
       async (node: string | undefined, opts: { node?: string; force?: boolean }, cmd: Command) =>
         exec(cmd, async (ctx) => (await import('./commands/lock.js')).unlock(ctx, node, opts)),
@@ -147,7 +169,12 @@ clear it with "sluicectl unlock NODE --force", then "sluicectl resume".`,
     .description("ask a node's agent for a coordinated reboot (it still waits for a slot)")
     .argument('[node]', 'node to reboot (default: this node)')
     .option('--node <id>', 'who "this node" is (default: SLUICE_NODE or /etc/machine-id)')
-    .option('--reason <text>', 'why; shown by status and history', 'requested with sluicectl')
+    .option(
+      '--reason <text>',
+      'why; shown by status and history',
+      reasonText,
+      'requested with sluicectl',
+    )
     .action(
       async (node: string | undefined, opts: { node?: string; reason: string }, cmd: Command) =>
         exec(cmd, async (ctx) =>

@@ -4,6 +4,7 @@
  * operators cannot silently undo each other.
  */
 import {
+  describeZodError,
   formatPause,
   type GroupKeys,
   type GroupSnapshot,
@@ -17,10 +18,47 @@ import {
   type Result,
   SluiceError,
 } from '@sluice/core';
-import type { Etcd3 } from 'etcd3';
+import { type Etcd3, Range } from 'etcd3';
 import { etcdCall, toSluiceError } from './errors.js';
 import { coalesce, GroupWatch, readGroup } from './group-watch.js';
 import { haltGroup, pruneHistory } from './semaphore.js';
+
+/**
+ * What `releaseManual()` did: released a held slot (recorded in history), or removed a waiter
+ * from the queue (nothing was held, so no history).
+ */
+export type ManualRelease = { outcome: 'released' | 'left' };
+
+/**
+ * Why `releaseManual()` left a node alone: it has nothing in the group, its key belongs to its
+ * agent (or cannot be read), or only its lost-holder marker is left. All three need an operator's
+ * `--force` (or nothing at all).
+ */
+export type ManualReleaseRefusal =
+  | { refused: 'nothing' }
+  | { refused: 'agent'; holding: boolean; state: string | null }
+  | { refused: 'lost' };
+
+/** A history record that cannot be read, by key. */
+export interface HistoryError {
+  key: string;
+  message: string;
+}
+
+/** How often `watch()` looks at whether its watch stream is up. Reads a flag; etcd is not asked. */
+const LINK_CHECK_MS = 500;
+
+/** Options of `GroupAdmin.watch()`. */
+export interface WatchOptions {
+  /** Failures while building a status. The watch goes on. */
+  onError?: (error: SluiceError) => void;
+  /**
+   * The watch stream went down (`connected` false) or came back (true). `at` is when this was
+   * noticed, at most about half a second late. While it is down, nothing new arrives: the last
+   * status is all there is. After it comes back, a fresh status follows.
+   */
+  onConnection?: (connected: boolean, at: Date) => void;
+}
 
 /** Admin operations on one group. */
 export class GroupAdmin {
@@ -79,15 +117,18 @@ export class GroupAdmin {
 
   /**
    * Live status, for `sluicectl watch`. Calls `onStatus` once the watch is up, again after every
-   * change to the group as etcd watch events arrive (nothing polls), and when the group's window
-   * opens or closes. Changes that arrive while a status is being built are folded into the next
-   * one. Like `status()`, it halts the group when it sees more lost holders than the loss budget.
-   * Failures while building a status go to `onError`; the watch goes on. Stop with `close()`.
+   * change to the group as etcd watch events arrive (nothing polls etcd), when the group's window
+   * opens or closes, and after the watch stream comes back from an outage. Changes that arrive
+   * while a status is being built are folded into the next one. Like `status()`, it halts the
+   * group when it sees more lost holders than the loss budget. `options.onConnection` hears when
+   * the stream goes down and comes back; `options.onError` gets failures while building a status.
+   * Stop with `close()`.
    */
   async watch(
     onStatus: (status: GroupStatus) => void,
-    onError: (error: SluiceError) => void = () => {},
+    options: WatchOptions = {},
   ): Promise<{ close(): Promise<void> }> {
+    const { onError = () => {}, onConnection = () => {} } = options;
     const watch = await GroupWatch.start(this.client, this.keys);
     let closed = false;
     let timer: NodeJS.Timeout | undefined;
@@ -117,10 +158,19 @@ export class GroupAdmin {
     };
     watch.onChange(() => void render());
     await render();
+    // GroupWatch keeps the stream's state in a flag; look at it, and report each change.
+    let connected = watch.connected;
+    const link = setInterval(() => {
+      if (closed || watch.connected === connected) return;
+      connected = watch.connected;
+      onConnection(connected, this.now());
+      if (connected) void render();
+    }, LINK_CHECK_MS);
     return {
       close: async () => {
         closed = true;
         clearTimeout(timer);
+        clearInterval(link);
         await watch.close();
       },
     };
@@ -219,6 +269,76 @@ export class GroupAdmin {
     return true;
   }
 
+  /**
+   * Releases a slot taken by hand (`sluicectl lock`, record `manual: true`), recording `by` in
+   * history with the outcome `released`, or removes such a node from the queue while it only
+   * waits. Never touches a key its agent wrote, an unreadable record, or a lost holder: those
+   * are refused, for `forceRelease()`. Guarded on the key as read, so it releases exactly the
+   * manual lock it looked at.
+   */
+  async releaseManual(
+    node: string,
+    by: string,
+    historyLimit = 500,
+  ): Promise<ManualRelease | ManualReleaseRefusal> {
+    const snapshot = await readGroup(this.client, this.keys);
+    const entry = snapshot.queue.find((e) => e.node === node);
+    const marker = snapshot.holding.find((h) => h.node === node);
+    if (marker?.orphan) return { refused: 'lost' };
+    if (!entry) return { refused: 'nothing' };
+    if (entry.record?.manual !== true) {
+      return { refused: 'agent', holding: entry.holding, state: entry.record?.state ?? null };
+    }
+    const changed = () =>
+      new SluiceError(
+        'refused',
+        `${node}'s slot changed while releasing it; run the command again`,
+      );
+
+    if (!entry.holding) {
+      const res = await etcdCall(`removing ${entry.key} from the queue`, () =>
+        this.client
+          .if(entry.key, 'Mod', '==', entry.modRevision)
+          .and(this.keys.holding(node), 'Create', '==', 0)
+          .then(this.client.delete().key(entry.key))
+          .commit(),
+      );
+      if (!res.succeeded) throw changed();
+      return { outcome: 'left' };
+    }
+
+    const now = this.now();
+    const record = entry.record;
+    const history: HistoryRecord = {
+      v: 1,
+      node,
+      hostname: record.hostname || marker?.marker?.hostname || '',
+      group: this.keys.group,
+      outcome: 'released',
+      endedAt: now.toISOString(),
+      reason: record.reason,
+      by,
+    };
+    if (record.enqueuedAt) history.enqueuedAt = record.enqueuedAt;
+    const grantedAt = record.grantedAt ?? marker?.marker?.grantedAt;
+    if (grantedAt) history.grantedAt = grantedAt;
+    if (marker) history.grantedRevision = marker.createRevision;
+    const res = await etcdCall(`releasing ${entry.key}`, () =>
+      this.client
+        .if(entry.key, 'Mod', '==', entry.modRevision)
+        .and(this.keys.holding(node), 'Mod', '==', marker?.modRevision ?? 0)
+        .then(
+          this.client.delete().key(entry.key),
+          this.client.delete().key(this.keys.holding(node)),
+          this.client.put(this.keys.history(now.getTime(), node)).value(JSON.stringify(history)),
+        )
+        .commit(),
+    );
+    if (!res.succeeded) throw changed();
+    await pruneHistory(this.client, this.keys, historyLimit);
+    return { outcome: 'released' };
+  }
+
   /** Asks a node's agent for a coordinated reboot. */
   async requestReboot(request: RebootRequest): Promise<void> {
     await etcdCall(`a write of ${this.keys.request(request.node)}`, () =>
@@ -233,25 +353,57 @@ export class GroupAdmin {
     );
   }
 
-  /** The newest `limit` history records, newest first. Unreadable records are skipped. */
+  /** The newest `limit` readable history records, newest first. See `readHistory()`. */
   async history(limit = 20): Promise<HistoryRecord[]> {
-    const res = await etcdCall(`a read of ${this.keys.historyPrefix}`, () =>
-      this.client
-        .getAll()
-        .prefix(this.keys.historyPrefix)
-        .sort('Key', 'Descend')
-        .limit(limit)
-        .exec(),
-    );
-    const records: HistoryRecord[] = [];
-    for (const kv of res.kvs) {
-      try {
-        const parsed = HistoryRecordSchema.safeParse(JSON.parse(kv.value.toString()));
-        if (parsed.success) records.push(parsed.data);
-      } catch {
-        // A hand-written, unreadable record: skip it.
-      }
-    }
-    return records;
+    return (await this.readHistory(limit)).records;
   }
+
+  /**
+   * The newest `limit` readable history records, newest first, and every unreadable record met on
+   * the way (a hand-written value, say), by key. Unreadable records do not count against `limit`:
+   * it reads on, page by page, until it has `limit` good ones or the history ends.
+   */
+  async readHistory(limit = 20): Promise<{ records: HistoryRecord[]; errors: HistoryError[] }> {
+    const records: HistoryRecord[] = [];
+    const errors: HistoryError[] = [];
+    const prefix = Range.prefix(this.keys.historyPrefix);
+    // Keys sort by time: each page reads below the oldest key of the one before.
+    let end = prefix.end;
+    while (records.length < limit) {
+      const range = new Range(prefix.start, end);
+      const res = await etcdCall(`a read of ${this.keys.historyPrefix}`, () =>
+        this.client
+          .getAll()
+          .inRange(range)
+          .sort('Key', 'Descend')
+          .limit(limit - records.length)
+          .exec(),
+      );
+      for (const kv of res.kvs) {
+        const key = kv.key.toString();
+        const parsed = parseHistory(kv.value.toString());
+        if ('record' in parsed) records.push(parsed.record);
+        else errors.push({ key, message: parsed.error });
+      }
+      const last = res.kvs.at(-1);
+      if (!res.more || !last) break;
+      end = last.key;
+    }
+    return { records, errors };
+  }
+}
+
+/** Parses one history value: the record, or why it cannot be read. */
+function parseHistory(text: string): { record: HistoryRecord } | { error: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return {
+      error: `not JSON: ${JSON.stringify(text.length > 60 ? `${text.slice(0, 60)}…` : text)}`,
+    };
+  }
+  const parsed = HistoryRecordSchema.safeParse(json);
+  if (parsed.success) return { record: parsed.data };
+  return { error: `not a history record: ${describeZodError(parsed.error)}` };
 }

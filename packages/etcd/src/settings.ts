@@ -11,10 +11,48 @@ import type { EtcdConnectionOptions } from './client.js';
 /** The default endpoint: a local etcd. */
 export const DEFAULT_ENDPOINT = 'http://127.0.0.1:2379';
 
+/**
+ * What is wrong with an etcd endpoint, or null when it is usable: an `http://` or `https://` URL
+ * with a host and nothing after the port, or `host:port` without a scheme (as etcdctl accepts it;
+ * the client picks http or https from the TLS settings). User and password belong in the
+ * settings, not the URL; a URL carrying them is refused without echoing it.
+ */
+export function endpointProblem(endpoint: string): string | null {
+  const text = endpoint.trim();
+  const expected = 'expected http://HOST:PORT or https://HOST:PORT (or HOST:PORT)';
+  const shown = JSON.stringify(text);
+  const scheme = /^([^:/?#]*):\/\//.exec(text)?.[1];
+  if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
+    if (scheme === '') return `${shown} has no scheme before "://"; ${expected}`;
+    if (/^https?$/i.test(scheme)) return `${shown}: write the scheme in lower case; ${expected}`;
+    return `${shown} is not an http or https URL; ${expected}`;
+  }
+  let url: URL;
+  try {
+    url = new URL(scheme === undefined ? `http://${text}` : text);
+  } catch {
+    return `${shown} is not a valid URL; ${expected}`;
+  }
+  if (url.username || url.password) {
+    return 'an endpoint URL must not carry a user or password: set the user and a password file instead (--user and --password-file, or etcd.username and etcd.passwordFile)';
+  }
+  if (!url.hostname) return `${shown} has no host; ${expected}`;
+  if (url.pathname !== '/' || url.search || url.hash) {
+    return `${shown} has a path or query; etcd endpoints are only a scheme, host and port: ${expected}`;
+  }
+  return null;
+}
+
+/** One endpoint, checked with `endpointProblem()`. */
+const EndpointSchema = z.string().superRefine((endpoint, ctx) => {
+  const problem = endpointProblem(endpoint);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
 /** etcd connection settings as written in a config file, env vars or flags. */
 export const EtcdSettingsSchema = z
   .object({
-    endpoints: z.array(z.string().min(1)).min(1).default([DEFAULT_ENDPOINT]),
+    endpoints: z.array(EndpointSchema).min(1).default([DEFAULT_ENDPOINT]),
     cacert: z.string().min(1).optional(),
     cert: z.string().min(1).optional(),
     key: z.string().min(1).optional(),
@@ -31,9 +69,14 @@ export const EtcdSettingsSchema = z
       .default(DEFAULT_GROUP),
   })
   .strict()
-  .refine((s) => Boolean(s.cert) === Boolean(s.key), {
-    message: 'cert and key must be given together for mutual TLS',
-    path: ['cert'],
+  .superRefine((s, ctx) => {
+    if (Boolean(s.cert) === Boolean(s.key)) return;
+    // Name the one that was given: that is the setting the user wrote.
+    ctx.addIssue({
+      code: 'custom',
+      message: 'cert and key must be given together for mutual TLS',
+      path: [s.cert ? 'cert' : 'key'],
+    });
   });
 
 /** Parsed etcd settings. */
@@ -99,8 +142,56 @@ export function parseEtcdSettings(
   throw new SluiceError('invalid-config', `${source}: ${issue.message}`, source);
 }
 
-/** Turns settings into client options, reading the password file if one is given. */
-export async function connectionOptions(settings: EtcdSettings): Promise<EtcdConnectionOptions> {
+/** What each TLS file must hold, and how to convert a DER file into it. */
+const PEM_FILES = {
+  cacert: { what: 'a PEM CA certificate bundle', block: 'CERTIFICATE', tool: 'x509' },
+  cert: { what: 'a PEM client certificate', block: 'CERTIFICATE', tool: 'x509' },
+  key: { what: 'a PEM private key', block: 'PRIVATE KEY', tool: 'pkey' },
+} as const;
+
+/**
+ * Checks that the TLS files are readable PEM, so a wrong file is a configuration error naming the
+ * file and the setting, instead of a TLS failure at the first etcd call.
+ */
+async function checkPemFiles(
+  settings: EtcdSettings,
+  where: Partial<Record<string, string>>,
+): Promise<void> {
+  for (const field of ['cacert', 'cert', 'key'] as const) {
+    const path = settings[field];
+    if (!path) continue;
+    const source = where[field] ?? `etcd.${field}`;
+    const { what, block, tool } = PEM_FILES[field];
+    let text: string;
+    try {
+      text = await readFile(path, 'latin1');
+    } catch (cause) {
+      const code = (cause as NodeJS.ErrnoException).code ?? 'unreadable';
+      throw new SluiceError('invalid-config', `${source}: cannot read ${path} (${code})`, source, {
+        cause,
+      });
+    }
+    // "BEGIN PRIVATE KEY", "BEGIN RSA PRIVATE KEY", "BEGIN EC PRIVATE KEY", ...
+    const begin = new RegExp(`-----BEGIN (?:[A-Z0-9]+ )*${block}-----`);
+    if (!begin.test(text)) {
+      throw new SluiceError(
+        'invalid-config',
+        `${source}: ${path} is not ${what} (no "-----BEGIN ${block}-----" line); a DER file converts with: openssl ${tool} -inform der -in ${path} -out ${path}.pem`,
+        source,
+      );
+    }
+  }
+}
+
+/**
+ * Turns settings into client options: checks that the TLS files are PEM and reads the password
+ * file if one is given. `where` maps a field to where it came from, as for parseEtcdSettings().
+ */
+export async function connectionOptions(
+  settings: EtcdSettings,
+  where: Partial<Record<string, string>> = {},
+): Promise<EtcdConnectionOptions> {
+  await checkPemFiles(settings, where);
   let password = settings.password;
   if (settings.passwordFile) {
     try {

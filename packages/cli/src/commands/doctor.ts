@@ -59,7 +59,8 @@ export async function doctor(
   if (etcd.reachable && etcd.authenticated) {
     checks.push(await checkAccess(client, settings));
   } else {
-    checks.push({ name: 'permissions', result: 'skip', detail: 'etcd not usable' });
+    const detail = etcd.reachable ? 'not authenticated' : 'etcd unreachable';
+    checks.push({ name: 'permissions', result: 'skip', detail });
   }
   checks.push(await checkClock(settings));
 
@@ -84,6 +85,42 @@ export async function doctor(
   return ok ? EXIT.ok : EXIT.refused;
 }
 
+/** What etcd 3.4+ answers a request without a user when its auth is on. */
+const NO_USER = /user name is empty|invalid auth token/i;
+
+/**
+ * Without a user, whether etcd lets us in: a status request needs no auth, so read one key under
+ * the prefix. etcd refuses that without a user when its auth is on. With a client certificate, its
+ * CN is the user, and a refusal for lack of permission is for the permissions check to report.
+ */
+async function checkAnonymous(client: EtcdClient, settings: EtcdSettings): Promise<Check> {
+  const root = groupsPrefix(normalizePrefix(settings.prefix));
+  try {
+    await etcdCall(`a read of ${root}`, () => client.getAll().prefix(root).limit(1).keys());
+  } catch (error) {
+    if (kindOf(error) === 'etcd-denied' && NO_USER.test(messageOf(error))) {
+      return {
+        name: 'auth',
+        result: 'fail',
+        detail: 'etcd has authentication enabled, and no user was given',
+        hint: 'pass --user NAME and --password-file FILE (or set SLUICE_USERNAME and SLUICE_PASSWORD_FILE)',
+      };
+    }
+    if (kindOf(error) !== 'etcd-denied') throw error;
+  }
+  return settings.cert
+    ? {
+        name: 'auth',
+        result: 'pass',
+        detail: 'no user given: etcd accepted the client certificate (its CN is the user)',
+      }
+    : {
+        name: 'auth',
+        result: 'pass',
+        detail: 'no user given, and etcd answered a read without one: etcd auth is off',
+      };
+}
+
 /** etcd answering, its version, and authentication. */
 async function checkEtcd(
   client: EtcdClient,
@@ -92,16 +129,20 @@ async function checkEtcd(
   const started = Date.now();
   try {
     const status = await etcdCall('a status request', () => client.maintenance.status());
+    const answered = Date.now() - started;
     const [major = 0, minor = 0] = status.version.split('.').map(Number);
     const supported = major === 3 && minor >= 4;
+    const auth: Check = settings.username
+      ? { name: 'auth', result: 'pass', detail: `authenticated as ${settings.username}` }
+      : await checkAnonymous(client, settings);
     return {
       reachable: true,
-      authenticated: true,
+      authenticated: auth.result !== 'fail',
       checks: [
         {
           name: 'etcd',
           result: 'pass',
-          detail: `${settings.endpoints.join(',')} answered in ${Date.now() - started} ms`,
+          detail: `${settings.endpoints.join(',')} answered in ${answered} ms`,
         },
         {
           name: 'etcd version',
@@ -109,14 +150,7 @@ async function checkEtcd(
           detail: `etcd ${status.version}`,
           ...(supported ? {} : { hint: 'sluice needs etcd 3.4 or later (v3 API with leases)' }),
         },
-        settings.username
-          ? { name: 'auth', result: 'pass', detail: `authenticated as ${settings.username}` }
-          : {
-              name: 'auth',
-              result: 'skip',
-              detail: 'no user given',
-              hint: 'fine if etcd auth is off; otherwise pass --user and --password-file',
-            },
+        auth,
       ],
     };
   } catch (error) {

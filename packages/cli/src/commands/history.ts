@@ -1,5 +1,6 @@
 /**
- * `sluicectl history`: the group's finished reboots, newest first.
+ * `sluicectl history`: the group's finished reboots, newest first, and any history record that
+ * cannot be read (named by key: on stderr for the table, under `errors` in JSON).
  */
 import { SluiceError } from '@sluice/core';
 import { GroupAdmin } from '@sluice/etcd';
@@ -17,11 +18,20 @@ export interface HistoryLine {
   /** From start to end, in whole seconds; null without a start. */
   durationSeconds: number | null;
   reason: string;
-  /** Who forced the release, as `user@host`; null unless forced. */
+  /** Who released it with sluicectl (unlock, forced or not), as `user@host`; null for an agent. */
   by: string | null;
 }
 
-/** Prints the newest `--limit` history records. */
+/** What `history -o json` prints. */
+export interface HistoryJson {
+  group: string;
+  /** The newest `--limit` readable records. */
+  records: HistoryLine[];
+  /** Records that could not be read, by key; they do not count against `--limit`. */
+  errors: { key: string; message: string }[];
+}
+
+/** Prints the newest `--limit` readable history records, and names the unreadable ones. */
 export async function history(ctx: Context, opts: { limit: string }): Promise<number> {
   const limit = Number(opts.limit);
   if (!/^\d+$/.test(opts.limit) || limit < 1 || limit > 10_000) {
@@ -32,7 +42,7 @@ export async function history(ctx: Context, opts: { limit: string }): Promise<nu
     );
   }
   const keys = await ctx.keys();
-  const records = await new GroupAdmin(await ctx.client(), keys).history(limit);
+  const { records, errors } = await new GroupAdmin(await ctx.client(), keys).readHistory(limit);
   const lines: HistoryLine[] = records.map((r) => {
     const start = r.grantedAt ?? null;
     return {
@@ -48,11 +58,17 @@ export async function history(ctx: Context, opts: { limit: string }): Promise<nu
     };
   });
   if (ctx.json) {
-    ctx.outJson(lines);
+    ctx.outJson({ group: keys.group, records: lines, errors } satisfies HistoryJson);
     return EXIT.ok;
   }
+  for (const e of errors)
+    ctx.err(`sluicectl: skipped unreadable history record ${e.key}: ${e.message}`);
   if (lines.length === 0) {
-    ctx.out(`no history in group ${keys.group} yet`);
+    ctx.out(
+      errors.length > 0
+        ? `no readable history in group ${keys.group}`
+        : `no history in group ${keys.group} yet`,
+    );
     return EXIT.ok;
   }
   ctx.out(

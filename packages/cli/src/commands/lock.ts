@@ -22,8 +22,8 @@ export interface LockOptions {
 /** The shortest `--ttl` accepted: a manual lock shorter than this is surely a typo. */
 const MIN_TTL_SECONDS = 10;
 
-/** Why a slot was not granted, for people. */
-function refusal(decision: Decision, group: string): string {
+/** Why a slot was not granted, for people. `resume` is the command that resumes the group. */
+function refusal(decision: Decision, group: string, resume: string): string {
   if (decision.kind !== 'wait') return `the group changed while taking the slot; try again`;
   switch (decision.reason) {
     case 'queue':
@@ -32,7 +32,7 @@ function refusal(decision: Decision, group: string): string {
       return `the reboot window of group ${group} is closed${decision.wakeAt ? `; it opens ${instant(decision.wakeAt)}` : ''}; add --wait to wait for it`;
     case 'paused':
     case 'halted':
-      return `${decision.detail}; resume the group first ("sluicectl resume")`;
+      return `${decision.detail}; resume the group first ("${resume}")`;
     default:
       return decision.detail;
   }
@@ -77,7 +77,7 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
       ? `already holds a slot (${before.record?.state ?? 'unknown state'})`
       : 'is already queued';
     ctx.err(
-      `sluicectl: ${node} ${what} in group ${keys.group} through its agent; let the agent finish, or remove it with "sluicectl unlock ${node} --force" first`,
+      `sluicectl: ${node} ${what} in group ${keys.group} through its agent; let the agent finish, or remove it with "${ctx.command('unlock', node, '--force')}" first`,
     );
     return EXIT.refused;
   }
@@ -86,7 +86,9 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
   if (!opts.wait) {
     const result = await semaphore.tryAcquire(request);
     if ('kind' in result) {
-      ctx.err(`sluicectl: no slot for ${node}: ${refusal(result, keys.group)}`);
+      ctx.err(
+        `sluicectl: no slot for ${node}: ${refusal(result, keys.group, ctx.command('resume'))}`,
+      );
       return EXIT.refused;
     }
     grant = result;
@@ -95,10 +97,15 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
       grant = await semaphore.acquire(request, ctx.io.signal);
     } catch (error) {
       if (isSluiceError(error) && error.kind === 'aborted') {
-        // Given up: leave the queue, and give back a slot granted at the last moment.
+        // Given up: leave the queue, and give back a slot granted at the last moment (recorded
+        // with who gave it back, as "sluicectl unlock" would).
         const own = semaphore.own(await semaphore.snapshot());
-        if (own?.holding) await semaphore.release();
-        else await semaphore.leave();
+        if (own?.holding) {
+          await new GroupAdmin(client, keys).releaseManual(node, ctx.operator);
+          await semaphore.release(); // Releases whatever is left and drops this run's leases.
+        } else {
+          await semaphore.leave();
+        }
         ctx.err(`sluicectl: gave up waiting; ${node} left the queue of group ${keys.group}`);
         return EXIT.refused;
       }
@@ -124,7 +131,7 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
       : `locked: ${node} holds a slot in group ${keys.group} (fencing revision ${grant.revision})`,
   );
   ctx.out(
-    `Release it with "sluicectl unlock${opts.node ? ` --node ${node}` : ''}" before ${until(expiresAt, new Date())};`,
+    `Release it with "${ctx.command('unlock', ...(opts.node ? ['--node', node] : []))}" before ${until(expiresAt, new Date())};`,
   );
   ctx.out('after that the slot counts as lost and the group halts until an operator resumes it.');
   return EXIT.ok;
@@ -137,8 +144,13 @@ export interface UnlockOptions {
 }
 
 /**
- * Releases this node's slot (outcome `released`), or with `--force` any node's (outcome `forced`,
- * or `lost` for a lost holder, recorded with who did it).
+ * Gives a slot back.
+ *
+ * Without `--force` it releases only a manual lock (one taken with `sluicectl lock`) of this node:
+ * `--node`, else SLUICE_NODE, else /etc/machine-id. A slot that an agent holds needs `--force`
+ * even on its own node: releasing it under the running agent would break the reboot in progress.
+ * The same holds for another node's slot and a lost holder. Every release is recorded in history
+ * with who made it; with `--force` as `forced` (or `lost` for a lost holder).
  */
 export async function unlock(
   ctx: Context,
@@ -147,6 +159,7 @@ export async function unlock(
 ): Promise<number> {
   const target = nodeArg ? checkNodeName(nodeArg, 'NODE') : await ctx.selfNode(opts.node);
   const keys = await ctx.keys();
+  const forceCommand = ctx.command('unlock', target, '--force');
   if (opts.force) {
     const client = await ctx.client();
     const snapshot = await readGroup(client, keys);
@@ -157,10 +170,19 @@ export async function unlock(
       return EXIT.refused;
     }
     if (ctx.json) {
-      ctx.outJson({ group: keys.group, node: target, outcome: wasLost ? 'lost' : 'forced' });
+      ctx.outJson({
+        group: keys.group,
+        node: target,
+        outcome: wasLost ? 'lost' : 'forced',
+        by: ctx.operator,
+      });
     } else if (wasLost) {
-      ctx.out(`cleared lost holder ${target} in group ${keys.group} (recorded as lost)`);
-      ctx.out('If the group was halted for it, run "sluicectl resume" to continue the rollout.');
+      ctx.out(
+        `cleared lost holder ${target} in group ${keys.group} (recorded as lost by ${ctx.operator})`,
+      );
+      ctx.out(
+        `If the group was halted for it, run "${ctx.command('resume')}" to continue the rollout.`,
+      );
     } else {
       ctx.out(`released ${target} in group ${keys.group} (recorded as forced by ${ctx.operator})`);
     }
@@ -170,41 +192,49 @@ export async function unlock(
   const self = nodeArg ? await ctx.selfNode(opts.node) : target;
   if (target !== self) {
     ctx.err(
-      `sluicectl: ${target} is not this node (${self}); to release another node's slot add --force: sluicectl unlock ${target} --force`,
+      `sluicectl: ${target} is not this node (${self}); to release another node's slot add --force: ${forceCommand}`,
     );
     return EXIT.refused;
   }
   const client = await ctx.client();
-  const semaphore = new Semaphore(client, { node: self, prefix: keys.prefix, group: keys.group });
-  ctx.defer(() => semaphore.close());
-  const snapshot = await semaphore.snapshot();
-  const own = semaphore.own(snapshot);
-  const lost = snapshot.holding.find((h) => h.node === self && h.orphan);
-  let outcome: 'released' | 'left' | 'lost';
-  if (own?.holding) {
-    if (!(await semaphore.release())) {
-      throw new SluiceError('refused', `${self}'s slot changed while releasing it; try again`);
+  const result = await new GroupAdmin(client, keys).releaseManual(self, ctx.operator);
+  if ('refused' in result) {
+    switch (result.refused) {
+      case 'nothing':
+        ctx.err(`sluicectl: ${self} holds no slot in group ${keys.group} and is not queued`);
+        break;
+      case 'agent': {
+        // A record that cannot be read may well be an agent's: it is treated as one.
+        const whose =
+          result.state === null
+            ? 'has an unreadable queue record, so it may be its agent\'s and is not known to come from "sluicectl lock"'
+            : `is held by its agent (state ${result.state}), not by "sluicectl lock"`;
+        const what = result.holding
+          ? `${self}'s slot in group ${keys.group} ${whose}`
+          : `${self} is queued in group ${keys.group} by its agent, not by "sluicectl lock"`;
+        const harm = result.holding
+          ? 'releasing it under a running agent breaks the reboot in progress'
+          : 'removing it under a running agent loses its place in the queue';
+        ctx.err(`sluicectl: ${what}; ${harm}.`);
+        ctx.err(
+          `Let the agent finish. If the node or its agent is gone for good, run: ${forceCommand}`,
+        );
+        break;
+      }
+      case 'lost':
+        ctx.err(
+          `sluicectl: ${self} was lost during its reboot in group ${keys.group} (its hold lease expired without a release). Check the node, then clear it with: ${forceCommand}`,
+        );
+        break;
     }
-    outcome = 'released';
-  } else if (own) {
-    await semaphore.leave();
-    outcome = 'left';
-  } else if (lost) {
-    await semaphore.release();
-    outcome = 'lost';
-  } else {
-    ctx.err(`sluicectl: ${self} holds no slot in group ${keys.group} and is not queued`);
     return EXIT.refused;
   }
   if (ctx.json) {
-    ctx.outJson({ group: keys.group, node: self, outcome });
-  } else if (outcome === 'released') {
+    ctx.outJson({ group: keys.group, node: self, outcome: result.outcome, by: ctx.operator });
+  } else if (result.outcome === 'released') {
     ctx.out(`unlocked: ${self} released its slot in group ${keys.group}`);
-  } else if (outcome === 'left') {
-    ctx.out(`${self} was waiting, not holding; it left the queue of group ${keys.group}`);
   } else {
-    ctx.out(`cleared ${self}'s lost slot in group ${keys.group} (recorded as lost)`);
-    ctx.out('If the group was halted for it, run "sluicectl resume" to continue the rollout.');
+    ctx.out(`${self} was waiting, not holding; it left the queue of group ${keys.group}`);
   }
   return EXIT.ok;
 }

@@ -12,7 +12,7 @@ export async function pause(ctx: Context, opts: { reason: string }): Promise<num
   const done = await new GroupAdmin(client, keys).pause(opts.reason, ctx.operator);
   if (done) {
     if (ctx.json) ctx.outJson({ group: keys.group, paused: true, changed: true });
-    else ctx.out(`paused group ${keys.group}: no new slots until "sluicectl resume"`);
+    else ctx.out(`paused group ${keys.group}: no new slots until "${ctx.command('resume')}"`);
     return EXIT.ok;
   }
   const current = parsePaused(
@@ -40,7 +40,7 @@ export async function resume(ctx: Context): Promise<number> {
       `sluicectl: not resuming group ${keys.group}: ${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} still lost (hold lease expired without a release), so the group would halt again at once.`,
     );
     ctx.err(
-      `Check ${names.length === 1 ? 'that node' : 'those nodes'}, then run: ${names.map((n) => `sluicectl unlock ${n} --force`).join('; ')}; and resume again.`,
+      `Check ${names.length === 1 ? 'that node' : 'those nodes'}, then run: ${names.map((n) => ctx.command('unlock', n, '--force')).join('; ')}; and resume again.`,
     );
     return EXIT.refused;
   }

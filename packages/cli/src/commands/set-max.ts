@@ -5,7 +5,10 @@ import { MAX_LIMIT, parseMax, SluiceError } from '@sluice/core';
 import { GroupAdmin } from '@sluice/etcd';
 import { type Context, EXIT } from '../context.js';
 
-/** Validates N as the agents will, writes it, and prints the old and new value. */
+/**
+ * Validates N as the agents will, writes it, and prints the old and new value. With `-o json`:
+ * `{"group","key","old": number|null,"oldInvalid": string|null,"new": number}`.
+ */
 export async function setMax(ctx: Context, n: string): Promise<number> {
   const keys = await ctx.keys();
   // Refuse a bad N before touching etcd, with the same rules the agents apply to the key.
@@ -19,7 +22,16 @@ export async function setMax(ctx: Context, n: string): Promise<number> {
   }
   const result = await new GroupAdmin(await ctx.client(), keys).setMax(n);
   if (ctx.json) {
-    ctx.outJson({ group: keys.group, key: keys.max, old: result.old, new: result.new });
+    // Both as numbers. `old` is null when the key was unset (agents then use 1) or did not parse;
+    // `oldInvalid` keeps the text in the second case.
+    const old = result.old === null ? null : parseMax(result.old, keys.max);
+    ctx.outJson({
+      group: keys.group,
+      key: keys.max,
+      old: old?.ok ? old.value : null,
+      oldInvalid: old && !old.ok ? result.old : null,
+      new: result.new,
+    });
     return EXIT.ok;
   }
   const old = result.old === null ? 'unset (1)' : result.old;

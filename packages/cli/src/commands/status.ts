@@ -1,13 +1,21 @@
 /**
  * `sluicectl status`: one group, or every group under the prefix with `--all-groups`.
  */
-import { GroupKeys, type GroupStatus, groupsPrefix } from '@sluice/core';
+import { GroupKeys, type GroupStatus, groupsPrefix, SluiceError } from '@sluice/core';
 import { etcdCall, GroupAdmin } from '@sluice/etcd';
 import { type Context, type EtcdClient, EXIT } from '../context.js';
 import { formatStatus } from '../format.js';
 
 /** Prints the status of the selected group, or of all groups; exit 0 even when values are invalid. */
 export async function status(ctx: Context, opts: { allGroups?: boolean }): Promise<number> {
+  // A group from the environment is only a default; one given as a flag asks for that group.
+  if (opts.allGroups && ctx.options.group !== undefined) {
+    throw new SluiceError(
+      'invalid-config',
+      `--group ${ctx.options.group} and --all-groups cannot be used together: drop --group to see every group, or --all-groups to see one`,
+      '--group',
+    );
+  }
   const client = await ctx.client();
   const settings = await ctx.settings();
   if (!opts.allGroups) {

@@ -1,6 +1,8 @@
 /**
  * `sluicectl watch`: the group's status, printed again on every change. Changes come from an etcd
  * watch on the group (nothing polls); the window opening or closing also brings a new status.
+ * While the watch stream is down, the last status stays on screen under a line saying since when
+ * etcd has been unreachable; the line goes once the stream is back.
  */
 import type { GroupStatus } from '@sluice/core';
 import { GroupAdmin } from '@sluice/etcd';
@@ -10,27 +12,59 @@ import { formatStatus, instant } from '../format.js';
 /** Clears the screen and moves the cursor home. */
 const CLEAR = '\x1b[H\x1b[2J';
 
+/** The line shown while etcd cannot be reached. */
+export function outageLine(since: Date): string {
+  return `etcd unreachable since ${instant(since)}, showing the last state`;
+}
+
 /**
  * Prints the status now and after every change until SIGINT or SIGTERM. On a terminal it redraws
- * in place; otherwise it prints one block per change (`-o json`: one JSON object per line).
+ * in place; otherwise it prints one block per change (`-o json`: one JSON object per line, each
+ * with `etcdUnreachableSince`: null, or when etcd became unreachable). When etcd becomes
+ * unreachable, the last status is printed again with the outage line (JSON: with
+ * `etcdUnreachableSince` set).
  */
 export async function watch(ctx: Context): Promise<number> {
   const keys = await ctx.keys();
   const admin = new GroupAdmin(await ctx.client(), keys);
   const tty = Boolean(ctx.io.stdout.isTTY) && !ctx.json;
-  const render = (status: GroupStatus) => {
+  let last: GroupStatus | null = null;
+  let down: Date | null = null;
+  const draw = () => {
+    if (!last) return;
     const now = new Date();
+    const banner = down ? `${outageLine(down)}\n` : '';
     if (ctx.json) {
-      ctx.out(JSON.stringify(status));
+      ctx.out(JSON.stringify({ ...last, etcdUnreachableSince: down?.toISOString() ?? null }));
     } else if (tty) {
-      ctx.io.stdout.write(
-        `${CLEAR}${formatStatus(status, now)}\n\nrevision ${status.revision}, updated ${instant(now)}; watching for changes, Ctrl-C to stop\n`,
-      );
+      const footer = down
+        ? `revision ${last.revision}, last updated before the outage; reconnecting, Ctrl-C to stop`
+        : `revision ${last.revision}, updated ${instant(now)}; watching for changes, Ctrl-C to stop`;
+      ctx.io.stdout.write(`${CLEAR}${banner}${formatStatus(last, now)}\n\n${footer}\n`);
     } else {
-      ctx.out(`--- ${instant(now)} revision ${status.revision}\n${formatStatus(status, now)}\n`);
+      ctx.out(
+        `--- ${instant(now)} revision ${last.revision}\n${banner}${formatStatus(last, now)}\n`,
+      );
     }
   };
-  const handle = await admin.watch(render, (error) => ctx.err(`sluicectl: ${error.message}`));
+  const handle = await admin.watch(
+    (status) => {
+      last = status;
+      draw();
+    },
+    {
+      onError: (error) => ctx.err(`sluicectl: ${error.message}`),
+      onConnection: (connected, at) => {
+        if (connected) {
+          // A fresh status follows and is drawn without the line.
+          down = null;
+          return;
+        }
+        down = at;
+        draw();
+      },
+    },
+  );
   ctx.defer(() => handle.close());
   const signal = ctx.io.signal;
   await new Promise<void>((resolve) => {
