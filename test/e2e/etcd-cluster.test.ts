@@ -5,8 +5,11 @@
  */
 import { Fleet } from '@sluice/sim';
 import type { EtcdCluster } from '@sluice/testkit';
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, expect, it, vi } from 'vitest';
 import { expectInvariants } from './support.js';
+
+// The fleet's own waits fail first, with the fleet's state in the message.
+vi.setConfig({ testTimeout: 240_000 });
 
 let fleet: Fleet | undefined;
 afterEach(async () => {

@@ -2,8 +2,11 @@
  * The plain rollout: six nodes, two at a time, every node updated exactly once.
  */
 import { Fleet } from '@sluice/sim';
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, expect, it, vi } from 'vitest';
 import { expectInvariants } from './support.js';
+
+// The fleet's own waits fail first, with the fleet's state in the message.
+vi.setConfig({ testTimeout: 240_000 });
 
 let fleet: Fleet | undefined;
 afterEach(async () => {

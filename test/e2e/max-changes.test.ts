@@ -4,8 +4,11 @@
  * nobody new reboots until the nodes already down have come back.
  */
 import { Fleet } from '@sluice/sim';
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, expect, it, vi } from 'vitest';
 import { downAt, downNow, expectInvariants } from './support.js';
+
+// The fleet's own waits fail first, with the fleet's state in the message.
+vi.setConfig({ testTimeout: 240_000 });
 
 let fleet: Fleet | undefined;
 afterEach(async () => {

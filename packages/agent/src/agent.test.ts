@@ -30,9 +30,17 @@ afterEach(async () => {
   await Promise.all(agents.splice(0).map((a) => a.stop()));
 });
 
-async function agentWith(source: UpdateSource, reboots: string[]): Promise<Agent> {
+async function agentWith(
+  source: UpdateSource,
+  reboots: string[],
+  opts: { window?: string; now?: () => Date } = {},
+): Promise<Agent> {
   const config = await loadAgentConfig({
-    env: { SLUICE_STRATEGY: 'reboot', SLUICE_NODE: 'n1' },
+    env: {
+      SLUICE_STRATEGY: 'reboot',
+      SLUICE_NODE: 'n1',
+      ...(opts.window ? { SLUICE_WINDOW: opts.window } : {}),
+    },
     updateConfFiles: [],
   });
   const agent = new Agent({
@@ -44,6 +52,7 @@ async function agentWith(source: UpdateSource, reboots: string[]): Promise<Agent
     metrics: new AgentMetrics(),
     bootId: 'boot-1',
     rebooter: { reboot: async () => void reboots.push('reboot') },
+    ...(opts.now ? { now: opts.now } : {}),
   });
   agents.push(agent);
   return agent;
@@ -60,6 +69,27 @@ describe('agent runtime', () => {
     await expect.poll(() => reboots.length, { timeout: 8000, interval: 50 }).toBe(1);
     expect(source.attempts).toBe(3);
     expect(agent.state.name).toBe('rebooting');
+  });
+
+  it('wakes up by itself when its window opens', async () => {
+    // A clock that reads 1.5 s before a full minute, and a window that opens at that minute.
+    const real = Date.now();
+    const fakeStart = Math.ceil(real / 60_000) * 60_000 + 60_000 - 1500;
+    const now = () => new Date(Date.now() - real + fakeStart);
+    const opens = new Date(fakeStart + 1500);
+    const day = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'][opens.getUTCDay()];
+    const hhmm = opens.toISOString().slice(11, 16);
+    const reboots: string[] = [];
+    const agent = await agentWith(new FlakySource(0), reboots, {
+      window: `${day} ${hhmm}+1h UTC`,
+      now,
+    });
+    await agent.start();
+    expect(agent.state).toMatchObject({ name: 'waiting-window', nextOpen: opens.toISOString() });
+    await new Promise((r) => setTimeout(r, 800));
+    expect(reboots).toHaveLength(0);
+    await expect.poll(() => reboots.length, { timeout: 5000, interval: 50 }).toBe(1);
+    expect(now().getTime()).toBeGreaterThanOrEqual(opens.getTime());
   });
 
   it('stops retrying once stopped', async () => {

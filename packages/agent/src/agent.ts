@@ -184,7 +184,7 @@ export class Agent {
     if (!sem || this.#deps.config.strategy !== 'etcd-lock') return null;
     for (let attempt = 1; ; attempt++) {
       try {
-        const snapshot = await sem.snapshot();
+        const snapshot = await sem.ownSnapshot();
         const found = sem.own(snapshot);
         const lost = snapshot.holding.find((h) => h.node === sem.node && h.orphan);
         if (lost) {

@@ -6,6 +6,7 @@
  * while waiting and on a long hold lease once admitted, so the slot outlives a reboot.
  */
 import {
+  buildSnapshot,
   DEFAULT_GROUP,
   DEFAULT_PREFIX,
   type Decision,
@@ -27,7 +28,7 @@ import {
 } from '@sluice/core';
 import { type Etcd3, Range } from 'etcd3';
 import { etcdCall, isTransient } from './errors.js';
-import { coalesce, GroupWatch, readGroup } from './group-watch.js';
+import { coalesce, GroupWatch, readGroup, toRawKV } from './group-watch.js';
 import { Session } from './session.js';
 
 /** How a Semaphore is set up. Only `node` is required. */
@@ -122,6 +123,27 @@ export class Semaphore {
     return readGroup(this.#client, this.keys);
   }
 
+  /**
+   * Reads only this node's queue key and holding marker, at one revision: enough for `own()` and
+   * to see whether this node's slot was declared lost, at a cost that does not grow with the
+   * group. The settings in the result are not read: never decide admission on it.
+   */
+  async ownSnapshot(): Promise<GroupSnapshot> {
+    const queueKey = this.keys.queue(this.node);
+    const holdingKey = this.keys.holding(this.node);
+    const reads = () => [this.#client.get(queueKey), this.#client.get(holdingKey)];
+    // Both branches read the same keys: a txn only to read them at one revision.
+    const res = await etcdCall(`a read of ${queueKey}`, () =>
+      this.#client
+        .if(queueKey, 'Create', '==', 0)
+        .then(...reads())
+        .else(...reads())
+        .commit(),
+    );
+    const kvs = res.responses.flatMap((r) => r.response_range?.kvs ?? []).map(toRawKV);
+    return buildSnapshot(this.keys, kvs, Number(res.header.revision));
+  }
+
   /** This node's key in a snapshot, or null. */
   own(snapshot: GroupSnapshot): OwnEntry | null {
     const entry = snapshot.queue.find((e) => e.node === this.node);
@@ -190,8 +212,7 @@ export class Semaphore {
         )
         .commit(),
     );
-    const snapshot = await this.snapshot();
-    const own = this.own(snapshot);
+    const own = this.own(await this.ownSnapshot());
     if (!own) {
       // Our key vanished between the txn and the read (an operator removed it): try once more.
       if (!res.succeeded) return this.enqueue(req, signal);
@@ -481,7 +502,7 @@ export class Semaphore {
     grant: Grant | null = null,
     outcome: 'released' | 'abandoned' = 'released',
   ): Promise<boolean> {
-    const snapshot = await this.snapshot();
+    const snapshot = await this.ownSnapshot();
     const own = this.own(snapshot);
     const marker = snapshot.holding.find((h) => h.node === this.node);
     const createRevision = grant?.createRevision ?? own?.entry.createRevision;

@@ -87,6 +87,8 @@ export class SimNode {
   agentEdge = '';
   /** True while a machine that went down should stay down (a node that never comes back). */
   stuck = false;
+  /** Reboot calls still to refuse with a D-Bus error, as a logind that is busy might. */
+  refuseReboots = 0;
   /** Starts of the agent process, kills by the simulator, and exits it did on its own. */
   readonly counts = { starts: 0, kills: 0, crashes: 0 };
   #child: ChildProcess | null = null;
@@ -302,6 +304,10 @@ export class SimNode {
 
   #onReboot(call: RebootCall): void {
     if (this.machine === 'down' || this.#stopped) return;
+    if (this.refuseReboots > 0) {
+      this.refuseReboots--;
+      throw new Error('simulated: reboot refused');
+    }
     const checked = this.hooks.reboot(this, call).catch(() => {});
     this.machine = 'down';
     void this.killAgent();
