@@ -45,16 +45,13 @@ export interface HistoryError {
   message: string;
 }
 
-/** How often `watch()` looks at whether its watch stream is up. Reads a flag; etcd is not asked. */
-const LINK_CHECK_MS = 500;
-
 /** Options of `GroupAdmin.watch()`. */
 export interface WatchOptions {
   /** Failures while building a status. The watch goes on. */
   onError?: (error: SluiceError) => void;
   /**
    * The watch stream went down (`connected` false) or came back (true). `at` is when this was
-   * noticed, at most about half a second late. While it is down, nothing new arrives: the last
+   * noticed. While it is down, nothing new arrives: the last
    * status is all there is. After it comes back, a fresh status follows.
    */
   onConnection?: (connected: boolean, at: Date) => void;
@@ -158,19 +155,15 @@ export class GroupAdmin {
     };
     watch.onChange(() => void render());
     await render();
-    // GroupWatch keeps the stream's state in a flag; look at it, and report each change.
-    let connected = watch.connected;
-    const link = setInterval(() => {
-      if (closed || watch.connected === connected) return;
-      connected = watch.connected;
+    watch.onConnection((connected) => {
+      if (closed) return;
       onConnection(connected, this.now());
       if (connected) void render();
-    }, LINK_CHECK_MS);
+    });
     return {
       close: async () => {
         closed = true;
         clearTimeout(timer);
-        clearInterval(link);
         await watch.close();
       },
     };

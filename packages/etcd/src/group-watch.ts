@@ -94,6 +94,7 @@ export class GroupWatch {
   readonly #queueRevisions: number[] = [];
   #release: (() => Promise<void>) | null = null;
   readonly #listeners = new Set<() => void>();
+  readonly #connectionListeners = new Set<(connected: boolean) => void>();
   /** Parked listeners (not in `#listeners` while parked), by listener and by queue key. */
   readonly #parked = new Map<() => void, Parked>();
   readonly #parkedByKey = new Map<string, Set<Parked>>();
@@ -179,6 +180,21 @@ export class GroupWatch {
   /** False while the watch stream is down: the mirror may be stale. */
   get connected(): boolean {
     return this.#connected;
+  }
+
+  /**
+   * Calls `listener` when the watch stream goes down (false: nothing new arrives, the mirror may
+   * be stale) and when it is back (true). Returns an unsubscribe function.
+   */
+  onConnection(listener: (connected: boolean) => void): () => void {
+    this.#connectionListeners.add(listener);
+    return () => this.#connectionListeners.delete(listener);
+  }
+
+  #setConnected(watcher: Watcher, connected: boolean): void {
+    if (this.#watcher !== watcher || this.#connected === connected) return;
+    this.#connected = connected;
+    for (const listener of [...this.#connectionListeners]) listener(connected);
   }
 
   /**
@@ -279,13 +295,10 @@ export class GroupWatch {
       return;
     }
     this.#watcher = watcher;
+    this.#setConnected(watcher, true);
     watcher.on('data', (res) => this.#apply(res));
-    watcher.on('disconnected', () => {
-      this.#connected = false;
-    });
-    watcher.on('connected', () => {
-      this.#connected = true;
-    });
+    watcher.on('disconnected', () => this.#setConnected(watcher, false));
+    watcher.on('connected', () => this.#setConnected(watcher, true));
     // A cancelled watch (e.g. the start revision was compacted): read again and re-watch.
     watcher.on('error', () => {
       if (this.#watcher === watcher && !this.#closed) void this.resync().catch(() => {});
@@ -365,6 +378,7 @@ export class GroupWatch {
   async #stop(): Promise<void> {
     this.#closed = true;
     this.#listeners.clear();
+    this.#connectionListeners.clear();
     this.#parked.clear();
     this.#parkedByKey.clear();
     this.#parkedInOrder.length = 0;
