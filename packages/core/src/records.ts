@@ -80,7 +80,7 @@ export const HistoryRecordSchema = z.looseObject({
   grantedAt: isoDate.optional(),
   endedAt: isoDate,
   reason: z.string().default(''),
-  /** Who ended it, for forced releases: `user@host`. */
+  /** Who ended it when an operator did (`sluicectl unlock`, with or without --force): `user@host`. */
   by: z.string().optional(),
   grantedRevision: z.number().int().positive().optional(),
 });
