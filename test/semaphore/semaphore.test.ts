@@ -189,6 +189,22 @@ describe('semaphore', () => {
     expect(history).toMatchObject([{ node: 'a', outcome: 'abandoned' }]);
   });
 
+  it('keeps history bounded: the oldest records go once it passes its limit', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '5']);
+    for (let i = 0; i < 25; i++) {
+      const sem = env.semaphore(`h${String(i).padStart(2, '0')}`, { historyLimit: 10 });
+      expect(await sem.release(await sem.acquire({ reason: `reboot ${i}` }))).toBe(true);
+    }
+    const history = await new GroupAdmin(env.client(), env.keys).history(100);
+    // Pruned in batches of a tenth of the limit: never more than limit + slack records.
+    expect(history.length).toBeGreaterThanOrEqual(10);
+    expect(history.length).toBeLessThanOrEqual(11);
+    // The newest are the ones kept.
+    expect(history[0]).toMatchObject({ node: 'h24', outcome: 'released' });
+    expect(history.map((h) => h.node)).not.toContain('h00');
+  });
+
   it('keeps manual locks and agents apart on the same node key', async () => {
     env = new TestEnv(etcd.endpoints);
     const manual = env.semaphore('n1');
