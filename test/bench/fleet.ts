@@ -74,10 +74,19 @@ function rssMiB(pid: number): number {
 const round = (n: number | null, digits = 1) =>
   n === null || !Number.isFinite(n) ? null : Number(n.toFixed(digits));
 
+/** How many rounds of `max` reboots the ideal rollout takes. */
+const rounds = (s: RolloutStats) => Math.ceil(s.nodes / Math.max(1, s.max));
+
+/** What a round costs beyond the reboot itself: the fixed cost of a slot changing hands. */
+const overheadPerRoundMs = (s: RolloutStats) => (s.makespanMs - s.idealMs) / rounds(s);
+
 function describeRollout(label: string, s: RolloutStats, violations: number): void {
   say(`${label}`);
   say(
-    `  makespan                   ${(s.makespanMs / 1000).toFixed(1)} s (ideal ceil(${s.nodes}/${s.max}) × ${s.rebootSeconds} s = ${(s.idealMs / 1000).toFixed(1)} s; efficiency ${(s.efficiency * 100).toFixed(0)} %)`,
+    `  makespan                   ${(s.makespanMs / 1000).toFixed(1)} s (ideal ceil(${s.nodes}/${s.max}) × ${s.rebootSeconds} s = ${(s.idealMs / 1000).toFixed(1)} s; ratio ${(s.makespanMs / s.idealMs).toFixed(2)}, efficiency ${(s.efficiency * 100).toFixed(0)} %)`,
+  );
+  say(
+    `  beyond the reboots         ${Math.round(overheadPerRoundMs(s))} ms per round of max reboots (${rounds(s)} rounds)`,
   );
   say(`  peak nodes down at once    ${s.peakDown} (max ${s.max})`);
   say(
@@ -176,6 +185,8 @@ if (only.has('process')) {
       makespanSeconds: round(stats.makespanMs / 1000),
       idealSeconds: round(stats.idealMs / 1000),
       efficiency: round(stats.efficiency, 3),
+      ratio: round(stats.makespanMs / stats.idealMs, 3),
+      overheadPerRoundMs: Math.round(overheadPerRoundMs(stats)),
       peakDown: stats.peakDown,
       handoffAdmissionMs: stats.handoffs.admission,
       handoffRebootMs: stats.handoffs.reboot,
@@ -267,6 +278,8 @@ if (only.has('inprocess')) {
       makespanSeconds: round(stats.makespanMs / 1000),
       idealSeconds: round(stats.idealMs / 1000),
       efficiency: round(stats.efficiency, 3),
+      ratio: round(stats.makespanMs / stats.idealMs, 3),
+      overheadPerRoundMs: Math.round(overheadPerRoundMs(stats)),
       peakDown: stats.peakDown,
       handoffAdmissionMs: stats.handoffs.admission,
       handoffRebootMs: stats.handoffs.reboot,
