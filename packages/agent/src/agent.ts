@@ -146,10 +146,12 @@ export class Agent {
       },
       'sluiced starting',
     );
-    const own = await this.#recover();
-    // Read the sources before acting on the record, so that a node that was queued or holding
-    // for an update that has since gone away does not go on to reboot for it.
-    await Promise.all(this.#deps.sources.map((source) => this.#startSource(source, 1)));
+    // Read the sources (alongside the record) before acting on the record, so that a node that
+    // was queued or holding for an update that has since gone away does not reboot for it.
+    const [own] = await Promise.all([
+      this.#recover(),
+      ...this.#deps.sources.map((source) => this.#startSource(source, 1)),
+    ]);
     this.#dispatch({ type: 'recovered', own, bootId: this.#bootId });
     this.#dispatch({ type: 'update', update: this.#update });
     // Started means recovered: the record has been acted on.
