@@ -68,7 +68,7 @@ export interface FleetOptions {
   group?: string;
   /** The waiting key's lease in seconds. Default 3. */
   sessionTTL?: number;
-  /** The slot's lease in seconds. Default 30. */
+  /** The slot's lease in seconds. Default 30, or twice the reboot time plus 10 s if longer. */
   holdTTL?: number;
   /** The agents' back-off after a failure. Default `1s`. */
   retryDelay?: string;
@@ -220,7 +220,8 @@ export class Fleet {
             prefix: this.keys.prefix,
             group: this.keys.group,
             sessionTTL: o.sessionTTL ?? 3,
-            holdTTL: o.holdTTL ?? 30,
+            // The hold lease must outlast a reboot, or every rebooting node counts as lost.
+            holdTTL: o.holdTTL ?? Math.max(30, Math.ceil(2 * (o.rebootSeconds ?? 3) + 10)),
             retryDelay: o.retryDelay ?? '1s',
             metrics: o.metrics ?? false,
             logLevel: o.logLevel ?? 'info',

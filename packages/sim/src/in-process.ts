@@ -166,7 +166,7 @@ export class InProcessFleet {
         `  prefix: "${this.keys.prefix}"`,
         `  group: ${this.keys.group}`,
         `  sessionTTL: ${o.sessionTTL ?? 10}s`,
-        `  holdTTL: ${o.holdTTL ?? 60}s`,
+        `  holdTTL: ${o.holdTTL ?? Math.max(60, Math.ceil(2 * o.rebootSeconds + 10))}s`,
         'sources: { sentinel: off, manual: false }',
         "# Not used: each agent gets the simulator's Rebooter.",
         'reboot: { method: command, command: "false" }',
