@@ -8,7 +8,7 @@
  *    reboot. Then the same agents sit idle (default 60 s): etcd writes per idle node per hour
  *    (from the revision counter and raft proposals; the target is 0), and each idle agent's RSS
  *    and CPU from /proc.
- * 2. inprocess: a rollout with agents in this process (default 1000 nodes, max 10, 0.5 s
+ * 2. inprocess: a rollout with agents in this process (default 1000 nodes, max 10, 1 s
  *    reboots): the real Agent and Semaphore against real etcd, D-Bus simulated, nodes sharing one
  *    etcd client per 50 (see packages/sim/src/in-process.ts).
  *
@@ -41,7 +41,7 @@ const { values } = parseArgs({
     'idle-seconds': { type: 'string', default: '60' },
     'inproc-nodes': { type: 'string', default: '1000' },
     'inproc-max': { type: 'string', default: '10' },
-    'inproc-reboot-seconds': { type: 'string', default: '0.5' },
+    'inproc-reboot-seconds': { type: 'string', default: '1' },
     'inproc-clients': { type: 'string' },
     'inproc-spread-seconds': { type: 'string', default: '10' },
     seed: { type: 'string', default: '1' },
