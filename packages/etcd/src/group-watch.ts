@@ -252,11 +252,6 @@ export class GroupWatch {
     if (resume) this.#listeners.add(listener);
   }
 
-  /** True while `listener` is parked. */
-  isParked(listener: () => void): boolean {
-    return this.#parked.has(listener);
-  }
-
   /**
    * Re-reads the group and restarts the watch from the new revision. Used at start, after a
    * compaction cancelled the watch, and by a waiter whose txn failed (so it decides again on fresh
