@@ -4,11 +4,18 @@
  * which watches etcd with its own client: at each Reboot call the node's marker must exist.
  */
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Semaphore } from '@sluice/etcd';
-import { type EtcdCluster, HolderObserver, startEtcd } from '@sluice/testkit';
+import {
+  type EtcdCluster,
+  FakeLogind,
+  FakeUpdateEngine,
+  HolderObserver,
+  startDbusDaemon,
+  startEtcd,
+} from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sleep, TestEnv } from '../helpers.js';
 import { TestNode } from './fixture.js';
@@ -24,9 +31,14 @@ beforeAll(async () => {
 afterAll(async () => {
   await etcd?.stop();
 });
+/** Clean-ups a test registers; afterEach runs them after stopping the nodes. */
+const cleanups: (() => Promise<unknown>)[] = [];
+const onCleanup = (fn: () => Promise<unknown>) => cleanups.push(fn);
+
 afterEach(async () => {
   rebootChecks.length = 0;
   await Promise.all(nodes.splice(0).map((n) => n.stop()));
+  for (const fn of cleanups.splice(0)) await fn();
   await observer?.stop();
   observer = null;
   env?.cleanup();
@@ -225,6 +237,43 @@ describe('sluiced', () => {
     expect(a.logind.reboots).toHaveLength(0);
     await holder.release(grant);
     await a.until('rebooting');
+    await expect.poll(() => a.logind.reboots.length).toBe(1);
+  });
+
+  it('keeps its place when update_engine cannot be reached at a restart, and goes on once it can', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const holder = env.semaphore('holder');
+    const grant = await holder.acquire();
+    const a = await node('node-a');
+    await a.start();
+    await a.updateEngine.stageUpdate('4000.0.0');
+    await a.until('queued');
+    const place = async () =>
+      (await holder.snapshot()).queue.find((e) => e.node === 'node-a')?.createRevision;
+    const before = await place();
+    await a.agent!.stop();
+    a.agent = null;
+    // The system bus is gone while the agent starts again.
+    const socketPath = a.bus.socketPath;
+    await a.updateEngine.stop();
+    await a.logind.stop();
+    await a.bus.stop();
+    await a.start();
+    expect(a.state.name).toBe('queued');
+    await sleep(1500);
+    expect(a.state.name).toBe('queued');
+    expect(await place()).toBe(before);
+    // The bus comes back, with update_engine still saying a reboot is needed.
+    await mkdir(dirname(socketPath), { recursive: true });
+    onCleanup(() => rm(dirname(socketPath), { recursive: true, force: true }));
+    a.bus = await startDbusDaemon({ socketPath });
+    a.updateEngine = new FakeUpdateEngine(a.bus.address);
+    await a.updateEngine.start();
+    await a.updateEngine.stageUpdate('4000.0.0');
+    a.logind = new FakeLogind(a.bus.address);
+    await a.logind.start();
+    await holder.release(grant);
+    await a.until('rebooting', 15_000);
     await expect.poll(() => a.logind.reboots.length).toBe(1);
   });
 

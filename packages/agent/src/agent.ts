@@ -148,22 +148,32 @@ export class Agent {
     );
     // Read the sources (alongside the record) before acting on the record, so that a node that
     // was queued or holding for an update that has since gone away does not reboot for it.
-    const [own] = await Promise.all([
+    const [own, ...started] = await Promise.all([
       this.#recover(),
       ...this.#deps.sources.map((source) => this.#startSource(source, 1)),
     ]);
     this.#dispatch({ type: 'recovered', own, bootId: this.#bootId });
-    this.#dispatch({ type: 'update', update: this.#update });
+    // A source that could not be read says nothing yet: no "not needed" from it. It is told once
+    // it starts (see #startSource).
+    if (started.every(Boolean)) this.#dispatch({ type: 'update', update: this.#update });
     // Started means recovered: the record has been acted on.
     await this.#draining;
   }
 
-  /** Starts an update source; one that fails (bus or etcd down) is retried with back-off. */
-  async #startSource(source: UpdateSource, attempt: number): Promise<void> {
-    if (this.#stopped) return;
+  /**
+   * Starts an update source; one that fails (bus or etcd down) is retried with back-off, and once
+   * it starts the lifecycle hears the update as it then stands. Resolves with whether the first
+   * attempt worked.
+   */
+  async #startSource(source: UpdateSource, attempt: number): Promise<boolean> {
+    if (this.#stopped) return false;
     try {
       await source.start((signal) => this.#onSignal(signal));
-      if (attempt > 1) this.#log.info({ source: source.name, attempt }, 'update source started');
+      if (attempt > 1) {
+        this.#log.info({ source: source.name, attempt }, 'update source started');
+        this.#dispatch({ type: 'update', update: this.#update });
+      }
+      return true;
     } catch (error) {
       if (source.name === 'update-engine') this.#deps.metrics.dbusErrors.inc();
       else this.#deps.metrics.etcdErrors.inc();
@@ -177,6 +187,7 @@ export class Agent {
         void this.#startSource(source, attempt + 1);
       }, delay);
       this.#sourceTimers.add(timer);
+      return false;
     }
   }
 

@@ -188,9 +188,10 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
 
     case 'update-staged':
       if (event.type === 'update') {
-        return event.update
-          ? go('update-changed', { ...state, update: event.update })
-          : go('update-cleared', { name: 'idle' });
+        if (!event.update) return go('update-cleared', { name: 'idle' });
+        return sameUpdate(state.update, event.update)
+          ? stay(state)
+          : go('update-changed', { ...state, update: event.update });
       }
       if (event.type === 'tick') return evaluate(state, ctx);
       return stay(state);
@@ -202,7 +203,9 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
           : go('update-cleared', { name: 'idle' });
       }
       if (event.type === 'update' && event.update) {
-        return go('update-changed', { ...state, update: event.update, cancelled: false });
+        return sameUpdate(state.update, event.update) && !state.cancelled
+          ? stay(state)
+          : go('update-changed', { ...state, update: event.update, cancelled: false });
       }
       if (event.type === 'released' && state.held) {
         if (state.cancelled) return go('update-cleared', { name: 'idle' });
@@ -429,6 +432,10 @@ function rebootEffects(ctx: Context): Effect[] {
   return ctx.strategy === 'etcd-lock'
     ? [{ type: 'record-state', state: 'rebooting', confirm: true }, { type: 'reboot' }]
     : [{ type: 'reboot' }];
+}
+
+function sameUpdate(a: UpdateInfo, b: UpdateInfo): boolean {
+  return a.source === b.source && a.detail === b.detail && a.version === b.version;
 }
 
 /** True when a retry time is set and has come. */
