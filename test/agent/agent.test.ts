@@ -7,7 +7,6 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { Semaphore } from '@sluice/etcd';
 import {
   type EtcdCluster,
   FakeLogind,
@@ -76,6 +75,15 @@ function guardReboots(n: TestNode): void {
 async function rebootsWithoutSlot(): Promise<string[]> {
   const results = await Promise.all(rebootChecks.splice(0));
   return results.filter((r): r is string => r !== null);
+}
+
+/** The create revision of a node's queue key (its place), once the key is there. */
+async function placeOf(node: string): Promise<number> {
+  const read = async () =>
+    (await env.semaphore('observer').snapshot()).queue.find((e) => e.node === node)?.createRevision;
+  // The agent turns `queued` before its enqueue txn is done: wait for the key.
+  await expect.poll(read).toBeGreaterThan(0);
+  return (await read())!;
 }
 
 /** A window spec that is closed now: one minute, three days from now. */
@@ -218,22 +226,12 @@ describe('sluiced', () => {
     await a.start();
     await a.updateEngine.stageUpdate('4000.0.0');
     await a.until('queued');
-    const before = await new Semaphore(env.client(), {
-      node: 'x',
-      prefix: env.prefix,
-      group: env.group,
-    }).snapshot();
-    const place = before.queue.find((e) => e.node === 'node-a')!.createRevision;
+    const place = await placeOf('node-a');
     await a.agent!.stop();
     a.agent = null;
     await a.start();
     expect(a.edges.at(-1)).toBe('queued (recovered-queued)');
-    const after = await new Semaphore(env.client(), {
-      node: 'x',
-      prefix: env.prefix,
-      group: env.group,
-    }).snapshot();
-    expect(after.queue.find((e) => e.node === 'node-a')!.createRevision).toBe(place);
+    expect(await placeOf('node-a')).toBe(place);
     expect(a.logind.reboots).toHaveLength(0);
     await holder.release(grant);
     await a.until('rebooting');
@@ -248,9 +246,7 @@ describe('sluiced', () => {
     await a.start();
     await a.updateEngine.stageUpdate('4000.0.0');
     await a.until('queued');
-    const place = async () =>
-      (await holder.snapshot()).queue.find((e) => e.node === 'node-a')?.createRevision;
-    const before = await place();
+    const before = await placeOf('node-a');
     await a.agent!.stop();
     a.agent = null;
     // The system bus is gone while the agent starts again.
@@ -262,7 +258,7 @@ describe('sluiced', () => {
     expect(a.state.name).toBe('queued');
     await sleep(1500);
     expect(a.state.name).toBe('queued');
-    expect(await place()).toBe(before);
+    expect(await placeOf('node-a')).toBe(before);
     // The bus comes back, with update_engine still saying a reboot is needed.
     await mkdir(dirname(socketPath), { recursive: true });
     onCleanup(() => rm(dirname(socketPath), { recursive: true, force: true }));
