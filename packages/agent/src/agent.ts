@@ -310,8 +310,8 @@ export class Agent {
     const specs: WindowSpec[] = [...cfg.windows];
     if (cfg.strategy === 'etcd-lock' && this.#deps.client) {
       const group = await this.#groupWindow();
-      const local = specs.length > 0 ? windowStateAll(specs, now) : null;
-      if (group === 'unknown' && (local === null || local.open)) {
+      // Unknown only matters while the node's own window is open; if that is shut, it decides.
+      if (group === 'unknown' && (specs.length === 0 || windowStateAll(specs, now).open)) {
         // Fail closed: without the group's window we do not know that rebooting is allowed.
         const retry = new Date(now.getTime() + this.#retryDelay());
         this.#windowChange = retry;

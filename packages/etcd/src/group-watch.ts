@@ -103,7 +103,6 @@ export class GroupWatch {
   /** No parked listener has a higher threshold (reset when none is parked). */
   #parkedThreshold = 0;
   #revision = 0;
-  #settingsRevision = 0;
   #snapshot: GroupSnapshot | null = null;
   #watcher: Watcher | null = null;
   #connected = true;
@@ -157,11 +156,6 @@ export class GroupWatch {
   get snapshot(): GroupSnapshot {
     this.#snapshot ??= buildSnapshot(this.keys, this.#mirror.values(), this.#revision);
     return this.#snapshot;
-  }
-
-  /** The latest mod revision seen on any settings key (max, paused, windows, loss-budget). */
-  get settingsRevision(): number {
-    return this.#settingsRevision;
   }
 
   /** The raw key-value in the mirror, or undefined. */
@@ -268,7 +262,6 @@ export class GroupWatch {
     this.#queueRevisions.length = 0;
     for (const kv of res.kvs) this.#set(toRawKV(kv));
     this.#revision = revision;
-    this.#settingsRevision = revision;
     await this.#rewatch();
     this.#changed(null);
   }
@@ -310,10 +303,7 @@ export class GroupWatch {
       if (event.type === 'Delete') this.#delete(kv.key);
       else this.#set(kv);
       changed.push(kv.key);
-      if (this.keys.settings.includes(kv.key)) {
-        this.#settingsRevision = kv.modRevision;
-        settings = true;
-      }
+      if (this.keys.settings.includes(kv.key)) settings = true;
     }
     this.#revision = Math.max(this.#revision, Number(res.header.revision));
     this.#changed(settings ? null : changed);
