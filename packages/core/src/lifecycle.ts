@@ -209,17 +209,10 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       }
       if (event.type === 'released' && state.held) {
         if (state.cancelled) return go('update-cleared', { name: 'idle' });
-        // The slot is back: wait for the window like any node with an update, or start over at
-        // once if it has opened again meanwhile.
-        if (ctx.window.open) {
-          return go(
-            'slot-returned',
-            { name: 'checking', update: state.update },
-            { type: 'run-checks', phase: 'pre' },
-          );
-        }
-        const { state: waiting, effects } = waitForWindow(state.update, ctx, false);
-        return go('slot-returned', waiting, ...effects);
+        // The slot is back: carry on like a node whose update was just staged (wait for the
+        // window, or start over at once if it has opened again meanwhile).
+        const staged = { update: state.update, notBefore: null, lastError: null };
+        return { ...evaluate({ name: 'update-staged', ...staged }, ctx), edge: 'slot-returned' };
       }
       if (event.type === 'effect-failed' && event.effect === 'release-slot' && state.held) {
         const releaseRetryAt = later(ctx, ctx.retryDelayMs);
