@@ -86,6 +86,18 @@ async function placeOf(node: string): Promise<number> {
   return (await read())!;
 }
 
+/** node-a with an update staged, queued behind a holder of the only slot; and node-a's place. */
+async function queuedBehindHolder() {
+  env = new TestEnv(etcd.endpoints);
+  const holder = env.semaphore('holder');
+  const grant = await holder.acquire();
+  const a = await node('node-a');
+  await a.start();
+  await a.updateEngine.stageUpdate('4000.0.0');
+  await a.until('queued');
+  return { holder, grant, a, place: await placeOf('node-a') };
+}
+
 /** A window spec that is closed now: one minute, three days from now. */
 function closedWindow(): string {
   const day = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'][
@@ -219,14 +231,7 @@ describe('sluiced', () => {
   });
 
   it('keeps its place in the queue across an agent restart', async () => {
-    env = new TestEnv(etcd.endpoints);
-    const holder = env.semaphore('holder');
-    const grant = await holder.acquire();
-    const a = await node('node-a');
-    await a.start();
-    await a.updateEngine.stageUpdate('4000.0.0');
-    await a.until('queued');
-    const place = await placeOf('node-a');
+    const { holder, grant, a, place } = await queuedBehindHolder();
     await a.agent!.stop();
     a.agent = null;
     await a.start();
@@ -239,14 +244,7 @@ describe('sluiced', () => {
   });
 
   it('keeps its place when update_engine cannot be reached at a restart, and goes on once it can', async () => {
-    env = new TestEnv(etcd.endpoints);
-    const holder = env.semaphore('holder');
-    const grant = await holder.acquire();
-    const a = await node('node-a');
-    await a.start();
-    await a.updateEngine.stageUpdate('4000.0.0');
-    await a.until('queued');
-    const before = await placeOf('node-a');
+    const { holder, grant, a, place: before } = await queuedBehindHolder();
     await a.agent!.stop();
     a.agent = null;
     // The system bus is gone while the agent starts again.

@@ -71,6 +71,31 @@ export class TempDirs {
   }
 }
 
+/**
+ * A node's own files for running sluiced in a test: its machine id, boot id `boot-1`, an empty
+ * config file and no locksmith update.conf. `args` points sluiced at them, with metrics and the
+ * sentinel file off.
+ */
+export async function agentNode(
+  dirs: TempDirs,
+  node: string,
+): Promise<{ dir: string; args: string[] }> {
+  const dir = await dirs.make('agent');
+  await writeFile(join(dir, 'machine-id'), `${node}\n`);
+  await writeFile(join(dir, 'boot_id'), 'boot-1\n');
+  await writeFile(join(dir, 'sluiced.yaml'), '');
+  await mkdir(join(dir, 'empty'));
+  const args = [
+    ['--config', join(dir, 'sluiced.yaml')],
+    ['--update-conf', join(dir, 'empty/update.conf')],
+    ['--machine-id-file', join(dir, 'machine-id')],
+    ['--boot-id-file', join(dir, 'boot_id')],
+    ['--metrics-listen', 'off'],
+    ['--sentinel', 'off'],
+  ].flat();
+  return { dir, args };
+}
+
 /** Where a built bundle is. */
 export interface Bundle {
   dir: string;

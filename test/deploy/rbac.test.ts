@@ -4,7 +4,7 @@
  * with sluiced, the read-only user can look but not touch, and anyone else is turned away with
  * exit 3.
  */
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type EtcdCluster,
@@ -15,7 +15,7 @@ import {
 } from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { killAll, runToEnd, start } from '../process.js';
-import { type Bundle, buildBundle, DEPLOY, type Ran, run, TempDirs } from './helpers.js';
+import { agentNode, type Bundle, buildBundle, DEPLOY, type Ran, run, TempDirs } from './helpers.js';
 
 const dirs = new TempDirs();
 let bundle: Bundle;
@@ -177,24 +177,10 @@ describe("sluiced under the agent's user", () => {
   it('goes through a whole reboot, and never shows the password', async () => {
     const password = (await readFile(join(creds, 'sluice-agent.password'), 'utf8')).trim();
     const group = ['--group', 'rbac-agent'];
-    const dir = await dirs.make('agent');
-    await writeFile(join(dir, 'machine-id'), 'rbac-node\n');
-    await writeFile(join(dir, 'boot_id'), 'boot-1\n');
-    await writeFile(join(dir, 'sluiced.yaml'), '');
-    await mkdir(join(dir, 'empty'));
+    const node = await agentNode(dirs, 'rbac-node');
+    const { dir } = node;
     const args = [
-      '--config',
-      join(dir, 'sluiced.yaml'),
-      '--update-conf',
-      join(dir, 'empty/update.conf'),
-      '--machine-id-file',
-      join(dir, 'machine-id'),
-      '--boot-id-file',
-      join(dir, 'boot_id'),
-      '--metrics-listen',
-      'off',
-      '--sentinel',
-      'off',
+      ...node.args,
       '--log-level',
       'debug',
       '--endpoints',

@@ -4,12 +4,11 @@
  * client certificate). A wrong CA or a missing client certificate fails with exit 3 and a
  * message that says so. For sluiced, a reboot requested through etcd must reach (fake) logind.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type EtcdCluster, FakeLogind, startDbusDaemon, startEtcd } from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { killAll, runToEnd, start } from '../process.js';
-import { type Bundle, buildBundle, DEPLOY, run, TempDirs } from './helpers.js';
+import { agentNode, type Bundle, buildBundle, DEPLOY, run, TempDirs } from './helpers.js';
 import { makePki, type Pki } from './pki.js';
 
 const dirs = new TempDirs();
@@ -34,36 +33,15 @@ function ctl(etcd: EtcdCluster, tls: string[], args: string[]) {
  * flags), and returns once logind was asked to reboot. Its stdout must show no etcd trouble.
  */
 async function rebootThroughAgent(etcd: EtcdCluster, tls: string[]): Promise<void> {
-  const dir = await dirs.make('agent');
-  await writeFile(join(dir, 'machine-id'), 'tls-node\n');
-  await writeFile(join(dir, 'boot_id'), 'boot-1\n');
-  await writeFile(join(dir, 'sluiced.yaml'), '');
-  await mkdir(join(dir, 'empty'));
+  const node = await agentNode(dirs, 'tls-node');
   const bus = await startDbusDaemon();
   const logind = new FakeLogind(bus.address);
   try {
     await logind.start();
     const etcdFlags = ['--endpoints', etcd.endpoint, ...tls, '--prefix', '/tls-test/'];
-    const sluiced = start(
-      bundle.sluiced,
-      [
-        '--config',
-        join(dir, 'sluiced.yaml'),
-        '--update-conf',
-        join(dir, 'empty/update.conf'),
-        '--machine-id-file',
-        join(dir, 'machine-id'),
-        '--boot-id-file',
-        join(dir, 'boot_id'),
-        '--metrics-listen',
-        'off',
-        '--no-update-engine',
-        '--sentinel',
-        'off',
-        ...etcdFlags,
-      ],
-      { SLUICE_DBUS_ADDRESS: bus.address },
-    );
+    const sluiced = start(bundle.sluiced, [...node.args, '--no-update-engine', ...etcdFlags], {
+      SLUICE_DBUS_ADDRESS: bus.address,
+    });
     await expect
       .poll(() => sluiced.stdout(), { timeout: 10_000, message: sluiced.stderr() })
       .toContain('"msg":"sluiced starting"');
