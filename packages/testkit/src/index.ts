@@ -3,3 +3,4 @@ export * from './etcd.js';
 export * from './fake-logind.js';
 export * from './fake-update-engine.js';
 export * from './observer.js';
+export * from './proxy.js';
