@@ -4,7 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { GroupKeys } from '@sluice/core';
-import { Semaphore, type SemaphoreOptions } from '@sluice/etcd';
+import { connectEtcd, Semaphore, type SemaphoreOptions } from '@sluice/etcd';
+import { FaultProxy } from '@sluice/testkit';
 import { Etcd3 } from 'etcd3';
 
 /** Tracks clients and semaphores created by a test, and closes them in `cleanup()`. */
@@ -14,6 +15,7 @@ export class TestEnv {
   readonly keys = new GroupKeys(this.prefix, this.group);
   readonly #clients: Etcd3[] = [];
   readonly #semaphores: Semaphore[] = [];
+  readonly #proxies: FaultProxy[] = [];
 
   constructor(readonly endpoints: string[]) {}
 
@@ -40,10 +42,28 @@ export class TestEnv {
     return sem;
   }
 
-  /** Stops keep-alives and closes every client. */
+  /**
+   * A semaphore for `node` whose link to etcd runs through a FaultProxy, on a client set up as
+   * sluiced sets up its own (call deadlines, retries, circuit breaker): a node whose network the
+   * test can reset, cut and slow.
+   */
+  async proxied(
+    node: string,
+    opts: Partial<SemaphoreOptions> = {},
+    callTimeoutMs = 5000,
+  ): Promise<{ sem: Semaphore; proxy: FaultProxy; client: Etcd3 }> {
+    const proxy = await FaultProxy.start(this.endpoints[0]!);
+    this.#proxies.push(proxy);
+    const client = await connectEtcd({ endpoints: [proxy.endpoint], callTimeoutMs });
+    this.#clients.push(client);
+    return { sem: this.semaphore(node, opts, client), proxy, client };
+  }
+
+  /** Stops keep-alives, closes every client and stops every proxy. */
   cleanup(): void {
     for (const s of this.#semaphores) s.close();
     for (const c of this.#clients) c.close();
+    for (const p of this.#proxies) void p.stop();
   }
 }
 

@@ -57,6 +57,10 @@ try {
   const startPuts = await etcd.metric('etcd_mvcc_put_total');
   const startDeletes = await etcd.metric('etcd_mvcc_delete_total');
   const startTxns = await etcd.metric('etcd_mvcc_txn_total');
+  const rpcs = (method: string) =>
+    etcd.metric('grpc_server_handled_total', 0, `grpc_method="${method}"`);
+  const startTxnRpcs = await rpcs('Txn');
+  const startRangeRpcs = await rpcs('Range');
   const t0 = performance.now();
   await Promise.all(
     sems.map(async (s) => {
@@ -71,6 +75,8 @@ try {
   const puts = (await etcd.metric('etcd_mvcc_put_total')) - startPuts;
   const deletes = (await etcd.metric('etcd_mvcc_delete_total')) - startDeletes;
   const txns = (await etcd.metric('etcd_mvcc_txn_total')) - startTxns;
+  const txnRpcs = (await rpcs('Txn')) - startTxnRpcs;
+  const rangeRpcs = (await rpcs('Range')) - startRangeRpcs;
   await observer.stop();
 
   // Handoff: each change that lowered the holder count, to the next change that raised it.
@@ -89,6 +95,8 @@ try {
   handoffs.sort((a, b) => a - b);
   const attempts = sems.reduce((n, s) => n + s.stats.admitAttempts, 0);
   const conflicts = sems.reduce((n, s) => n + s.stats.admitConflicts, 0);
+  const reads = sems.reduce((n, s) => n + s.stats.reads, 0);
+  const backstops = sems.reduce((n, s) => n + s.stats.backstops, 0);
   const result = {
     contenders,
     sharedClient: values['shared-client'],
@@ -108,6 +116,11 @@ try {
     etcdPutsPerGrant: puts / contenders,
     etcdDeletesPerGrant: deletes / contenders,
     etcdTxnsPerGrant: txns / contenders,
+    // What etcd served, by RPC: an admission read is one read-only Txn, the admission one more.
+    txnRpcsPerGrant: txnRpcs / contenders,
+    rangeRpcsPerGrant: rangeRpcs / contenders,
+    admissionReadsPerGrant: reads / contenders,
+    backstopReads: backstops,
     admitAttempts: attempts,
     failedCas: conflicts,
   };
@@ -125,6 +138,12 @@ try {
     console.log(`  etcd revisions per grant       ${result.revisionsPerGrant.toFixed(2)}`);
     console.log(
       `  etcd puts/deletes/txns per grant ${result.etcdPutsPerGrant.toFixed(2)} / ${result.etcdDeletesPerGrant.toFixed(2)} / ${result.etcdTxnsPerGrant.toFixed(2)}`,
+    );
+    console.log(
+      `  gRPC Txn / Range per grant     ${result.txnRpcsPerGrant.toFixed(2)} / ${result.rangeRpcsPerGrant.toFixed(2)}`,
+    );
+    console.log(
+      `  admission reads per grant      ${result.admissionReadsPerGrant.toFixed(2)} (backstop: ${backstops})`,
     );
     console.log(`  admission txns                 ${attempts} (failed CAS: ${conflicts})`);
   }

@@ -24,8 +24,8 @@ import {
   windowStateAll,
 } from '@sluice/core';
 import { LogindClient } from '@sluice/dbus';
-import type { Grant, Semaphore } from '@sluice/etcd';
-import type { Etcd3, Watcher } from 'etcd3';
+import { type Grant, Mirror, type Semaphore } from '@sluice/etcd';
+import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { runChecks } from './checks.js';
 import type { AgentConfig, CheckSpec } from './config.js';
@@ -90,18 +90,13 @@ export class Agent {
   #windowTimer: NodeJS.Timeout | undefined;
   #slotAbort: AbortController | null = null;
   readonly #sourceTimers = new Set<NodeJS.Timeout>();
-  /** Watches the group's window key while an update is pending. */
-  #windowWatch: Watcher | null = null;
-  #windowWatchStarting = false;
-  /** False while the window watch is disconnected: changes may be missed then. */
-  #windowWatchLive = false;
   /**
-   * The group's window as last read, kept only while the watch of its key is connected: every
-   * change through the watch drops it. Without it each transition would read etcd.
+   * A mirror of the group's window key while an update is pending, so that an operator opening
+   * or changing the window takes effect at once, and transitions need not read etcd. Idle nodes
+   * watch nothing.
    */
-  #groupWindowCache: { spec: WindowSpec | null } | null = null;
-  /** Counts window watch events and disconnections, so a read that raced one is not kept. */
-  #groupWindowChanges = 0;
+  #windowMirror: Mirror | null = null;
+  #windowMirrorStarting = false;
   /** When the combined window (node and group) next opens or closes, as of the last context. */
   #windowChange: Date | null = null;
   readonly #stop = new AbortController();
@@ -197,13 +192,16 @@ export class Agent {
     if (!sem || this.#deps.config.strategy !== 'etcd-lock') return null;
     for (let attempt = 1; ; attempt++) {
       try {
-        const snapshot = await sem.ownSnapshot();
-        const found = sem.own(snapshot);
-        const lost = snapshot.holding.find((h) => h.node === sem.node && h.orphan);
-        if (lost) {
+        const { own: found, lost, cleared } = await sem.recover();
+        if (lost && cleared) {
+          this.#log.warn(
+            { marker: lost.key },
+            'this node was declared lost during its reboot and is back: cleared its lost marker (recorded in history as returned); if the group was halted for it, an operator resumes it with sluicectl resume',
+          );
+        } else if (lost) {
           this.#log.error(
             { marker: lost.key },
-            'this node was declared lost during its reboot; an operator must run sluicectl unlock --force and resume',
+            "this node's id holds a lost marker of another agent; an operator must run sluicectl unlock --force and resume",
           );
         }
         if (!found) return null;
@@ -345,23 +343,14 @@ export class Agent {
     return this.#deps.retryDelayMs ?? 60_000;
   }
 
-  /** The group's window from etcd: a spec, null when none is set, or 'unknown' on any error. */
+  /** The group's window: a spec, null when none is set, or 'unknown' on any error. */
   async #groupWindow(): Promise<WindowSpec | null | 'unknown'> {
-    if (this.#groupWindowCache && this.#windowWatchLive) return this.#groupWindowCache.spec;
-    const changes = this.#groupWindowChanges;
-    const keep = (spec: WindowSpec | null) => {
-      if (this.#windowWatchLive && changes === this.#groupWindowChanges) {
-        this.#groupWindowCache = { spec };
-      }
-      return spec;
-    };
+    const mirror = this.#windowMirror;
+    // While the mirror is in step with etcd it is as good as a read; otherwise read etcd.
+    if (mirror?.connected) return this.#parseGroupWindow(mirror.get(this.#keys.windows)?.value);
     try {
       const text = await this.#deps.client!.get(this.#keys.windows).string();
-      if (text === null) return keep(null);
-      const parsed = parseWindowSpec(text, `etcd key ${this.#keys.windows}`);
-      if (parsed.ok) return keep(parsed.value);
-      this.#log.error({ err: parsed.error.message }, 'group window is invalid; not rebooting');
-      return 'unknown';
+      return this.#parseGroupWindow(text ?? undefined);
     } catch (error) {
       this.#deps.metrics.etcdErrors.inc();
       this.#log.warn({ err: describe(error) }, 'cannot read the group window from etcd');
@@ -369,75 +358,41 @@ export class Agent {
     }
   }
 
-  /**
-   * While an update is pending, watch the group's window key, so that an operator opening or
-   * changing the window takes effect at once. Idle nodes watch nothing.
-   */
+  #parseGroupWindow(text: string | undefined): WindowSpec | null | 'unknown' {
+    if (text === undefined) return null;
+    const parsed = parseWindowSpec(text, `etcd key ${this.#keys.windows}`);
+    if (parsed.ok) return parsed.value;
+    this.#log.error({ err: parsed.error.message }, 'group window is invalid; not rebooting');
+    return 'unknown';
+  }
+
+  /** While an update is pending, mirror the group's window key; idle, stop. */
   #followGroupWindow(): void {
     const client = this.#deps.client;
     const wanted = this.#state.name !== 'idle' && !this.#stopped && client !== null;
     if (!wanted) {
-      const watch = this.#windowWatch;
-      this.#windowWatch = null;
-      this.#windowWatchLive = false;
-      this.#forgetGroupWindow();
-      void watch?.cancel().catch(() => {});
+      const mirror = this.#windowMirror;
+      this.#windowMirror = null;
+      void mirror?.close();
       return;
     }
-    if (this.#windowWatch || this.#windowWatchStarting) return;
-    this.#windowWatchStarting = true;
-    client
-      .watch()
-      .key(this.#keys.windows)
-      .create()
-      .then(
-        (watcher) => {
-          this.#windowWatchStarting = false;
-          if (this.#stopped || this.#state.name === 'idle') {
-            void watcher.cancel().catch(() => {});
-            return;
-          }
-          this.#windowWatch = watcher;
-          this.#windowWatchLive = true;
-          watcher.on('data', () => {
-            this.#forgetGroupWindow();
-            this.#dispatch({ type: 'tick' });
-          });
-          // Events may be missed while disconnected: read etcd until the watch is back.
-          watcher.on('disconnected', () => {
-            if (this.#windowWatch !== watcher) return;
-            this.#windowWatchLive = false;
-            this.#forgetGroupWindow();
-          });
-          watcher.on('connected', () => {
-            if (this.#windowWatch === watcher) this.#windowWatchLive = true;
-          });
-          // A cancelled watch (its revision compacted while disconnected): watch again, and read
-          // the window from etcd until the new watch is up.
-          watcher.on('error', (error) => {
-            if (this.#windowWatch !== watcher) return;
-            this.#log.warn(
-              { err: describe(error) },
-              'the group window watch ended; watching again',
-            );
-            this.#windowWatch = null;
-            this.#windowWatchLive = false;
-            this.#forgetGroupWindow();
-            void watcher.cancel().catch(() => {});
-            this.#followGroupWindow();
-            this.#dispatch({ type: 'tick' });
-          });
-        },
-        (error: unknown) => {
-          this.#windowWatchStarting = false;
-          this.#log.warn({ err: describe(error) }, 'cannot watch the group window');
-        },
-      );
-  }
-
-  #forgetGroupWindow(): void {
-    this.#groupWindowCache = null;
-    this.#groupWindowChanges++;
+    if (this.#windowMirror || this.#windowMirrorStarting) return;
+    this.#windowMirrorStarting = true;
+    Mirror.start(client, { key: this.#keys.windows }).then(
+      (mirror) => {
+        this.#windowMirrorStarting = false;
+        if (this.#stopped || this.#state.name === 'idle') {
+          void mirror.close();
+          return;
+        }
+        this.#windowMirror = mirror;
+        mirror.onChange(() => this.#dispatch({ type: 'tick' }));
+      },
+      (error: unknown) => {
+        this.#windowMirrorStarting = false;
+        this.#log.warn({ err: describe(error) }, 'cannot watch the group window');
+      },
+    );
   }
 
   /** While an update is pending, wake up when the window opens or closes. */
@@ -632,7 +587,7 @@ export class Agent {
     clearTimeout(this.#wakeTimer);
     clearTimeout(this.#windowTimer);
     for (const timer of this.#sourceTimers) clearTimeout(timer);
-    await this.#windowWatch?.cancel().catch(() => {});
+    await this.#windowMirror?.close();
     await Promise.all(this.#deps.sources.map((s) => s.close().catch(() => {})));
     this.#deps.semaphore?.close();
     this.#log.info({ state: this.#state.name }, 'sluiced stopped');

@@ -5,7 +5,8 @@
  */
 import { type GroupKeys, RebootRequestSchema } from '@sluice/core';
 import { NEED_REBOOT, UpdateEngineClient, type UpdateStatus } from '@sluice/dbus';
-import type { Etcd3, Watcher } from 'etcd3';
+import { Mirror } from '@sluice/etcd';
+import type { Etcd3 } from 'etcd3';
 import type { UpdateSignal, UpdateSource } from './sources.js';
 
 const NOT_NEEDED = (source: string, detail: string): UpdateSignal => ({
@@ -83,8 +84,8 @@ export class UpdateEngineSource implements UpdateSource {
 export class ManualRequestSource implements UpdateSource {
   readonly name = 'manual';
   #signal: UpdateSignal = NOT_NEEDED('manual', 'no request');
-  #watcher: Watcher | null = null;
-  #closed = false;
+  /** The request key, mirrored: read once, then watched, and read again after any outage. */
+  #mirror: Mirror | null = null;
 
   constructor(
     private readonly client: Etcd3,
@@ -109,35 +110,13 @@ export class ManualRequestSource implements UpdateSource {
   }
 
   async start(onChange: (s: UpdateSignal) => void): Promise<void> {
-    this.#closed = false;
     const key = this.keys.request(this.node);
-    const res = await this.client.get(key).exec();
-    const kv = res.kvs[0];
-    this.#apply(kv ? kv.value.toString() : null, onChange);
-    const watcher = await this.client
-      .watch()
-      .key(key)
-      .startRevision(String(Number(res.header.revision) + 1))
-      .create();
-    if (this.#closed) {
-      await watcher.cancel().catch(() => {});
-      return;
-    }
-    await this.#watcher?.cancel().catch(() => {});
-    watcher.on('put', (put) => this.#apply(put.value.toString(), onChange));
-    watcher.on('delete', () => this.#apply(null, onChange));
-    // A cancelled watch (its revision compacted while disconnected): read the key and watch again.
-    watcher.on('error', () => {
-      if (this.#watcher !== watcher || this.#closed) return;
-      this.#watcher = null;
-      void watcher.cancel().catch(() => {});
-      const retry = () => {
-        if (this.#closed) return;
-        this.start(onChange).catch(() => setTimeout(retry, 1000 + Math.random() * 1000));
-      };
-      retry();
-    });
-    this.#watcher = watcher;
+    const mirror = await Mirror.start(this.client, { key });
+    await this.#mirror?.close();
+    this.#mirror = mirror;
+    const apply = () => this.#apply(mirror.get(key)?.value ?? null, onChange);
+    mirror.onChange(apply);
+    apply();
   }
 
   current(): UpdateSignal {
@@ -150,8 +129,7 @@ export class ManualRequestSource implements UpdateSource {
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
-    await this.#watcher?.cancel().catch(() => {});
-    this.#watcher = null;
+    await this.#mirror?.close();
+    this.#mirror = null;
   }
 }

@@ -47,6 +47,11 @@ export const QueueRecordSchema = z.looseObject({
   manual: z.boolean().optional(),
   /** What keeps the node from going on, e.g. post-reboot checks still failing past their deadline. */
   problem: z.string().optional(),
+  /**
+   * The instance token of the agent that wrote the record (see `nodes/<id>`): a node id alone is
+   * no proof of identity, since cloned machines share their machine-id.
+   */
+  token: z.string().optional(),
 });
 export type QueueRecord = z.infer<typeof QueueRecordSchema>;
 
@@ -62,11 +67,17 @@ export const HoldingMarkerSchema = z.looseObject({
   hostname: z.string().default(''),
   createRevision: z.number().int().positive(),
   grantedAt: isoDate,
+  /** The instance token of the agent that was admitted. */
+  token: z.string().optional(),
 });
 export type HoldingMarker = z.infer<typeof HoldingMarkerSchema>;
 
-/** How a slot ended: released by its node, released by an operator with --force, or lost. */
-export const OUTCOMES = ['released', 'forced', 'lost', 'abandoned'] as const;
+/**
+ * How a slot ended: released by its node, released by an operator with --force, lost (cleared by
+ * an operator), given back unused (`abandoned`), or lost and then cleared by the node itself when
+ * it came back (`returned`).
+ */
+export const OUTCOMES = ['released', 'forced', 'lost', 'abandoned', 'returned'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 /** One finished or lost reboot at `<prefix>history/<g>/<ms>-<node>`. */

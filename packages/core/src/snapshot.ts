@@ -58,16 +58,10 @@ export interface HoldingEntry {
 }
 
 /** Everything about one group at one revision. */
-export interface GroupSnapshot {
+export interface GroupSnapshot extends GroupSettings {
   group: string;
   keys: GroupKeys;
   revision: number;
-  max: Result<number>;
-  lossBudget: Result<number>;
-  paused: Pause | null;
-  windows: Result<WindowSpec | null>;
-  /** Mod revisions of the settings keys (0 = absent), for the admission txn's guard. */
-  settingsRevisions: Record<string, number>;
   /** Queue entries in queue order (by create revision). */
   queue: QueueEntry[];
   holding: HoldingEntry[];
@@ -75,17 +69,23 @@ export interface GroupSnapshot {
   errors: KeyError[];
 }
 
-/** Groups raw key-values read under `keys.root` into a snapshot. Never throws. */
-export function buildSnapshot(
-  keys: GroupKeys,
-  kvs: Iterable<RawKV>,
-  revision: number,
-): GroupSnapshot {
-  const byKey = new Map<string, RawKV>();
-  for (const kv of kvs) byKey.set(kv.key, kv);
-  const errors: KeyError[] = [];
-  const value = (key: string) => byKey.get(key)?.value;
+/** The settings of a group as parsed from its keys, and the errors they gave. */
+export interface GroupSettings {
+  max: Result<number>;
+  lossBudget: Result<number>;
+  paused: Pause | null;
+  windows: Result<WindowSpec | null>;
+  /** Mod revisions of the settings keys (0 = absent), for the admission txn's guard. */
+  settingsRevisions: Record<string, number>;
+}
 
+/** Parses a group's settings keys. `get` returns the key-value of a key, or undefined. */
+export function parseSettings(
+  keys: GroupKeys,
+  get: (key: string) => RawKV | undefined,
+  errors: KeyError[],
+): GroupSettings {
+  const value = (key: string) => get(key)?.value;
   const max = parseMax(value(keys.max), keys.max);
   const lossBudget = parseLossBudget(value(keys.lossBudget), keys.lossBudget);
   const windowsText = value(keys.windows);
@@ -101,17 +101,56 @@ export function buildSnapshot(
   for (const [r, key] of settings) {
     if (!r.ok) errors.push({ key, message: r.error.message });
   }
-
   const settingsRevisions: Record<string, number> = {};
-  for (const key of keys.settings) settingsRevisions[key] = byKey.get(key)?.modRevision ?? 0;
+  for (const key of keys.settings) settingsRevisions[key] = get(key)?.modRevision ?? 0;
+  return { max, lossBudget, paused: parsePaused(value(keys.paused)), windows, settingsRevisions };
+}
 
-  const markers = new Map<string, { kv: RawKV; marker: HoldingMarker | null }>();
+/**
+ * Parses holding markers. `liveCreateRevision(node)` is the create revision of the node's queue
+ * key, or undefined when it has none: a marker whose queue key is gone (or was created again) is
+ * an orphan, a lost holder.
+ */
+export function parseMarkers(
+  keys: GroupKeys,
+  kvs: Iterable<RawKV>,
+  liveCreateRevision: (node: string) => number | undefined,
+  errors: KeyError[],
+): HoldingEntry[] {
+  const holding: HoldingEntry[] = [];
+  for (const kv of kvs) {
+    const node = kv.key.slice(keys.holdingPrefix.length);
+    const marker = parseJson(HoldingMarkerSchema, kv, errors);
+    holding.push({
+      node,
+      key: kv.key,
+      createRevision: kv.createRevision,
+      modRevision: kv.modRevision,
+      marker,
+      // A malformed marker cannot be matched to its queue key, so it counts as lost: fail closed.
+      orphan: marker === null || liveCreateRevision(node) !== marker.createRevision,
+    });
+  }
+  return holding;
+}
+
+/** Groups raw key-values read under `keys.root` into a snapshot. Never throws. */
+export function buildSnapshot(
+  keys: GroupKeys,
+  kvs: Iterable<RawKV>,
+  revision: number,
+): GroupSnapshot {
+  const byKey = new Map<string, RawKV>();
+  for (const kv of kvs) byKey.set(kv.key, kv);
+  const errors: KeyError[] = [];
+  const settings = parseSettings(keys, (key) => byKey.get(key), errors);
+
+  const markerKVs: RawKV[] = [];
   const queueKVs: RawKV[] = [];
   const requests = new Map<string, RebootRequest>();
   for (const kv of byKey.values()) {
     if (kv.key.startsWith(keys.holdingPrefix)) {
-      const marker = parseJson(HoldingMarkerSchema, kv, errors);
-      markers.set(kv.key.slice(keys.holdingPrefix.length), { kv, marker });
+      markerKVs.push(kv);
     } else if (kv.key.startsWith(keys.queuePrefix)) {
       queueKVs.push(kv);
     } else if (kv.key.startsWith(keys.requestsPrefix)) {
@@ -119,11 +158,14 @@ export function buildSnapshot(
       if (request) requests.set(kv.key.slice(keys.requestsPrefix.length), request);
     }
   }
-
   queueKVs.sort((a, b) => a.createRevision - b.createRevision);
+  const queueRevisions = new Map(
+    queueKVs.map((kv) => [kv.key.slice(keys.queuePrefix.length), kv.createRevision]),
+  );
+  const holding = parseMarkers(keys, markerKVs, (node) => queueRevisions.get(node), errors);
+  const markers = new Map(holding.map((h) => [h.node, h]));
   const queue: QueueEntry[] = queueKVs.map((kv) => {
     const node = kv.key.slice(keys.queuePrefix.length);
-    const marker = markers.get(node)?.marker;
     return {
       node,
       key: kv.key,
@@ -131,29 +173,15 @@ export function buildSnapshot(
       modRevision: kv.modRevision,
       lease: kv.lease,
       record: parseJson(QueueRecordSchema, kv, errors),
-      holding: marker?.createRevision === kv.createRevision,
+      holding: markers.get(node)?.marker?.createRevision === kv.createRevision,
     };
   });
-  const queueRevisions = new Map(queue.map((e) => [e.node, e.createRevision]));
-  const holding: HoldingEntry[] = [...markers].map(([node, { kv, marker }]) => ({
-    node,
-    key: kv.key,
-    createRevision: kv.createRevision,
-    modRevision: kv.modRevision,
-    marker,
-    // A malformed marker cannot be matched to its queue key, so it counts as lost: fail closed.
-    orphan: marker === null || queueRevisions.get(node) !== marker.createRevision,
-  }));
 
   return {
     group: keys.group,
     keys,
     revision,
-    max,
-    lossBudget,
-    paused: parsePaused(value(keys.paused)),
-    windows,
-    settingsRevisions,
+    ...settings,
     queue,
     holding,
     requests,
@@ -182,7 +210,22 @@ function parseJson<T>(schema: z.ZodType<T>, kv: RawKV, errors: KeyError[]): T | 
   return parsed.value as T | null;
 }
 
+/**
+ * The largest record sluice reads. Its own records are well under 1 KiB; a bigger value was written
+ * by hand or by something else, and counts as malformed (it never admits anyone).
+ */
+export const MAX_RECORD_BYTES = 64 * 1024;
+
 function parseUncached(schema: z.ZodType, kv: RawKV): Parsed {
+  if (kv.value.length > MAX_RECORD_BYTES) {
+    return {
+      value: null,
+      error: {
+        key: kv.key,
+        message: `${kv.key} is ${kv.value.length} bytes, over the ${MAX_RECORD_BYTES}-byte limit for a record`,
+      },
+    };
+  }
   let json: unknown;
   try {
     json = JSON.parse(kv.value);
@@ -200,9 +243,12 @@ function parseUncached(schema: z.ZodType, kv: RawKV): Parsed {
   };
 }
 
+/** What decides whether a group halts: its markers, its pause and its loss budget. */
+type HaltInputs = Pick<GroupSnapshot, 'holding' | 'paused' | 'lossBudget'>;
+
 /** Lost holders: markers whose queue key expired without a release. */
-export function lostHolders(snapshot: GroupSnapshot): HoldingEntry[] {
-  return snapshot.holding.filter((h) => h.orphan);
+export function lostHolders(group: Pick<GroupSnapshot, 'holding'>): HoldingEntry[] {
+  return group.holding.filter((h) => h.orphan);
 }
 
 /**
@@ -211,20 +257,143 @@ export function lostHolders(snapshot: GroupSnapshot): HoldingEntry[] {
  * place). Ranks only fall: new keys always come later. Returns null when the node is not queued.
  */
 export function rankOf(snapshot: GroupSnapshot, node: string): number | null {
-  const self = snapshot.queue.find((e) => e.node === node);
-  if (!self) return null;
-  let rank = 0;
-  for (const e of snapshot.queue) if (e.createRevision < self.createRevision) rank++;
-  for (const h of snapshot.holding) {
+  const view = admissionView(snapshot, node);
+  return view.self ? rankIn(view, view.self) : null;
+}
+
+function rankIn(view: AdmissionView, self: QueueEntry): number {
+  let rank = view.ahead;
+  for (const h of view.holding) {
     // A lost holder whose marker is unreadable has no known place: it counts as ahead of everyone.
-    if (h.orphan && (h.marker === null || h.marker.createRevision < self.createRevision)) rank++;
+    if (h.orphan && h.node !== self.node) {
+      if (h.marker === null || h.marker.createRevision < self.createRevision) rank++;
+    }
   }
   return rank;
+}
+
+/**
+ * Everything `decideAdmission()` needs to know about one node's chances, at one revision. The
+ * semaphore reads it from etcd in one round trip (the server decides); `admissionView()` derives
+ * it from a full snapshot, as a waiter's local mirror does to know when to ask.
+ */
+export interface AdmissionView extends GroupSettings {
+  group: string;
+  keys: GroupKeys;
+  revision: number;
+  node: string;
+  /** The node's own queue key, or null when it has none. */
+  self: QueueEntry | null;
+  /** Every holding marker, orphans (lost holders) included. */
+  holding: HoldingEntry[];
+  /** Live queue keys created before the node's own. */
+  ahead: number;
+  /** True when more keys stand ahead than `ahead` says: the count was cut off. */
+  aheadMore: boolean;
+  /**
+   * The create revision of each live holder's queue key, by node: the admission txn requires
+   * each to be unchanged, so a holder lost between the read and the commit fails the txn.
+   */
+  holderKeys: ReadonlyMap<string, number>;
+  errors: KeyError[];
+}
+
+/** The parts of an admission view as read from etcd: see `buildAdmissionView()`. */
+export interface AdmissionRead {
+  revision: number;
+  /** The node's own queue key, or undefined. */
+  self: RawKV | undefined;
+  /** The settings keys that exist. */
+  settings: RawKV[];
+  /** Every holding marker. */
+  markers: RawKV[];
+  /** Live queue keys created before the node's own, counted by etcd, and whether it cut off. */
+  ahead: number;
+  aheadMore: boolean;
+  /** The queue keys (values not needed) of the nodes that have a marker, where they exist. */
+  holderKeys: RawKV[];
+}
+
+/** Builds an admission view from what one read at one revision returned. Never throws. */
+export function buildAdmissionView(
+  keys: GroupKeys,
+  node: string,
+  read: AdmissionRead,
+): AdmissionView {
+  const errors: KeyError[] = [];
+  const settingsByKey = new Map(read.settings.map((kv) => [kv.key, kv]));
+  const settings = parseSettings(keys, (key) => settingsByKey.get(key), errors);
+  const live = new Map<string, number>();
+  for (const kv of read.holderKeys) {
+    live.set(kv.key.slice(keys.queuePrefix.length), kv.createRevision);
+  }
+  if (read.self) live.set(node, read.self.createRevision);
+  const holding = parseMarkers(keys, read.markers, (n) => live.get(n), errors);
+  const own = holding.find((h) => h.node === node);
+  const self: QueueEntry | null = read.self
+    ? {
+        node,
+        key: read.self.key,
+        createRevision: read.self.createRevision,
+        modRevision: read.self.modRevision,
+        lease: read.self.lease,
+        record: parseJson(QueueRecordSchema, read.self, errors),
+        holding: own?.marker?.createRevision === read.self.createRevision,
+      }
+    : null;
+  const holderKeys = new Map<string, number>();
+  for (const h of holding) {
+    if (!h.orphan && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
+  }
+  return {
+    group: keys.group,
+    keys,
+    revision: read.revision,
+    node,
+    ...settings,
+    self,
+    holding,
+    ahead: read.ahead,
+    aheadMore: read.aheadMore,
+    holderKeys,
+    errors,
+  };
+}
+
+/** The admission view of `node` in a full snapshot (a waiter's mirror, or a test's store). */
+export function admissionView(snapshot: GroupSnapshot, node: string): AdmissionView {
+  const self = snapshot.queue.find((e) => e.node === node) ?? null;
+  let ahead = 0;
+  if (self) for (const e of snapshot.queue) if (e.createRevision < self.createRevision) ahead++;
+  const live = new Map(snapshot.queue.map((e) => [e.node, e.createRevision]));
+  const holderKeys = new Map<string, number>();
+  for (const h of snapshot.holding) {
+    if (!h.orphan && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
+  }
+  return {
+    group: snapshot.group,
+    keys: snapshot.keys,
+    revision: snapshot.revision,
+    node,
+    max: snapshot.max,
+    lossBudget: snapshot.lossBudget,
+    paused: snapshot.paused,
+    windows: snapshot.windows,
+    settingsRevisions: snapshot.settingsRevisions,
+    self,
+    holding: snapshot.holding,
+    ahead,
+    aheadMore: false,
+    holderKeys,
+    errors: snapshot.errors,
+  };
 }
 
 /** Why a node may not take a slot yet. */
 export type WaitReason =
   | 'not-queued'
+  /** The node's own earlier slot was declared lost, and its marker is still there. */
+  | 'lost-marker'
   | 'invalid-value'
   | 'paused'
   | 'halted'
@@ -246,10 +415,8 @@ export type Decision =
     };
 
 /**
- * Decides whether `node` may take a slot in this snapshot. It may when it is queued, every
- * settings value parses, the group is not paused or halted by lost holders, the group's window and
- * the node's own windows are open, and its rank is below max. Pure: the caller turns `admit` into a
- * txn guarded on the same snapshot.
+ * Decides whether `node` may take a slot in this snapshot: `decideAdmission()` on the node's view
+ * of it. For a waiter's local mirror this is only a hint of when to ask etcd.
  */
 export function decide(
   snapshot: GroupSnapshot,
@@ -257,12 +424,27 @@ export function decide(
   now: Date,
   localWindows: readonly WindowSpec[] = [],
 ): Decision {
-  const self = snapshot.queue.find((e) => e.node === node);
+  return decideAdmission(admissionView(snapshot, node), now, localWindows);
+}
+
+/**
+ * Decides whether the node may take a slot. It may when it is queued and holds no marker from an
+ * earlier slot, every settings value parses, the group is not paused or halted by lost holders,
+ * the group's window and the node's own windows are open, fewer than max slots stand ahead of it
+ * (its rank), and fewer than max slots are taken. Pure: the caller turns `admit` into a txn
+ * guarded on the same view.
+ */
+export function decideAdmission(
+  view: AdmissionView,
+  now: Date,
+  localWindows: readonly WindowSpec[] = [],
+): Decision {
+  const self = view.self;
   if (!self) {
     return { kind: 'wait', reason: 'not-queued', rank: null, detail: 'not queued', wakeAt: null };
   }
   if (self.holding) return { kind: 'holding' };
-  const rank = rankOf(snapshot, node);
+  const rank = rankIn(view, self);
   const wait = (reason: WaitReason, detail: string, wakeAt: Date | null = null): Decision => ({
     kind: 'wait',
     reason,
@@ -271,14 +453,21 @@ export function decide(
     wakeAt,
   });
 
-  const { max, lossBudget, windows } = snapshot;
+  const { max, lossBudget, windows } = view;
   if (!max.ok) return wait('invalid-value', max.error.message);
   if (!lossBudget.ok) return wait('invalid-value', lossBudget.error.message);
   if (!windows.ok) return wait('invalid-value', windows.error.message);
-  if (snapshot.paused) return wait('paused', `group is paused: ${snapshot.paused.reason}`);
-  const lost = lostHolders(snapshot);
+  if (view.paused) return wait('paused', `group is paused: ${view.paused.reason}`);
+  const lost = lostHolders(view);
   if (lost.length > lossBudget.value) {
     return wait('halted', haltReason(lost));
+  }
+  const own = view.holding.find((h) => h.node === view.node);
+  if (own) {
+    return wait(
+      'lost-marker',
+      `${own.key} is left from an earlier slot of this node that was declared lost; it must be cleared (sluicectl unlock ${view.node} --force) before this node takes a slot again`,
+    );
   }
   const specs = windows.value ? [windows.value, ...localWindows] : [...localWindows];
   if (specs.length > 0) {
@@ -287,8 +476,15 @@ export function decide(
       return wait('window-closed', 'reboot window is closed', state.nextStart);
     }
   }
-  if (rank === null || rank >= max.value) {
-    return wait('queue', `position ${(rank ?? 0) + 1} in the queue, ${max.value} slot(s)`);
+  if (view.aheadMore || rank >= max.value) {
+    return wait(
+      'queue',
+      `position ${rank + 1}${view.aheadMore ? ' or later' : ''} in the queue, ${max.value} slot(s)`,
+    );
+  }
+  if (view.holding.length >= max.value) {
+    // Holders admitted before max was lowered: nobody new until they drain below it.
+    return wait('queue', `${view.holding.length} of ${max.value} slot(s) taken`);
   }
   return { kind: 'admit', rank };
 }
@@ -301,9 +497,9 @@ export function haltReason(lost: readonly HoldingEntry[]): string {
     : `nodes ${names} lost during reboot`;
 }
 
-/** True when the snapshot shows more lost holders than the group tolerates, so it must halt. */
-export function mustHalt(snapshot: GroupSnapshot): boolean {
-  if (snapshot.paused) return false;
-  const budget = snapshot.lossBudget.ok ? snapshot.lossBudget.value : 0;
-  return lostHolders(snapshot).length > budget;
+/** True when the group has more lost holders than it tolerates and is not paused: it must halt. */
+export function mustHalt(group: HaltInputs): boolean {
+  if (group.paused) return false;
+  const budget = group.lossBudget.ok ? group.lossBudget.value : 0;
+  return lostHolders(group).length > budget;
 }

@@ -99,9 +99,10 @@ export class GroupAdmin {
    */
   async statusOf(snapshot: GroupSnapshot, windowText: string | null): Promise<GroupStatus> {
     const ttls = new Map<string, number>();
+    // Lease time is shown for holders only: one lookup per holder, not per node in the queue.
     await Promise.all(
       snapshot.queue
-        .filter((e) => e.lease !== '0')
+        .filter((e) => e.lease !== '0' && (e.holding || e.record?.state !== 'waiting'))
         .map(async (e) => {
           const res = await this.client.leaseClient
             .leaseTimeToLive({ ID: e.lease })

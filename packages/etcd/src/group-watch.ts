@@ -1,28 +1,18 @@
 /**
- * A local mirror of one group's keys: one range read, then a watch from the next revision. Every
- * etcd event updates the mirror, so a waiter recomputes its rank without reading etcd again.
+ * A local mirror of one group's keys (see `Mirror`), with what waiters need on top: the queue's
+ * create revisions in order, a snapshot built on demand, and parking for waiters deep in the
+ * queue. Waiters use it to know when to ask etcd again; it never decides an admission by itself
+ * (see DESIGN.md, "the mirror is only a wake-up hint"). `sluicectl watch` draws from it.
  */
 import { buildSnapshot, type GroupKeys, type GroupSnapshot, type RawKV } from '@sluice/core';
-import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from 'etcd3';
-import { etcdCall } from './errors.js';
+import type { Etcd3 } from 'etcd3';
+import { Mirror } from './mirror.js';
+import { readPrefix } from './reads.js';
 
-/** Converts etcd3's key-value to the core's RawKV. */
-export function toRawKV(kv: IKeyValue): RawKV {
-  return {
-    key: kv.key.toString(),
-    value: kv.value.toString(),
-    createRevision: Number(kv.create_revision),
-    modRevision: Number(kv.mod_revision),
-    lease: String(kv.lease ?? '0'),
-  };
-}
-
-/** Reads a group in one range request: one consistent snapshot at one revision. */
+/** Reads a group in pages at one revision: one consistent snapshot, whatever its size. */
 export async function readGroup(client: Etcd3, keys: GroupKeys): Promise<GroupSnapshot> {
-  const res = await etcdCall(`a read of ${keys.root}`, () =>
-    client.getAll().prefix(keys.root).exec(),
-  );
-  return buildSnapshot(keys, res.kvs.map(toRawKV), Number(res.header.revision));
+  const { kvs, revision } = await readPrefix(client, keys.root);
+  return buildSnapshot(keys, kvs, revision);
 }
 
 /**
@@ -89,12 +79,10 @@ interface Parked {
 export class GroupWatch {
   /** Listener calls so far: what a change costs the waiters that share this watch. */
   readonly stats = { notifications: 0 };
-  readonly #mirror = new Map<string, RawKV>();
   /** Create revisions of the queue keys, sorted: rank lower bounds in O(log n). */
   readonly #queueRevisions: number[] = [];
   #release: (() => Promise<void>) | null = null;
   readonly #listeners = new Set<() => void>();
-  readonly #connectionListeners = new Set<(connected: boolean) => void>();
   /** Parked listeners (not in `#listeners` while parked), by listener and by queue key. */
   readonly #parked = new Map<() => void, Parked>();
   readonly #parkedByKey = new Map<string, Set<Parked>>();
@@ -102,22 +90,43 @@ export class GroupWatch {
   readonly #parkedInOrder: Parked[] = [];
   /** No parked listener has a higher threshold (reset when none is parked). */
   #parkedThreshold = 0;
-  #revision = 0;
   #snapshot: GroupSnapshot | null = null;
-  #watcher: Watcher | null = null;
-  #connected = true;
-  #closed = false;
+  #mirror!: Mirror;
 
-  private constructor(
-    private readonly client: Etcd3,
-    readonly keys: GroupKeys,
-  ) {}
+  private constructor(readonly keys: GroupKeys) {}
 
   /** Reads the group and starts watching it from the next revision. */
   static async start(client: Etcd3, keys: GroupKeys): Promise<GroupWatch> {
-    const watch = new GroupWatch(client, keys);
-    await watch.resync();
+    const watch = new GroupWatch(keys);
+    const queue = watch.#queueRevisions;
+    const isQueue = (key: string) => key.startsWith(keys.queuePrefix);
+    watch.#mirror = await Mirror.start(
+      client,
+      { prefix: keys.root },
+      {
+        set: (kv, old) => {
+          if (!old && isQueue(kv.key)) insertSorted(queue, kv.createRevision);
+        },
+        delete: (old) => {
+          if (!isQueue(old.key)) return;
+          const at = lowerBound(queue, old.createRevision);
+          if (queue[at] === old.createRevision) queue.splice(at, 1);
+        },
+        clear: () => {
+          queue.length = 0;
+        },
+      },
+    );
+    watch.#mirror.onChange((changed) => {
+      const settings = changed?.some((key) => keys.settings.includes(key)) ?? true;
+      watch.#changed(settings ? null : changed);
+    });
     return watch;
+  }
+
+  /** Full reads of the group so far (the first one, and one after each watch outage). */
+  get resyncs(): number {
+    return this.#mirror.stats.resyncs;
   }
 
   /**
@@ -154,8 +163,13 @@ export class GroupWatch {
 
   /** The group as of the last event seen. */
   get snapshot(): GroupSnapshot {
-    this.#snapshot ??= buildSnapshot(this.keys, this.#mirror.values(), this.#revision);
+    this.#snapshot ??= buildSnapshot(this.keys, this.#mirror.values(), this.#mirror.revision);
     return this.#snapshot;
+  }
+
+  /** How many queue keys the mirror holds: the size of the group, for scaling timers. */
+  get queueSize(): number {
+    return this.#queueRevisions.length;
   }
 
   /** The raw key-value in the mirror, or undefined. */
@@ -173,7 +187,7 @@ export class GroupWatch {
 
   /** False while the watch stream is down: the mirror may be stale. */
   get connected(): boolean {
-    return this.#connected;
+    return this.#mirror.connected;
   }
 
   /**
@@ -181,14 +195,7 @@ export class GroupWatch {
    * be stale) and when it is back (true). Returns an unsubscribe function.
    */
   onConnection(listener: (connected: boolean) => void): () => void {
-    this.#connectionListeners.add(listener);
-    return () => this.#connectionListeners.delete(listener);
-  }
-
-  #setConnected(watcher: Watcher, connected: boolean): void {
-    if (this.#watcher !== watcher || this.#connected === connected) return;
-    this.#connected = connected;
-    for (const listener of [...this.#connectionListeners]) listener(connected);
+    return this.#mirror.onConnection(listener);
   }
 
   /**
@@ -247,84 +254,11 @@ export class GroupWatch {
   }
 
   /**
-   * Re-reads the group and restarts the watch from the new revision. Used at start, after a
-   * compaction cancelled the watch, and by a waiter whose txn failed (so it decides again on fresh
-   * data instead of retrying blindly).
+   * Re-reads the group (in pages, at one revision) and watches it again from there: for a waiter
+   * that found the mirror out of step with etcd, or one that joined the queue again.
    */
-  async resync(): Promise<void> {
-    const res = await etcdCall(`a read of ${this.keys.root}`, () =>
-      this.client.getAll().prefix(this.keys.root).exec(),
-    );
-    const revision = Number(res.header.revision);
-    if (this.#closed) return;
-    if (revision < this.#revision) return; // An older read lost a race with the watch.
-    this.#mirror.clear();
-    this.#queueRevisions.length = 0;
-    for (const kv of res.kvs) this.#set(toRawKV(kv));
-    this.#revision = revision;
-    await this.#rewatch();
-    this.#changed(null);
-  }
-
-  async #rewatch(): Promise<void> {
-    const old = this.#watcher;
-    this.#watcher = null;
-    if (old) await old.cancel().catch(() => {});
-    if (this.#closed) return;
-    const watcher = await etcdCall(`a watch of ${this.keys.root}`, () =>
-      this.client
-        .watch()
-        .prefix(this.keys.root)
-        .startRevision(String(this.#revision + 1))
-        .create(),
-    );
-    if (this.#closed) {
-      await watcher.cancel().catch(() => {});
-      return;
-    }
-    this.#watcher = watcher;
-    this.#setConnected(watcher, true);
-    watcher.on('data', (res) => this.#apply(res));
-    watcher.on('disconnected', () => this.#setConnected(watcher, false));
-    watcher.on('connected', () => this.#setConnected(watcher, true));
-    // A cancelled watch (e.g. the start revision was compacted): read again and re-watch.
-    watcher.on('error', () => {
-      if (this.#watcher === watcher && !this.#closed) void this.resync().catch(() => {});
-    });
-  }
-
-  #apply(res: IWatchResponse): void {
-    if (this.#watcher === null) return;
-    const changed: string[] = [];
-    let settings = false;
-    for (const event of res.events) {
-      const kv = toRawKV(event.kv);
-      if (kv.modRevision <= this.#revision) continue; // Already in the mirror from a resync.
-      if (event.type === 'Delete') this.#delete(kv.key);
-      else this.#set(kv);
-      changed.push(kv.key);
-      if (this.keys.settings.includes(kv.key)) settings = true;
-    }
-    this.#revision = Math.max(this.#revision, Number(res.header.revision));
-    this.#changed(settings ? null : changed);
-  }
-
-  #set(kv: RawKV): void {
-    const old = this.#mirror.get(kv.key);
-    this.#mirror.set(kv.key, kv);
-    if (!old && kv.key.startsWith(this.keys.queuePrefix)) {
-      insertSorted(this.#queueRevisions, kv.createRevision);
-    }
-  }
-
-  #delete(key: string): void {
-    const old = this.#mirror.get(key);
-    if (!old) return;
-    this.#mirror.delete(key);
-    if (key.startsWith(this.keys.queuePrefix)) {
-      const at = lowerBound(this.#queueRevisions, old.createRevision);
-      if (this.#queueRevisions[at] === old.createRevision) this.#queueRevisions.splice(at, 1);
-    }
+  resync(): Promise<void> {
+    return this.#mirror.resync();
   }
 
   /**
@@ -361,14 +295,10 @@ export class GroupWatch {
   }
 
   async #stop(): Promise<void> {
-    this.#closed = true;
     this.#listeners.clear();
-    this.#connectionListeners.clear();
     this.#parked.clear();
     this.#parkedByKey.clear();
     this.#parkedInOrder.length = 0;
-    const watcher = this.#watcher;
-    this.#watcher = null;
-    if (watcher) await watcher.cancel().catch(() => {});
+    await this.#mirror.close();
   }
 }

@@ -4,16 +4,24 @@
  *
  * One Semaphore serves one node in one group. It keeps the node's key on a short session lease
  * while waiting and on a long hold lease once admitted, so the slot outlives a reboot.
+ *
+ * The server decides: every admission is decided on a read from etcd at one revision
+ * (`readAdmission`) and taken by a txn guarded on that read. The group's local mirror (a
+ * GroupWatch) only says when asking again may be worth it; a slow jittered backstop asks anyway,
+ * so that no missed event can leave a free slot untaken.
  */
 import {
+  type AdmissionView,
   buildSnapshot,
   DEFAULT_GROUP,
   DEFAULT_PREFIX,
   type Decision,
   decide,
+  decideAdmission,
   GroupKeys,
   type GroupSnapshot,
   type HistoryRecord,
+  type HoldingEntry,
   type HoldingMarker,
   haltReason,
   lostHolders,
@@ -26,9 +34,18 @@ import {
   throwIfAborted,
   type WindowSpec,
 } from '@sluice/core';
-import { type Etcd3, Range } from 'etcd3';
+import { type Etcd3, type ICompare, type IRequestOp, Range } from 'etcd3';
+import {
+  admissionGuard,
+  admissionTooBig,
+  DEFAULT_MAX_TXN_OPS,
+  readAdmission,
+  readHalt,
+} from './admission.js';
+import { Backoff, jitter } from './backoff.js';
 import { etcdCall, isTransient } from './errors.js';
-import { coalesce, GroupWatch, readGroup, toRawKV } from './group-watch.js';
+import { coalesce, GroupWatch, readGroup } from './group-watch.js';
+import { prefixEnd, toRawKV } from './reads.js';
 import { Session } from './session.js';
 
 /** How a Semaphore is set up. Only `node` is required. */
@@ -39,6 +56,12 @@ export interface SemaphoreOptions {
   hostname?: string;
   prefix?: string;
   group?: string;
+  /**
+   * This agent's instance token (see DESIGN.md, "One node, one agent"): stored in the queue record
+   * and the marker, and required to re-attach to a key, accept a grant or clear a lost marker. A
+   * key or marker written under another token belongs to another agent with the same node id.
+   */
+  token?: string;
   /** TTL of the waiting lease, in seconds: a dead waiter leaves the queue after this. Default 30. */
   sessionTTL?: number;
   /** TTL of the hold lease, in seconds: must outlast a reboot. Default 3600. */
@@ -47,10 +70,21 @@ export interface SemaphoreOptions {
   historyLimit?: number;
   /** The node's own reboot windows, which must be open as well as the group's. */
   localWindows?: readonly WindowSpec[];
+  /**
+   * The backstop: how often a waiter asks etcd even when its mirror saw nothing, in ms (jittered
+   * ±30 %, and stretched by one per thousand nodes queued so big groups are not read in a loop).
+   * Default 60 s.
+   */
+  backstopMs?: number;
+  /** etcd's `--max-txn-ops`. Default 128. */
+  maxTxnOps?: number;
   /** The clock. Tests may pass a fixed one. */
   now?: () => Date;
-  /** Called after every decision while waiting: queue position, wait reason. */
-  onDecision?: (decision: Decision, snapshot: GroupSnapshot) => void;
+  /**
+   * Called after every decision while waiting: queue position, wait reason. `source` says whether
+   * it was etcd's answer or the local mirror's guess of it (between two asks).
+   */
+  onDecision?: (decision: Decision, source: 'etcd' | 'mirror') => void;
   /** Called for each etcd error that a wait rides out (it retries with back-off). */
   onRetry?: (error: unknown) => void;
 }
@@ -80,23 +114,32 @@ export interface OwnEntry {
   grant: Grant | null;
 }
 
-const RETRY_MIN_MS = 250;
-const RETRY_MAX_MS = 4000;
-
 /** Counters of what a Semaphore did, for metrics and benchmarks. */
 export interface SemaphoreStats {
+  /** Admission reads sent to etcd (the server decides). */
+  reads: number;
+  /** Of those, the ones the backstop timer sent with no sign of a change. */
+  backstops: number;
   /** Admission txns sent. */
   admitAttempts: number;
-  /** Admission txns whose guard failed because the group changed after the snapshot. */
+  /** Admission txns whose guard failed because the group changed after the read. */
   admitConflicts: number;
-  /** Decisions taken while waiting (one per relevant change, never on a timer). */
+  /** Decisions taken while waiting, from etcd's answers and from the mirror. */
   decisions: number;
 }
+
+const DEFAULT_BACKSTOP_MS = 60_000;
 
 /** One node's view of one group's reboot semaphore. */
 export class Semaphore {
   readonly keys: GroupKeys;
-  readonly stats: SemaphoreStats = { admitAttempts: 0, admitConflicts: 0, decisions: 0 };
+  readonly stats: SemaphoreStats = {
+    reads: 0,
+    backstops: 0,
+    admitAttempts: 0,
+    admitConflicts: 0,
+    decisions: 0,
+  };
   readonly node: string;
   readonly hostname: string;
   readonly #client: Etcd3;
@@ -118,7 +161,13 @@ export class Semaphore {
     return this.#opts.now?.() ?? new Date();
   }
 
-  /** Reads the group: one consistent snapshot. */
+  /** True when a record or marker written with `token` belongs to this agent. */
+  #mine(token: string | undefined): boolean {
+    // Keys written before tokens existed carry none: they are taken to be this node's own.
+    return token === undefined || token === this.#opts.token;
+  }
+
+  /** Reads the group in pages at one revision: for status and tests, never for admission. */
   snapshot(): Promise<GroupSnapshot> {
     return readGroup(this.#client, this.keys);
   }
@@ -131,14 +180,13 @@ export class Semaphore {
   async ownSnapshot(): Promise<GroupSnapshot> {
     const queueKey = this.keys.queue(this.node);
     const holdingKey = this.keys.holding(this.node);
-    const reads = () => [this.#client.get(queueKey), this.#client.get(holdingKey)];
-    // Both branches read the same keys: a txn only to read them at one revision.
     const res = await etcdCall(`a read of ${queueKey}`, () =>
-      this.#client
-        .if(queueKey, 'Create', '==', 0)
-        .then(...reads())
-        .else(...reads())
-        .commit(),
+      this.#client.kv.txn({
+        compare: [],
+        success: [queueKey, holdingKey].map((key) => ({
+          request_range: { key: Buffer.from(key) },
+        })),
+      }),
     );
     const kvs = res.responses.flatMap((r) => r.response_range?.kvs ?? []).map(toRawKV);
     return buildSnapshot(this.keys, kvs, Number(res.header.revision));
@@ -159,6 +207,40 @@ export class Semaphore {
           }
         : null;
     return { entry, record: entry.record, holding: entry.holding, grant };
+  }
+
+  /**
+   * What this node has in the group, as an agent sees it at start: its own key (or null), after
+   * clearing the node's own lost marker if it finds one. A node whose slot was declared lost
+   * during its reboot (its hold lease ran out) and that is back now clears that marker, guarded
+   * on the marker's create revision, and records the outcome `returned` in history; the group
+   * stays paused if it was halted for it. A marker of another agent with this node id is left
+   * alone. Returns the lost marker it found, cleared or not, too.
+   */
+  async recover(): Promise<{ own: OwnEntry | null; lost: HoldingEntry | null; cleared: boolean }> {
+    const snapshot = await this.ownSnapshot();
+    const own = this.own(snapshot);
+    const lost = snapshot.holding.find((h) => h.node === this.node && h.orphan) ?? null;
+    if (!lost) return { own, lost, cleared: false };
+    return { own, lost, cleared: await this.#clearLost(lost) };
+  }
+
+  /** Clears this node's own lost marker, recording `returned`. False if it is not ours. */
+  async #clearLost(lost: HoldingEntry): Promise<boolean> {
+    if (!lost.marker || !this.#mine(lost.marker.token)) return false;
+    const history = this.#history('returned', null, lost.marker, lost.createRevision);
+    const res = await etcdCall(`clearing lost marker ${lost.key}`, () =>
+      this.#client
+        .if(lost.key, 'Create', '==', lost.createRevision)
+        .and(lost.key, 'Mod', '==', lost.modRevision)
+        .then(
+          this.#client.delete().key(lost.key),
+          this.#client.put(history.key).value(JSON.stringify(history.record)),
+        )
+        .commit(),
+    );
+    if (res.succeeded) await this.#pruneHistory();
+    return res.succeeded;
   }
 
   async #sessionLease(): Promise<Session> {
@@ -190,12 +272,15 @@ export class Semaphore {
     for (const field of ['fromVersion', 'toVersion', 'manual', 'bootId'] as const) {
       if (req[field] !== undefined) (record as Record<string, unknown>)[field] = req[field];
     }
+    if (this.#opts.token !== undefined) record.token = this.#opts.token;
     return record;
   }
 
   /**
    * Joins the queue, or re-attaches to this node's existing key: the key keeps its create revision,
-   * so a restarted agent keeps its place, and a holder keeps its slot. Idempotent.
+   * so a restarted agent keeps its place, and a holder keeps its slot. Idempotent. A key written
+   * by another agent with this node id (another instance token) is refused, never taken over. A
+   * lost marker of this node's own is cleared first (see `recover()`).
    */
   async enqueue(req: SlotRequest = {}, signal?: AbortSignal): Promise<OwnEntry> {
     throwIfAborted(signal);
@@ -212,13 +297,20 @@ export class Semaphore {
         )
         .commit(),
     );
-    const own = this.own(await this.ownSnapshot());
+    const { own } = await this.recover();
     if (!own) {
       // Our key vanished between the txn and the read (an operator removed it): try once more.
       if (!res.succeeded) return this.enqueue(req, signal);
       throw new SluiceError('refused', `queue key ${key} disappeared right after it was written`);
     }
     if (!res.succeeded) {
+      if (!this.#mine(own.record?.token)) {
+        throw new SluiceError(
+          'refused',
+          `${key} belongs to another agent with node id ${this.node} (hostname ${own.record?.hostname || 'unknown'}, boot id ${own.record?.bootId ?? 'unknown'}); two machines share this id`,
+          key,
+        );
+      }
       if (Boolean(own.record?.manual) !== Boolean(req.manual)) {
         // A manual lock and an agent's slot never stand in for each other.
         throw new SluiceError(
@@ -236,8 +328,8 @@ export class Semaphore {
 
   /**
    * Moves an existing key onto a lease this process keeps alive: the hold lease for a holder, the
-   * session lease for a waiter. The txn is guarded on the key's create revision, so it never
-   * resurrects a key that was released or lost meanwhile.
+   * session lease for a waiter. The txn is guarded on the key's create and mod revisions, so it
+   * never resurrects a key that was released or lost meanwhile, nor overwrites another writer.
    */
   async #attach(own: OwnEntry, req: SlotRequest = {}): Promise<void> {
     const lease = own.holding ? await this.#holdLease() : await this.#sessionLease();
@@ -249,6 +341,7 @@ export class Semaphore {
     const res = await etcdCall(`re-attaching ${own.entry.key}`, () =>
       this.#client
         .if(own.entry.key, 'Create', '==', own.entry.createRevision)
+        .and(own.entry.key, 'Mod', '==', own.entry.modRevision)
         .then(this.#client.put(own.entry.key).value(JSON.stringify(record)).lease(lease.id))
         .commit(),
     );
@@ -256,6 +349,7 @@ export class Semaphore {
       throw new SluiceError('refused', `${own.entry.key} changed while re-attaching; try again`);
     }
     own.entry.lease = lease.id;
+    own.entry.modRevision = Number(res.header.revision);
     own.record = record;
     if (own.grant) own.grant.record = record;
     if (previous !== '0') {
@@ -266,9 +360,9 @@ export class Semaphore {
 
   /**
    * Waits until this node holds a slot, and returns the grant. Joins the queue first if needed.
-   * Waiting watches the group from the snapshot's revision: no polling. Each change to the group
-   * re-runs the pure `decide()`; an `admit` becomes a txn guarded on the snapshot. Rejects only
-   * when aborted or on an error a retry cannot fix; etcd outages are waited out.
+   * Each admission is decided by etcd (see the file's comment); the local mirror of the group
+   * only wakes the waiter, and nothing polls but the slow backstop. Rejects only when aborted or
+   * on an error a retry cannot fix; etcd outages are waited out.
    */
   async acquire(req: SlotRequest = {}, signal?: AbortSignal): Promise<Grant> {
     throwIfAborted(signal);
@@ -279,7 +373,7 @@ export class Semaphore {
     const watch = await GroupWatch.open(this.#client, this.keys);
     this.#waiting = watch;
     try {
-      return await this.#waitLoop(watch, req, signal);
+      return await this.#waitLoop(watch, req, first, signal);
     } finally {
       this.#waiting = null;
       await watch.close();
@@ -295,15 +389,31 @@ export class Semaphore {
     return watch ? rankOf(watch.snapshot, this.node) : null;
   }
 
-  #waitLoop(watch: GroupWatch, req: SlotRequest, signal?: AbortSignal): Promise<Grant> {
+  #waitLoop(
+    watch: GroupWatch,
+    req: SlotRequest,
+    first: OwnEntry,
+    signal?: AbortSignal,
+  ): Promise<Grant> {
     return new Promise<Grant>((resolve, reject) => {
       let done = false;
-      let timer: NodeJS.Timeout | undefined;
-      let failures = 0;
+      let own = first;
+      let askTimer: NodeJS.Timeout | undefined;
+      let backstopTimer: NodeJS.Timeout | undefined;
+      let hintTimer: NodeJS.Timeout | undefined;
+      /** The last wait reason reported, so each change of reason is reported once. */
+      let reported: string | null = null;
+      /** No ask on the mirror's word before this time (see `disagreed`). */
+      let askNotBefore = 0;
+      /** Admission txns that lost a race, and answers from etcd that the mirror contradicted. */
+      const conflicts = new Backoff({ initialMs: 50, maxMs: 5000 });
+      const disagreed = new Backoff({ initialMs: 200, maxMs: 10_000 });
+      const failures = new Backoff({ initialMs: 250, maxMs: 4000 });
+      const timers = () => [askTimer, backstopTimer, hintTimer];
       const finish = (fn: () => void) => {
         if (done) return;
         done = true;
-        clearTimeout(timer);
+        for (const t of timers()) clearTimeout(t);
         unsubscribe();
         signal?.removeEventListener('abort', onAbort);
         fn();
@@ -316,75 +426,167 @@ export class Semaphore {
             }),
           ),
         );
-      const wakeAt = (at: Date) => {
-        clearTimeout(timer);
-        const delay = Math.max(0, at.getTime() - this.#now().getTime()) + 5;
-        timer = setTimeout(run, Math.min(delay, 2 ** 31 - 1));
+      const after = (ms: number, fn: () => void): NodeJS.Timeout =>
+        setTimeout(fn, Math.min(Math.max(0, ms), 2 ** 31 - 1));
+      const report = (decision: Decision, source: 'etcd' | 'mirror') => {
+        this.stats.decisions++;
+        const reason = decision.kind === 'wait' ? `${decision.reason}:${decision.detail}` : null;
+        if (source === 'mirror' && reason === reported) return;
+        reported = reason;
+        this.#opts.onDecision?.(decision, source);
+      };
+      /** Asks again later: at `at` ms from now, unless an earlier ask is already due. */
+      const askIn = (ms: number) => {
+        clearTimeout(askTimer);
+        askTimer = after(ms, () => void ask());
+      };
+      const armBackstop = () => {
+        clearTimeout(backstopTimer);
+        const base = this.#opts.backstopMs ?? DEFAULT_BACKSTOP_MS;
+        const stretch = Math.max(1, watch.queueSize / 1000);
+        backstopTimer = after(jitter(base * stretch), () => {
+          this.stats.backstops++;
+          void ask();
+        });
       };
 
-      const step = async (): Promise<void> => {
-        const snapshot = watch.snapshot;
-        const own = this.own(snapshot);
-        if (!own) {
-          // Our key expired (the session lease was lost) or was removed: join again, at the back.
-          // Not after the wait was cancelled: then `leave()` removed it on purpose.
-          if (done || signal?.aborted) return;
-          await this.enqueue(req, signal);
+      /** Asks etcd, decides on its answer, and takes the slot if the answer is yes. */
+      const askOnce = async (): Promise<void> => {
+        clearTimeout(askTimer);
+        armBackstop();
+        const max = watch.snapshot.max;
+        const view = await readAdmission(this.#client, this.keys, this.node, {
+          selfCreateRevision: own.entry.createRevision,
+          holders: watch.snapshot.holding.map((h) => h.node),
+          maxTxnOps: this.#opts.maxTxnOps ?? DEFAULT_MAX_TXN_OPS,
+          ...(max.ok ? { maxHint: max.value } : {}),
+        });
+        this.stats.reads++;
+        if (done) return;
+        if (!view.self || view.self.createRevision !== own.entry.createRevision) {
+          // Our key expired (the session lease was lost while cut off) or was removed: join again,
+          // at the back, and read the group again so the mirror knows our new key. Not after the
+          // wait was cancelled: then `leave()` removed it on purpose.
+          if (signal?.aborted) return;
+          own = await this.enqueue(req, signal);
+          await watch.resync();
+          if (own.grant) finish(() => resolve(own.grant!));
+          else askIn(0);
           return;
         }
-        if (own.grant) {
-          await this.#attach(own);
-          finish(() => resolve(own.grant!));
-          return;
+        if (mustHalt(view)) await haltGroup(this.#client, view);
+        let decision = decideAdmission(view, this.#now(), this.#opts.localWindows);
+        const tooBig =
+          decision.kind === 'admit' ? admissionTooBig(view, this.#opts.maxTxnOps) : null;
+        if (tooBig) {
+          decision = {
+            kind: 'wait',
+            reason: 'invalid-value',
+            rank: null,
+            detail: tooBig,
+            wakeAt: null,
+          };
         }
-        if (mustHalt(snapshot)) await this.halt(snapshot);
-        const decision = decide(snapshot, this.node, this.#now(), this.#opts.localWindows);
-        this.stats.decisions++;
-        this.#opts.onDecision?.(decision, snapshot);
-        if (decision.kind === 'wait' && decision.reason === 'queue' && snapshot.max.ok) {
-          // At least max places stand ahead, and ranks only fall: sleep until one frees up (or
-          // the settings or our own key change) instead of deciding again on every change.
-          watch.park(listener, own.entry.key, own.entry.createRevision, snapshot.max.value);
+        report(decision, 'etcd');
+        if (decision.kind === 'holding') {
+          // Admitted already: our txn went through but its answer was lost, say.
+          const grant = this.#grantOf(view);
+          await this.#attach({ entry: view.self, record: view.self.record, holding: true, grant });
+          finish(() => resolve(grant));
+          return;
         }
         if (decision.kind === 'admit') {
-          const grant = await this.#admit(snapshot, own);
-          if (grant) finish(() => resolve(grant));
-          // Something changed after the snapshot: decide again on fresh data.
-          else await watch.resync();
-        } else if (decision.kind === 'wait' && decision.wakeAt) {
-          wakeAt(decision.wakeAt);
+          const grant = await this.#admit(view);
+          if (grant) {
+            finish(() => resolve(grant));
+            return;
+          }
+          // The group changed after the read. Ask again, backing off if it keeps happening.
+          askIn(conflicts.next());
+          return;
+        }
+        conflicts.reset();
+        if (decision.wakeAt) askIn(decision.wakeAt.getTime() - this.#now().getTime() + 5);
+        const hint = decide(watch.snapshot, this.node, this.#now(), this.#opts.localWindows);
+        if (hint.kind === 'admit') {
+          // etcd said no where the mirror said yes: the mirror is out of step. Read it again, and
+          // do not take its word again before a back-off, so a lasting disagreement cannot spin.
+          askNotBefore = Date.now() + disagreed.next();
+          await watch.resync();
+        } else {
+          disagreed.reset();
         }
       };
 
-      const steps = coalesce(step, () => done);
-      const run = async (): Promise<void> => {
+      const asks = coalesce(askOnce, () => done);
+      const ask = async (): Promise<void> => {
         try {
-          await steps();
-          failures = 0;
+          await asks();
+          failures.reset();
         } catch (error) {
+          if (done) return;
           if (!isTransient(error)) {
             finish(() => reject(error));
             return;
           }
-          // etcd is unreachable: nothing can be admitted. Try again with jittered backoff.
-          failures++;
+          // etcd is unreachable: nothing can be admitted. Ask again with jittered backoff.
           this.#opts.onRetry?.(error);
-          const base = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** failures);
-          clearTimeout(timer);
-          timer = setTimeout(
-            () => {
-              void watch.resync().then(run, run);
-            },
-            base / 2 + Math.random() * (base / 2),
-          );
+          askIn(failures.next());
         }
       };
 
-      const listener = () => void run();
-      const unsubscribe = watch.onChange(listener);
+      /**
+       * On a change to the mirror: ask etcd only when the mirror thinks the node may be admitted
+       * now, that its key has gone, or that the group must halt. Deep in the queue, sleep until a
+       * place ahead frees up.
+       */
+      const onChange = () => {
+        if (done) return;
+        clearTimeout(hintTimer);
+        const snapshot = watch.snapshot;
+        const hint = decide(snapshot, this.node, this.#now(), this.#opts.localWindows);
+        if (hint.kind === 'wait') {
+          report(hint, 'mirror');
+          if (hint.wakeAt) {
+            hintTimer = after(hint.wakeAt.getTime() - this.#now().getTime() + 5, onChange);
+          }
+          if (hint.reason === 'queue' && snapshot.max.ok) {
+            // At least max places stand ahead, and ranks only fall: sleep until one frees up (or
+            // the settings or our own key change) instead of deciding again on every change.
+            const self = snapshot.queue.find((e) => e.node === this.node);
+            if (self) watch.park(onChange, self.key, self.createRevision, snapshot.max.value);
+          }
+          // Our key gone, or a holder lost: etcd has to confirm it (and the group be halted).
+          if (hint.reason !== 'not-queued' && hint.reason !== 'halted') return;
+        }
+        const wait = askNotBefore - Date.now();
+        if (wait > 0) askIn(wait);
+        else void ask();
+      };
+
+      const unsubscribe = watch.onChange(onChange);
       signal?.addEventListener('abort', onAbort, { once: true });
-      void run();
+      void ask();
     });
+  }
+
+  /** The grant that a view shows this node holding. Refuses one of another agent's. */
+  #grantOf(view: AdmissionView): Grant {
+    const self = view.self!;
+    const marker = view.holding.find((h) => h.node === this.node)!;
+    if (!self.record || !this.#mine(self.record.token) || !this.#mine(marker.marker?.token)) {
+      throw new SluiceError(
+        'refused',
+        `${self.key} is held by another agent with node id ${this.node} (hostname ${self.record?.hostname || 'unknown'}); two machines share this id`,
+        self.key,
+      );
+    }
+    return {
+      node: this.node,
+      revision: marker.createRevision,
+      createRevision: self.createRevision,
+      record: self.record,
+    };
   }
 
   /**
@@ -394,12 +596,15 @@ export class Semaphore {
   async tryAcquire(req: SlotRequest = {}, signal?: AbortSignal): Promise<Grant | Decision> {
     const own = await this.enqueue(req, signal);
     if (own.grant) return own.grant;
-    const snapshot = await this.snapshot();
-    if (mustHalt(snapshot)) await this.halt(snapshot);
-    const decision = decide(snapshot, this.node, this.#now(), this.#opts.localWindows);
-    const self = this.own(snapshot);
-    if (decision.kind === 'admit' && self) {
-      const grant = await this.#admit(snapshot, self);
+    const view = await readAdmission(this.#client, this.keys, this.node, {
+      selfCreateRevision: own.entry.createRevision,
+      maxTxnOps: this.#opts.maxTxnOps ?? DEFAULT_MAX_TXN_OPS,
+    });
+    this.stats.reads++;
+    if (mustHalt(view)) await haltGroup(this.#client, view);
+    const decision = decideAdmission(view, this.#now(), this.#opts.localWindows);
+    if (decision.kind === 'admit' && !admissionTooBig(view, this.#opts.maxTxnOps)) {
+      const grant = await this.#admit(view);
       if (grant) return grant;
     }
     await this.leave();
@@ -415,43 +620,46 @@ export class Semaphore {
   }
 
   /**
-   * The admission txn: valid only if the settings keys and our own key are exactly as in the
-   * snapshot and no marker exists for us yet. Moves our key to the hold lease and writes the
-   * lease-less holding marker. Returns null when the guard failed.
+   * The admission txn, guarded on the read the decision was taken on (see `admissionGuard`).
+   * Moves our key to the hold lease and writes the lease-less holding marker. Returns null when
+   * the guard failed.
    */
-  async #admit(snapshot: GroupSnapshot, own: OwnEntry): Promise<Grant | null> {
+  async #admit(view: AdmissionView): Promise<Grant | null> {
+    const self = view.self!;
     const hold = await this.#holdLease();
-    const key = own.entry.key;
     const holdingKey = this.keys.holding(this.node);
     const now = this.#now().toISOString();
     const record: QueueRecord = {
-      ...this.#record('holding', {}, own.record),
+      ...this.#record('holding', {}, self.record),
       grantedAt: now,
     };
-    let txn = this.#client.if(key, 'Create', '==', own.entry.createRevision);
-    txn = txn.and(holdingKey, 'Create', '==', 0);
-    for (const [settingsKey, rev] of Object.entries(snapshot.settingsRevisions)) {
-      txn = txn.and(settingsKey, 'Mod', '==', rev);
-    }
-    // Every lost holder we counted must still be there, unchanged, and no new one may appear
-    // unseen: lost markers only arise from deleted queue keys, which the rank already covers.
-    for (const lost of lostHolders(snapshot))
-      txn = txn.and(lost.key, 'Mod', '==', lost.modRevision);
-    const res = await etcdCall(`taking a slot at ${key}`, () =>
-      txn
-        .then(
-          this.#client.put(key).value(JSON.stringify(record)).lease(hold.id),
-          this.#client.put(holdingKey).value(
-            JSON.stringify({
-              v: 1,
-              node: this.node,
-              hostname: this.hostname,
-              createRevision: own.entry.createRevision,
-              grantedAt: now,
-            } satisfies HoldingMarker),
-          ),
-        )
-        .commit(),
+    const marker: HoldingMarker = {
+      v: 1,
+      node: this.node,
+      hostname: this.hostname,
+      createRevision: self.createRevision,
+      grantedAt: now,
+    };
+    if (this.#opts.token !== undefined) marker.token = this.#opts.token;
+    const res = await etcdCall(`taking a slot at ${self.key}`, () =>
+      this.#client.kv.txn({
+        compare: admissionGuard(view),
+        success: [
+          {
+            request_put: {
+              key: Buffer.from(self.key),
+              value: Buffer.from(JSON.stringify(record)),
+              lease: hold.id,
+            },
+          },
+          {
+            request_put: {
+              key: Buffer.from(holdingKey),
+              value: Buffer.from(JSON.stringify(marker)),
+            },
+          },
+        ],
+      }),
     );
     this.stats.admitAttempts++;
     if (!res.succeeded) {
@@ -464,12 +672,13 @@ export class Semaphore {
     const session = this.#session;
     this.#session = null;
     await session?.revoke().catch(() => {});
-    return { node: this.node, revision, createRevision: own.entry.createRevision, record };
+    return { node: this.node, revision, createRevision: self.createRevision, record };
   }
 
   /**
-   * Updates this holder's record (draining, rebooting, ...), guarded on its create revision.
-   * Rejects with `refused` if the node no longer holds its key (released or lost).
+   * Updates this holder's record (draining, rebooting, ...), guarded on its create revision and on
+   * its marker still being the one its admission wrote (the fencing token). Rejects with
+   * `refused` if the node no longer holds that slot (released, lost, or taken by another agent).
    */
   async setState(grant: Grant, state: NodeState, patch: Partial<QueueRecord> = {}): Promise<Grant> {
     const hold = await this.#holdLease();
@@ -480,9 +689,11 @@ export class Semaphore {
       state,
       since: grant.record.state === state ? grant.record.since : this.#now().toISOString(),
     };
+    if (this.#opts.token !== undefined) record.token = this.#opts.token;
     const res = await etcdCall(`updating ${key}`, () =>
       this.#client
         .if(key, 'Create', '==', grant.createRevision)
+        .and(this.keys.holding(this.node), 'Create', '==', grant.revision)
         .then(this.#client.put(key).value(JSON.stringify(record)).lease(hold.id))
         .commit(),
     );
@@ -494,9 +705,11 @@ export class Semaphore {
 
   /**
    * Gives the slot back: deletes the queue key and the holding marker and appends a history
-   * record, in one txn guarded on the key's create revision. Returns false when there was nothing
-   * to release (already released). A node that comes back after its slot was declared lost
-   * removes its own lost marker, recording the outcome `lost`; the group stays paused.
+   * record, in one txn guarded on the key's create revision and on the marker being the one that
+   * belongs to that key. Returns false when there was nothing to release (already released). A
+   * node that comes back after its slot was declared lost removes its own lost marker, recording
+   * `returned`; the group stays paused. On the way it looks at the group's other markers and
+   * halts the group if it sees lost holders beyond the loss budget.
    */
   async release(
     grant: Grant | null = null,
@@ -506,64 +719,106 @@ export class Semaphore {
     const own = this.own(snapshot);
     const marker = snapshot.holding.find((h) => h.node === this.node);
     const createRevision = grant?.createRevision ?? own?.entry.createRevision;
-    if (own && createRevision === own.entry.createRevision) {
-      const record = own.record;
+    if (own && createRevision === own.entry.createRevision && this.#mine(own.record?.token)) {
+      // The marker goes only if it is this key's: a lost marker of an earlier slot stays.
+      const ours = marker && !marker.orphan ? marker : null;
       const history = this.#history(
         outcome,
-        record,
-        marker?.marker ?? null,
-        marker?.createRevision,
+        own.record,
+        ours?.marker ?? null,
+        ours?.createRevision,
       );
+      const compare: ICompare[] = [
+        {
+          key: Buffer.from(own.entry.key),
+          target: 'Create',
+          result: 'Equal',
+          create_revision: own.entry.createRevision,
+        },
+      ];
+      const success: IRequestOp[] = [{ request_delete_range: { key: Buffer.from(own.entry.key) } }];
+      if (ours) {
+        compare.push({
+          key: Buffer.from(ours.key),
+          target: 'Mod',
+          result: 'Equal',
+          mod_revision: ours.modRevision,
+        });
+        success.push(
+          { request_delete_range: { key: Buffer.from(ours.key) } },
+          {
+            request_put: {
+              key: Buffer.from(history.key),
+              value: Buffer.from(JSON.stringify(history.record)),
+            },
+          },
+          // The other markers, to see whether a holder was lost (see #haltIfLost).
+          {
+            request_range: {
+              key: Buffer.from(this.keys.holdingPrefix),
+              range_end: prefixEnd(this.keys.holdingPrefix),
+              keys_only: true,
+            },
+          },
+        );
+      }
       const res = await etcdCall(`releasing ${own.entry.key}`, () =>
-        this.#client
-          .if(own.entry.key, 'Create', '==', own.entry.createRevision)
-          .then(
-            this.#client.delete().key(own.entry.key),
-            this.#client.delete().key(this.keys.holding(this.node)),
-            this.#client.put(history.key).value(JSON.stringify(history.record)),
-          )
-          .commit(),
+        this.#client.kv.txn({ compare, success }),
       );
       this.#dropLeases();
-      if (res.succeeded) await this.#pruneHistory();
-      return res.succeeded;
+      if (res.succeeded && ours) {
+        await this.#pruneHistory();
+        const others = (res.responses.at(-1)?.response_range?.kvs ?? []).map((kv) =>
+          kv.key.toString().slice(this.keys.holdingPrefix.length),
+        );
+        if (others.length > 0) await this.#haltIfLost(others);
+      }
+      return res.succeeded && ours !== null;
     }
-    if (marker?.orphan && marker.marker && marker.marker.createRevision === createRevision) {
-      const history = this.#history('lost', null, marker.marker, marker.createRevision);
-      await etcdCall(`clearing lost marker ${marker.key}`, () =>
-        this.#client
-          .if(marker.key, 'Mod', '==', marker.modRevision)
-          .then(
-            this.#client.delete().key(marker.key),
-            this.#client.put(history.key).value(JSON.stringify(history.record)),
-          )
-          .commit(),
-      );
-      this.#dropLeases();
-      return false;
+    if (marker?.orphan && (!grant || marker.createRevision === grant.revision)) {
+      await this.#clearLost(marker);
     }
     this.#dropLeases();
     return false;
   }
 
   /**
+   * Reads the group's markers and holders' keys and halts it if it has lost too many holders: a
+   * holder halts the group too, not only waiters. A failure here does not undo the release.
+   */
+  async #haltIfLost(holders: string[]): Promise<void> {
+    try {
+      const view = await readHalt(this.#client, this.keys, holders, this.#opts.maxTxnOps);
+      if (mustHalt(view)) await haltGroup(this.#client, view);
+    } catch {
+      // Waiters and sluicectl halt the group as well, the next time they look.
+    }
+  }
+
+  /**
    * Leaves the queue if this node is still only waiting, and returns `left`. If it holds a slot,
    * the slot is kept (`held`), unless `ifAdmitted` is `release`: a caller whose wait was cancelled
    * while its admission txn was in flight passes that, so a slot nobody waits for is given back
-   * (as `abandoned`) instead of lingering.
+   * (as `abandoned`) instead of lingering. A lost marker from an earlier slot of this node is not
+   * this key's and never goes with it.
    */
   async leave(ifAdmitted: 'keep' | 'release' = 'keep'): Promise<'left' | 'held' | 'released'> {
-    const key = this.keys.queue(this.node);
-    const res = await etcdCall(`leaving the queue at ${key}`, () =>
-      this.#client
-        .if(this.keys.holding(this.node), 'Create', '==', 0)
-        .then(this.#client.delete().key(key))
-        .commit(),
-    );
-    if (!res.succeeded) {
+    const snapshot = await this.ownSnapshot();
+    const own = this.own(snapshot);
+    if (own?.holding) {
       if (ifAdmitted === 'keep') return 'held';
-      await this.release(null, 'abandoned');
+      await this.release(own.grant, 'abandoned');
       return 'released';
+    }
+    if (own && this.#mine(own.record?.token)) {
+      const res = await etcdCall(`leaving the queue at ${own.entry.key}`, () =>
+        this.#client
+          .if(own.entry.key, 'Create', '==', own.entry.createRevision)
+          .then(this.#client.delete().key(own.entry.key))
+          .commit(),
+      );
+      // Admitted between the read and the delete: decide again on what is there now.
+      if (!res.succeeded) return this.leave(ifAdmitted);
     }
     const session = this.#session;
     this.#session = null;
@@ -622,14 +877,17 @@ export class Semaphore {
   }
 }
 
+/** What `haltGroup()` needs: the group's keys, markers, pause and loss budget. */
+export type HaltView = Pick<GroupSnapshot, 'keys' | 'holding' | 'paused' | 'lossBudget'>;
+
 /**
  * Pauses a group for its lost holders, if it has more than its loss budget and is not paused.
  * Guarded so that it never overwrites an operator's pause and never acts on a stale view.
  */
-export async function haltGroup(client: Etcd3, snapshot: GroupSnapshot): Promise<boolean> {
-  if (!mustHalt(snapshot)) return false;
-  const lost = lostHolders(snapshot);
-  const keys = snapshot.keys;
+export async function haltGroup(client: Etcd3, view: HaltView): Promise<boolean> {
+  if (!mustHalt(view)) return false;
+  const lost = lostHolders(view);
+  const keys = view.keys;
   let txn = client.if(keys.paused, 'Create', '==', 0);
   for (const h of lost) txn = txn.and(h.key, 'Mod', '==', h.modRevision);
   const reason = haltReason(lost);

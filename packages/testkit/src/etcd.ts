@@ -201,11 +201,15 @@ export class EtcdCluster {
     return stdout;
   }
 
-  /** Reads a counter or gauge (summed over its label sets) from a member's /metrics. */
-  async metric(name: string, member = 0): Promise<number> {
+  /**
+   * Reads a counter or gauge from a member's /metrics, summed over its label sets, or over those
+   * whose labels contain `labels` (e.g. `grpc_method="Txn"`).
+   */
+  async metric(name: string, member = 0, labels = ''): Promise<number> {
     const text = await (await fetch(this.members[member]!.metricsUrl)).text();
     let sum = 0;
     for (const line of text.split('\n')) {
+      if (labels && !(line.startsWith(`${name}{`) && line.includes(labels))) continue;
       if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) {
         sum += Number(line.slice(line.lastIndexOf(' ') + 1));
       }

@@ -1,0 +1,208 @@
+/**
+ * Admission, decided by etcd: the read an admission decision is taken from, and the txn that
+ * takes the slot. See DESIGN.md ("Admission: the server decides").
+ *
+ * The read is one txn of small ranges at one revision R: the node's own queue key, every holding
+ * marker, the settings keys, the queue keys of the nodes that hold a marker (keys only), and the
+ * queue keys created before the node's own (keys only, cut off after a few more than max). No
+ * local copy of the group is trusted and no response grows with the group. (etcd 3.4 ignores
+ * `max_create_revision` when `count_only` is set, so the keys ahead are listed, without values,
+ * rather than counted.)
+ *
+ * The admission txn is guarded on what the decision rested on: the settings keys' mod revisions,
+ * the node's own key as read, no marker for the node, and each live holder's queue key still
+ * having the create revision read at R, so a holder lost between the read and the commit fails it.
+ */
+import {
+  type AdmissionView,
+  buildAdmissionView,
+  type GroupKeys,
+  type RawKV,
+  SluiceError,
+} from '@sluice/core';
+import type { Etcd3, ICompare, IRangeRequest, IRequestOp, IResponseOp } from 'etcd3';
+import { etcdCall } from './errors.js';
+import { prefixEnd, readPrefix, toRawKV } from './reads.js';
+
+/** etcd's default `--max-txn-ops`: operations allowed in each part of one txn. */
+export const DEFAULT_MAX_TXN_OPS = 128;
+
+/** Operations of the admission txn other than one compare per live holder. */
+const FIXED_COMPARES = 3;
+
+/** How many keys ahead the read lists when the mirror has no better guess. */
+const AHEAD_LIMIT = 64;
+
+function range(key: string, extra: Partial<IRangeRequest> = {}): IRequestOp {
+  return { request_range: { key: Buffer.from(key), ...extra } };
+}
+
+function prefixRange(prefix: string, extra: Partial<IRangeRequest> = {}): IRequestOp {
+  return range(prefix, { range_end: prefixEnd(prefix), ...extra });
+}
+
+function kvsOf(response: IResponseOp | undefined): RawKV[] {
+  return (response?.response_range?.kvs ?? []).map(toRawKV);
+}
+
+/** What `readAdmission()` needs to know besides the group. */
+export interface AdmissionReadOptions {
+  /** The create revision of the node's own queue key, as the node last knew it. */
+  selfCreateRevision: number;
+  /** Nodes believed to hold a marker (from the local mirror); read again if wrong. */
+  holders?: Iterable<string>;
+  /** The max believed in force (from the mirror), to cut the list of keys ahead short. */
+  maxHint?: number;
+  /** etcd's `--max-txn-ops`. Default 128. */
+  maxTxnOps?: number;
+}
+
+/**
+ * Reads what an admission decision for `node` needs, in one round trip at one revision (two when
+ * the holders turned out to differ from the hint). Never reads a whole group.
+ */
+export async function readAdmission(
+  client: Etcd3,
+  keys: GroupKeys,
+  node: string,
+  options: AdmissionReadOptions,
+): Promise<AdmissionView> {
+  const maxTxnOps = options.maxTxnOps ?? DEFAULT_MAX_TXN_OPS;
+  let holders = new Set(options.holders ?? []);
+  for (let attempt = 0; ; attempt++) {
+    const read = await readOnce(client, keys, node, options, holders, maxTxnOps);
+    const markerNodes = new Set(read.markers.map((kv) => kv.key.slice(keys.holdingPrefix.length)));
+    markerNodes.delete(node);
+    const missing = [...markerNodes].some((n) => !holders.has(n));
+    if (!missing || attempt >= 2) {
+      if (missing) {
+        throw new SluiceError(
+          'etcd-unavailable',
+          `the holders of ${keys.root} kept changing while reading them; trying again`,
+        );
+      }
+      return buildAdmissionView(keys, node, read);
+    }
+    holders = markerNodes;
+  }
+}
+
+async function readOnce(
+  client: Etcd3,
+  keys: GroupKeys,
+  node: string,
+  options: AdmissionReadOptions,
+  holders: ReadonlySet<string>,
+  maxTxnOps: number,
+) {
+  const settings = keys.settings;
+  // Keys ahead: enough to tell whether fewer than max stand ahead, plus lost holders' places.
+  const aheadLimit = Math.max(AHEAD_LIMIT, (options.maxHint ?? 0) + 1);
+  const ops: IRequestOp[] = [
+    range(keys.queue(node)),
+    prefixRange(keys.holdingPrefix),
+    ...settings.map((key) => range(key)),
+    prefixRange(keys.queuePrefix, {
+      keys_only: true,
+      max_create_revision: Math.max(1, options.selfCreateRevision - 1),
+      limit: aheadLimit,
+    }),
+  ];
+  const holderList = [...holders].filter((n) => n !== node);
+  const perKey = holderList.length + ops.length <= maxTxnOps;
+  if (perKey) {
+    for (const n of holderList) ops.push(range(keys.queue(n), { keys_only: true }));
+  }
+  const res = await etcdCall(`a read of ${keys.root} for admission`, () =>
+    client.kv.txn({ compare: [], success: ops }),
+  );
+  const r = res.responses;
+  const revision = Number(res.header.revision);
+  const aheadRange = r[2 + settings.length]?.response_range;
+  let holderKeys: RawKV[];
+  if (perKey) {
+    holderKeys = r.slice(3 + settings.length).flatMap((op) => kvsOf(op));
+  } else {
+    // More holders than one txn may read key by key: read their queue keys (keys only) at R.
+    const wanted = new Set(holderList.map((n) => keys.queue(n)));
+    const all = await readPrefix(client, keys.queuePrefix, `a read of ${keys.queuePrefix}`, {
+      keysOnly: true,
+      revision,
+    });
+    holderKeys = all.kvs.filter((kv) => wanted.has(kv.key));
+  }
+  const self = kvsOf(r[0])[0];
+  // The ahead list was computed for the create revision we asked about; if the key is another one
+  // now (re-created), the caller sees a different `self` and starts over.
+  return {
+    revision,
+    self,
+    markers: kvsOf(r[1]),
+    settings: r.slice(2, 2 + settings.length).flatMap((op) => kvsOf(op)),
+    ahead: aheadRange?.kvs.length ?? 0,
+    aheadMore: Boolean(aheadRange?.more),
+    holderKeys,
+  };
+}
+
+/** Why an admission txn cannot be built for a view, or null when it can. */
+export function admissionTooBig(
+  view: AdmissionView,
+  maxTxnOps = DEFAULT_MAX_TXN_OPS,
+): string | null {
+  const compares = FIXED_COMPARES + view.keys.settings.length + view.holderKeys.size;
+  if (compares <= maxTxnOps) return null;
+  return `${view.keys.max}: ${view.holderKeys.size} holders at once need ${compares} compares in the admission txn, more than etcd's ${maxTxnOps} (--max-txn-ops); raise etcd's --max-txn-ops and sluice's etcd.maxTxnOps, or lower max`;
+}
+
+/**
+ * The compares of an admission txn for `view`: the node's own key exactly as read, no marker for
+ * the node, the settings keys as read, and every live holder's queue key still in place.
+ */
+export function admissionGuard(view: AdmissionView): ICompare[] {
+  const self = view.self;
+  if (!self) throw new SluiceError('refused', `${view.node} is not queued`);
+  const compares: ICompare[] = [
+    {
+      key: Buffer.from(self.key),
+      target: 'Create',
+      result: 'Equal',
+      create_revision: self.createRevision,
+    },
+    { key: Buffer.from(self.key), target: 'Mod', result: 'Equal', mod_revision: self.modRevision },
+    {
+      key: Buffer.from(view.keys.holding(view.node)),
+      target: 'Create',
+      result: 'Equal',
+      create_revision: 0,
+    },
+  ];
+  for (const [key, rev] of Object.entries(view.settingsRevisions)) {
+    compares.push({ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: rev });
+  }
+  for (const [holder, createRevision] of view.holderKeys) {
+    compares.push({
+      key: Buffer.from(view.keys.queue(holder)),
+      target: 'Create',
+      result: 'Equal',
+      create_revision: createRevision,
+    });
+  }
+  return compares;
+}
+
+/**
+ * Reads what deciding a halt needs, at one revision: every marker, whether each holder's queue
+ * key is still there, the pause and the loss budget. `holders` is a guess of the nodes that hold
+ * a marker (read again if wrong, as for an admission).
+ */
+export function readHalt(
+  client: Etcd3,
+  keys: GroupKeys,
+  holders: Iterable<string>,
+  maxTxnOps = DEFAULT_MAX_TXN_OPS,
+): Promise<AdmissionView> {
+  // No node is asking for a slot: read for the empty node id, which no queue key has, with
+  // nothing ahead of it.
+  return readAdmission(client, keys, '', { selfCreateRevision: 1, holders, maxTxnOps });
+}
