@@ -45,6 +45,16 @@ const tools = [
   { cmd: 'python3', pkg: 'python3', tests: true, paths: ['/usr/bin/python3', '/bin/python3'] },
   // Syntax-checks `sluicectl completion zsh`.
   { cmd: 'zsh', pkg: 'zsh', tests: true, paths: ['/usr/bin/zsh', '/bin/zsh'] },
+  // Runs an agent with its clock hours off (libfaketime, LD_PRELOAD), for the clock guard.
+  {
+    cmd: 'faketime',
+    pkg: 'faketime',
+    tests: true,
+    paths: [
+      '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
+      '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
+    ],
+  },
 ];
 
 const onPath = (cmd) =>

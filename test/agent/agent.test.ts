@@ -135,7 +135,8 @@ describe('sluiced', () => {
     await a.until('idle');
     expect(a.edges).toContain('post-checking (recovered-rebooted)');
     expect(a.edges).toContain('idle (released)');
-    expect(await etcdKeys(env.keys.root)).toEqual([]);
+    // Only the running agent's registration is left.
+    expect(await etcdKeys(env.keys.root)).toEqual([env.keys.registration('node-a')]);
     const history = JSON.parse(
       (
         await etcd.etcdctl(['get', '--prefix', env.keys.historyPrefix, '--print-value-only'])
@@ -376,7 +377,7 @@ describe('sluiced', () => {
       await a.start();
       await a.until('idle');
       expect(a.edges).toContain('releasing (update-cleared)');
-      expect(await etcdKeys(env.keys.root)).toEqual([]);
+      expect(await etcdKeys(env.keys.root)).toEqual([env.keys.registration('node-a')]);
       expect(a.logind.reboots).toHaveLength(0);
       const history = await etcd.etcdctl([
         'get',
@@ -419,5 +420,53 @@ describe('sluiced', () => {
     expect(text).toMatch(/^sluice_agent_slot_held 1$/m);
     expect(text).toMatch(/^sluice_agent_reboots_total 1$/m);
     expect(text).toMatch(/^sluice_agent_transitions_total\{edge="admitted",to="holding"\} 1$/m);
+  });
+});
+
+describe('sluiced on a restart and a clock gone wrong', () => {
+  it('gives the slot back when it restarts in rebooting on the same boot and the update went away', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const a = await node('node-a');
+    guardReboots(a);
+    await a.start();
+    await a.updateEngine.stageUpdate('4000.0.0');
+    await a.until('rebooting');
+    await expect.poll(() => a.logind.reboots.length).toBe(1);
+    // sluiced restarts before the machine went down (same boot id), and update_engine no
+    // longer has an update staged.
+    await a.agent!.stop();
+    a.agent = null;
+    a.updateEngine.setIdle('3900.0.0');
+    await a.start();
+    await a.until('idle');
+    expect(a.edges).toContain('releasing (recovered-update-gone)');
+    expect(a.logind.reboots).toHaveLength(1);
+    expect(await etcdKeys(env.keys.queuePrefix)).toEqual([]);
+    expect(await etcdKeys(env.keys.holdingPrefix)).toEqual([]);
+    expect(await rebootsWithoutSlot()).toEqual([]);
+  });
+
+  it('does not reboot once admitted if its clock has since gone hours off; reboots when it is right', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const a = await node('node-a', 'checks:\n  drain: { command: "sleep 1" }');
+    guardReboots(a);
+    await a.start();
+    await a.updateEngine.stageUpdate('4000.0.0');
+    await a.until('draining');
+    // The clock jumps two hours ahead during the drain (a bad NTP step, say).
+    a.clockOffsetMs = 2 * 3600_000;
+    await a.until('rebooting');
+    await sleep(1500);
+    expect(a.logind.reboots).toHaveLength(0);
+    expect(a.edges).toContain('rebooting (reboot-failed)');
+    expect(await etcdKeys(env.keys.holdingPrefix)).toEqual([env.keys.holding('node-a')]);
+    const registration = JSON.parse(
+      await etcd.etcdctl(['get', env.keys.registration('node-a'), '--print-value-only']),
+    );
+    expect(registration.problem).toMatch(/clock is 720\d s ahead of etcd's/);
+    // NTP puts it right: the next attempt reboots, still holding the slot.
+    a.clockOffsetMs = 0;
+    await expect.poll(() => a.logind.reboots.length, { timeout: 5000 }).toBe(1);
+    expect(await rebootsWithoutSlot()).toEqual([]);
   });
 });

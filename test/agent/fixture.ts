@@ -27,6 +27,8 @@ export class TestNode {
   logind!: FakeLogind;
   dir!: string;
   agent: RunningAgent | null = null;
+  /** How far this node's clock is off, in ms (positive: ahead); change it at any time. */
+  clockOffsetMs = 0;
   /** Every transition of every agent run on this node: `from -> to (edge)`. */
   readonly edges: string[] = [];
   boot = 1;
@@ -45,6 +47,8 @@ export class TestNode {
     await writeFile(
       join(this.dir, 'sluiced.yaml'),
       [
+        'node:',
+        `  tokenFile: ${join(this.dir, 'instance')}`,
         'etcd:',
         `  endpoints: [${this.opts.endpoints.join(', ')}]`,
         `  prefix: ${this.opts.prefix}`,
@@ -77,6 +81,7 @@ export class TestNode {
       logger: pino({ level: 'silent' }),
       bootIdFile: join(this.dir, 'boot_id'),
       retryDelayMs: 300,
+      now: () => new Date(Date.now() + this.clockOffsetMs),
     });
     agent.agent.onTransition((state, edge) => this.edges.push(`${state.name} (${edge})`));
     await agent.ready;

@@ -49,6 +49,8 @@ function baseArgs(extra: string[] = []): string[] {
     join(dir, 'machine-id'),
     '--boot-id-file',
     join(dir, 'boot_id'),
+    '--token-file',
+    join(dir, 'instance'),
     '--metrics-listen',
     'off',
     ...extra,

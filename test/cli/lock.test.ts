@@ -213,7 +213,8 @@ describe('sluicectl lock and unlock', () => {
         lab.close();
       }
 
-      const forced = await cli.run(['unlock', 'node-self', '--force']);
+      // It is rebooting: freeing its slot needs --yes as well.
+      const forced = await cli.run(['unlock', 'node-self', '--force', '--yes']);
       expect(forced.code).toBe(0);
       expect((await status()).holders).toEqual([]);
       expect((await history())[0]).toMatchObject({

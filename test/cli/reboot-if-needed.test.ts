@@ -70,6 +70,8 @@ function once(...args: string[]) {
     join(dir, 'machine-id'),
     '--boot-id-file',
     join(dir, 'boot_id'),
+    '--token-file',
+    join(dir, 'instance'),
     '-o',
     'json',
     ...args,

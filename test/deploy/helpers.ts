@@ -90,6 +90,7 @@ export async function agentNode(
     ['--update-conf', join(dir, 'empty/update.conf')],
     ['--machine-id-file', join(dir, 'machine-id')],
     ['--boot-id-file', join(dir, 'boot_id')],
+    ['--token-file', join(dir, 'instance')],
     ['--metrics-listen', 'off'],
     ['--sentinel', 'off'],
   ].flat();

@@ -246,10 +246,19 @@ describe("sluiced under the agent's user", () => {
         ['get', '/sluice/v1/groups/rbac-agent/', '--prefix', '--keys-only'],
         asRoot,
       );
-      expect(left.split('\n').filter(Boolean)).toEqual([]);
+      // Only the running agent's registration is left, written under the agent's own role...
+      expect(left.split('\n').filter(Boolean)).toEqual([
+        '/sluice/v1/groups/rbac-agent/nodes/rbac-node',
+      ]);
       expect(logind.reboots).toHaveLength(1);
       after.child.kill('SIGTERM');
       expect(await after.exited, afterOutput()).toBe(0);
+      // ...and removed by it when it stops.
+      const gone = await etcd.etcdctl(
+        ['get', '/sluice/v1/groups/rbac-agent/', '--prefix', '--keys-only'],
+        asRoot,
+      );
+      expect(gone.split('\n').filter(Boolean)).toEqual([]);
       outputs.push(afterOutput());
 
       expect(password).toMatch(/^[A-Za-z0-9]{32}$/);

@@ -79,6 +79,8 @@ async function pass(unit: string, bootId: string) {
     join(dir, 'machine-id'),
     '--boot-id-file',
     join(dir, 'boot_id'),
+    '--token-file',
+    join(dir, 'instance'),
   ]);
 }
 

@@ -163,15 +163,12 @@ describe('admission under faults', () => {
     expect(obs.check()).toBe(1);
   });
 
-  it.each([
-    ['before the read', 1000, false],
-    ['between the read and the commit', 3000, true],
-  ])('admits nobody when a holder is lost %s, and halts the group', async (_when, leadMs, txn) => {
+  it('admits nobody when a holder is lost before a slow waiter reads, and halts the group', async () => {
     env = new TestEnv(etcd.endpoints);
     await etcd.etcdctl(['put', env.keys.max, '2']);
     const obs = await observe();
     const reader = env.client();
-    const h1 = env.semaphore('h1', { holdTTL: 8 });
+    const h1 = env.semaphore('h1', { holdTTL: 6 });
     const h2 = env.semaphore('h2');
     await h1.acquire({ reason: 'update' });
     const grantH2 = await h2.acquire({ reason: 'update' });
@@ -183,23 +180,54 @@ describe('admission under faults', () => {
     // H1 goes down for its reboot and never comes back: its hold lease runs out at `expiry`.
     h1.close();
     const key = await reader.get(env.keys.queue('h1')).exec();
-    const lease = key.kvs[0]!.lease;
-    const ttl = await reader.leaseClient.leaseTimeToLive({ ID: lease });
+    const ttl = await reader.leaseClient.leaseTimeToLive({ ID: key.kvs[0]!.lease });
     const expiry = Date.now() + Number(ttl.TTL) * 1000;
-    // W's requests take 2 s to reach etcd. H2 releases `leadMs` before the expiry: with 1 s, W's
-    // first request after waking arrives a second after the loss; with 3 s, its read arrives a
-    // second before the loss and its next request (the admission txn) a second after.
+    // W's requests take 2 s to reach etcd, and H2 releases a second before the expiry: what W
+    // sends when it wakes arrives after the loss.
     proxy.setLatency({ up: 2000 });
-    await sleep(expiry - leadMs - Date.now());
+    await sleep(expiry - 1000 - Date.now());
     expect(await h2.release(grantH2)).toBe(true);
-    await sleep(expiry + 6000 - Date.now());
+    await eventually('the group halts', async () => (await pausedReason()) !== null);
 
+    expect(await pausedReason()).toBe('node h1 lost during reboot');
     expect(obs.grants).not.toContain('w');
     expect(obs.holders).toEqual(['h1']);
+    expect(await within(waitingW, 10)).toBeNull();
+  });
+
+  it('admits nobody when a holder is lost between the read and the commit, and halts the group', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '2']);
+    const obs = await observe();
+    const h1 = env.semaphore('h1', { holdTTL: 3 });
+    const h2 = env.semaphore('h2');
+    await h1.acquire({ reason: 'update' });
+    const grantH2 = await h2.acquire({ reason: 'update' });
+    // W is slow between its read and its txn: the first time, until H1's hold lease has run out
+    // (the clock guard is the step that runs there).
+    let stalled = false;
+    const w = env.semaphore('w', {
+      clockCheck: async () => {
+        if (!stalled) {
+          stalled = true;
+          await eventually('h1 lost', async () => !(await exists(env.keys.queue('h1'))));
+        }
+        return null;
+      },
+    });
+    const waitingW = pending(w.acquire({ reason: 'update' }));
+    await eventually('w queued', () => exists(env.keys.queue('w')));
+    h1.close();
+    expect(await h2.release(grantH2)).toBe(true);
+    await eventually('the group halts', async () => (await pausedReason()) !== null);
+
     expect(await pausedReason()).toBe('node h1 lost during reboot');
-    // Read before the loss, W tried to take the slot and its txn's guard caught the loss; read
-    // after it, W never tried.
-    expect(w.stats.admitConflicts > 0).toBe(txn);
+    expect(stalled).toBe(true);
+    // W read the group before the loss, decided to take the slot, and its txn's guard caught
+    // the loss.
+    expect(w.stats.admitConflicts).toBeGreaterThan(0);
+    expect(obs.grants).not.toContain('w');
+    expect(obs.holders).toEqual(['h1']);
     expect(await within(waitingW, 10)).toBeNull();
   });
 

@@ -24,7 +24,7 @@ import {
   windowStateAll,
 } from '@sluice/core';
 import { LogindClient } from '@sluice/dbus';
-import { type Grant, Mirror, type Semaphore } from '@sluice/etcd';
+import { Backoff, type Grant, Mirror, type NodeRegistry, type Semaphore } from '@sluice/etcd';
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { runChecks } from './checks.js';
@@ -53,6 +53,16 @@ export interface AgentDeps {
   config: AgentConfig;
   client: Etcd3 | null;
   semaphore: Semaphore | null;
+  /**
+   * This agent's registration in its group: it registers before anything else, and stays out of
+   * the group while another live agent holds its node id. Null without etcd.
+   */
+  registry?: NodeRegistry | null;
+  /**
+   * The clock guard (see `checkClock`): null when the clock may be trusted, else why not. Asked
+   * right before every reboot call; a problem keeps the slot and retries later.
+   */
+  clockCheck?: (() => Promise<string | null>) | null;
   sources: UpdateSource[];
   logger: Logger;
   metrics: AgentMetrics;
@@ -141,18 +151,76 @@ export class Agent {
       },
       'sluiced starting',
     );
+    // One node, one agent: nothing else happens until this agent holds its node id.
+    if (this.#deps.registry) await this.#register(this.#deps.registry);
+    if (this.#stopped) return;
     // Read the sources (alongside the record) before acting on the record, so that a node that
     // was queued or holding for an update that has since gone away does not reboot for it.
     const [own, ...started] = await Promise.all([
       this.#recover(),
       ...this.#deps.sources.map((source) => this.#startSource(source, 1)),
     ]);
-    this.#dispatch({ type: 'recovered', own, bootId: this.#bootId });
+    const known = started.every(Boolean);
+    this.#dispatch({
+      type: 'recovered',
+      own,
+      bootId: this.#bootId,
+      ...(known ? { update: this.#update } : {}),
+    });
     // A source that could not be read says nothing yet: no "not needed" from it. It is told once
     // it starts (see #startSource).
     if (started.every(Boolean)) this.#dispatch({ type: 'update', update: this.#update });
     // Started means recovered: the record has been acted on.
     await this.#draining;
+  }
+
+  /**
+   * Registers this agent at `nodes/<id>`, trying again with back-off while etcd cannot be reached
+   * or another live agent holds the node id (this one then stays out and says why, once per
+   * change). Once registered, a registration lost later (cut off longer than its lease) is made
+   * again in the background.
+   */
+  async #register(registry: NodeRegistry): Promise<void> {
+    const backoff = new Backoff({ initialMs: 1000, maxMs: 60_000 });
+    let said = '';
+    while (!this.#stopped) {
+      try {
+        const result = await registry.register();
+        if (result.ok) {
+          this.#deps.metrics.identityConflict.set(0);
+          if (said)
+            this.#log.info(
+              { key: registry.keys.registration(this.#deps.config.node.id) },
+              'registered: this agent now holds its node id',
+            );
+          this.#followRegistration(registry);
+          return;
+        }
+        this.#deps.metrics.identityConflict.set(1);
+        const other = result.other;
+        const message = `not taking part: ${result.reason} (hostname ${other?.hostname || 'unknown'}, boot id ${other?.bootId || 'unknown'}, started ${other?.startedAt ?? 'unknown'}); two machines share node id ${this.#deps.config.node.id}: give each its own /etc/machine-id or node.id. Trying again later`;
+        if (message !== said) this.#log.error({ other }, message);
+        said = message;
+      } catch (error) {
+        this.#deps.metrics.etcdErrors.inc();
+        this.#log.warn({ err: describe(error) }, 'cannot register this agent in etcd; retrying');
+      }
+      await sleep(backoff.next(), this.#stop.signal).catch(() => {});
+    }
+  }
+
+  /** Registers again, in the background, whenever the registration's lease is lost. */
+  #followRegistration(registry: NodeRegistry): void {
+    const lost = registry.lost;
+    lost?.addEventListener(
+      'abort',
+      () => {
+        if (this.#stopped) return;
+        this.#log.warn('the registration lease was lost (cut off from etcd); registering again');
+        void this.#register(registry);
+      },
+      { once: true },
+    );
   }
 
   /**
@@ -205,6 +273,14 @@ export class Agent {
           );
         }
         if (!found) return null;
+        if (!sem.isOwn(found.record)) {
+          // Written by another agent with this node id: never acted on, never released.
+          const message = `${found.entry.key} was written by another agent with this node id (hostname ${found.record?.hostname || 'unknown'}, boot id ${found.record?.bootId ?? 'unknown'}); this agent leaves it alone: two machines share node id ${sem.node}`;
+          this.#deps.metrics.identityConflict.set(1);
+          this.#log.error({ key: found.entry.key }, message);
+          await this.#deps.registry?.setProblem(message).catch(() => {});
+          return null;
+        }
         if (found.record?.manual) {
           // An operator's `sluicectl lock` for this node: theirs to release, not ours to use.
           this.#log.warn(
@@ -510,7 +586,7 @@ export class Agent {
         clearTimeout(this.#wakeTimer);
         const delay = Math.max(0, Date.parse(effect.at) - this.#now().getTime()) + 5;
         this.#wakeTimer = setTimeout(
-          () => this.#dispatch({ type: 'tick' }),
+          () => this.#dispatch({ type: 'tick', due: effect.at }),
           Math.min(delay, 2 ** 31 - 1),
         );
         return null;
@@ -563,6 +639,10 @@ export class Agent {
     }
     // Never reboot once stopping: the slot stays recorded and the next start carries on.
     throwIfAborted(this.#stop.signal);
+    // Windows were checked on this node's clock: never reboot on a clock that is far off.
+    const skew = await this.#deps.clockCheck?.();
+    if (skew) return { type: 'reboot-failed', detail: skew };
+    throwIfAborted(this.#stop.signal);
     this.#deps.metrics.reboots.inc();
     this.#log.warn({ method: cfg.reboot.method, grant: this.#grant?.revision }, 'rebooting now');
     try {
@@ -590,6 +670,7 @@ export class Agent {
     await this.#windowMirror?.close();
     await Promise.all(this.#deps.sources.map((s) => s.close().catch(() => {})));
     this.#deps.semaphore?.close();
+    await this.#deps.registry?.deregister();
     this.#log.info({ state: this.#state.name }, 'sluiced stopped');
   }
 }

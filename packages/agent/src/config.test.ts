@@ -80,7 +80,12 @@ describe('loadAgentConfig: defaults', () => {
   it('fills in every default', async () => {
     const cfg = await load();
     expect(cfg).toEqual({
-      node: { id: '0123456789abcdef0123456789abcdef', hostname: 'test-host' },
+      node: {
+        id: '0123456789abcdef0123456789abcdef',
+        hostname: 'test-host',
+        tokenFile: '/var/lib/sluice/instance',
+      },
+      clock: { maxSkewMs: 60_000 },
       etcd: {
         endpoints: ['http://127.0.0.1:2379'],
         prefix: '/sluice/v1/',
@@ -132,7 +137,12 @@ describe('loadAgentConfig: defaults', () => {
     expect(block).toBeDefined();
     const yaml = block!.replace(/^ \* ?/gm, '');
     const cfg = await load({ yaml });
-    expect(cfg.node).toEqual({ id: 'web-17', hostname: 'web-17.example' });
+    expect(cfg.node).toEqual({
+      id: 'web-17',
+      hostname: 'web-17.example',
+      tokenFile: '/var/lib/sluice/instance',
+    });
+    expect(cfg.clock).toEqual({ maxSkewMs: 60_000 });
     expect(cfg.etcd).toMatchObject({
       endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379'],
       group: 'web',
@@ -285,6 +295,8 @@ describe('loadAgentConfig: precedence', () => {
         SLUICE_MANUAL: 'no',
         SLUICE_SOURCE_COMMAND: 'test -e /x',
         SLUICE_SOURCE_COMMAND_INTERVAL: '1m',
+        SLUICE_TOKEN_FILE: '/srv/sluice/instance',
+        SLUICE_MAX_CLOCK_SKEW: '2m',
       },
     });
     expect(cfg.etcd).toMatchObject({
@@ -293,7 +305,12 @@ describe('loadAgentConfig: precedence', () => {
       sessionTTL: 15,
       holdTTL: 7200,
     });
-    expect(cfg.node).toEqual({ id: 'node-1', hostname: 'node-1.example' });
+    expect(cfg.node).toEqual({
+      id: 'node-1',
+      hostname: 'node-1.example',
+      tokenFile: '/srv/sluice/instance',
+    });
+    expect(cfg.clock).toEqual({ maxSkewMs: 120_000 });
     expect(cfg.strategy).toBe('reboot');
     expect(cfg.windows[0]!.windows[0]).toMatchObject({ days: [1], zone: 'America/New_York' });
     expect(cfg.windows[0]!.source).toBe('environment SLUICE_WINDOW: windows');

@@ -21,6 +21,9 @@
  * node:
  *   id: web-17                # default: the contents of /etc/machine-id
  *   hostname: web-17.example  # default: the host name
+ *   tokenFile: /var/lib/sluice/instance  # this agent's instance token (made at first start)
+ * clock:
+ *   maxSkew: 60s              # no admission, no reboot while the clock is further off etcd's
  * etcd:
  *   endpoints: [https://10.0.0.1:2379, https://10.0.0.2:2379]  # or "a,b"; default http://127.0.0.1:2379
  *   cacert: /etc/sluice/etcd-ca.pem        # alone: TLS that verifies the server only
@@ -101,6 +104,7 @@ import {
 import type { Command } from 'commander';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
+import { defaultTokenFile } from './identity.js';
 import { parseUpdateConf } from './locksmith.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +155,14 @@ export interface AgentConfig {
     id: string;
     /** Shown in queue records and status. Default: the host name. */
     hostname: string;
+    /**
+     * Where the agent's instance token is kept (made at first start). Default
+     * `$STATE_DIRECTORY/instance`, else `/var/lib/sluice/instance`.
+     */
+    tokenFile: string;
   };
+  /** The clock guard: the largest difference from etcd's clock allowed, in ms (default 60 s). */
+  clock: { maxSkewMs: number };
   /** etcd connection settings plus the two lease TTLs, in whole seconds. */
   etcd: EtcdSettings & { sessionTTL: number; holdTTL: number };
   /** locksmith's `best-effort` is already resolved to `etcd-lock` or `reboot`. */
@@ -233,6 +244,7 @@ const DEFAULTS = {
   postDeadlineMs: 10 * 60_000,
   postIntervalMs: 10_000,
   metricsListen: '127.0.0.1:9466',
+  maxClockSkewMs: 60_000,
 } as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -494,7 +506,9 @@ export const AgentConfigFileSchema = section({
       .refine(isValidName, 'must be letters, digits and . _ : @ -, starting with a letter or digit')
       .optional(),
     hostname: text.optional(),
+    tokenFile: text.optional(),
   }).optional(),
+  clock: section({ maxSkew: duration({ positive: true }).optional() }).optional(),
   etcd: section({
     ...etcdShape,
     endpoints: z
@@ -565,6 +579,8 @@ export interface AgentFlags {
   config?: string;
   node?: string;
   hostname?: string;
+  tokenFile?: string;
+  maxClockSkew?: string;
   /** Comma-separated, or repeated. */
   endpoints?: string | string[];
   cacert?: string;
@@ -632,6 +648,8 @@ const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])
   ['config', '', '<file>', `YAML config file (default ${DEFAULT_CONFIG_FILE})`],
   ['node', 'node.id', '<id>', 'node id (default: the contents of /etc/machine-id)'],
   ['hostname', 'node.hostname', '<name>', 'host name shown in status'],
+  ['tokenFile', 'node.tokenFile', '<file>', 'instance token file (/var/lib/sluice/instance)'],
+  ['maxClockSkew', 'clock.maxSkew', '<duration>', "largest offset from etcd's clock (60s)"],
   ['endpoints', 'etcd.endpoints', '<urls>', 'etcd endpoints, comma-separated'],
   ['cacert', 'etcd.cacert', '<file>', 'CA bundle that signed the etcd server certificate'],
   ['cert', 'etcd.cert', '<file>', 'client certificate for mutual TLS'],
@@ -1123,6 +1141,7 @@ async function resolve(
     id = machineId;
   }
   const hostname = m.node?.hostname ?? opts.hostname ?? osHostname();
+  const tokenFile = m.node?.tokenFile ?? defaultTokenFile(opts.env ?? process.env);
 
   // etcd: the shared schema decides, with each field's origin in its messages.
   const { sessionTTL, holdTTL, ...etcdInput } = m.etcd ?? {};
@@ -1177,7 +1196,8 @@ async function resolve(
   }
 
   return {
-    node: { id, hostname },
+    node: { id, hostname, tokenFile },
+    clock: { maxSkewMs: m.clock?.maxSkew ?? DEFAULTS.maxClockSkewMs },
     etcd: {
       ...etcd,
       sessionTTL: sessionTTL ?? DEFAULTS.sessionTTL,

@@ -64,9 +64,27 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly identityConflict = new Gauge({
+    name: 'sluice_agent_identity_conflict',
+    help: '1 while another live agent has this node id and this one stays out of the group',
+    registers: [this.registry],
+  });
+  readonly clockProblem = new Gauge({
+    name: 'sluice_agent_clock_problem',
+    help: "1 while this node's clock is further from etcd's than clock.maxSkew (no admission, no reboot)",
+    registers: [this.registry],
+  });
+  readonly clockOffset = new Gauge({
+    name: 'sluice_agent_clock_offset_seconds',
+    help: "This node's clock minus etcd's, at the last check, in seconds",
+    registers: [this.registry],
+  });
+
   constructor() {
     this.setState('recovering');
     this.slotHeld.set(0);
+    this.identityConflict.set(0);
+    this.clockProblem.set(0);
   }
 
   /** Marks `current` as the state; every other state reads 0. */

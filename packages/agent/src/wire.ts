@@ -2,11 +2,15 @@
  * Builds a running agent from a validated config: logger, metrics, etcd client, semaphore, update
  * sources. `sluiced` (main.ts) and the fleet simulator both start agents through here.
  */
-import { connectEtcd, connectionOptions, Semaphore } from '@sluice/etcd';
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { GroupKeys } from '@sluice/core';
+import { checkClock, connectEtcd, connectionOptions, NodeRegistry, Semaphore } from '@sluice/etcd';
 import type { Etcd3 } from 'etcd3';
 import { type Logger, pino } from 'pino';
 import { Agent, readBootId } from './agent.js';
 import { type AgentConfig, redactConfig } from './config.js';
+import { instanceToken } from './identity.js';
 import { AgentMetrics } from './metrics.js';
 import { CommandSource, SentinelFileSource, type UpdateSource } from './sources.js';
 import { ManualRequestSource, UpdateEngineSource } from './update-sources.js';
@@ -18,6 +22,10 @@ export interface RunOptions {
   noSources?: boolean;
   bootIdFile?: string;
   retryDelayMs?: number;
+  /** Where the machine's product UUID is read, to notice a token file cloned with a machine. */
+  machineUuidFile?: string;
+  /** The clock, for tests; default the system's. */
+  now?: () => Date;
 }
 
 /** A started agent and everything to stop with it. */
@@ -50,13 +58,51 @@ export async function startAgent(
 
   let client: Etcd3 | null = null;
   let semaphore: Semaphore | null = null;
+  let registry: NodeRegistry | null = null;
+  let clockCheck: (() => Promise<string | null>) | null = null;
   const sources: UpdateSource[] = [];
   const wantSources = !opts.noSources;
+  const now = opts.now ?? (() => new Date());
   if (config.strategy === 'etcd-lock') {
-    client = await connectEtcd(await connectionOptions(config.etcd));
+    const { token, created } = await instanceToken(config.node.tokenFile, opts.machineUuidFile);
+    if (created) logger.info({ file: config.node.tokenFile }, 'made a new instance token');
+    const conn = await connectionOptions(config.etcd);
+    client = await connectEtcd(conn);
+    let lastSkew: string | null = null;
+    clockCheck = async () => {
+      const { problem, reading } = await checkClock(conn, config.clock.maxSkewMs, () =>
+        now().getTime(),
+      );
+      if (reading) metrics.clockOffset.set(reading.offsetMs / 1000);
+      metrics.clockProblem.set(problem ? 1 : 0);
+      if (problem !== lastSkew) {
+        if (problem) logger.error({ maxSkewMs: config.clock.maxSkewMs }, problem);
+        else if (lastSkew) logger.info("this node's clock agrees with etcd's again");
+        lastSkew = problem;
+        await registry?.setProblem(problem).catch(() => {});
+      }
+      return problem;
+    };
+    registry = new NodeRegistry(
+      client,
+      new GroupKeys(config.etcd.prefix, config.etcd.group),
+      {
+        node: config.node.id,
+        hostname: config.node.hostname,
+        bootId,
+        token,
+        agentVersion: AGENT_VERSION,
+        startedAt: now().toISOString(),
+        ...(await osVersion()),
+      },
+      config.etcd.sessionTTL,
+    );
     semaphore = new Semaphore(client, {
       node: config.node.id,
       hostname: config.node.hostname,
+      token,
+      clockCheck,
+      now,
       prefix: config.etcd.prefix,
       group: config.etcd.group,
       sessionTTL: config.etcd.sessionTTL,
@@ -94,12 +140,19 @@ export async function startAgent(
     config,
     client,
     semaphore,
+    registry,
+    clockCheck,
+    now,
     sources,
     logger,
     metrics,
     bootId,
     ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
   });
+  // The agent is meant to run until stopped, even while nothing else keeps the event loop busy
+  // (a sentinel-only agent with metrics off): a handle that keeps the process alive, so it
+  // never exits 0 on its own and the unit's restart policy never has to guess.
+  const alive = setInterval(() => {}, 2 ** 30);
   // Recovery waits out an etcd outage, so it runs in the background: SIGTERM works meanwhile.
   const ready = agent.start();
   ready.catch((error: unknown) => logger.error({ err: String(error) }, 'agent failed to start'));
@@ -110,9 +163,38 @@ export async function startAgent(
     ready,
     semaphore,
     async stop() {
+      clearInterval(alive);
       await agent.stop();
       client?.close();
       await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     },
   };
+}
+
+/** This agent's version, from its package.json (inlined by the bundle). */
+const AGENT_VERSION: string = (() => {
+  try {
+    return (
+      JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+        version: string;
+      }
+    ).version;
+  } catch {
+    return 'unknown';
+  }
+})();
+
+/** The OS version from /etc/os-release (VERSION, else VERSION_ID), when there is one. */
+async function osVersion(): Promise<{ osVersion?: string }> {
+  try {
+    const text = await readFile('/etc/os-release', 'utf8');
+    const field = (name: string) =>
+      new RegExp(`^${name}=["']?([^"'\n]*)`, 'm').exec(text)?.[1]?.trim() || undefined;
+    const name = field('NAME');
+    const version = field('VERSION') ?? field('VERSION_ID');
+    if (!version) return {};
+    return { osVersion: name ? `${name} ${version}` : version };
+  } catch {
+    return {};
+  }
 }

@@ -18,6 +18,11 @@ export interface CliIO {
   env: NodeJS.ProcessEnv;
   /** Aborted on SIGINT/SIGTERM: long-running commands (`watch`, `lock --wait`) stop cleanly. */
   signal?: AbortSignal;
+  /**
+   * Asks the person at the terminal a yes/no question; absent when there is nobody to ask (no
+   * terminal), and then a command that needs a confirmation wants its flag (`--yes`) instead.
+   */
+  confirm?: (question: string) => Promise<boolean>;
 }
 
 /** Exit codes, the same for every command. */

@@ -77,6 +77,7 @@ export function formatStatus(status: GroupStatus, now: Date): string {
     `Available:  ${status.available ?? '-'}`,
     `Paused:     ${paused}`,
     `Window:     ${windowLine(status, now)}`,
+    `Nodes:      ${status.registered} registered`,
     '',
   ];
   if (status.holders.length === 0) {
@@ -112,6 +113,16 @@ export function formatStatus(status: GroupStatus, now: Date): string {
           since(w.since, now),
           w.reason || '-',
         ]),
+      ),
+    );
+  }
+  if (status.nodeProblems.length > 0) {
+    lines.push(
+      '',
+      'NODE PROBLEMS',
+      table(
+        ['NODE', 'HOSTNAME', 'PROBLEM'],
+        status.nodeProblems.map((p) => [p.node, p.hostname || '-', p.problem]),
       ),
     );
   }

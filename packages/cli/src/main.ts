@@ -15,11 +15,26 @@ for (const name of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+/** A yes/no question on the terminal; only offered when both ends are one. */
+async function confirm(question: string): Promise<boolean> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`${question} [y/N] `, { signal: controller.signal });
+    return /^y(es)?$/i.test(answer.trim());
+  } catch {
+    return false;
+  } finally {
+    rl.close();
+  }
+}
+
 const code = await run(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
   env: process.env,
   signal: controller.signal,
+  ...(process.stdin.isTTY && process.stderr.isTTY ? { confirm } : {}),
 });
 // Lease keep-alives and gRPC channels may keep the event loop busy after the etcd client is
 // closed: flush the output, then exit explicitly.

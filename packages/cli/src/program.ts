@@ -94,6 +94,15 @@ Flags override environment variables; locksmithctl's -endpoint URL form is accep
     );
 
   program
+    .command('nodes')
+    .description(
+      "list the group's nodes: registered agents and queued nodes, their state, versions, last reboot and problems",
+    )
+    .action(async (_opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/nodes.js')).nodes(ctx)),
+    );
+
+  program
     .command('set-max')
     .description('set how many nodes of the group may hold a slot at once')
     .argument('<N>', 'whole number from 0 to 10000; 0 stops all admissions')
@@ -151,6 +160,10 @@ clear it with "sluicectl unlock NODE --force", then "sluicectl resume".`,
       '--force',
       "release a slot an agent holds, another node's, or a lost holder; recorded as forced (or lost)",
     )
+    .option(
+      '--yes',
+      'with --force: release even a node that is draining or rebooting right now (asked on a terminal)',
+    )
     .addHelpText(
       'after',
       `
@@ -160,8 +173,11 @@ running agent breaks the reboot in progress. Every release is recorded in histor
 with who did it (see "sluicectl history").`,
     )
     .action(
-      async (node: string | undefined, opts: { node?: string; force?: boolean }, cmd: Command) =>
-        exec(cmd, async (ctx) => (await import('./commands/lock.js')).unlock(ctx, node, opts)),
+      async (
+        node: string | undefined,
+        opts: { node?: string; force?: boolean; yes?: boolean },
+        cmd: Command,
+      ) => exec(cmd, async (ctx) => (await import('./commands/lock.js')).unlock(ctx, node, opts)),
     );
 
   program
@@ -206,6 +222,10 @@ with who did it (see "sluicectl history").`,
       'where the boot id is read (default /proc/sys/kernel/random/boot_id)',
     )
     .option('--node <id>', "this node's id (default: SLUICE_NODE or /etc/machine-id)")
+    .option(
+      '--token-file <path>',
+      "the agent's instance token file (default /var/lib/sluice/instance) [SLUICE_TOKEN_FILE]",
+    )
     .action(
       async (opts: import('./commands/reboot-if-needed.js').RebootIfNeededOptions, cmd: Command) =>
         exec(cmd, async (ctx) =>

@@ -11,6 +11,8 @@
  * <prefix>groups/<g>/queue/<node>     JSON QueueRecord, on a lease
  * <prefix>groups/<g>/holding/<node>   JSON HoldingMarker, no lease: written at admission
  * <prefix>groups/<g>/requests/<node>  JSON RebootRequest from `sluicectl request-reboot`
+ * <prefix>groups/<g>/nodes/<node>     JSON NodeRegistration of the live agent, on its lease
+ * <prefix>groups/<g>/conflicts/<node> JSON NodeRegistration of a second agent with that id
  * <prefix>history/<g>/<ms>-<node>     JSON HistoryRecord, capped per group
  * ```
  */
@@ -44,6 +46,8 @@ export class GroupKeys {
   readonly queuePrefix: string;
   readonly holdingPrefix: string;
   readonly requestsPrefix: string;
+  readonly nodesPrefix: string;
+  readonly conflictsPrefix: string;
   readonly historyPrefix: string;
 
   constructor(
@@ -59,6 +63,8 @@ export class GroupKeys {
     this.queuePrefix = `${this.root}queue/`;
     this.holdingPrefix = `${this.root}holding/`;
     this.requestsPrefix = `${this.root}requests/`;
+    this.nodesPrefix = `${this.root}nodes/`;
+    this.conflictsPrefix = `${this.root}conflicts/`;
     this.historyPrefix = `${p}history/${group}/`;
   }
 
@@ -72,6 +78,16 @@ export class GroupKeys {
 
   request(node: string): string {
     return this.requestsPrefix + node;
+  }
+
+  /** Where the live agent of `node` registers itself. */
+  registration(node: string): string {
+    return this.nodesPrefix + node;
+  }
+
+  /** Where a second live agent with the id `node` says that it stays out. */
+  conflict(node: string): string {
+    return this.conflictsPrefix + node;
   }
 
   /** A history key that sorts by time: `<ms, 15 digits>-<node>`. */

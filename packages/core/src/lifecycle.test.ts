@@ -227,6 +227,35 @@ describe('lifecycle', () => {
       ]);
     });
 
+    it('gives the slot back instead of asking again when no source wants a reboot any more', () => {
+      const s = transition(
+        INITIAL_STATE,
+        { type: 'recovered', own, bootId: 'boot-1', update: null },
+        ctx(),
+      );
+      expect(s.edge).toBe('recovered-update-gone');
+      expect(s.state).toMatchObject({ name: 'releasing', revision: 9 });
+      expect(s.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
+      // With a source that could not be read yet, the reboot is asked for as before.
+      const unknown = transition(
+        INITIAL_STATE,
+        { type: 'recovered', own, bootId: 'boot-1' },
+        ctx(),
+      );
+      expect(unknown.state.name).toBe('rebooting');
+    });
+
+    it('retries when the timer set for it fires, even if the clock was stepped back meanwhile', () => {
+      let s = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'boot-1' }, ctx());
+      s = transition(s.state, { type: 'reboot-failed', detail: 'clock is off' }, ctx());
+      expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-25T03:01:00.000Z' }]);
+      const earlier = ctx({ now: new Date('2026-11-25T01:00:00Z') });
+      // A plain tick two hours before the retry time is not due; the retry timer firing is.
+      expect(transition(s.state, { type: 'tick' }, earlier).edge).toBeNull();
+      const fired = transition(s.state, { type: 'tick', due: '2026-11-25T03:01:00.000Z' }, earlier);
+      expect(fired.edge).toBe('reboot-retry');
+    });
+
     it('re-runs the admitted checks after a restart while holding', () => {
       const s = transition(
         INITIAL_STATE,

@@ -103,9 +103,22 @@ export interface RecoveredRecord {
 
 /** Something that happened: an input, or the outcome of an effect. */
 export type AgentEvent =
-  | { type: 'recovered'; own: RecoveredRecord | null; bootId: string }
+  | {
+      type: 'recovered';
+      own: RecoveredRecord | null;
+      bootId: string;
+      /**
+       * What the update sources said at start: an update, null for none, undefined when some
+       * source could not be read yet.
+       */
+      update?: UpdateInfo | null;
+    }
   | { type: 'update'; update: UpdateInfo | null }
-  | { type: 'tick' }
+  /**
+   * Time has passed. `due` is the time a `wake-at` timer was set for, when one fired: that time
+   * has come, whatever the wall clock says now (it may have been stepped back since).
+   */
+  | { type: 'tick'; due?: string }
   | { type: 'checks-passed'; phase: CheckPhase }
   | { type: 'checks-failed'; phase: CheckPhase; detail: string }
   | { type: 'admitted'; revision: number }
@@ -180,7 +193,9 @@ export const INITIAL_STATE: AgentState = { name: 'recovering' };
 export function transition(state: AgentState, event: AgentEvent, ctx: Context): Step {
   switch (state.name) {
     case 'recovering':
-      return event.type === 'recovered' ? recover(event.own, event.bootId, ctx) : stay(state);
+      return event.type === 'recovered'
+        ? recover(event.own, event.bootId, event.update, ctx)
+        : stay(state);
 
     case 'idle':
       if (event.type === 'update' && event.update) return stage(event.update, ctx);
@@ -193,7 +208,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
           ? stay(state)
           : go('update-changed', { ...state, update: event.update });
       }
-      if (event.type === 'tick') return evaluate(state, ctx);
+      if (event.type === 'tick') return evaluate(state, ctx, event.due);
       return stay(state);
 
     case 'waiting-window':
@@ -222,7 +237,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
           { type: 'wake-at', at: releaseRetryAt },
         );
       }
-      if (event.type === 'tick' && state.held && due(state.releaseRetryAt, ctx)) {
+      if (event.type === 'tick' && state.held && due(state.releaseRetryAt, ctx, event)) {
         return go(
           'release-retry',
           { ...state, releaseRetryAt: null },
@@ -330,7 +345,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         const retryAt = later(ctx, ctx.retryDelayMs);
         return go('reboot-failed', { ...state, retryAt }, { type: 'wake-at', at: retryAt });
       }
-      if (event.type === 'tick' && due(state.retryAt, ctx)) {
+      if (event.type === 'tick' && due(state.retryAt, ctx, event)) {
         return rebootInWindow('reboot-retry', state.update, state.revision, state.attempt + 1, ctx);
       }
       if (event.type === 'slot-lost') return retry(state.update, event.detail, ctx, 'slot-lost');
@@ -367,7 +382,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
           ...report,
         );
       }
-      if (event.type === 'tick' && due(state.nextCheckAt, ctx)) {
+      if (event.type === 'tick' && due(state.nextCheckAt, ctx, event)) {
         return go(
           'post-checks-run',
           { ...state, attempt: state.attempt + 1, nextCheckAt: null },
@@ -383,7 +398,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         const retryAt = later(ctx, ctx.retryDelayMs);
         return go('release-failed', { ...state, retryAt }, { type: 'wake-at', at: retryAt });
       }
-      if (event.type === 'tick' && due(state.retryAt, ctx)) {
+      if (event.type === 'tick' && due(state.retryAt, ctx, event)) {
         return go('release-retry', { ...state, retryAt: null }, releaseEffect('released', 0));
       }
       return stay(state);
@@ -431,8 +446,12 @@ function sameUpdate(a: UpdateInfo, b: UpdateInfo): boolean {
   return a.source === b.source && a.detail === b.detail && a.version === b.version;
 }
 
-/** True when a retry time is set and has come. */
-function due(at: string | null, ctx: Context): boolean {
+/**
+ * True when a retry time is set and has come: by the clock, or because the timer set for it fired
+ * (a clock stepped back after the time was set must not delay it by the step).
+ */
+function due(at: string | null, ctx: Context, event?: { due?: string }): boolean {
+  if (at !== null && event?.due === at) return true;
   return at !== null && ctx.now.getTime() >= Date.parse(at);
 }
 
@@ -450,9 +469,17 @@ function stage(update: UpdateInfo, ctx: Context): Step {
 }
 
 /** update-staged: wait out a back-off, then the window, then run the pre-checks. */
-function evaluate(state: Extract<AgentState, { name: 'update-staged' }>, ctx: Context): Step {
+function evaluate(
+  state: Extract<AgentState, { name: 'update-staged' }>,
+  ctx: Context,
+  fired?: string,
+): Step {
   if (ctx.strategy === 'off') return stay(state); // Report only: never reboot.
-  if (state.notBefore && ctx.now.getTime() < Date.parse(state.notBefore)) {
+  if (
+    state.notBefore &&
+    state.notBefore !== fired &&
+    ctx.now.getTime() < Date.parse(state.notBefore)
+  ) {
     return stay(state);
   }
   if (!ctx.window.open) return waitForWindow(state.update, ctx, false);
@@ -499,7 +526,12 @@ function releaseAndRetry(update: UpdateInfo, detail: string, ctx: Context, edge:
 }
 
 /** On start: carry on from the node's record in etcd (kured's "restore from the record"). */
-function recover(own: RecoveredRecord | null, bootId: string, ctx: Context): Step {
+function recover(
+  own: RecoveredRecord | null,
+  bootId: string,
+  update: UpdateInfo | null | undefined,
+  ctx: Context,
+): Step {
   if (!own) return go('recovered-idle', { name: 'idle' });
   if (own.holding) {
     const rebooted = own.bootId !== null && own.bootId !== bootId;
@@ -522,6 +554,15 @@ function recover(own: RecoveredRecord | null, bootId: string, ctx: Context): Ste
       );
     }
     if (own.state === 'rebooting') {
+      if (update === null) {
+        // The reboot was asked for, this boot is the same one, and no source wants a reboot any
+        // more (the update went away): give the slot back rather than reboot for nothing.
+        return go(
+          'recovered-update-gone',
+          { name: 'releasing', revision: own.revision, retryAt: null },
+          releaseEffect('abandoned', 0),
+        );
+      }
       // The reboot was asked for but this boot is the same one: ask again, in the window.
       return rebootInWindow('recovered-rebooting', own.update, own.revision, 1, ctx);
     }

@@ -107,6 +107,27 @@ export const RebootRequestSchema = z.looseObject({
 });
 export type RebootRequest = z.infer<typeof RebootRequestSchema>;
 
+/**
+ * The registration of a live agent at `groups/<g>/nodes/<node>`, on the agent's own lease: it
+ * goes when the agent does. Written once per agent start (and again when `problem` changes).
+ * The same shape, at `groups/<g>/conflicts/<node>`, is a second agent with that node id that
+ * stays out of the group.
+ */
+export const NodeRegistrationSchema = z.looseObject({
+  v: z.literal(1),
+  node: z.string().min(1),
+  hostname: z.string().default(''),
+  bootId: z.string().default(''),
+  /** The agent's instance token: see QueueRecord.token. */
+  token: z.string().min(1),
+  osVersion: z.string().optional(),
+  agentVersion: z.string().optional(),
+  startedAt: isoDate,
+  /** Why the agent cannot take part right now (clock skew, a twin with its id), if it cannot. */
+  problem: z.string().optional(),
+});
+export type NodeRegistration = z.infer<typeof NodeRegistrationSchema>;
+
 /** The optional JSON form of `groups/<g>/paused`, written by `sluicectl pause`. */
 export const PauseRecordSchema = z.looseObject({
   reason: z.string(),

@@ -10,6 +10,8 @@ import {
   describeZodError,
   type HoldingMarker,
   HoldingMarkerSchema,
+  type NodeRegistration,
+  NodeRegistrationSchema,
   type QueueRecord,
   QueueRecordSchema,
   type RebootRequest,
@@ -66,6 +68,10 @@ export interface GroupSnapshot extends GroupSettings {
   queue: QueueEntry[];
   holding: HoldingEntry[];
   requests: Map<string, RebootRequest>;
+  /** Registrations of live agents, by node (`nodes/<node>`). */
+  nodes: Map<string, NodeRegistration>;
+  /** Second agents with a node id that is registered already, by node (`conflicts/<node>`). */
+  conflicts: Map<string, NodeRegistration>;
   errors: KeyError[];
 }
 
@@ -148,6 +154,8 @@ export function buildSnapshot(
   const markerKVs: RawKV[] = [];
   const queueKVs: RawKV[] = [];
   const requests = new Map<string, RebootRequest>();
+  const nodes = new Map<string, NodeRegistration>();
+  const conflicts = new Map<string, NodeRegistration>();
   for (const kv of byKey.values()) {
     if (kv.key.startsWith(keys.holdingPrefix)) {
       markerKVs.push(kv);
@@ -156,6 +164,12 @@ export function buildSnapshot(
     } else if (kv.key.startsWith(keys.requestsPrefix)) {
       const request = parseJson(RebootRequestSchema, kv, errors);
       if (request) requests.set(kv.key.slice(keys.requestsPrefix.length), request);
+    } else if (kv.key.startsWith(keys.nodesPrefix)) {
+      const node = parseJson(NodeRegistrationSchema, kv, errors);
+      if (node) nodes.set(kv.key.slice(keys.nodesPrefix.length), node);
+    } else if (kv.key.startsWith(keys.conflictsPrefix)) {
+      const node = parseJson(NodeRegistrationSchema, kv, errors);
+      if (node) conflicts.set(kv.key.slice(keys.conflictsPrefix.length), node);
     }
   }
   queueKVs.sort((a, b) => a.createRevision - b.createRevision);
@@ -185,6 +199,8 @@ export function buildSnapshot(
     queue,
     holding,
     requests,
+    nodes,
+    conflicts,
     errors,
   };
 }
@@ -398,6 +414,8 @@ export type WaitReason =
   | 'paused'
   | 'halted'
   | 'window-closed'
+  /** The node's clock is too far from etcd's to trust its windows (the agent's clock guard). */
+  | 'clock-skew'
   | 'queue';
 
 /** The outcome of `decide()`. */

@@ -42,6 +42,13 @@ export interface GroupStatus {
   window: { open: boolean; nextChange: string | null; spec: string | null };
   holders: HolderStatus[];
   waiting: WaiterStatus[];
+  /** How many agents are registered (`nodes/`): live agents of the group. */
+  registered: number;
+  /**
+   * Nodes whose agent cannot take part: a second live agent with the node id (a cloned machine),
+   * or a registered agent that reports a problem (its clock is off, say).
+   */
+  nodeProblems: { node: string; hostname: string; problem: string }[];
   errors: { key: string; message: string }[];
   revision: number;
 }
@@ -113,7 +120,26 @@ export function groupStatus(
     window,
     holders,
     waiting,
+    registered: snapshot.nodes.size,
+    nodeProblems: nodeProblems(snapshot),
     errors: snapshot.errors,
     revision: snapshot.revision,
   };
+}
+
+/** Registered agents that report a problem, and second agents with a node id already taken. */
+function nodeProblems(snapshot: GroupSnapshot): GroupStatus['nodeProblems'] {
+  const problems: GroupStatus['nodeProblems'] = [];
+  for (const [node, reg] of snapshot.nodes) {
+    if (reg.problem) problems.push({ node, hostname: reg.hostname, problem: reg.problem });
+  }
+  for (const [node, twin] of snapshot.conflicts) {
+    const holder = snapshot.nodes.get(node);
+    problems.push({
+      node,
+      hostname: twin.hostname,
+      problem: `a second agent with this node id (hostname ${twin.hostname || 'unknown'}, boot id ${twin.bootId || 'unknown'}) stays out: ${twin.problem ?? 'node id taken'}${holder ? `; registered: hostname ${holder.hostname || 'unknown'}, boot id ${holder.bootId || 'unknown'}` : ''}`,
+    });
+  }
+  return problems.sort((a, b) => a.node.localeCompare(b.node));
 }

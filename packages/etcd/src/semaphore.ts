@@ -78,6 +78,11 @@ export interface SemaphoreOptions {
   backstopMs?: number;
   /** etcd's `--max-txn-ops`. Default 128. */
   maxTxnOps?: number;
+  /**
+   * The clock guard, asked right before every admission txn: null when the node's clock may be
+   * trusted, else why not (and nothing is admitted). See `checkClock`.
+   */
+  clockCheck?: () => Promise<string | null>;
   /** The clock. Tests may pass a fixed one. */
   now?: () => Date;
   /**
@@ -130,6 +135,9 @@ export interface SemaphoreStats {
 
 const DEFAULT_BACKSTOP_MS = 60_000;
 
+/** How soon a node held back by its clock asks again. */
+const CLOCK_RECHECK_MS = 30_000;
+
 /** One node's view of one group's reboot semaphore. */
 export class Semaphore {
   readonly keys: GroupKeys;
@@ -159,6 +167,14 @@ export class Semaphore {
 
   #now(): Date {
     return this.#opts.now?.() ?? new Date();
+  }
+
+  /**
+   * True when a queue record or marker was written by this agent (its instance token), not by
+   * another agent with the same node id. Records written before tokens existed count as ours.
+   */
+  isOwn(written: { token?: string | undefined } | null): boolean {
+    return this.#mine(written?.token);
   }
 
   /** True when a record or marker written with `token` belongs to this agent. */
@@ -487,6 +503,15 @@ export class Semaphore {
             wakeAt: null,
           };
         }
+        if (decision.kind === 'admit' && this.#opts.clockCheck) {
+          const skew = await this.#opts.clockCheck();
+          if (skew) {
+            // Asked again in a while: NTP may have put the clock right by then.
+            const wakeAt = new Date(this.#now().getTime() + CLOCK_RECHECK_MS);
+            const rank = decision.rank;
+            decision = { kind: 'wait', reason: 'clock-skew', rank, detail: skew, wakeAt };
+          }
+        }
         report(decision, 'etcd');
         if (decision.kind === 'holding') {
           // Admitted already: our txn went through but its answer was lost, say.
@@ -603,6 +628,13 @@ export class Semaphore {
     this.stats.reads++;
     if (mustHalt(view)) await haltGroup(this.#client, view);
     const decision = decideAdmission(view, this.#now(), this.#opts.localWindows);
+    const skew =
+      decision.kind === 'admit' && this.#opts.clockCheck ? await this.#opts.clockCheck() : null;
+    if (skew) {
+      await this.leave();
+      const rank = decision.kind === 'admit' ? decision.rank : null;
+      return { kind: 'wait', reason: 'clock-skew', rank, detail: skew, wakeAt: null };
+    }
     if (decision.kind === 'admit' && !admissionTooBig(view, this.#opts.maxTxnOps)) {
       const grant = await this.#admit(view);
       if (grant) return grant;

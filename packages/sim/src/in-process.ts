@@ -201,7 +201,10 @@ export class InProcessFleet {
   }
 
   async #startAgent(node: Node): Promise<void> {
-    const config: AgentConfig = { ...this.#config, node: { id: node.id, hostname: node.id } };
+    const config: AgentConfig = {
+      ...this.#config,
+      node: { ...this.#config.node, id: node.id, hostname: node.id },
+    };
     const e = config.etcd;
     const semaphore = new Semaphore(node.client, {
       node: node.id,

@@ -194,6 +194,8 @@ export class SimNode {
       join(o.dir, 'machine-id'),
       '--boot-id-file',
       join(o.dir, 'boot_id'),
+      '--token-file',
+      join(o.dir, 'instance'),
       '--update-conf',
       '',
       '--retry-delay',

@@ -141,6 +141,8 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
 export interface UnlockOptions {
   node?: string;
   force?: boolean;
+  /** With force: also release a holder that is draining or rebooting right now. */
+  yes?: boolean;
 }
 
 /**
@@ -164,6 +166,22 @@ export async function unlock(
     const client = await ctx.client();
     const snapshot = await readGroup(client, keys);
     const wasLost = snapshot.holding.some((h) => h.node === target && h.orphan);
+    // A holder whose lease is alive and that is draining or rebooting right now is down, or about
+    // to be: freeing its slot lets the next node reboot while it is. Say so, and want --yes.
+    const entry = snapshot.queue.find((e) => e.node === target);
+    const live = entry?.holding && ['draining', 'rebooting'].includes(entry.record?.state ?? '');
+    if (live && !opts.yes) {
+      const state = entry.record?.state;
+      const what = `${target} is ${state === 'rebooting' ? 'rebooting' : 'draining for its reboot'} now; releasing its slot lets another node reboot while ${target} is down`;
+      const asked = ctx.io.confirm ? await ctx.io.confirm(`${what}. Release it anyway?`) : false;
+      if (!asked) {
+        ctx.err(`sluicectl: ${what}.`);
+        ctx.err(
+          `Wait for it to come back, or if you are sure, run: ${ctx.command('unlock', target, '--force', '--yes')}`,
+        );
+        return EXIT.refused;
+      }
+    }
     const done = await new GroupAdmin(client, keys).forceRelease(target, ctx.operator);
     if (!done) {
       ctx.err(`sluicectl: ${target} holds no slot in group ${keys.group} and is not queued`);
@@ -185,6 +203,11 @@ export async function unlock(
       );
     } else {
       ctx.out(`released ${target} in group ${keys.group} (recorded as forced by ${ctx.operator})`);
+      if (live) {
+        ctx.out(
+          `${target} was ${entry.record?.state}: the next node may reboot before it is back.`,
+        );
+      }
     }
     return EXIT.ok;
   }

@@ -17,6 +17,7 @@ export interface RebootIfNeededOptions {
   machineIdFile?: string;
   bootIdFile?: string;
   node?: string;
+  tokenFile?: string;
 }
 
 /** Runs the agent's lifecycle once; exit 0 when it settled well, 1 when it gave up or failed. */
@@ -31,6 +32,7 @@ export async function rebootIfNeeded(ctx: Context, opts: RebootIfNeededOptions):
     flags: {
       ...(opts.config ? { config: opts.config } : {}),
       ...(opts.node ? { node: opts.node } : {}),
+      ...(opts.tokenFile ? { tokenFile: opts.tokenFile } : {}),
       ...(g.endpoints ? { endpoints: g.endpoints } : {}),
       ...(g.cacert ? { cacert: g.cacert } : {}),
       ...(g.cert ? { cert: g.cert } : {}),
