@@ -17,7 +17,8 @@ afterEach(async () => {
 });
 
 it('halts on a node lost during its reboot, and finishes after unlock --force and resume', async () => {
-  fleet = await Fleet.start({ nodes: 4, max: 1, rebootSeconds: 1, holdTTL: 4 });
+  // A hold lease of 8 s: long enough for a 1 s reboot and the agent's start on a busy machine.
+  fleet = await Fleet.start({ nodes: 4, max: 1, rebootSeconds: 1, holdTTL: 8 });
   const f = fleet;
   const lost = f.node('n01');
   lost.stuck = true;
@@ -25,8 +26,8 @@ it('halts on a node lost during its reboot, and finishes after unlock --force an
   await f.waitFor(() => lost.machine === 'down', 'n01 to go down');
   await f.stageAll('2.0.0', { nodes: ['n02', 'n03', 'n04'] });
 
-  // The hold lease (4 s) runs out; a waiting agent halts the group.
-  await f.waitFor(() => (f.timeline.paused ?? '').includes('n01'), 'the group to halt', 20_000);
+  // The hold lease (8 s) runs out; a waiting agent halts the group.
+  await f.waitFor(() => (f.timeline.paused ?? '').includes('n01'), 'the group to halt', 30_000);
   const status = JSON.parse(await f.sluicectlOk(['status', '-o', 'json']));
   expect(status.paused.reason).toMatch(/n01/);
   expect(status.holders).toEqual([expect.objectContaining({ node: 'n01', state: 'lost' })]);

@@ -34,7 +34,7 @@ it('reboots a node that gave its slot back when the window closed during its dra
   expect(drainer.agentState).toBe('waiting-window');
 
   await f.setWindow(null);
-  await f.waitForRollout('2.0.0', { timeoutMs: 20_000 });
+  await f.waitForRollout('2.0.0', { timeoutMs: 40_000 });
   await expectInvariants(f);
   expect(f.reboots.filter((r) => r.node === drainer.id)).toHaveLength(1);
 });

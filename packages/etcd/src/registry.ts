@@ -53,6 +53,8 @@ export class NodeRegistry {
   #session: Session | null = null;
   #record: NodeRegistration;
   #registered = false;
+  /** True once this agent wrote a conflict note, which it removes when it registers. */
+  #noted = false;
 
   constructor(
     private readonly client: Etcd3,
@@ -128,6 +130,8 @@ export class NodeRegistry {
 
   async #done(): Promise<Registered> {
     this.#registered = true;
+    if (!this.#noted) return { ok: true };
+    this.#noted = false;
     await etcdCall(`a delete of ${this.keys.conflict(this.#record.node)}`, () =>
       this.client
         .if(this.keys.conflict(this.#record.node), 'Create', '>', 0)
@@ -140,6 +144,7 @@ export class NodeRegistry {
   /** Says at `conflicts/<node>`, on our lease, that this agent stays out, and why. */
   async #conflict(other: NodeRegistration | null, reason: string): Promise<Registered> {
     this.#registered = false;
+    this.#noted = true;
     const session = this.#session!;
     const record: NodeRegistration = { ...this.#record, problem: reason };
     await etcdCall(`a write of ${this.keys.conflict(this.#record.node)}`, () =>
