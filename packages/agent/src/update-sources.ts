@@ -3,10 +3,8 @@
  * made with `sluicectl request-reboot` (a key in etcd). Both implement the UpdateSource interface
  * of sources.ts.
  */
-import { type GroupKeys, RebootRequestSchema } from '@sluice/core';
+import { type GroupSettings, RebootRequestSchema } from '@sluice/core';
 import { NEED_REBOOT, UpdateEngineClient, type UpdateStatus } from '@sluice/dbus';
-import { Mirror } from '@sluice/etcd';
-import type { Etcd3 } from 'etcd3';
 import type { UpdateSignal, UpdateSource } from './sources.js';
 
 const NOT_NEEDED = (source: string, detail: string): UpdateSignal => ({
@@ -79,19 +77,14 @@ export class UpdateEngineSource implements UpdateSource {
 
 /**
  * A reboot requested for this node with `sluicectl request-reboot`: needed while the key
- * `groups/<g>/requests/<node>` exists. Watches that one key; clear() deletes it once acted on.
+ * `groups/<g>/requests/<node>` exists. Follows that one key through the group's settings port;
+ * the agent deletes it (`clear-request`) right before the reboot that serves it.
  */
 export class ManualRequestSource implements UpdateSource {
   readonly name = 'manual';
   #signal: UpdateSignal = NOT_NEEDED('manual', 'no request');
-  /** The request key, mirrored: read once, then watched, and read again after any outage. */
-  #mirror: Mirror | null = null;
 
-  constructor(
-    private readonly client: Etcd3,
-    private readonly keys: GroupKeys,
-    private readonly node: string,
-  ) {}
+  constructor(private readonly settings: GroupSettings) {}
 
   #apply(value: string | null, onChange: (s: UpdateSignal) => void): void {
     if (value === null) {
@@ -110,26 +103,14 @@ export class ManualRequestSource implements UpdateSource {
   }
 
   async start(onChange: (s: UpdateSignal) => void): Promise<void> {
-    const key = this.keys.request(this.node);
-    const mirror = await Mirror.start(this.client, { key });
-    await this.#mirror?.close();
-    this.#mirror = mirror;
-    const apply = () => this.#apply(mirror.get(key)?.value ?? null, onChange);
-    mirror.onChange(apply);
-    apply();
+    await this.settings.followRequest((value) => this.#apply(value, onChange));
   }
 
   current(): UpdateSignal {
     return this.#signal;
   }
 
-  /** Deletes the request: called just before the reboot it asked for. */
-  async clear(): Promise<void> {
-    await this.client.delete().key(this.keys.request(this.node)).exec();
-  }
-
   async close(): Promise<void> {
-    await this.#mirror?.close();
-    this.#mirror = null;
+    // The settings port stops following with the agent.
   }
 }

@@ -5,8 +5,15 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { GroupKeys } from '@sluice/core';
-import { checkClock, connectEtcd, connectionOptions, NodeRegistry, Semaphore } from '@sluice/etcd';
-import type { Etcd3 } from 'etcd3';
+import {
+  checkClock,
+  connectEtcd,
+  connectionOptions,
+  type EtcdClient,
+  EtcdGroupSettings,
+  NodeRegistry,
+  Semaphore,
+} from '@sluice/etcd';
 import { type Logger, pino } from 'pino';
 import { Agent, readBootId } from './agent.js';
 import { type AgentConfig, redactConfig } from './config.js';
@@ -56,8 +63,9 @@ export async function startAgent(
   const metricsAddress =
     address && typeof address === 'object' ? `${address.address}:${address.port}` : null;
 
-  let client: Etcd3 | null = null;
+  let client: EtcdClient | null = null;
   let semaphore: Semaphore | null = null;
+  let settings: EtcdGroupSettings | null = null;
   let registry: NodeRegistry | null = null;
   let clockCheck: (() => Promise<string | null>) | null = null;
   const sources: UpdateSource[] = [];
@@ -116,10 +124,26 @@ export async function startAgent(
         );
       },
     });
+    settings = new EtcdGroupSettings(client, semaphore.keys, config.node.id, {
+      onInvalidWindow: (message) =>
+        logger.error({ err: message }, 'group window is invalid; not rebooting'),
+      onReadError: (error) => {
+        metrics.etcdErrors.inc();
+        logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'cannot read the group window from etcd',
+        );
+      },
+      onFollowError: (error) =>
+        logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'cannot watch the group window',
+        ),
+    });
     const waiting = semaphore;
     metrics.queuePositionSource = () => waiting.position();
     if (wantSources && config.sources.manual) {
-      sources.push(new ManualRequestSource(client, semaphore.keys, config.node.id));
+      sources.push(new ManualRequestSource(settings));
     }
   }
   if (wantSources && config.sources.updateEngine) {
@@ -138,9 +162,9 @@ export async function startAgent(
 
   const agent = new Agent({
     config,
-    client,
-    semaphore,
-    registry,
+    lock: semaphore,
+    settings,
+    registration: registry,
     clockCheck,
     now,
     sources,

@@ -60,7 +60,7 @@ export interface HoldingEntry {
 }
 
 /** Everything about one group at one revision. */
-export interface GroupSnapshot extends GroupSettings {
+export interface GroupSnapshot extends ParsedSettings {
   group: string;
   keys: GroupKeys;
   revision: number;
@@ -76,7 +76,7 @@ export interface GroupSnapshot extends GroupSettings {
 }
 
 /** The settings of a group as parsed from its keys, and the errors they gave. */
-export interface GroupSettings {
+export interface ParsedSettings {
   max: Result<number>;
   lossBudget: Result<number>;
   paused: Pause | null;
@@ -90,7 +90,7 @@ export function parseSettings(
   keys: GroupKeys,
   get: (key: string) => RawKV | undefined,
   errors: KeyError[],
-): GroupSettings {
+): ParsedSettings {
   const value = (key: string) => get(key)?.value;
   const max = parseMax(value(keys.max), keys.max);
   const lossBudget = parseLossBudget(value(keys.lossBudget), keys.lossBudget);
@@ -293,7 +293,7 @@ function rankIn(view: AdmissionView, self: QueueEntry): number {
  * semaphore reads it from etcd in one round trip (the server decides); `admissionView()` derives
  * it from a full snapshot, as a waiter's local mirror does to know when to ask.
  */
-export interface AdmissionView extends GroupSettings {
+export interface AdmissionView extends ParsedSettings {
   group: string;
   keys: GroupKeys;
   revision: number;

@@ -98,6 +98,9 @@ function normalizeEndpoint(endpoint: string, tls: boolean): string {
   return `${tls ? 'https' : 'http'}://${e}`;
 }
 
+/** An etcd client, for packages that should not name the etcd3 library themselves. */
+export type EtcdClient = Etcd3;
+
 /** Opens a client. Close it with `client.close()`. */
 export async function connectEtcd(opts: EtcdConnectionOptions): Promise<Etcd3> {
   return new Etcd3(await etcdClientOptions(opts));

@@ -4,6 +4,7 @@ export * from './backoff.js';
 export * from './client.js';
 export * from './clock.js';
 export * from './errors.js';
+export * from './group-settings.js';
 export * from './group-watch.js';
 export * from './mirror.js';
 export * from './reads.js';

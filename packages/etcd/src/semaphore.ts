@@ -18,6 +18,7 @@ import {
   type Decision,
   decide,
   decideAdmission,
+  type Grant,
   GroupKeys,
   type GroupSnapshot,
   type HistoryRecord,
@@ -30,6 +31,9 @@ import {
   type QueueEntry,
   type QueueRecord,
   rankOf,
+  type SlotLock,
+  type SlotRecovery,
+  type SlotRequest,
   SluiceError,
   throwIfAborted,
   type WindowSpec,
@@ -94,22 +98,7 @@ export interface SemaphoreOptions {
   onRetry?: (error: unknown) => void;
 }
 
-/** Why the node wants a slot; stored in its queue record. */
-export interface SlotRequest {
-  reason?: string;
-  fromVersion?: string;
-  toVersion?: string;
-  manual?: boolean;
-  bootId?: string;
-}
-
-/** A granted slot. `revision` is the fencing token: the revision of the admission txn. */
-export interface Grant {
-  node: string;
-  revision: number;
-  createRevision: number;
-  record: QueueRecord;
-}
+export type { Grant, SlotRequest } from '@sluice/core';
 
 /** The node's own key as found in etcd, for recovery after a restart or reboot. */
 export interface OwnEntry {
@@ -138,8 +127,8 @@ const DEFAULT_BACKSTOP_MS = 60_000;
 /** How soon a node held back by its clock asks again. */
 const CLOCK_RECHECK_MS = 30_000;
 
-/** One node's view of one group's reboot semaphore. */
-export class Semaphore {
+/** One node's view of one group's reboot semaphore: the etcd implementation of `SlotLock`. */
+export class Semaphore implements SlotLock {
   readonly keys: GroupKeys;
   readonly stats: SemaphoreStats = {
     reads: 0,
@@ -233,12 +222,54 @@ export class Semaphore {
    * stays paused if it was halted for it. A marker of another agent with this node id is left
    * alone. Returns the lost marker it found, cleared or not, too.
    */
-  async recover(): Promise<{ own: OwnEntry | null; lost: HoldingEntry | null; cleared: boolean }> {
+  async readOwn(): Promise<{ own: OwnEntry | null; lost: HoldingEntry | null; cleared: boolean }> {
     const snapshot = await this.ownSnapshot();
     const own = this.own(snapshot);
     const lost = snapshot.holding.find((h) => h.node === this.node && h.orphan) ?? null;
     if (!lost) return { own, lost, cleared: false };
     return { own, lost, cleared: await this.#clearLost(lost) };
+  }
+
+  /**
+   * What this node has in the group when its agent starts (see `SlotLock.recover`): its own key,
+   * re-attached to this process's leases so that its place and slot are kept, unless it is
+   * another agent's (another instance token) or a manual lock, which are left alone. A lost
+   * marker of the node's own is cleared first (see `readOwn`).
+   */
+  async recover(bootId: string, signal?: AbortSignal): Promise<SlotRecovery> {
+    throwIfAborted(signal);
+    const { own: found, lost, cleared } = await this.readOwn();
+    const recovery: SlotRecovery = {
+      own: null,
+      lost: lost ? { key: lost.key, outcome: cleared ? 'cleared' : 'foreign' } : null,
+      leftAlone: null,
+    };
+    if (!found) return recovery;
+    const foreign = !this.#mine(found.record?.token);
+    if (foreign || found.record?.manual) {
+      recovery.leftAlone = {
+        key: found.entry.key,
+        why: foreign ? 'foreign' : 'manual',
+        hostname: found.record?.hostname ?? '',
+        bootId: found.record?.bootId ?? '',
+      };
+      return recovery;
+    }
+    // Move the key onto this process's leases, keeping its place and slot.
+    const own = await this.enqueue({ bootId: found.record?.bootId ?? bootId }, signal);
+    recovery.own = { record: own.record, holding: own.holding, grant: own.grant };
+    return recovery;
+  }
+
+  /** `SlotLock.confirm`: see `setState`. */
+  confirm(
+    grant: Grant,
+    state: NodeState,
+    patch: Partial<QueueRecord> = {},
+    signal?: AbortSignal,
+  ): Promise<Grant> {
+    throwIfAborted(signal);
+    return this.setState(grant, state, patch);
   }
 
   /** Clears this node's own lost marker, recording `returned`. False if it is not ours. */
@@ -313,7 +344,7 @@ export class Semaphore {
         )
         .commit(),
     );
-    const { own } = await this.recover();
+    const { own } = await this.readOwn();
     if (!own) {
       // Our key vanished between the txn and the read (an operator removed it): try once more.
       if (!res.succeeded) return this.enqueue(req, signal);
@@ -746,7 +777,9 @@ export class Semaphore {
   async release(
     grant: Grant | null = null,
     outcome: 'released' | 'abandoned' = 'released',
+    signal?: AbortSignal,
   ): Promise<boolean> {
+    throwIfAborted(signal);
     const snapshot = await this.ownSnapshot();
     const own = this.own(snapshot);
     const marker = snapshot.holding.find((h) => h.node === this.node);
@@ -834,7 +867,11 @@ export class Semaphore {
    * (as `abandoned`) instead of lingering. A lost marker from an earlier slot of this node is not
    * this key's and never goes with it.
    */
-  async leave(ifAdmitted: 'keep' | 'release' = 'keep'): Promise<'left' | 'held' | 'released'> {
+  async leave(
+    ifAdmitted: 'keep' | 'release' = 'keep',
+    signal?: AbortSignal,
+  ): Promise<'left' | 'held' | 'released'> {
+    throwIfAborted(signal);
     const snapshot = await this.ownSnapshot();
     const own = this.own(snapshot);
     if (own?.holding) {
