@@ -33,7 +33,7 @@ export const EXIT = {
   refused: 1,
   /** Usage or configuration error, including invalid values. */
   usage: 2,
-  /** etcd is unreachable or denied the request. */
+  /** etcd is unreachable, or refused or denied the request. */
   etcd: 3,
 } as const;
 
@@ -47,6 +47,7 @@ export function exitCodeFor(error: unknown): number {
       return EXIT.usage;
     case 'etcd-unavailable':
     case 'etcd-denied':
+    case 'etcd-refused':
       return EXIT.etcd;
     default:
       return EXIT.refused;

@@ -81,7 +81,7 @@ export function buildProgram(
       'after',
       `
 Exit codes: 0 done; 1 refused (group full, nothing held, lost a race, a check failed);
-2 usage or configuration error; 3 etcd unreachable or access denied.
+2 usage or configuration error; 3 etcd unreachable, or it refused or denied the request.
 Flags override environment variables; locksmithctl's -endpoint URL form is accepted.`,
     );
 
