@@ -4,3 +4,4 @@ export * from './fake-logind.js';
 export * from './fake-update-engine.js';
 export * from './observer.js';
 export * from './proxy.js';
+export * from './watch.js';
