@@ -60,6 +60,9 @@ async function main(): Promise<void> {
   const lane = async (l: ChaosLane) => {
     while (next < runs) {
       const i = next++;
+      const began = Date.now();
+      // A run the harness itself could not carry out (etcd would not start, say) counts as
+      // unfinished, and the soak goes on with the next.
       const result = await chaosRun({
         lane: l,
         run: i + 1,
@@ -67,7 +70,26 @@ async function main(): Promise<void> {
         faultMs: Number(values['fault-seconds']) * 1000,
         mix,
         log: out,
-      });
+      }).catch(
+        (error: unknown): ChaosResult => ({
+          run: i + 1,
+          seed: seed + i,
+          nodes: 0,
+          max: 0,
+          lossBudget: 0,
+          rebootSeconds: 0,
+          faults: {},
+          cleanup: {},
+          burstRevisions: 0,
+          shortBursts: 0,
+          reboots: 0,
+          finished: false,
+          violations: [],
+          notes: [],
+          ms: Date.now() - began,
+          stuck: `the run failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+        }),
+      );
       results.push(result);
       out(describeRun(result));
       if (result.stuck) out(result.stuck);

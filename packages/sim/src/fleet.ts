@@ -642,7 +642,7 @@ export class Fleet {
       else if (lost.has(n.id)) state = 'lost';
       else if (n.staged !== null) {
         state = ['recovering', 'idle', 'stopped'].includes(n.agentState) ? 'staged' : n.agentState;
-      } else if (this.reboots.some((r) => r.node === n.id)) state = 'updated';
+      } else if (this.reboots.some((r) => (r.machine ?? r.node) === n.id)) state = 'updated';
       else state = 'idle';
       if (!n.agentRunning && n.machine === 'up') state = `${state} (agent down)`;
       return {
@@ -654,7 +654,7 @@ export class Fleet {
         machine: n.machine,
         agentRunning: n.agentRunning,
         agentState: n.agentState,
-        reboots: this.reboots.filter((r) => r.node === n.id).length,
+        reboots: this.reboots.filter((r) => (r.machine ?? r.node) === n.id).length,
       };
     });
   }

@@ -100,6 +100,8 @@ export class SimNode {
   agentState = 'stopped';
   /** The edge of that transition. */
   agentEdge = '';
+  /** When the agent took it (ms, on the simulator's clock). */
+  agentSince = 0;
   /** True while a machine that went down should stay down (a node that never comes back). */
   stuck = false;
   /** Reboot calls still to refuse with a D-Bus error, as a logind that is busy might. */
@@ -259,6 +261,7 @@ export class SimNode {
     this.counts.starts++;
     this.agentState = 'recovering';
     this.agentEdge = 'start';
+    this.agentSince = Date.now();
     let resolve!: () => void;
     const promise = new Promise<void>((r) => {
       resolve = r;

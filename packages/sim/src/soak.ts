@@ -28,7 +28,7 @@
  * finish counts as a failure as much as a broken invariant.
  */
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type EtcdCluster, startEtcd } from '@sluice/testkit';
@@ -161,8 +161,9 @@ export interface ChaosRunOptions {
   /** How long a lost holder beyond the budget may go without a halt. Default 15 s. */
   haltGraceMs?: number;
   /**
-   * `random`: faults drawn by weight. `every`: each kind once, in a seeded order, then random
-   * ones until the fault time is over (for a short smoke that exercises every fault).
+   * `random`: faults drawn by weight. `every`: each kind once, in a seeded order (for up to twice
+   * the fault time), then random ones until the fault time is over (for a short smoke that
+   * exercises every fault).
    */
   mix?: 'random' | 'every';
   /** Keep the run's directory (agent logs) when it fails. Default true. */
@@ -252,7 +253,10 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
   const nodes = random.int(3, 5);
   const max = random.int(1, 3);
   const lossBudget = random.chance(0.25) ? 1 : 0;
-  const rebootSeconds = Math.round(random.between(0.2, 0.8) * 10) / 10;
+  // Mostly short reboots; some long enough that a node admitted during another's partition is
+  // still down when that partition heals.
+  const rebootSeconds =
+    Math.round((random.chance(0.6) ? random.between(0.2, 0.8) : random.between(1.5, 3)) * 10) / 10;
   const faults: Partial<Record<FaultKind, number>> = {};
   const cleanup: Record<string, number> = {};
   const count = (kind: FaultKind) => {
@@ -326,7 +330,8 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
     const tag = `ghost-${opts.seed}-${++bursts}-`;
     let next = 0;
     let written = 0;
-    const deadline = Date.now() + 8000;
+    // A write that fails (etcd is down or has no leader) is tried again until the deadline.
+    const deadline = Date.now() + 10_000;
     await Promise.all(
       Array.from({ length: 64 }, async () => {
         while (next < n && Date.now() < deadline) {
@@ -339,7 +344,13 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
             requestedAt: new Date().toISOString(),
             by: 'chaos',
           });
-          if (await succeeds(client.put(key).value(value).exec(), 2000)) written++;
+          while (Date.now() < deadline) {
+            if (await succeeds(client.put(key).value(value).exec(), 2000)) {
+              written++;
+              break;
+            }
+            await sleep(100);
+          }
         }
       }),
     );
@@ -413,7 +424,15 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
         // at once, or (sharper) only once the waiter's session lease has run out, while the other
         // waiters' writes are slowed so that an admission of theirs commits after the burst: past
         // the first batch the cut-off waiter will see, which already shows its own key gone.
-        const node = pickAgent(['queued'], 0.9);
+        // Settled waiters first: one cut in the middle of joining gives up its wait (and its
+        // stale view) on the error, and starts afresh.
+        const settled = running().filter(
+          (n) =>
+            !fleet.clones.includes(n) &&
+            n.agentState === 'queued' &&
+            n.agentSince < Date.now() - 1000,
+        );
+        const node = settled.length > 0 ? random.pick(settled) : pickAgent(['queued'], 0.9);
         if (!node) return false;
         const link = fleet.link(node.id);
         link.reset();
@@ -430,8 +449,13 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
             for (const o of others) {
               fleet.link(o.id).setLatency({ up: Math.round(random.between(1500, 3000)) });
             }
+            // Its key gone and a slot free, as far as the simulator's watcher sees.
             const key = fleet.keys.queue(node.nodeId);
-            await until(() => fleet.timeline.get(key) === null, SESSION_TTL * 1000 + 3000);
+            const t = fleet.timeline;
+            await until(
+              () => t.get(key) === null && t.holders.length < t.max,
+              SESSION_TTL * 1000 + 4000,
+            );
             await burst(random.int(1100, 1600));
             const markers = fleet.timeline.markers.length;
             await until(() => fleet.timeline.markers.length > markers, 4000);
@@ -633,8 +657,10 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
       }
       return kinds.at(-1)!;
     };
-    while (Date.now() < faultUntil) {
-      await sleep(random.between(150, 600));
+    // With `every`, the faults go on (up to twice as long) until each kind was applied once.
+    const hardStop = faultUntil + faultMs;
+    while (Date.now() < faultUntil || (order.length > 0 && Date.now() < hardStop)) {
+      await sleep(order.length > 0 ? random.between(100, 300) : random.between(150, 600));
       const kind = order.length > 0 ? order[0]! : draw();
       if (await apply(kind).catch(() => false)) {
         count(kind);
@@ -690,6 +716,14 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
     const failed = !report.ok || !finished;
     if (failed) opts.log?.(formatReport(report, started));
     keep = failed && opts.keepFailed !== false;
+    if (keep) {
+      // What the simulator did and saw, next to the agents' logs.
+      const lines = fleet.events.map(
+        (e) =>
+          `+${((e.at - started) / 1000).toFixed(3)}s ${e.kind}${e.node ? ` ${e.node}` : ''}${e.detail ? `: ${e.detail}` : ''}`,
+      );
+      await writeFile(join(dir, 'events.txt'), `${lines.join('\n')}\n`);
+    }
     return {
       run: opts.run,
       seed: opts.seed,
