@@ -8,7 +8,7 @@
  * update_engine idle on the new version, and `sluiced` starts again.
  */
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,8 +24,15 @@ import { exited, killChild, spawnTracked } from './procs.js';
 /** The built agent the simulator runs: `npx turbo run build` makes it. */
 export const SLUICED = fileURLToPath(new URL('../../agent/dist/main.js', import.meta.url));
 
-/** libfaketime, which the simulator preloads into an agent to set its clock off. */
-export const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+/**
+ * libfaketime, which the simulator preloads into an agent to set its clock off: where Debian's
+ * `faketime` package puts it on this machine's architecture.
+ */
+export const LIBFAKETIME =
+  [
+    '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
+    '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
+  ].find((path) => existsSync(path)) ?? '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 
 /** How one node is set up; the fleet fills it in. */
 export interface SimNodeOptions {

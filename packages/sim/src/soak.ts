@@ -156,9 +156,15 @@ export interface ChaosRunOptions {
   seed: number;
   /** How long to inject faults, in ms. Default 12 s. */
   faultMs?: number;
-  /** Give up on the rollout after this long once faults stop. Default 90 s. */
+  /**
+   * Give up on the rollout after this long once faults stop. Default 120 s: a waiter that missed
+   * an event is woken by its backstop within 78 s (60 s, jittered ±30 %).
+   */
   finishTimeoutMs?: number;
-  /** How long a lost holder beyond the budget may go without a halt. Default 15 s. */
+  /**
+   * How long a lost holder beyond the budget may go without a halt while someone waits. Default
+   * 80 s: the waiters' backstop bound.
+   */
   haltGraceMs?: number;
   /**
    * `random`: faults drawn by weight. `every`: each kind once, in a seeded order (for up to twice
@@ -294,6 +300,40 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
       .catch(() => {});
     pending.add(p);
     void p.finally(() => pending.delete(p));
+  };
+  /**
+   * A settings write of a fault: true if it succeeded within `ms`. One that takes longer (etcd is
+   * down) may still land later, so it stays pending: the faults are over only once it settled.
+   */
+  const write = (p: Promise<unknown>, ms: number): Promise<boolean> => {
+    const settled = p.catch(() => {});
+    pending.add(settled);
+    void settled.finally(() => pending.delete(settled));
+    return succeeds(p, ms);
+  };
+  /**
+   * Reads the settings back until they are as the faults must leave them (max as at the start,
+   * no window, no pause of the schedule's own; a halt stays for the operator), twice in a row.
+   */
+  const settleSettings = async () => {
+    const read = (key: string) => persist(`a read of ${key}`, () => client.get(key).string());
+    for (let stable = 0, i = 0; stable < 2 && i < 40; i++) {
+      const [m, w, p] = await Promise.all([
+        read(fleet.keys.max),
+        read(fleet.keys.windows),
+        read(fleet.keys.paused),
+      ]);
+      const ours = p === 'chaos' || Boolean(p?.includes('"reason":"chaos"'));
+      if (m === String(max) && w === null && !ours) {
+        stable++;
+      } else {
+        stable = 0;
+        if (m !== String(max)) await persist('max', () => fleet.setMax(max));
+        if (w !== null) await persist('window', () => fleet.setWindow(null, 'client'));
+        if (ours) await persist('resume', () => client.delete().key(fleet.keys.paused).exec());
+      }
+      await sleep(300);
+    }
   };
   const faultMs = opts.faultMs ?? 12_000;
   /** Member faults are one at a time (an outage is one too). */
@@ -528,9 +568,9 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
         // clock then reboots outside the window everyone else keeps.
         if (kind === 'clock-large' && random.chance(0.7)) {
           const spec = windowAt(Date.now() + seconds * 1000 - 600_000, 40);
-          if (await succeeds(fleet.setWindow(spec, 'client'), 5000)) {
+          if (await write(fleet.setWindow(spec, 'client'), 5000)) {
             fleet.note('window-kind', undefined, 'offset-only (with the clock)');
-            later(ms, () => succeeds(fleet.setWindow(null, 'client'), 5000));
+            later(ms, () => write(fleet.setWindow(null, 'client'), 5000));
           }
         }
         return true;
@@ -554,9 +594,9 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
         const [what, spec] =
           choices.length > 3 && random.chance(0.7) ? choices[3]! : random.pick(choices);
         const via = random.chance(0.2) ? 'sluicectl' : 'client';
-        if (!(await succeeds(fleet.setWindow(spec, via), 5000))) return false;
+        if (!(await write(fleet.setWindow(spec, via), 5000))) return false;
         fleet.note('window-kind', undefined, what);
-        later(random.between(1000, 5000), () => succeeds(fleet.setWindow(null, 'client'), 5000));
+        later(random.between(1000, 5000), () => write(fleet.setWindow(null, 'client'), 5000));
         return true;
       }
       case 'force-unlock': {
@@ -567,19 +607,19 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
         return true;
       }
       case 'max': {
-        return succeeds(fleet.setMax(random.int(1, 3)), 2000);
+        return write(fleet.setMax(random.int(1, 3)), 2000);
       }
       case 'max-zero': {
-        if (!(await succeeds(fleet.setMax(0), 2000))) return false;
+        if (!(await write(fleet.setMax(0), 2000))) return false;
         later(random.between(500, 3000), () => persist('max back', () => fleet.setMax(max)));
         return true;
       }
       case 'pause': {
         const viaCtl = random.chance(0.3);
-        const write = viaCtl
+        const pause = viaCtl
           ? fleet.pause('chaos')
           : client.put(fleet.keys.paused).value('chaos').exec();
-        if (!(await succeeds(write, 5000))) return false;
+        if (!(await write(pause, 5000))) return false;
         if (!viaCtl) fleet.note('pause', undefined, 'chaos');
         later(random.between(300, 1500), async () => {
           // Resume only our own pause: a halt for a lost holder stays for the operator.
@@ -683,12 +723,13 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
     await persist('window', () => fleet.setWindow(null, 'client'));
     await persist('max', () => fleet.setMax(max));
     await Promise.all(pending);
+    await settleSettings();
 
-    const halt = await checkHalted(fleet, lossBudget, opts.haltGraceMs ?? 15_000);
+    const halt = await checkHalted(fleet, lossBudget, opts.haltGraceMs ?? 80_000);
     if (halt) extra.push(halt);
 
     // The operator: force-unlocks lost nodes, resumes, and waits for the rollout.
-    const deadline = Date.now() + (opts.finishTimeoutMs ?? 90_000);
+    const deadline = Date.now() + (opts.finishTimeoutMs ?? 120_000);
     while (!fleet.rolloutDone('2.0.0') && Date.now() < deadline) {
       for (const node of fleet.timeline.lost) {
         cleaned('unlock-lost');

@@ -82,11 +82,13 @@ export interface QueueView {
 /**
  * Client options for the simulator's own etcd clients: etcd3's default watch back-off grows to
  * 30 s while etcd is unreachable, which would leave the simulator blind for that long after an
- * outage; the simulator retries its watches at least every second.
+ * outage; the simulator retries its watches at least every second. Unary calls get a deadline.
  */
 export function simClientOptions(endpoints: string[]): IOptions {
   return {
     hosts: endpoints,
+    // A read or write that hangs (etcd is down, a member is cut off) fails after 5 s instead.
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 5000 }),
     faultHandling: {
       // etcd3 wants a first back-off step (it calls next() on it), not the factory.
       watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }).next(),
