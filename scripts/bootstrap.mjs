@@ -8,8 +8,9 @@
 //   node scripts/bootstrap.mjs --system   # Debian packages only (.ci/run, before `npm ci`)
 //
 // What the demo needs (etcd, etcdctl, dbus-daemon, setpriv) is required: without it this exits 1.
-// The tools only some tests use (openssl, systemd-analyze, python3, zsh) are installed as root;
-// otherwise a warning names them, and the tests that need them skip (or fail, when CI is set).
+// The tools only some tests use (openssl, systemd-analyze, python3, zsh, faketime) are installed
+// as root; otherwise a warning names them, and the tests that need them skip (or fail, when CI is
+// set).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -45,7 +46,8 @@ const tools = [
   { cmd: 'python3', pkg: 'python3', tests: true, paths: ['/usr/bin/python3', '/bin/python3'] },
   // Syntax-checks `sluicectl completion zsh`.
   { cmd: 'zsh', pkg: 'zsh', tests: true, paths: ['/usr/bin/zsh', '/bin/zsh'] },
-  // Runs an agent with its clock hours off (libfaketime, LD_PRELOAD), for the clock guard.
+  // Runs an agent with its clock hours off (libfaketime, LD_PRELOAD), for the clock guard and
+  // the chaos soak's clock offsets.
   {
     cmd: 'faketime',
     pkg: 'faketime',

@@ -5,3 +5,4 @@ export * from './fake-ports.js';
 export * from './fake-update-engine.js';
 export * from './observer.js';
 export * from './proxy.js';
+export * from './watch.js';
