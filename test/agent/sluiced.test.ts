@@ -122,7 +122,7 @@ describe('sluiced process', () => {
       'an unknown key in the config file',
       'etcd:\n  endpointz: [x]\n',
       {},
-      /none\.yaml: etcd\.endpointz: unknown key/,
+      /none\.yaml, line 2: etcd\.endpointz: unknown key/,
     ],
     ['an invalid strategy', 'strategy: sometimes\n', {}, /strategy: expected etcd-lock/],
     ['a bad duration', 'etcd:\n  holdTTL: forever\n', {}, /etcd\.holdTTL/],

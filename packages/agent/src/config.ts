@@ -77,17 +77,19 @@
  *
  * Environment variables and flags are listed in `AGENT_FLAGS` (and `agentFlagsHelp()`).
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import {
   err,
   isSluiceError,
   isValidName,
+  MAX_WINDOW_ENTRIES,
   ok,
   parseDurationText,
   parseLocksmithWindow,
   parseWindowSpec,
+  quoteValue,
   type Result,
   SluiceError,
   type WeeklyWindow,
@@ -102,7 +104,7 @@ import {
   splitEndpoints,
 } from '@sluice/etcd';
 import type { Command } from 'commander';
-import { parseDocument } from 'yaml';
+import { type Document, Lexer, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { defaultTokenFile } from './identity.js';
 import { parseUpdateConf } from './locksmith.js';
@@ -250,7 +252,20 @@ const DEFAULTS = {
 // ---------------------------------------------------------------------------------------------
 // The schema of one layer (the YAML file; env, flags and update.conf are mapped onto it)
 
-const q = (value: string): string => JSON.stringify(value);
+/** Quotes a value for a message, cut to a short excerpt (see `quoteValue`). */
+const q = (value: string): string => quoteValue(value);
+
+/**
+ * The largest configuration file read, YAML or update.conf: 1 MiB. A real one is a few KiB; a
+ * larger file is refused before it is parsed.
+ */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
+/**
+ * How deeply the YAML file may nest mappings and lists (the top-level mapping is level 1). The
+ * deepest setting, `checks.pre[0].timeout`, is at level 4.
+ */
+export const MAX_CONFIG_DEPTH = 16;
 
 /** Describes a wrongly typed value without quoting strings (which might be secrets). */
 function typeOf(value: unknown): string {
@@ -276,9 +291,24 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
+/** Keys that are shown in messages as written: anything else may be a pasted secret. */
+const PLAIN_KEY = /^[A-Za-z0-9_-]{1,40}$/;
+
+/** A key for a message: as written when it is a plain name, else a placeholder. */
+function shownKey(key: string): string {
+  return PLAIN_KEY.test(key) ? key : '(a key that is not a plain name, not shown)';
+}
+
 function unknownKeyMessage(keys: readonly string[], known: readonly string[]): string {
-  if (keys.length > 1) return `unknown keys ${keys.map(q).join(', ')}`;
+  if (keys.length > 1) {
+    return `unknown keys ${keys.map((k) => (PLAIN_KEY.test(k) ? q(k) : shownKey(k))).join(', ')}`;
+  }
   const key = keys[0] ?? '';
+  if (!PLAIN_KEY.test(key)) {
+    // `etcd:{password: ...}` without a space after the colon is one long key in YAML.
+    const colon = /:\S/.test(key) ? '; YAML needs a space after ":"' : '';
+    return `unknown key${colon} (known keys: ${known.join(', ')})`;
+  }
   const near = known
     .map((k) => ({ k, d: editDistance(key.toLowerCase(), k.toLowerCase()) }))
     .filter(({ d }) => d <= Math.max(2, Math.floor(key.length / 3)))
@@ -522,7 +552,13 @@ export const AgentConfigFileSchema = section({
   }).optional(),
   strategy: oneOf(['etcd-lock', 'reboot', 'off', 'best-effort']).optional(),
   windowZone: text
-    .refine(isZone, 'expected an IANA time zone such as Europe/Berlin or UTC')
+    .superRefine((zone, ctx) => {
+      if (zone === 'local' || isZone(zone)) return;
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected an IANA time zone such as Europe/Berlin or UTC, or local, got ${q(zone)}`,
+      });
+    })
     .optional(),
   windows: WindowsSchema.optional(),
   sources: section({
@@ -788,6 +824,8 @@ interface RawLayer {
   origins: Map<string, Origin>;
   /** The origin of anything `origins` does not list (the whole file). */
   fallback?: Origin;
+  /** For the YAML file: the line a setting (or the nearest key above it) is written on. */
+  lineOf?: (path: readonly PropertyKey[]) => number | undefined;
 }
 
 /** Paths whose values replace rather than merge with lower layers, and are one origin. */
@@ -830,7 +868,10 @@ function displayPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const part of path) {
     if (typeof part === 'number') out += `[${part}]`;
-    else out += out === '' ? String(part) : `.${String(part)}`;
+    else {
+      const key = PLAIN_KEY.test(String(part)) ? String(part) : '(key not shown)';
+      out += out === '' ? key : `.${key}`;
+    }
   }
   return out;
 }
@@ -875,7 +916,10 @@ function parseLayer(layer: RawLayer): LayerValues {
   const parsed = AgentConfigFileSchema.safeParse(layer.raw);
   if (!parsed.success) {
     const { path, message } = explain(pickIssue(parsed.error.issues));
-    throw configError(originOf(layer, path), displayPath(path), message);
+    const line = layer.lineOf?.(path);
+    const where = originOf(layer, path);
+    const at = line === undefined ? where : { ...where, label: `${where.label}, line ${line}` };
+    throw configError(at, displayPath(path), message);
   }
   const values = parsed.data;
   // The etcd fields come from the shared schema, whose defaults would fill in keys this layer
@@ -973,10 +1017,38 @@ function flagLayer(flags: AgentFlags): RawLayer {
   return { raw, origins };
 }
 
+/**
+ * Reads a configuration file of at most MAX_CONFIG_FILE_BYTES; never reads more than that, so a
+ * huge file (or a device) costs nothing. Throws a SluiceError naming the file when it is larger.
+ */
+async function readCapped(path: string, label: string): Promise<string> {
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > MAX_CONFIG_FILE_BYTES) {
+      throw new SluiceError(
+        'invalid-config',
+        `${label}: the file is larger than ${MAX_CONFIG_FILE_BYTES / 1024} KiB; a configuration file is a few KiB`,
+        path,
+      );
+    }
+    return buffer.subarray(0, length).toString('utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
 async function readOptional(path: string): Promise<string | undefined> {
   try {
-    return await readFile(path, 'utf8');
+    return await readCapped(path, path);
   } catch (cause) {
+    if (isSluiceError(cause)) throw cause;
     const code = (cause as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw new SluiceError('invalid-config', `cannot read ${path} (${code ?? cause})`, path, {
@@ -987,12 +1059,15 @@ async function readOptional(path: string): Promise<string | undefined> {
 
 async function updateConfLayer(
   path: string,
+  secrets: Set<string>,
 ): Promise<{ layer: RawLayer; warnings: string[] } | undefined> {
   const content = await readOptional(path);
   if (content === undefined) return undefined;
   const parsed = parseUpdateConf(content, path);
   if (!parsed.ok) throw parsed.error;
   const { settings, origins: lines, warnings } = parsed.value;
+  addSecrets(settings.password, true, secrets);
+  for (const endpoint of settings.endpoints ?? []) addSecrets(endpoint, false, secrets);
   const raw: Record<string, unknown> = {};
   const origins = new Map<string, Origin>();
   const note = (yamlPath: string, field: keyof typeof lines) => {
@@ -1030,14 +1105,20 @@ async function fileLayer(
   const origin: Origin = { label: `config file ${path}`, where: path };
   let content: string;
   try {
-    content = await readFile(path, 'utf8');
+    content = await readCapped(path, origin.label);
   } catch (cause) {
+    if (isSluiceError(cause)) throw cause;
     const code = (cause as NodeJS.ErrnoException).code ?? String(cause);
     if (explicit === undefined && code === 'ENOENT') return undefined;
     const named = explicit ? ` (named by ${explicit.label})` : '';
     throw configError(origin, '', `cannot read it${named}: ${code}`, cause);
   }
-  const doc = parseDocument(content, { uniqueKeys: true });
+  // Composing a document recurses once per level: refuse deep nesting before that happens.
+  if (nestingBound(content) > NESTING_SCAN_LIMIT) {
+    throw configError(origin, '', `the YAML is nested more than ${MAX_CONFIG_DEPTH} levels`);
+  }
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(content, { uniqueKeys: true, lineCounter });
   const problem = doc.errors[0];
   if (problem) {
     // The first line only: the rest quotes the file, which may hold the password.
@@ -1053,7 +1134,85 @@ async function fileLayer(
   if (!isPlainObject(raw)) {
     throw configError(origin, '', `expected a mapping of settings, got ${typeOf(raw)}`);
   }
-  return { raw, origins: new Map(), fallback: origin };
+  if (depthOf(raw) > MAX_CONFIG_DEPTH) {
+    throw configError(origin, '', `the YAML is nested more than ${MAX_CONFIG_DEPTH} levels`);
+  }
+  const lineOf = (path: readonly PropertyKey[]) => {
+    const offset = offsetOf(doc, path);
+    return offset === undefined ? undefined : lineCounter.linePos(offset).line;
+  };
+  return { raw, origins: new Map(), fallback: origin, lineOf };
+}
+
+/** The lexical nesting above which a file is refused unread (see `nestingBound`). */
+const NESTING_SCAN_LIMIT = 256;
+
+/**
+ * An upper bound on how deeply a YAML text nests, from its tokens alone (no recursion): flow
+ * brackets open, plus, per line, twice its indentation and block indicators (`-`, `?`, `:`). A
+ * block collection nests deeper only by indenting or by an indicator on its line, and at most two
+ * levels share a column (a list as a mapping's value). Stops counting once past the scan limit.
+ */
+function nestingBound(text: string): number {
+  let flow = 0;
+  let indent = 0;
+  let indicators = 0;
+  let lineStart = true;
+  let bound = 0;
+  for (const token of new Lexer().lex(text)) {
+    if (token === '[' || token === '{') flow++;
+    else if (token === ']' || token === '}') flow = Math.max(0, flow - 1);
+    else if (token === '\n' || token === '\r\n') {
+      lineStart = true;
+      indent = 0;
+      indicators = 0;
+      continue;
+    } else if (token === '-' || token === '?' || token === ':') indicators++;
+    else if (lineStart && /^ +$/.test(token)) indent = token.length;
+    lineStart = false;
+    bound = Math.max(bound, flow + 2 * (indent + indicators));
+    if (bound > NESTING_SCAN_LIMIT) return bound;
+  }
+  return bound;
+}
+
+/** How deeply a parsed value nests mappings and lists (a scalar is 0). Iterative. */
+function depthOf(value: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  const seen = new Set<object>();
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (typeof node !== 'object' || node === null || seen.has(node)) continue;
+    seen.add(node);
+    max = Math.max(max, depth + 1);
+    if (max > MAX_CONFIG_DEPTH) return max;
+    for (const child of Object.values(node)) stack.push([child, depth + 1]);
+  }
+  return max;
+}
+
+/** Where a setting's key (or the nearest one above it) starts in the file, as an offset. */
+function offsetOf(doc: Document, path: readonly PropertyKey[]): number | undefined {
+  let node: unknown = doc.contents;
+  let offset: number | undefined;
+  for (const part of path) {
+    const items = (node as { items?: unknown[] } | null)?.items;
+    if (!Array.isArray(items)) break;
+    if (typeof part === 'number') {
+      node = items[part];
+      const range = (node as { range?: number[] } | undefined)?.range;
+      if (range) offset = range[0];
+      continue;
+    }
+    const pair = items.find(
+      (p) => String((p as { key?: { value?: unknown } }).key?.value) === String(part),
+    ) as { key?: { range?: number[] }; value?: unknown } | undefined;
+    if (!pair) break;
+    if (pair.key?.range) offset = pair.key.range[0];
+    node = pair.value;
+  }
+  return offset;
 }
 
 /**
@@ -1063,8 +1222,107 @@ async function fileLayer(
  * part of a message.
  */
 export async function loadAgentConfig(opts: LoadOptions = {}): Promise<AgentConfig> {
+  const secrets = new Set<string>();
+  try {
+    const config = await loadLayers(opts, secrets);
+    return { ...config, warnings: config.warnings.map((w) => scrub(w, secrets)) };
+  } catch (error) {
+    if (!isSluiceError(error)) throw error;
+    // Whatever went wrong and wherever a secret was pasted, the message does not carry it. A
+    // layer that failed may come before the one holding the password: look at all of them.
+    await harvestSecrets(opts, secrets);
+    // The cause is dropped: it may quote the same values.
+    throw new SluiceError(error.kind, scrub(error.message, secrets), error.where);
+  }
+}
+
+/** Best effort, never throws: the secrets in every file the configuration would be read from. */
+async function harvestSecrets(opts: LoadOptions, secrets: Set<string>): Promise<void> {
+  const env = opts.env ?? process.env;
+  const file = opts.configFile ?? opts.flags?.config ?? (env.SLUICE_CONFIG || DEFAULT_CONFIG_FILE);
+  const text = await readCapped(file, file).catch(() => undefined);
+  if (text !== undefined && nestingBound(text) <= NESTING_SCAN_LIMIT) {
+    try {
+      collectSecrets(
+        parseDocument(text, { uniqueKeys: false }).toJS({ maxAliasCount: 0 }),
+        secrets,
+      );
+    } catch {
+      // Unreadable YAML: its error message quotes nothing from the file.
+    }
+  }
+  for (const path of opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES) {
+    const conf = await readCapped(path, path).catch(() => undefined);
+    if (conf === undefined) continue;
+    const parsed = parseUpdateConf(conf, path);
+    if (parsed.ok) addSecrets(parsed.value.settings.password, true, secrets);
+    for (const match of conf.matchAll(/PASSWORD\s*=\s*["']?([^\n"']*)/g)) {
+      addSecrets(match[1], true, secrets);
+    }
+    addSecrets(conf, false, secrets);
+  }
+}
+
+/** Keys whose values are secrets, wherever they appear in a layer. */
+const SECRET_KEY = /pass(word)?|secret|token|credential/i;
+
+/** `user:password@` in a URL, with or without a scheme, valid URL or not. */
+const USERINFO = /(?:^|\/\/|\s|["'[,])([^\s/"'[\],]*)@/g;
+
+/** Adds the secrets a value may carry: all of it when `whole`, and any URL credentials. */
+function addSecrets(value: unknown, whole: boolean, secrets: Set<string>): void {
+  if (typeof value !== 'string' && typeof value !== 'number') return;
+  const text = String(value);
+  const candidates: string[] = whole ? [text] : [];
+  for (const match of text.matchAll(USERINFO)) {
+    const userinfo = match[1] ?? '';
+    candidates.push(userinfo);
+    const colon = userinfo.indexOf(':');
+    if (colon !== -1) candidates.push(userinfo.slice(colon + 1));
+  }
+  for (const candidate of candidates) {
+    // A value that ran to the end of the file (an unclosed quote) is scrubbed line by line too.
+    for (const piece of [candidate, candidate.trim(), ...candidate.split(/\r?\n/)]) {
+      if (piece.trim().length >= 3) secrets.add(piece.trim());
+    }
+  }
+}
+
+/** Collects secrets from a raw layer: values under secret-looking keys, and URL credentials. */
+function collectSecrets(raw: unknown, secrets: Set<string>): void {
+  const stack: [unknown, boolean][] = [[raw, false]];
+  let budget = 100_000;
+  while (stack.length > 0 && budget-- > 0) {
+    const [node, secret] = stack.pop()!;
+    if (Array.isArray(node)) {
+      for (const item of node) stack.push([item, secret]);
+    } else if (isPlainObject(node)) {
+      for (const [key, value] of Object.entries(node)) {
+        addSecrets(key, false, secrets);
+        stack.push([value, secret || SECRET_KEY.test(key)]);
+      }
+    } else {
+      addSecrets(node, secret, secrets);
+    }
+  }
+}
+
+/** Replaces every secret in a message, longest first. */
+function scrub(text: string, secrets: ReadonlySet<string>): string {
+  let out = text;
+  for (const secret of [...secrets].sort((a, b) => b.length - a.length)) {
+    if (out.includes(secret)) out = out.split(secret).join(REDACTED);
+  }
+  return out;
+}
+
+async function loadLayers(opts: LoadOptions, secrets: Set<string>): Promise<AgentConfig> {
   const env = opts.env ?? process.env;
   const flags = opts.flags ?? {};
+  for (const [name, value] of Object.entries(env)) {
+    addSecrets(value, SECRET_KEY.test(name), secrets);
+  }
+  collectSecrets(flags, secrets);
 
   let explicit: Origin | undefined;
   if (opts.configFile !== undefined) {
@@ -1079,7 +1337,7 @@ export async function loadAgentConfig(opts: LoadOptions = {}): Promise<AgentConf
   const layers: RawLayer[] = [];
   const warnings: string[] = [];
   for (const path of opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES) {
-    const found = await updateConfLayer(path);
+    const found = await updateConfLayer(path, secrets);
     if (found) {
       layers.push(found.layer);
       warnings.push(...found.warnings);
@@ -1088,6 +1346,7 @@ export async function loadAgentConfig(opts: LoadOptions = {}): Promise<AgentConf
   const file = await fileLayer(configFile, explicit);
   if (file) layers.push(file);
   layers.push(envLayer(env), flagLayer(flags));
+  for (const layer of layers) collectSecrets(layer.raw, secrets);
 
   let merged: Record<string, unknown> = {};
   const origins = new Map<string, Origin>();
@@ -1253,9 +1512,15 @@ function resolveWindows(
     return configError(origin, 'windows', `invalid reboot window: ${why}`, error);
   };
   const all: WeeklyWindow[] = [];
-  const spec = parseWindowSpec(texts.join('\n'), source, zone);
-  if (!spec.ok) throw rethrow(spec.error);
-  all.push(...spec.value.windows);
+  for (const text of texts) {
+    // Each entry on its own, so a blank one is refused rather than skipped as a blank line.
+    const spec = parseWindowSpec(text, source, zone);
+    if (!spec.ok) throw rethrow(spec.error);
+    all.push(...spec.value.windows);
+  }
+  if (all.length > MAX_WINDOW_ENTRIES) {
+    throw configError(origin, 'windows', `at most ${MAX_WINDOW_ENTRIES} window entries in all`);
+  }
   for (const entry of entries) {
     if (typeof entry === 'string') continue;
     const window = parseLocksmithWindow(entry.start, entry.length, source, zone);

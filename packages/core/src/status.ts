@@ -2,7 +2,7 @@
  * The operator's view of a group, as `sluicectl status` prints it and `-o json` emits it. Built
  * from a snapshot plus the seconds left on each holder's lease; pure.
  */
-import type { NodeState } from './records.js';
+import { type NodeState, requestExpired } from './records.js';
 import { type GroupSnapshot, lostHolders } from './snapshot.js';
 import { windowStateAll } from './window.js';
 
@@ -31,6 +31,16 @@ export interface WaiterStatus {
   reason: string;
 }
 
+/** A pending reboot request (from `sluicectl request-reboot`) that has not expired. */
+export interface RequestStatus {
+  node: string;
+  reason: string;
+  by: string;
+  requestedAt: string;
+  /** When the request lapses; null for requests written without an expiry. */
+  expiresAt: string | null;
+}
+
 /** The status of one group: the shape of `sluicectl status -o json`. */
 export interface GroupStatus {
   group: string;
@@ -49,6 +59,8 @@ export interface GroupStatus {
    * or a registered agent that reports a problem (its clock is off, say).
    */
   nodeProblems: { node: string; hostname: string; problem: string }[];
+  /** Pending reboot requests, by node. */
+  requests: RequestStatus[];
   errors: { key: string; message: string }[];
   revision: number;
 }
@@ -122,6 +134,16 @@ export function groupStatus(
     waiting,
     registered: snapshot.nodes.size,
     nodeProblems: nodeProblems(snapshot),
+    requests: [...snapshot.requests]
+      .filter(([, r]) => !requestExpired(r, now))
+      .map(([node, r]) => ({
+        node,
+        reason: r.reason,
+        by: r.by,
+        requestedAt: r.requestedAt,
+        expiresAt: r.expiresAt ?? null,
+      }))
+      .sort((a, b) => a.node.localeCompare(b.node)),
     errors: snapshot.errors,
     revision: snapshot.revision,
   };
