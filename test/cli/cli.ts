@@ -171,6 +171,15 @@ export const StatusJsonSchema = z.object({
       since: iso.nullable(),
     }),
   ),
+  requests: z.array(
+    z.object({
+      node: z.string(),
+      reason: z.string(),
+      by: z.string(),
+      requestedAt: iso,
+      expiresAt: iso.nullable(),
+    }),
+  ),
   errors: z.array(z.object({ key: z.string(), message: z.string() })),
 });
 

@@ -51,6 +51,8 @@ async function rebootThroughAgent(etcd: EtcdCluster, tls: string[]): Promise<voi
       'tls-node',
       '--reason',
       'tls test',
+      // The agent is idle: nothing of it is in etcd unless it registers itself.
+      '--allow-unknown',
     ]);
     expect(request.code, request.stderr).toBe(0);
     await expect

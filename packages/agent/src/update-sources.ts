@@ -79,13 +79,16 @@ export class UpdateEngineSource implements UpdateSource {
 
 /**
  * A reboot requested for this node with `sluicectl request-reboot`: needed while the key
- * `groups/<g>/requests/<node>` exists. Watches that one key; clear() deletes it once acted on.
+ * `groups/<g>/requests/<node>` exists and its `expiresAt` (if any) has not passed. Watches that
+ * one key, and turns not-needed when the request lapses; clear() deletes it once acted on.
  */
 export class ManualRequestSource implements UpdateSource {
   readonly name = 'manual';
   #signal: UpdateSignal = NOT_NEEDED('manual', 'no request');
   /** The request key, mirrored: read once, then watched, and read again after any outage. */
   #mirror: Mirror | null = null;
+  /** Fires when the current request lapses (its `expiresAt`). */
+  #expiry: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: Etcd3,
@@ -94,17 +97,32 @@ export class ManualRequestSource implements UpdateSource {
   ) {}
 
   #apply(value: string | null, onChange: (s: UpdateSignal) => void): void {
+    clearTimeout(this.#expiry);
     if (value === null) {
       this.#signal = NOT_NEEDED('manual', 'no request');
     } else {
       let reason = 'requested with sluicectl';
+      let expiresAt: number | null = null;
       try {
         const parsed = RebootRequestSchema.safeParse(JSON.parse(value));
-        if (parsed.success) reason = parsed.data.reason || reason;
+        if (parsed.success) {
+          reason = parsed.data.reason || reason;
+          if (parsed.data.expiresAt) expiresAt = Date.parse(parsed.data.expiresAt);
+        }
       } catch {
         // Any value is a request; an unreadable one just has no reason to show.
       }
-      this.#signal = { needed: true, source: 'manual', detail: reason };
+      if (expiresAt !== null && expiresAt <= Date.now()) {
+        // Lapsed: its lease may not have run out in etcd yet, but it asks for nothing now.
+        this.#signal = NOT_NEEDED('manual', 'the request expired');
+      } else {
+        this.#signal = { needed: true, source: 'manual', detail: reason };
+        if (expiresAt !== null) {
+          const delay = Math.min(expiresAt - Date.now() + 1, 2 ** 31 - 1);
+          this.#expiry = setTimeout(() => this.#apply(value, onChange), delay);
+          this.#expiry.unref?.();
+        }
+      }
     }
     onChange(this.#signal);
   }
@@ -129,6 +147,7 @@ export class ManualRequestSource implements UpdateSource {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.#expiry);
     await this.#mirror?.close();
     this.#mirror = null;
   }

@@ -5,7 +5,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
-import { GroupKeys, isSluiceError, isValidName, SluiceError } from '@sluice/core';
+import {
+  DEFAULT_GROUP,
+  GroupKeys,
+  isSluiceError,
+  isValidName,
+  quoteValue,
+  SluiceError,
+} from '@sluice/core';
 import type { connectEtcd, EtcdSettings } from '@sluice/etcd';
 
 /** Where the CLI reads its environment and writes its output. `main.ts` passes the process's. */
@@ -70,6 +77,8 @@ export interface GlobalOptions {
   passwordFile?: string;
   prefix?: string;
   group?: string;
+  /** Let a write start a group that has no keys yet (see `Context.requireGroup`). */
+  create?: boolean;
   output: OutputFormat;
 }
 
@@ -197,6 +206,41 @@ export class Context {
   }
 
   /**
+   * Refuses to act on a group nobody uses: a mistyped `--group` must not pause, configure or
+   * lock a new, empty group while the real one goes on rebooting. A group is known when any key
+   * sits under `<prefix>groups/<group>/` (agents register under `nodes/`), and `default` always
+   * is. For a `write` to an unknown group this throws a usage error (exit 2) unless `--create`
+   * was given; for a `read` it throws a refusal (exit 1), since showing an empty group as healthy
+   * would mislead. Either way the message lists the known groups. A read of `default` under a
+   * prefix that holds nothing at all warns about the prefix on stderr and goes on.
+   */
+  async requireGroup(mode: 'read' | 'write'): Promise<void> {
+    const keys = await this.keys();
+    const { groupExists, listGroupNames } = await import('@sluice/etcd');
+    const client = await this.client();
+    if (await groupExists(client, keys)) return;
+    if (keys.group === DEFAULT_GROUP) {
+      if (mode === 'read' && (await listGroupNames(client, keys.prefix, 1)).names.length === 0) {
+        this.err(
+          `sluicectl: note: nothing is stored under ${keys.prefix} yet: no agent has registered there (a mistyped --prefix?)`,
+        );
+      }
+      return;
+    }
+    if (mode === 'write' && this.options.create) return;
+    const { names, more } = await listGroupNames(client, keys.prefix);
+    const known = [...new Set([DEFAULT_GROUP, ...names])].sort();
+    const list = `${known.join(', ')}${more ? ', …' : ''}`;
+    const message = `no such group ${JSON.stringify(keys.group)} (known groups: ${list})`;
+    if (mode === 'read') throw new SluiceError('refused', message, '--group');
+    throw new SluiceError(
+      'invalid-config',
+      `${message}; add --create to start a new group`,
+      '--group',
+    );
+  }
+
+  /**
    * A sluicectl command line to suggest in a message, e.g. `sluicectl unlock n1 --force`. It
    * repeats `--group` and `--prefix` when they were given as flags, so the suggestion acts on the
    * same group; settings from the environment apply to it as they did to this run.
@@ -255,7 +299,7 @@ export function checkNodeName(node: string, where: string): string {
   if (!isValidName(node)) {
     throw new SluiceError(
       'invalid-config',
-      `${where}: ${JSON.stringify(node)} is not a valid node id (letters, digits, . _ : @ -)`,
+      `${where}: ${quoteValue(node)} is not a valid node id (letters, digits, . _ : @ -)`,
       where,
     );
   }

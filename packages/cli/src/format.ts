@@ -126,6 +126,22 @@ export function formatStatus(status: GroupStatus, now: Date): string {
       ),
     );
   }
+  if (status.requests.length > 0) {
+    lines.push(
+      '',
+      'REQUESTS',
+      table(
+        ['NODE', 'SINCE', 'EXPIRES', 'BY', 'REASON'],
+        status.requests.map((r) => [
+          r.node,
+          since(r.requestedAt, now),
+          r.expiresAt ? until(r.expiresAt, now) : 'never',
+          r.by || '-',
+          r.reason || '-',
+        ]),
+      ),
+    );
+  }
   if (status.errors.length > 0) {
     lines.push(
       '',

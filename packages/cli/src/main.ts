@@ -29,15 +29,31 @@ async function confirm(question: string): Promise<boolean> {
   }
 }
 
+// A reader that went away (`sluicectl status | head -1`) ends the command quietly, as other
+// command-line tools do: no stack trace, the rest of the output is dropped, and a long-running
+// command (`watch`) stops.
+const closed = { stdout: false, stderr: false };
+for (const name of ['stdout', 'stderr'] as const) {
+  process[name].on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error;
+    closed[name] = true;
+    if (name === 'stdout' && !controller.signal.aborted) controller.abort('stdout closed');
+  });
+}
+
 const code = await run(process.argv.slice(2), {
-  stdout: process.stdout,
-  stderr: process.stderr,
+  stdout: {
+    write: (text: string) => closed.stdout || process.stdout.write(text),
+    isTTY: process.stdout.isTTY,
+  },
+  stderr: { write: (text: string) => closed.stderr || process.stderr.write(text) },
   env: process.env,
   signal: controller.signal,
   ...(process.stdin.isTTY && process.stderr.isTTY ? { confirm } : {}),
 });
 // Lease keep-alives and gRPC channels may keep the event loop busy after the etcd client is
 // closed: flush the output, then exit explicitly.
-await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
-await new Promise<void>((resolve) => process.stderr.write('', () => resolve()));
+for (const name of ['stdout', 'stderr'] as const) {
+  if (!closed[name]) await new Promise<void>((resolve) => process[name].write('', () => resolve()));
+}
 process.exit(code);

@@ -72,6 +72,10 @@ export function buildProgram(
     .option('--password-file <file>', 'file holding the etcd password [SLUICE_PASSWORD_FILE]')
     .option('--prefix <prefix>', 'etcd key prefix (default /sluice/v1/) [SLUICE_PREFIX]')
     .option('--group <name>', 'reboot group (default "default") [SLUICE_GROUP]')
+    .option(
+      '--create',
+      'let a write start a group that has no keys yet (without it, an unknown --group is refused)',
+    )
     .addOption(
       new Option('-o, --output <format>', 'output format')
         .choices(['table', 'json'])
@@ -191,11 +195,31 @@ with who did it (see "sluicectl history").`,
       reasonText,
       'requested with sluicectl',
     )
+    .option(
+      '--ttl <duration>',
+      'how long the request stands if the agent does not act on it',
+      '24h',
+    )
+    .option('--allow-unknown', 'request a node that is not registered, queued or holding a slot')
     .action(
-      async (node: string | undefined, opts: { node?: string; reason: string }, cmd: Command) =>
+      async (
+        node: string | undefined,
+        opts: import('./commands/request-reboot.js').RequestRebootOptions,
+        cmd: Command,
+      ) =>
         exec(cmd, async (ctx) =>
           (await import('./commands/request-reboot.js')).requestReboot(ctx, node, opts),
         ),
+    );
+
+  program
+    .command('cancel-request')
+    .description('take back a reboot request made with request-reboot')
+    .argument('<node>', 'node whose request to remove')
+    .action(async (node: string, _opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) =>
+        (await import('./commands/request-reboot.js')).cancelRequest(ctx, node),
+      ),
     );
 
   program

@@ -5,6 +5,7 @@ export * from './client.js';
 export * from './clock.js';
 export * from './errors.js';
 export * from './group-watch.js';
+export * from './known.js';
 export * from './mirror.js';
 export * from './reads.js';
 export * from './registry.js';

@@ -5,6 +5,7 @@
 import {
   describeWindow,
   formatWindowSpec,
+  parseInstant as parseInstantText,
   parseLocksmithWindow,
   parseWindowSpec,
   type Result,
@@ -76,6 +77,7 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
     );
   }
   const { etcdCall } = await import('@sluice/etcd');
+  await ctx.requireGroup('read');
   const keys = await ctx.keys();
   const client = await ctx.client();
   const text = await etcdCall(`a read of ${keys.windows}`, () => client.get(keys.windows).string());
@@ -166,6 +168,7 @@ export async function setWindows(
   if (!parsed.ok) throw parsed.error;
   const canonical = formatWindowSpec(parsed.value);
   const { GroupAdmin } = await import('@sluice/etcd');
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   await new GroupAdmin(await ctx.client(), keys).setWindows(canonical);
   const state = windowState(parsed.value, new Date());
@@ -190,6 +193,7 @@ export async function setWindows(
 /** Removes the group's window: reboots may happen at any time. */
 export async function clearWindows(ctx: Context): Promise<number> {
   const { GroupAdmin } = await import('@sluice/etcd');
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const removed = await new GroupAdmin(await ctx.client(), keys).clearWindows();
   if (ctx.json) ctx.outJson({ group: keys.group, key: keys.windows, removed });
@@ -198,22 +202,12 @@ export async function clearWindows(ctx: Context): Promise<number> {
   return EXIT.ok;
 }
 
-const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i;
-
-/** Parses `--at`: an ISO-8601 instant with a zone (`Z` or an offset), so it is never ambiguous. */
+/**
+ * Parses `--at`: an existing ISO-8601 instant with a zone (`Z` or an offset), so it is never
+ * ambiguous. See `parseInstant` in `@sluice/core`.
+ */
 export function parseInstant(text: string, flag: string): Result<Date> {
-  const date = new Date(text);
-  if (!ISO_INSTANT.test(text.trim()) || Number.isNaN(date.getTime())) {
-    return {
-      ok: false,
-      error: new SluiceError(
-        'invalid-config',
-        `${flag} ${JSON.stringify(text)}: want an ISO-8601 instant with Z or an offset, e.g. 2025-03-30T01:30:00Z or 2025-03-30T03:30:00+02:00`,
-        flag,
-      ),
-    };
-  }
-  return { ok: true, value: date };
+  return parseInstantText(text, flag);
 }
 
 /**
