@@ -46,6 +46,8 @@ async function load(setup: Setup = {}): Promise<AgentConfig> {
     updateConfFiles: [],
     machineIdFile,
     hostname: 'test-host',
+    // The local zone is UTC here, whatever this machine's /etc/localtime says.
+    localtimeFile: join(dir, 'no-localtime'),
     ...setup.options,
   };
   if (setup.yaml !== undefined) {
@@ -95,6 +97,10 @@ describe('loadAgentConfig: defaults', () => {
       },
       strategy: 'etcd-lock',
       windows: [],
+      windowZones: {
+        sluice: { zone: 'UTC', from: 'default' },
+        locksmith: { zone: 'UTC', from: 'default' },
+      },
       sources: {
         updateEngine: true,
         sentinel: '/run/reboot-required',
@@ -118,7 +124,7 @@ describe('loadAgentConfig: defaults', () => {
       dbus: { address: 'system' },
       metrics: { listen: '127.0.0.1:9466', allowRemote: false },
       log: { level: 'info' },
-      origins: {},
+      origins: { 'node.id': `file ${machineIdFile}` },
       warnings: [],
     });
   });
@@ -177,7 +183,9 @@ describe('loadAgentConfig: defaults', () => {
     expect(cfg.checks.post).toEqual([
       { type: 'http', name: 'app', url: 'http://127.0.0.1:8080/healthz', timeoutMs: 5000 },
     ]);
-    expect(cfg.origins['etcd.group']).toBe(`config file ${join(dir, 'sluiced.yaml')}`);
+    expect(cfg.origins['etcd.group']).toMatch(
+      new RegExp(`^config file ${join(dir, 'sluiced.yaml')}:\\d+$`),
+    );
   });
 });
 
@@ -223,7 +231,7 @@ describe('loadAgentConfig: precedence', () => {
     expect(all.origins).toMatchObject({
       'etcd.group': 'flag --group',
       'etcd.sessionTTL': 'environment SLUICE_SESSION_TTL',
-      'log.level': `config file ${join(dir, 'sluiced.yaml')}`,
+      'log.level': `config file ${join(dir, 'sluiced.yaml')}:5`,
       'etcd.endpoints': `${join(dir, 'update-0.conf')}:3 (LOCKSMITHD_ENDPOINT)`,
     });
   });
@@ -244,7 +252,7 @@ describe('loadAgentConfig: precedence', () => {
 
   it('skips update.conf files that do not exist', async () => {
     const cfg = await load({ options: { updateConfFiles: [join(dir, 'nope.conf')] } });
-    expect(cfg.origins).toEqual({});
+    expect(cfg.origins).toEqual({ 'node.id': `file ${machineIdFile}` });
   });
 
   it('maps best-effort to etcd-lock when endpoints are configured, else to reboot', async () => {
@@ -697,8 +705,12 @@ describe('secrets', () => {
       await failure({ yaml: 'etcd:\n  password: 123456789\n' }),
       await failure({ env: { SLUICE_PASSWORD: SECRET, SLUICE_CERT: '/c.pem' } }),
       await failure({ flags: { password: SECRET, strategy: 'nope' } }),
-      await failure({ updateConf: [`LOCKSMITHD_ETCD_PASSWORD="${SECRET}`] }),
-      await failure({ updateConf: [`LOCKSMITHD_ETCD_PASSWORD=${SECRET} x`] }),
+      await failure({
+        updateConf: [`REBOOT_STRATEGY=x${SECRET}\nLOCKSMITHD_ETCD_PASSWORD="${SECRET}`],
+      }),
+      await failure({
+        updateConf: [`LOCKSMITHD_ETCD_PASSWORD=${SECRET} x\nREBOOT_STRATEGY=${SECRET}`],
+      }),
     ];
     for (const message of messages) {
       expect(message).not.toContain(SECRET);

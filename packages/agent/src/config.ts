@@ -36,7 +36,8 @@
  *   sessionTTL: 30s   # lease of a waiting node's queue key (whole seconds)
  *   holdTTL: 1h       # lease of a slot while the node reboots; must outlast the reboot
  * strategy: etcd-lock # etcd-lock | reboot | off | best-effort (locksmith's: etcd-lock if etcd is configured)
- * windowZone: Europe/Berlin   # zone of window entries that name none; default UTC
+ * windowZone: Europe/Berlin   # zone of window entries that name none, or local (this node's
+ *                             # zone); default UTC, and local for locksmith's { start, length }
  * windows:                    # a spec string, a list of them, or locksmith's { start, length }
  *   - Mon-Fri 22:00-02:00
  *   - Sat,Sun 03:00+4h UTC
@@ -81,7 +82,9 @@ import { open } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import {
+  describeWindow,
   err,
+  formatDuration,
   isSluiceError,
   isValidName,
   MAX_WINDOW_ENTRIES,
@@ -102,12 +105,13 @@ import {
   etcdSettingsFromEnv,
   parseEtcdSettings,
   splitEndpoints,
-} from '@sluice/etcd';
+} from '@sluice/etcd/settings';
 import type { Command } from 'commander';
 import { type Document, Lexer, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { defaultTokenFile } from './identity.js';
-import { parseUpdateConf } from './locksmith.js';
+import { type LocalZone, localZone } from './localzone.js';
+import { parseUpdateConfs } from './locksmith.js';
 
 // ---------------------------------------------------------------------------------------------
 // The resolved configuration
@@ -174,6 +178,8 @@ export interface AgentConfig {
    * Empty means always open. Combine with the group's spec through `windowStateAll`.
    */
   windows: WindowSpec[];
+  /** The zones entries that name none were read in, and why (see `WindowZones`). */
+  windowZones: WindowZones;
   /** Which update sources to follow besides nothing: update_engine, a file, a command, manual. */
   sources: {
     updateEngine: boolean;
@@ -226,8 +232,13 @@ export interface AgentConfig {
 /** The YAML file the agent reads when neither `--config` nor `SLUICE_CONFIG` names one. */
 export const DEFAULT_CONFIG_FILE = '/etc/sluice/sluiced.yaml';
 
-/** locksmith's update.conf files, in the order they are read (a later file wins). */
+/**
+ * locksmith's update.conf files, in the order they are read (a later file wins): the OS
+ * defaults, then the node's own, as the EnvironmentFile= lines of locksmithd.service read them.
+ */
 export const DEFAULT_UPDATE_CONF_FILES: readonly string[] = [
+  '/usr/share/coreos/update.conf',
+  '/usr/share/flatcar/update.conf',
   '/etc/coreos/update.conf',
   '/etc/flatcar/update.conf',
 ];
@@ -699,7 +710,7 @@ const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])
   ['holdTtl', 'etcd.holdTTL', '<duration>', 'lease TTL of a held slot; must outlast a reboot (1h)'],
   ['strategy', 'strategy', '<strategy>', 'etcd-lock, reboot, off or best-effort (etcd-lock)'],
   ['window', 'windows', '<spec>', 'reboot window, e.g. "Mon-Fri 22:00-02:00"; repeatable'],
-  ['windowZone', 'windowZone', '<zone>', 'time zone of windows that name none (default UTC)'],
+  ['windowZone', 'windowZone', '<zone>', 'zone of windows that name none, or local (UTC)'],
   ['updateEngine', 'sources.updateEngine', 'bool+no', 'follow update_engine over D-Bus (on)'],
   ['sentinel', 'sources.sentinel', '<file>', 'reboot while this file exists; "off" to ignore'],
   ['sourceCommand', 'sources.command.run', '<command>', 'command whose exit 0 means reboot'],
@@ -810,6 +821,10 @@ export interface LoadOptions {
   machineIdFile?: string;
   /** The default host name, instead of `os.hostname()`. */
   hostname?: string;
+  /** Where the local zone is read when `TZ` is unset. Default `/etc/localtime`. */
+  localtimeFile?: string;
+  /** The tz database directory, for naming a copied localtime file. Default `/usr/share/zoneinfo`. */
+  zoneinfoDir?: string;
 }
 
 /** Where one setting came from: a label for messages and the file, variable or flag at fault. */
@@ -956,7 +971,9 @@ function mergeOrigins(target: Map<string, Origin>, layer: RawLayer): void {
     for (const existing of [...target.keys()]) {
       if (existing.startsWith(`${path}.`)) target.delete(existing);
     }
-    target.set(path, originOf(layer, path.split('.')));
+    const origin = originOf(layer, path.split('.'));
+    const line = layer.lineOf?.(path.split('.'));
+    target.set(path, line === undefined ? origin : { ...origin, label: `${origin.label}:${line}` });
   }
 }
 
@@ -984,6 +1001,31 @@ function envLayer(env: NodeJS.ProcessEnv): RawLayer {
     const value = env[name]!;
     setPath(raw, setting.path, convert(setting.kind, value));
     origins.set(setting.path, { label: `environment ${name}`, where: name });
+  }
+  // locksmithd's own window variables, read as locksmithd read them: the LOCKSMITHD_ name when
+  // set and not empty, else the old one; start and length together.
+  const pick = (names: string[]) => names.find((n) => env[n] !== undefined && env[n] !== '');
+  const start = pick(['LOCKSMITHD_REBOOT_WINDOW_START', 'REBOOT_WINDOW_START']);
+  const length = pick(['LOCKSMITHD_REBOOT_WINDOW_LENGTH', 'REBOOT_WINDOW_LENGTH']);
+  if (start !== undefined || length !== undefined) {
+    const name = (start ?? length)!;
+    const origin = { label: `environment ${name}`, where: name };
+    if (start === undefined || length === undefined) {
+      throw configError(
+        origin,
+        'windows',
+        `${name} is set without ${start === undefined ? 'LOCKSMITHD_REBOOT_WINDOW_START' : 'LOCKSMITHD_REBOOT_WINDOW_LENGTH'}; set both or neither, as locksmithd required`,
+      );
+    }
+    if (raw.windows !== undefined) {
+      throw configError(
+        origin,
+        'windows',
+        `both ${origins.get('windows')?.where} and ${name} are set; keep one of them`,
+      );
+    }
+    raw.windows = [{ start: env[start]!, length: env[length]! }];
+    origins.set('windows', origin);
   }
   return { raw, origins };
 }
@@ -1022,6 +1064,10 @@ function flagLayer(flags: AgentFlags): RawLayer {
  * huge file (or a device) costs nothing. Throws a SluiceError naming the file when it is larger.
  */
 async function readCapped(path: string, label: string): Promise<string> {
+  return (await readCappedBytes(path, label)).toString('utf8');
+}
+
+async function readCappedBytes(path: string, label: string): Promise<Buffer> {
   const handle = await open(path, 'r');
   try {
     const buffer = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
@@ -1038,15 +1084,20 @@ async function readCapped(path: string, label: string): Promise<string> {
         path,
       );
     }
-    return buffer.subarray(0, length).toString('utf8');
+    return buffer.subarray(0, length);
   } finally {
     await handle.close();
   }
 }
 
 async function readOptional(path: string): Promise<string | undefined> {
+  return (await readOptionalBytes(path))?.toString('utf8');
+}
+
+/** Reads a file of at most MAX_CONFIG_FILE_BYTES; undefined when it does not exist. */
+async function readOptionalBytes(path: string): Promise<Buffer | undefined> {
   try {
-    return await readCapped(path, path);
+    return await readCappedBytes(path, path);
   } catch (cause) {
     if (isSluiceError(cause)) throw cause;
     const code = (cause as NodeJS.ErrnoException).code;
@@ -1057,13 +1108,21 @@ async function readOptional(path: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * Reads locksmith's update.conf files as one layer, in order (a later file wins), as systemd
+ * reads them for locksmithd.service. Missing files are skipped.
+ */
 async function updateConfLayer(
-  path: string,
+  paths: readonly string[],
   secrets: Set<string>,
 ): Promise<{ layer: RawLayer; warnings: string[] } | undefined> {
-  const content = await readOptional(path);
-  if (content === undefined) return undefined;
-  const parsed = parseUpdateConf(content, path);
+  const files: { path: string; content: Buffer }[] = [];
+  for (const path of paths) {
+    const content = await readOptionalBytes(path);
+    if (content !== undefined) files.push({ path, content });
+  }
+  if (files.length === 0) return undefined;
+  const parsed = parseUpdateConfs(files);
   if (!parsed.ok) throw parsed.error;
   const { settings, origins: lines, warnings } = parsed.value;
   addSecrets(settings.password, true, secrets);
@@ -1072,7 +1131,7 @@ async function updateConfLayer(
   const origins = new Map<string, Origin>();
   const note = (yamlPath: string, field: keyof typeof lines) => {
     const at = lines[field]!;
-    origins.set(yamlPath, { label: `${path}:${at.line} (${at.key})`, where: path });
+    origins.set(yamlPath, { label: `${at.path}:${at.line} (${at.key})`, where: at.path });
   };
   if (settings.strategy !== undefined) {
     raw.strategy = settings.strategy;
@@ -1254,7 +1313,7 @@ async function harvestSecrets(opts: LoadOptions, secrets: Set<string>): Promise<
   for (const path of opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES) {
     const conf = await readCapped(path, path).catch(() => undefined);
     if (conf === undefined) continue;
-    const parsed = parseUpdateConf(conf, path);
+    const parsed = parseUpdateConfs([{ path, content: conf }]);
     if (parsed.ok) addSecrets(parsed.value.settings.password, true, secrets);
     for (const match of conf.matchAll(/PASSWORD\s*=\s*["']?([^\n"']*)/g)) {
       addSecrets(match[1], true, secrets);
@@ -1281,8 +1340,10 @@ function addSecrets(value: unknown, whole: boolean, secrets: Set<string>): void 
     if (colon !== -1) candidates.push(userinfo.slice(colon + 1));
   }
   for (const candidate of candidates) {
-    // A value that ran to the end of the file (an unclosed quote) is scrubbed line by line too.
-    for (const piece of [candidate, candidate.trim(), ...candidate.split(/\r?\n/)]) {
+    // A value that ran to the end of the file (an unclosed quote) is scrubbed line by line too,
+    // and a secret with spaces word by word, so no long part of it shows either.
+    const words = candidate.split(/\s+/).filter((w) => w.length >= 6);
+    for (const piece of [candidate, ...candidate.split(/\r?\n/), ...words]) {
       if (piece.trim().length >= 3) secrets.add(piece.trim());
     }
   }
@@ -1336,12 +1397,10 @@ async function loadLayers(opts: LoadOptions, secrets: Set<string>): Promise<Agen
 
   const layers: RawLayer[] = [];
   const warnings: string[] = [];
-  for (const path of opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES) {
-    const found = await updateConfLayer(path, secrets);
-    if (found) {
-      layers.push(found.layer);
-      warnings.push(...found.warnings);
-    }
+  const found = await updateConfLayer(opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES, secrets);
+  if (found) {
+    layers.push(found.layer);
+    warnings.push(...found.warnings);
   }
   const file = await fileLayer(configFile, explicit);
   if (file) layers.push(file);
@@ -1398,6 +1457,7 @@ async function resolve(
       );
     }
     id = machineId;
+    origins.set('node.id', { label: `file ${file}`, where: file });
   }
   const hostname = m.node?.hostname ?? opts.hostname ?? osHostname();
   const tokenFile = m.node?.tokenFile ?? defaultTokenFile(opts.env ?? process.env);
@@ -1424,8 +1484,32 @@ async function resolve(
   const strategy: Strategy =
     chosen === 'best-effort' ? (origins.has('etcd.endpoints') ? 'etcd-lock' : 'reboot') : chosen;
 
-  // windows: all entries form one spec, in windowZone unless an entry names its own zone.
-  const windows = resolveWindows(m.windows ?? [], m.windowZone ?? 'UTC', origin('windows'));
+  // windows: all entries form one spec, in their zone unless an entry names its own.
+  const entries = m.windows ?? [];
+  const needLocal =
+    m.windowZone === 'local' ||
+    (m.windowZone === undefined && entries.some((e) => typeof e !== 'string'));
+  const zones: WindowZones = needLocal
+    ? await windowZones(m.windowZone, origin('windowZone').label, () =>
+        localZone({
+          env: opts.env ?? process.env,
+          ...(opts.localtimeFile !== undefined ? { localtimeFile: opts.localtimeFile } : {}),
+          ...(opts.zoneinfoDir !== undefined ? { zoneinfoDir: opts.zoneinfoDir } : {}),
+        }).catch((error: unknown) => {
+          if (isSluiceError(error)) throw configError(origin('windows'), 'windows', error.message);
+          throw error;
+        }),
+      )
+    : (() => {
+        // No locksmith-syntax entry: the local zone is not needed (nor read).
+        const zone =
+          m.windowZone === undefined
+            ? { zone: 'UTC', from: 'default' }
+            : { zone: m.windowZone, from: origin('windowZone').label };
+        return { sluice: zone, locksmith: zone };
+      })();
+  if (zones.warning) warnings.push(zones.warning);
+  const windows = resolveWindows(entries, zones, origin('windows'));
 
   // sources
   let command: AgentConfig['sources']['command'] = null;
@@ -1464,6 +1548,7 @@ async function resolve(
     },
     strategy,
     windows,
+    windowZones: zones,
     sources: {
       updateEngine: m.sources?.updateEngine ?? true,
       sentinel: m.sources?.sentinel === undefined ? DEFAULTS.sentinel : m.sources.sentinel,
@@ -1494,9 +1579,43 @@ async function resolve(
 
 type WindowEntry = string | { start: string; length: string };
 
+/**
+ * The zones window entries that name none are read in: `windowZone` when it is set (`local`
+ * meaning the node's zone), else UTC for sluice's syntax and the node's local zone for
+ * locksmith's (`{ start, length }`, update.conf, `LOCKSMITHD_REBOOT_WINDOW_*`), as locksmithd
+ * read its window in `time.Local`.
+ */
+export interface WindowZones {
+  /** The zone of sluice-syntax entries, and where that was decided. */
+  sluice: { zone: string; from: string };
+  /** The zone of locksmith-syntax entries, and where that was decided. */
+  locksmith: { zone: string; from: string };
+  /** Set when the local zone fell back to UTC by Go's rules (an unknown TZ, say). */
+  warning?: string;
+}
+
+async function windowZones(
+  windowZone: string | undefined,
+  windowZoneFrom: string,
+  local: () => Promise<LocalZone>,
+): Promise<WindowZones> {
+  if (windowZone !== undefined && windowZone !== 'local') {
+    const set = { zone: windowZone, from: windowZoneFrom };
+    return { sluice: set, locksmith: set };
+  }
+  const found = await local();
+  const node = { zone: found.zone, from: `local zone: ${found.from}` };
+  const warning = found.warning === undefined ? {} : { warning: found.warning };
+  if (windowZone === 'local') {
+    const set = { zone: found.zone, from: `${windowZoneFrom} (local zone: ${found.from})` };
+    return { sluice: set, locksmith: set, ...warning };
+  }
+  return { sluice: { zone: 'UTC', from: 'default' }, locksmith: node, ...warning };
+}
+
 function resolveWindows(
   entries: readonly WindowEntry[],
-  zone: string,
+  zones: WindowZones,
   origin: Origin,
 ): WindowSpec[] {
   const source = `${origin.label}: windows`;
@@ -1514,7 +1633,7 @@ function resolveWindows(
   const all: WeeklyWindow[] = [];
   for (const text of texts) {
     // Each entry on its own, so a blank one is refused rather than skipped as a blank line.
-    const spec = parseWindowSpec(text, source, zone);
+    const spec = parseWindowSpec(text, source, zones.sluice.zone);
     if (!spec.ok) throw rethrow(spec.error);
     all.push(...spec.value.windows);
   }
@@ -1523,7 +1642,7 @@ function resolveWindows(
   }
   for (const entry of entries) {
     if (typeof entry === 'string') continue;
-    const window = parseLocksmithWindow(entry.start, entry.length, source, zone);
+    const window = parseLocksmithWindow(entry.start, entry.length, source, zones.locksmith.zone);
     if (!window.ok) throw rethrow(window.error);
     all.push(...window.value.windows);
   }
@@ -1570,6 +1689,92 @@ function redactUrl(value: string): string {
 
 function redactCheck(check: CheckSpec): CheckSpec {
   return check.type === 'command' ? check : { ...check, url: redactUrl(check.url) };
+}
+
+/** One resolved setting, for `sluiced --check-config`. */
+export interface SettingReport {
+  /** The YAML path, such as `etcd.group`. */
+  key: string;
+  /** The value as the agent will use it, in the YAML file's notation; secrets redacted. */
+  value: string;
+  /** Where it came from: `default`, `flag --group`, `environment SLUICE_GROUP`, `file:line`. */
+  from: string;
+}
+
+/**
+ * Every setting of a loaded configuration with where it came from, secrets redacted: what
+ * `sluiced --check-config` prints. Windows are shown in canonical form, each entry with its zone,
+ * and the zone's own origin is given with them.
+ */
+export function describeConfig(config: AgentConfig): SettingReport[] {
+  const safe = redactConfig(config);
+  const from = (path: string): string => {
+    const parts = path.split('.');
+    for (let n = parts.length; n > 0; n--) {
+      const found = config.origins[parts.slice(0, n).join('.')];
+      if (found) return found;
+    }
+    return 'default';
+  };
+  const rows: SettingReport[] = [];
+  const add = (key: string, value: unknown) => {
+    if (value === undefined) return;
+    const text =
+      value === null ? 'off' : Array.isArray(value) ? value.join(', ') || '(none)' : String(value);
+    rows.push({ key, value: text, from: from(key) });
+  };
+  const seconds = (n: number) => formatDuration(n * 1000);
+  const { etcd } = safe;
+  add('node.id', safe.node.id);
+  add('node.hostname', safe.node.hostname);
+  add('etcd.endpoints', etcd.endpoints);
+  for (const field of ['cacert', 'cert', 'key', 'username', 'password', 'passwordFile'] as const) {
+    add(`etcd.${field}`, etcd[field]);
+  }
+  add('etcd.prefix', etcd.prefix);
+  add('etcd.group', etcd.group);
+  add('etcd.sessionTTL', seconds(etcd.sessionTTL));
+  add('etcd.holdTTL', seconds(etcd.holdTTL));
+  add('strategy', safe.strategy);
+  const windows = safe.windows.flatMap((spec) => spec.windows);
+  add('windows', windows.length === 0 ? 'always' : windows.map(describeWindow).join('; '));
+  const zones = safe.windowZones;
+  rows.push({ key: 'windowZone', value: zones.sluice.zone, from: zones.sluice.from });
+  if (zones.locksmith.from !== zones.sluice.from) {
+    rows.push({
+      key: 'windowZone (locksmith syntax)',
+      value: zones.locksmith.zone,
+      from: zones.locksmith.from,
+    });
+  }
+  add('sources.updateEngine', safe.sources.updateEngine);
+  add('sources.sentinel', safe.sources.sentinel);
+  add('sources.command', safe.sources.command?.run ?? null);
+  if (safe.sources.command) {
+    add('sources.command.interval', formatDuration(safe.sources.command.intervalMs));
+  }
+  add('sources.manual', safe.sources.manual);
+  add('reboot.method', safe.reboot.method);
+  add('reboot.command', safe.reboot.command);
+  add('reboot.warnDelay', formatDuration(safe.reboot.warnDelayMs));
+  add('reboot.warnMessage', safe.reboot.warnMessage);
+  add(
+    'checks.pre',
+    safe.checks.pre.map((c) => c.name),
+  );
+  add('checks.drain', safe.checks.drain?.name ?? null);
+  add(
+    'checks.post',
+    safe.checks.post.map((c) => c.name),
+  );
+  add('checks.postDeadline', formatDuration(safe.checks.postDeadlineMs));
+  add('checks.postInterval', formatDuration(safe.checks.postIntervalMs));
+  add('checks.releaseDelay', formatDuration(safe.checks.releaseDelayMs));
+  add('dbus.address', safe.dbus.address);
+  add('metrics.listen', safe.metrics.listen);
+  add('metrics.allowRemote', safe.metrics.allowRemote);
+  add('log.level', safe.log.level);
+  return rows;
 }
 
 /**

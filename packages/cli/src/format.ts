@@ -60,7 +60,7 @@ export function windowLine(status: GroupStatus, now: Date): string {
     return 'closed: the window spec is invalid (see errors)';
   }
   const change = w.nextChange ? `, ${w.open ? 'closes' : 'opens'} ${until(w.nextChange, now)}` : '';
-  return `${state}${change}  [${w.spec}]`;
+  return `${state}${change}  [${w.canonical ?? w.spec}]`;
 }
 
 /**

@@ -273,7 +273,7 @@ with who did it (see "sluicectl history").`,
     .command('set')
     .description('set the group\'s window spec, e.g. "Mon-Fri 22:00-02:00 Europe/Berlin"')
     .argument('<spec>', 'window spec; several entries separated by ";"')
-    .option('--zone <zone>', 'time zone for entries that name none', 'UTC')
+    .option('--zone <zone>', 'time zone for entries that name none (an IANA zone)', 'UTC')
     .action(async (spec: string, opts: { zone: string }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/windows.js')).setWindows(ctx, spec, opts)),
     );
@@ -289,9 +289,12 @@ with who did it (see "sluicectl history").`,
     .argument('<spec>', 'window spec, or with --length locksmith\'s start ("Thu 04:00")')
     .option('--at <time>', 'ISO-8601 instant to check (default: now)')
     .option('--length <duration>', "treat SPEC as locksmith's REBOOT_WINDOW_START with this length")
-    .option('--zone <zone>', 'time zone for entries that name none', 'UTC')
+    .option(
+      '--zone <zone>',
+      "zone for entries that name none, or local; default UTC, and this node's zone with --length",
+    )
     .action(
-      async (spec: string, opts: { at?: string; length?: string; zone: string }, cmd: Command) =>
+      async (spec: string, opts: { at?: string; length?: string; zone?: string }, cmd: Command) =>
         exec(cmd, async (ctx) =>
           (await import('./commands/windows.js')).checkWindows(ctx, spec, opts),
         ),

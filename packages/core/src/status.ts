@@ -4,7 +4,7 @@
  */
 import { type NodeState, requestExpired } from './records.js';
 import { type GroupSnapshot, lostHolders } from './snapshot.js';
-import { windowStateAll } from './window.js';
+import { formatWindowSpec, windowStateAll } from './window.js';
 
 /** One holder of a slot. Lost holders appear with state `lost`. */
 export interface HolderStatus {
@@ -49,7 +49,16 @@ export interface GroupStatus {
   /** Free slots now: max minus holders, never below 0. null when max does not parse. */
   available: number | null;
   paused: { reason: string; since: string | null } | null;
-  window: { open: boolean; nextChange: string | null; spec: string | null };
+  /**
+   * The group's window: `spec` as stored in etcd, `canonical` as the agents read it (every entry
+   * with its zone; null when there is none or it does not parse).
+   */
+  window: {
+    open: boolean;
+    nextChange: string | null;
+    spec: string | null;
+    canonical: string | null;
+  };
   holders: HolderStatus[];
   waiting: WaiterStatus[];
   /** How many agents are registered (`nodes/`): live agents of the group. */
@@ -111,15 +120,21 @@ export function groupStatus(
     });
   }
   const max = snapshot.max.ok ? snapshot.max.value : null;
-  let window: GroupStatus['window'] = { open: true, nextChange: null, spec: windowText };
+  let window: GroupStatus['window'] = {
+    open: true,
+    nextChange: null,
+    spec: windowText,
+    canonical: null,
+  };
   if (!snapshot.windows.ok) {
-    window = { open: false, nextChange: null, spec: windowText };
+    window = { open: false, nextChange: null, spec: windowText, canonical: null };
   } else if (snapshot.windows.value) {
     const state = windowStateAll([snapshot.windows.value], now);
     window = {
       open: state.open,
       nextChange: state.nextChange?.toISOString() ?? null,
       spec: windowText,
+      canonical: formatWindowSpec(snapshot.windows.value),
     };
   }
   return {

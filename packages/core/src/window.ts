@@ -387,9 +387,10 @@ const zoneNames = new Map<string, string | undefined>();
 /**
  * The zone name to store: the user's spelling with the tz database's capitalisation
  * (`europe/berlin` becomes `Europe/Berlin`; aliases such as `US/Eastern` are kept as written).
- * Undefined if the zone is unknown.
+ * Undefined if the tz database does not know the zone. Use it to check a zone name before
+ * putting it into a spec.
  */
-function canonicalZone(name: string): string | undefined {
+export function canonicalZone(name: string): string | undefined {
   if (zoneNames.has(name)) return zoneNames.get(name);
   let result: string | undefined;
   if (/^[A-Za-z][A-Za-z0-9_+\-/]*$/.test(name) && IANAZone.isValidZone(name)) {
