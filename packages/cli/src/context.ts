@@ -179,13 +179,23 @@ export class Context {
    */
   async client(): Promise<EtcdClient> {
     if (this.#client) return this.#client;
-    const settings = await this.settings();
-    const { connectEtcd, connectionOptions } = await import('@sluice/etcd');
-    const options = await connectionOptions(settings, this.#where);
+    const options = await this.connection();
+    const { connectEtcd } = await import('@sluice/etcd');
     const client = await connectEtcd({ ...options, callTimeoutMs: 3000, retryAttempts: 1 });
     this.#client = client;
     this.defer(() => client.close());
     return client;
+  }
+
+  /**
+   * How to reach etcd, as `client()` connects: endpoints, TLS files checked to be PEM, and the
+   * password read from its file. For the rare call that is not made through etcd3 (etcd's v2 keys
+   * API, which locksmith used).
+   */
+  async connection(): Promise<import('@sluice/etcd').EtcdConnectionOptions> {
+    const settings = await this.settings();
+    const { connectionOptions } = await import('@sluice/etcd');
+    return connectionOptions(settings, this.#where);
   }
 
   /** Runs `fn` at `close()`, before everything deferred earlier. */

@@ -301,6 +301,31 @@ with who did it (see "sluicectl history").`,
     );
 
   program
+    .command('migrate-locksmith')
+    .description(
+      "take over a group from a live locksmith: its holders become sluice slots, sluice's max is locksmith's, and locksmith admits nobody more",
+    )
+    .option('--dry-run', 'say what it would do, and write nothing')
+    .option('--overwrite', "set sluice's max to locksmith's even when it is set already")
+    .option('--api <api>', 'where locksmith keeps its semaphore: v2 or v3 (default: look in both)')
+    .option('--max <n>', "sluice's max to set instead of locksmith's")
+    .addHelpText(
+      'after',
+      `
+Reads locksmith's semaphore for the group (coreos.com/updateengine/rebootlock/semaphore, or
+.../groups/<group>/semaphore; --group default is locksmith's default semaphore) from etcd's v3
+keyspace or v2 keys API. In one guarded step it records each locksmith holder as a migrated
+sluice slot, sets sluice's max, and sets locksmith's max to 0 with a compare-and-swap (holders
+kept), so nodes still on locksmithd take no slot while nodes switch to sluiced. A migrated slot
+is given back by that node's sluiced when it starts. See deploy/README.md.`,
+    )
+    .action(async (opts: import('./commands/migrate-locksmith.js').MigrateOptions, cmd: Command) =>
+      exec(cmd, async (ctx) =>
+        (await import('./commands/migrate-locksmith.js')).migrate(ctx, opts),
+      ),
+    );
+
+  program
     .command('history')
     .description('finished reboots: node, start, end, duration, outcome (released, forced, lost)')
     .option('--limit <n>', 'how many, newest first', '20')

@@ -69,6 +69,12 @@ export const HoldingMarkerSchema = z.looseObject({
   grantedAt: isoDate,
   /** The instance token of the agent that was admitted. */
   token: z.string().optional(),
+  /**
+   * Set on a slot `sluicectl migrate-locksmith` recorded for a holder of locksmith's semaphore.
+   * It has no queue key and is not lost: it counts against max (ahead of every waiter) until the
+   * node's own sluiced releases it at start, as locksmithd would have after its reboot.
+   */
+  migrated: z.literal('locksmith').optional(),
 });
 export type HoldingMarker = z.infer<typeof HoldingMarkerSchema>;
 

@@ -6,11 +6,14 @@ import { type NodeState, requestExpired } from './records.js';
 import { type GroupSnapshot, lostHolders } from './snapshot.js';
 import { formatWindowSpec, windowStateAll } from './window.js';
 
-/** One holder of a slot. Lost holders appear with state `lost`. */
+/**
+ * One holder of a slot. Lost holders appear with state `lost`, slots recorded from locksmith's
+ * semaphore (`sluicectl migrate-locksmith`) with state `migrated`.
+ */
 export interface HolderStatus {
   node: string;
   hostname: string;
-  state: NodeState | 'lost' | 'unknown';
+  state: NodeState | 'lost' | 'migrated' | 'unknown';
   since: string | null;
   /** Seconds left on the hold lease; null when unknown or lost. */
   leaseSecondsLeft: number | null;
@@ -106,6 +109,18 @@ export function groupStatus(
         reason: record?.reason ?? '',
       });
     }
+  }
+  for (const slot of snapshot.holding.filter((h) => h.migrated)) {
+    holders.push({
+      node: slot.node,
+      hostname: slot.marker?.hostname ?? '',
+      state: 'migrated',
+      since: slot.marker?.grantedAt ?? null,
+      leaseSecondsLeft: null,
+      reason: "held in locksmith's semaphore when it was migrated",
+      grantedRevision: slot.createRevision,
+      problem: null,
+    });
   }
   for (const lost of lostHolders(snapshot)) {
     holders.push({

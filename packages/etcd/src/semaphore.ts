@@ -235,10 +235,31 @@ export class Semaphore {
    */
   async recover(): Promise<{ own: OwnEntry | null; lost: HoldingEntry | null; cleared: boolean }> {
     const snapshot = await this.ownSnapshot();
+    // A slot recorded from locksmith's semaphore for this node: given back now, as locksmithd gave
+    // back its lock when it started after the reboot.
+    const migrated = snapshot.holding.find((h) => h.node === this.node && h.migrated);
+    if (migrated) await this.#releaseMigrated(migrated);
     const own = this.own(snapshot);
     const lost = snapshot.holding.find((h) => h.node === this.node && h.orphan) ?? null;
     if (!lost) return { own, lost, cleared: false };
     return { own, lost, cleared: await this.#clearLost(lost) };
+  }
+
+  /** Releases this node's slot migrated from locksmith, recording `released` in history. */
+  async #releaseMigrated(slot: HoldingEntry): Promise<boolean> {
+    const history = this.#history('released', null, slot.marker, slot.createRevision);
+    history.record.reason = "slot migrated from locksmith's semaphore";
+    const res = await etcdCall(`releasing migrated slot ${slot.key}`, () =>
+      this.#client
+        .if(slot.key, 'Mod', '==', slot.modRevision)
+        .then(
+          this.#client.delete().key(slot.key),
+          this.#client.put(history.key).value(JSON.stringify(history.record)),
+        )
+        .commit(),
+    );
+    if (res.succeeded) await this.#pruneHistory();
+    return res.succeeded;
   }
 
   /** Clears this node's own lost marker, recording `returned`. False if it is not ours. */
