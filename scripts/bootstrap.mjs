@@ -88,7 +88,7 @@ if (missing.length > 0) {
   }
 }
 
-const linked = ['turbo', 'sluiced', 'sluicectl'].every((bin) =>
+const linked = ['turbo', 'sluiced', 'sluicectl', 'locksmithctl'].every((bin) =>
   existsSync(join(root, 'node_modules', '.bin', bin)),
 );
 if (!args.system && !linked) {

@@ -57,8 +57,8 @@ export function buildProgram(
       writeErr: (s) => io.stderr.write(s),
     })
     .showHelpAfterError('(run with --help for usage)')
-    .helpOption('-h, --help', 'show help')
-    .addHelpCommand(false)
+    .helpOption('-h, --help', 'show help (also -help, help and help COMMAND)')
+    .helpCommand('help [command]', 'show help for a command')
     .option(
       '--endpoints <urls>',
       'etcd client URLs, comma separated [SLUICE_ENDPOINTS, LOCKSMITHCTL_ENDPOINT]',
