@@ -116,7 +116,7 @@ describe('migrate-locksmith from the v2 keys API', () => {
     const res = await cli.run(['migrate-locksmith']);
     expect(res.code, res.stderr).toBe(0);
     expect(res.stdout).toContain(`v2 key /${SEMAPHORE}`);
-    expect(res.stdout).toContain('record ls-node-1 as migrated slots');
+    expect(res.stdout).toContain('record ls-node-1 as a migrated slot');
     expect(res.stdout).toContain('To undo it:');
     expect(res.stdout).toContain('locksmithctl set-max 2');
     expect(res.stdout).toContain(`sluicectl unlock ls-node-1 --force --prefix ${cli.prefix}`);

@@ -84,7 +84,9 @@ function print(ctx: Context, plan: MigrationPlan, dryRun: boolean): void {
   );
   if (plan.migrated.length > 0) {
     ctx.out(
-      `  sluice:    ${would}record ${list(plan.migrated)} as migrated slots: they count against max until each node's sluiced starts and gives its slot back`,
+      plan.migrated.length === 1
+        ? `  sluice:    ${would}record ${plan.migrated[0]} as a migrated slot: it counts against max until that node's sluiced starts and gives it back`
+        : `  sluice:    ${would}record ${list(plan.migrated)} as migrated slots: they count against max until each node's sluiced starts and gives its slot back`,
     );
   }
   for (const s of plan.skipped) ctx.out(`  skipped:   ${s.node}: ${s.why}`);
