@@ -1727,6 +1727,7 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
   const { etcd } = safe;
   add('node.id', safe.node.id);
   add('node.hostname', safe.node.hostname);
+  add('node.tokenFile', safe.node.tokenFile);
   add('etcd.endpoints', etcd.endpoints);
   for (const field of ['cacert', 'cert', 'key', 'username', 'password', 'passwordFile'] as const) {
     add(`etcd.${field}`, etcd[field]);
@@ -1773,6 +1774,7 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
   add('dbus.address', safe.dbus.address);
   add('metrics.listen', safe.metrics.listen);
   add('metrics.allowRemote', safe.metrics.allowRemote);
+  add('clock.maxSkew', formatDuration(safe.clock.maxSkewMs));
   add('log.level', safe.log.level);
   return rows;
 }
