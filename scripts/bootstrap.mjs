@@ -42,6 +42,16 @@ const tools = [
     tests: true,
     paths: ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'],
   },
+  // systemd's own EnvironmentFile parser, the oracle for how update.conf is read (same package).
+  {
+    cmd: 'systemd-environment-d-generator',
+    pkg: 'systemd',
+    tests: true,
+    paths: [
+      '/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator',
+      '/lib/systemd/user-environment-generators/30-systemd-environment-d-generator',
+    ],
+  },
   // Switches on the kernel's MemoryDenyWriteExecute for node (deploy/ units test).
   { cmd: 'python3', pkg: 'python3', tests: true, paths: ['/usr/bin/python3', '/bin/python3'] },
   // Syntax-checks `sluicectl completion zsh`.
@@ -80,7 +90,7 @@ if (missing.length > 0) {
   }
 }
 
-const linked = ['turbo', 'sluiced', 'sluicectl'].every((bin) =>
+const linked = ['turbo', 'sluiced', 'sluicectl', 'locksmithctl'].every((bin) =>
   existsSync(join(root, 'node_modules', '.bin', bin)),
 );
 if (!args.system && !linked) {

@@ -44,7 +44,14 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Leave out the runner's `--prefix`, to test prefix handling itself. */
   noPrefix?: boolean;
+  /** Run this built program instead of sluicectl (say, LOCKSMITHCTL). */
+  script?: string;
 }
+
+/** sluice's locksmithctl, built. */
+export const LOCKSMITHCTL = fileURLToPath(
+  new URL('../../packages/cli/dist/locksmithctl-main.js', import.meta.url),
+);
 
 /** Starts CLI processes against one etcd with one fresh prefix, and kills leftovers. */
 export class CliRunner {
@@ -70,7 +77,7 @@ export class CliRunner {
   /** Starts `sluicectl --prefix <fresh> ...args` and returns it while it runs. */
   start(args: readonly string[], options: RunOptions = {}): LiveCli {
     const argv = options.noPrefix ? [...args] : ['--prefix', this.prefix, ...args];
-    const child = spawn(process.execPath, [CLI, ...argv], {
+    const child = spawn(process.execPath, [options.script ?? CLI, ...argv], {
       env: this.env(options.env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -169,6 +176,15 @@ export const StatusJsonSchema = z.object({
       hostname: z.string(),
       position: z.number().int().positive(),
       since: iso.nullable(),
+    }),
+  ),
+  requests: z.array(
+    z.object({
+      node: z.string(),
+      reason: z.string(),
+      by: z.string(),
+      requestedAt: iso,
+      expiresAt: iso.nullable(),
     }),
   ),
   errors: z.array(z.object({ key: z.string(), message: z.string() })),

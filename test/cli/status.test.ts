@@ -230,6 +230,10 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
   });
 
   it('request-reboot writes a RebootRequest for this node or a named one', async () => {
+    // Both nodes registered, as their agents do (a request for an unknown node is refused).
+    for (const node of ['node-self', 'n7']) {
+      await etcd.etcdctl(['put', cli.keys.registration(node), JSON.stringify({ v: 1, node })]);
+    }
     expect((await cli.run(['request-reboot', '--reason', 'kernel'])).code).toBe(0);
     const own = JSON.parse(
       await etcd.etcdctl(['get', cli.keys.request('node-self'), '--print-value-only']),

@@ -137,7 +137,7 @@ describe('sluicectl under each identity', () => {
 
   it('the read-only user still sees a lost holder it may not halt the group for', async () => {
     const lock = await ctl(
-      ['--group', 'lossy', 'lock', '--node', 'gone', '--reason', 'x', '--ttl', '10s'],
+      ['--group', 'lossy', '--create', 'lock', '--node', 'gone', '--reason', 'x', '--ttl', '10s'],
       agent,
     );
     expect(lock.code, lock.stderr).toBe(0);

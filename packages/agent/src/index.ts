@@ -1,6 +1,7 @@
 export * from './agent.js';
 export * from './checks.js';
 export * from './config.js';
+export * from './localzone.js';
 export * from './locksmith.js';
 export * from './metrics.js';
 export * from './once.js';

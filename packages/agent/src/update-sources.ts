@@ -77,27 +77,45 @@ export class UpdateEngineSource implements UpdateSource {
 
 /**
  * A reboot requested for this node with `sluicectl request-reboot`: needed while the key
- * `groups/<g>/requests/<node>` exists. Follows that one key through the group's settings port;
- * the agent deletes it (`clear-request`) right before the reboot that serves it.
+ * `groups/<g>/requests/<node>` exists and its `expiresAt` (if any) has not passed. Follows that
+ * one key through the group's settings port and turns not-needed when the request lapses; the
+ * agent deletes it (`clear-request`) right before the reboot that serves it.
  */
 export class ManualRequestSource implements UpdateSource {
   readonly name = 'manual';
   #signal: UpdateSignal = NOT_NEEDED('manual', 'no request');
+  /** Fires when the current request lapses (its `expiresAt`). */
+  #expiry: NodeJS.Timeout | undefined;
 
   constructor(private readonly settings: GroupSettings) {}
 
   #apply(value: string | null, onChange: (s: UpdateSignal) => void): void {
+    clearTimeout(this.#expiry);
     if (value === null) {
       this.#signal = NOT_NEEDED('manual', 'no request');
     } else {
       let reason = 'requested with sluicectl';
+      let expiresAt: number | null = null;
       try {
         const parsed = RebootRequestSchema.safeParse(JSON.parse(value));
-        if (parsed.success) reason = parsed.data.reason || reason;
+        if (parsed.success) {
+          reason = parsed.data.reason || reason;
+          if (parsed.data.expiresAt) expiresAt = Date.parse(parsed.data.expiresAt);
+        }
       } catch {
         // Any value is a request; an unreadable one just has no reason to show.
       }
-      this.#signal = { needed: true, source: 'manual', detail: reason };
+      if (expiresAt !== null && expiresAt <= Date.now()) {
+        // Lapsed: its lease may not have run out in etcd yet, but it asks for nothing now.
+        this.#signal = NOT_NEEDED('manual', 'the request expired');
+      } else {
+        this.#signal = { needed: true, source: 'manual', detail: reason };
+        if (expiresAt !== null) {
+          const delay = Math.min(expiresAt - Date.now() + 1, 2 ** 31 - 1);
+          this.#expiry = setTimeout(() => this.#apply(value, onChange), delay);
+          this.#expiry.unref?.();
+        }
+      }
     }
     onChange(this.#signal);
   }
@@ -112,5 +130,6 @@ export class ManualRequestSource implements UpdateSource {
 
   async close(): Promise<void> {
     // The settings port stops following with the agent.
+    clearTimeout(this.#expiry);
   }
 }

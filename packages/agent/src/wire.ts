@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { GroupKeys } from '@sluice/core';
+import { formatWindowSpec, GroupKeys } from '@sluice/core';
 import {
   checkClock,
   connectEtcd,
@@ -57,6 +57,12 @@ export async function startAgent(
   const bootId = await readBootId(opts.bootIdFile);
   const logger = opts.logger ?? pino({ level: config.log.level, base: { node: config.node.id } });
   logger.info({ config: redactConfig(config) }, 'configuration');
+  // The node's own window in words, every entry with its zone (and where that zone came from).
+  const windows = config.windows.map(formatWindowSpec).join('; ') || 'always';
+  logger.info(
+    { windows, windowZones: config.windowZones },
+    `reboot window of this node: ${windows}`,
+  );
   const metrics = new AgentMetrics();
   const server = config.metrics.listen ? await metrics.serve(config.metrics.listen) : null;
   const address = server?.address();

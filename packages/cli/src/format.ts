@@ -60,7 +60,7 @@ export function windowLine(status: GroupStatus, now: Date): string {
     return 'closed: the window spec is invalid (see errors)';
   }
   const change = w.nextChange ? `, ${w.open ? 'closes' : 'opens'} ${until(w.nextChange, now)}` : '';
-  return `${state}${change}  [${w.spec}]`;
+  return `${state}${change}  [${w.canonical ?? w.spec}]`;
 }
 
 /**
@@ -123,6 +123,22 @@ export function formatStatus(status: GroupStatus, now: Date): string {
       table(
         ['NODE', 'HOSTNAME', 'PROBLEM'],
         status.nodeProblems.map((p) => [p.node, p.hostname || '-', p.problem]),
+      ),
+    );
+  }
+  if (status.requests.length > 0) {
+    lines.push(
+      '',
+      'REQUESTS',
+      table(
+        ['NODE', 'SINCE', 'EXPIRES', 'BY', 'REASON'],
+        status.requests.map((r) => [
+          r.node,
+          since(r.requestedAt, now),
+          r.expiresAt ? until(r.expiresAt, now) : 'never',
+          r.by || '-',
+          r.reason || '-',
+        ]),
       ),
     );
   }

@@ -57,8 +57,8 @@ export function buildProgram(
       writeErr: (s) => io.stderr.write(s),
     })
     .showHelpAfterError('(run with --help for usage)')
-    .helpOption('-h, --help', 'show help')
-    .addHelpCommand(false)
+    .helpOption('-h, --help', 'show help (also -help, help and help COMMAND)')
+    .helpCommand('help [command]', 'show help for a command')
     .option(
       '--endpoints <urls>',
       'etcd client URLs, comma separated [SLUICE_ENDPOINTS, LOCKSMITHCTL_ENDPOINT]',
@@ -72,6 +72,10 @@ export function buildProgram(
     .option('--password-file <file>', 'file holding the etcd password [SLUICE_PASSWORD_FILE]')
     .option('--prefix <prefix>', 'etcd key prefix (default /sluice/v1/) [SLUICE_PREFIX]')
     .option('--group <name>', 'reboot group (default "default") [SLUICE_GROUP]')
+    .option(
+      '--create',
+      'let a write start a group that has no keys yet (without it, an unknown --group is refused)',
+    )
     .addOption(
       new Option('-o, --output <format>', 'output format')
         .choices(['table', 'json'])
@@ -191,11 +195,31 @@ with who did it (see "sluicectl history").`,
       reasonText,
       'requested with sluicectl',
     )
+    .option(
+      '--ttl <duration>',
+      'how long the request stands if the agent does not act on it',
+      '24h',
+    )
+    .option('--allow-unknown', 'request a node that is not registered, queued or holding a slot')
     .action(
-      async (node: string | undefined, opts: { node?: string; reason: string }, cmd: Command) =>
+      async (
+        node: string | undefined,
+        opts: import('./commands/request-reboot.js').RequestRebootOptions,
+        cmd: Command,
+      ) =>
         exec(cmd, async (ctx) =>
           (await import('./commands/request-reboot.js')).requestReboot(ctx, node, opts),
         ),
+    );
+
+  program
+    .command('cancel-request')
+    .description('take back a reboot request made with request-reboot')
+    .argument('<node>', 'node whose request to remove')
+    .action(async (node: string, _opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) =>
+        (await import('./commands/request-reboot.js')).cancelRequest(ctx, node),
+      ),
     );
 
   program
@@ -249,7 +273,7 @@ with who did it (see "sluicectl history").`,
     .command('set')
     .description('set the group\'s window spec, e.g. "Mon-Fri 22:00-02:00 Europe/Berlin"')
     .argument('<spec>', 'window spec; several entries separated by ";"')
-    .option('--zone <zone>', 'time zone for entries that name none', 'UTC')
+    .option('--zone <zone>', 'time zone for entries that name none (an IANA zone)', 'UTC')
     .action(async (spec: string, opts: { zone: string }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/windows.js')).setWindows(ctx, spec, opts)),
     );
@@ -265,12 +289,40 @@ with who did it (see "sluicectl history").`,
     .argument('<spec>', 'window spec, or with --length locksmith\'s start ("Thu 04:00")')
     .option('--at <time>', 'ISO-8601 instant to check (default: now)')
     .option('--length <duration>', "treat SPEC as locksmith's REBOOT_WINDOW_START with this length")
-    .option('--zone <zone>', 'time zone for entries that name none', 'UTC')
+    .option(
+      '--zone <zone>',
+      "zone for entries that name none, or local; default UTC, and this node's zone with --length",
+    )
     .action(
-      async (spec: string, opts: { at?: string; length?: string; zone: string }, cmd: Command) =>
+      async (spec: string, opts: { at?: string; length?: string; zone?: string }, cmd: Command) =>
         exec(cmd, async (ctx) =>
           (await import('./commands/windows.js')).checkWindows(ctx, spec, opts),
         ),
+    );
+
+  program
+    .command('migrate-locksmith')
+    .description(
+      "take over a group from a live locksmith: its holders become sluice slots, sluice's max is locksmith's, and locksmith admits nobody more",
+    )
+    .option('--dry-run', 'say what it would do, and write nothing')
+    .option('--overwrite', "set sluice's max to locksmith's even when it is set already")
+    .option('--api <api>', 'where locksmith keeps its semaphore: v2 or v3 (default: look in both)')
+    .option('--max <n>', "sluice's max to set instead of locksmith's")
+    .addHelpText(
+      'after',
+      `
+Reads locksmith's semaphore for the group (coreos.com/updateengine/rebootlock/semaphore, or
+.../groups/<group>/semaphore; --group default is locksmith's default semaphore) from etcd's v3
+keyspace or v2 keys API. In one guarded step it records each locksmith holder as a migrated
+sluice slot, sets sluice's max, and sets locksmith's max to 0 with a compare-and-swap (holders
+kept), so nodes still on locksmithd take no slot while nodes switch to sluiced. A migrated slot
+is given back by that node's sluiced when it starts. See deploy/README.md.`,
+    )
+    .action(async (opts: import('./commands/migrate-locksmith.js').MigrateOptions, cmd: Command) =>
+      exec(cmd, async (ctx) =>
+        (await import('./commands/migrate-locksmith.js')).migrate(ctx, opts),
+      ),
     );
 
   program

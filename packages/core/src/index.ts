@@ -1,5 +1,6 @@
 export * from './duration.js';
 export * from './errors.js';
+export * from './instant.js';
 export * from './keys.js';
 export * from './lifecycle.js';
 export * from './ports.js';

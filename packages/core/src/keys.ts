@@ -10,7 +10,7 @@
  * <prefix>groups/<g>/loss-budget      lost holders tolerated before the group halts (default 0)
  * <prefix>groups/<g>/queue/<node>     JSON QueueRecord, on a lease
  * <prefix>groups/<g>/holding/<node>   JSON HoldingMarker, no lease: written at admission
- * <prefix>groups/<g>/requests/<node>  JSON RebootRequest from `sluicectl request-reboot`
+ * <prefix>groups/<g>/requests/<node>  JSON RebootRequest from `sluicectl request-reboot`, on a lease
  * <prefix>groups/<g>/nodes/<node>     JSON NodeRegistration of the live agent, on its lease
  * <prefix>groups/<g>/conflicts/<node> JSON NodeRegistration of a second agent with that id
  * <prefix>history/<g>/<ms>-<node>     JSON HistoryRecord, capped per group

@@ -69,6 +69,12 @@ export const HoldingMarkerSchema = z.looseObject({
   grantedAt: isoDate,
   /** The instance token of the agent that was admitted. */
   token: z.string().optional(),
+  /**
+   * Set on a slot `sluicectl migrate-locksmith` recorded for a holder of locksmith's semaphore.
+   * It has no queue key and is not lost: it counts against max (ahead of every waiter) until the
+   * node's own sluiced releases it at start, as locksmithd would have after its reboot.
+   */
+  migrated: z.literal('locksmith').optional(),
 });
 export type HoldingMarker = z.infer<typeof HoldingMarkerSchema>;
 
@@ -97,13 +103,18 @@ export const HistoryRecordSchema = z.looseObject({
 });
 export type HistoryRecord = z.infer<typeof HistoryRecordSchema>;
 
-/** A request for a coordinated reboot of one node, at `groups/<g>/requests/<node>`. */
+/**
+ * A request for a coordinated reboot of one node, at `groups/<g>/requests/<node>`. The key sits
+ * on a lease that runs out at `expiresAt`, and readers ignore a request past `expiresAt` even
+ * before etcd deletes it. Requests written before expiry existed have no `expiresAt`.
+ */
 export const RebootRequestSchema = z.looseObject({
   v: z.literal(1),
   node: z.string().min(1),
   reason: z.string().default(''),
   requestedAt: isoDate,
   by: z.string().default(''),
+  expiresAt: isoDate.optional(),
 });
 export type RebootRequest = z.infer<typeof RebootRequestSchema>;
 
@@ -127,6 +138,11 @@ export const NodeRegistrationSchema = z.looseObject({
   problem: z.string().optional(),
 });
 export type NodeRegistration = z.infer<typeof NodeRegistrationSchema>;
+
+/** True when a request has an expiry and it has passed at `now`: act as if it were gone. */
+export function requestExpired(request: RebootRequest, now: Date): boolean {
+  return request.expiresAt !== undefined && Date.parse(request.expiresAt) <= now.getTime();
+}
 
 /** The optional JSON form of `groups/<g>/paused`, written by `sluicectl pause`. */
 export const PauseRecordSchema = z.looseObject({

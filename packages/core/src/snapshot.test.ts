@@ -228,6 +228,6 @@ describe('groupStatus', () => {
       ['c', 1],
       ['d', 2],
     ]);
-    expect(status.window).toEqual({ open: true, nextChange: null, spec: null });
+    expect(status.window).toEqual({ open: true, nextChange: null, spec: null, canonical: null });
   });
 });

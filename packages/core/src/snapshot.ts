@@ -57,6 +57,8 @@ export interface HoldingEntry {
   modRevision: number;
   marker: HoldingMarker | null;
   orphan: boolean;
+  /** A slot migrated from locksmith: no queue key, not lost, and ahead of every waiter. */
+  migrated: boolean;
 }
 
 /** Everything about one group at one revision. */
@@ -127,6 +129,7 @@ export function parseMarkers(
   for (const kv of kvs) {
     const node = kv.key.slice(keys.holdingPrefix.length);
     const marker = parseJson(HoldingMarkerSchema, kv, errors);
+    const migrated = marker?.migrated === 'locksmith';
     holding.push({
       node,
       key: kv.key,
@@ -134,7 +137,9 @@ export function parseMarkers(
       modRevision: kv.modRevision,
       marker,
       // A malformed marker cannot be matched to its queue key, so it counts as lost: fail closed.
-      orphan: marker === null || liveCreateRevision(node) !== marker.createRevision,
+      // A migrated slot never had a queue key: it is held, not lost.
+      orphan: marker === null || (!migrated && liveCreateRevision(node) !== marker.createRevision),
+      migrated,
     });
   }
   return holding;
@@ -270,7 +275,8 @@ export function lostHolders(group: Pick<GroupSnapshot, 'holding'>): HoldingEntry
 /**
  * A node's rank: how many slots stand ahead of it. That is the queue keys created before its own,
  * plus lost holders whose original queue key was created before its own (a lost holder keeps its
- * place). Ranks only fall: new keys always come later. Returns null when the node is not queued.
+ * place), plus slots migrated from locksmith (ahead of everyone). Ranks only fall: new keys always
+ * come later. Returns null when the node is not queued.
  */
 export function rankOf(snapshot: GroupSnapshot, node: string): number | null {
   const view = admissionView(snapshot, node);
@@ -280,10 +286,15 @@ export function rankOf(snapshot: GroupSnapshot, node: string): number | null {
 function rankIn(view: AdmissionView, self: QueueEntry): number {
   let rank = view.ahead;
   for (const h of view.holding) {
+    if (h.node === self.node) continue;
     // A lost holder whose marker is unreadable has no known place: it counts as ahead of everyone.
-    if (h.orphan && h.node !== self.node) {
-      if (h.marker === null || h.marker.createRevision < self.createRevision) rank++;
-    }
+    if (h.orphan && (h.marker === null || h.marker.createRevision < self.createRevision)) rank++;
+    // A slot migrated from locksmith stands ahead of every waiter, so rank < max alone keeps the
+    // holders within max: the admission txn cannot guard a count of markers, and guards on
+    // nothing of a migrated slot (it has no queue key). Its marker only ever leaves, so ranks
+    // still only fall; the migration itself writes max, which fails every admission txn decided
+    // on a read from before it.
+    else if (h.migrated) rank++;
   }
   return rank;
 }
@@ -359,7 +370,7 @@ export function buildAdmissionView(
     : null;
   const holderKeys = new Map<string, number>();
   for (const h of holding) {
-    if (!h.orphan && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
+    if (!h.orphan && !h.migrated && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
   }
   return {
     group: keys.group,
@@ -384,7 +395,7 @@ export function admissionView(snapshot: GroupSnapshot, node: string): AdmissionV
   const live = new Map(snapshot.queue.map((e) => [e.node, e.createRevision]));
   const holderKeys = new Map<string, number>();
   for (const h of snapshot.holding) {
-    if (!h.orphan && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
+    if (!h.orphan && !h.migrated && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
   }
   return {
     group: snapshot.group,
@@ -481,6 +492,12 @@ export function decideAdmission(
     return wait('halted', haltReason(lost));
   }
   const own = view.holding.find((h) => h.node === view.node);
+  if (own?.migrated) {
+    return wait(
+      'lost-marker',
+      `${own.key} is this node's slot migrated from locksmith; its sluiced gives it back when it starts (or: sluicectl unlock ${view.node} --force)`,
+    );
+  }
   if (own) {
     return wait(
       'lost-marker',

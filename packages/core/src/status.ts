@@ -2,15 +2,18 @@
  * The operator's view of a group, as `sluicectl status` prints it and `-o json` emits it. Built
  * from a snapshot plus the seconds left on each holder's lease; pure.
  */
-import type { NodeState } from './records.js';
+import { type NodeState, requestExpired } from './records.js';
 import { type GroupSnapshot, lostHolders } from './snapshot.js';
-import { windowStateAll } from './window.js';
+import { formatWindowSpec, windowStateAll } from './window.js';
 
-/** One holder of a slot. Lost holders appear with state `lost`. */
+/**
+ * One holder of a slot. Lost holders appear with state `lost`, slots recorded from locksmith's
+ * semaphore (`sluicectl migrate-locksmith`) with state `migrated`.
+ */
 export interface HolderStatus {
   node: string;
   hostname: string;
-  state: NodeState | 'lost' | 'unknown';
+  state: NodeState | 'lost' | 'migrated' | 'unknown';
   since: string | null;
   /** Seconds left on the hold lease; null when unknown or lost. */
   leaseSecondsLeft: number | null;
@@ -31,6 +34,16 @@ export interface WaiterStatus {
   reason: string;
 }
 
+/** A pending reboot request (from `sluicectl request-reboot`) that has not expired. */
+export interface RequestStatus {
+  node: string;
+  reason: string;
+  by: string;
+  requestedAt: string;
+  /** When the request lapses; null for requests written without an expiry. */
+  expiresAt: string | null;
+}
+
 /** The status of one group: the shape of `sluicectl status -o json`. */
 export interface GroupStatus {
   group: string;
@@ -39,7 +52,16 @@ export interface GroupStatus {
   /** Free slots now: max minus holders, never below 0. null when max does not parse. */
   available: number | null;
   paused: { reason: string; since: string | null } | null;
-  window: { open: boolean; nextChange: string | null; spec: string | null };
+  /**
+   * The group's window: `spec` as stored in etcd, `canonical` as the agents read it (every entry
+   * with its zone; null when there is none or it does not parse).
+   */
+  window: {
+    open: boolean;
+    nextChange: string | null;
+    spec: string | null;
+    canonical: string | null;
+  };
   holders: HolderStatus[];
   waiting: WaiterStatus[];
   /** How many agents are registered (`nodes/`): live agents of the group. */
@@ -49,6 +71,8 @@ export interface GroupStatus {
    * or a registered agent that reports a problem (its clock is off, say).
    */
   nodeProblems: { node: string; hostname: string; problem: string }[];
+  /** Pending reboot requests, by node. */
+  requests: RequestStatus[];
   errors: { key: string; message: string }[];
   revision: number;
 }
@@ -86,6 +110,18 @@ export function groupStatus(
       });
     }
   }
+  for (const slot of snapshot.holding.filter((h) => h.migrated)) {
+    holders.push({
+      node: slot.node,
+      hostname: slot.marker?.hostname ?? '',
+      state: 'migrated',
+      since: slot.marker?.grantedAt ?? null,
+      leaseSecondsLeft: null,
+      reason: "held in locksmith's semaphore when it was migrated",
+      grantedRevision: slot.createRevision,
+      problem: null,
+    });
+  }
   for (const lost of lostHolders(snapshot)) {
     holders.push({
       node: lost.node,
@@ -99,15 +135,21 @@ export function groupStatus(
     });
   }
   const max = snapshot.max.ok ? snapshot.max.value : null;
-  let window: GroupStatus['window'] = { open: true, nextChange: null, spec: windowText };
+  let window: GroupStatus['window'] = {
+    open: true,
+    nextChange: null,
+    spec: windowText,
+    canonical: null,
+  };
   if (!snapshot.windows.ok) {
-    window = { open: false, nextChange: null, spec: windowText };
+    window = { open: false, nextChange: null, spec: windowText, canonical: null };
   } else if (snapshot.windows.value) {
     const state = windowStateAll([snapshot.windows.value], now);
     window = {
       open: state.open,
       nextChange: state.nextChange?.toISOString() ?? null,
       spec: windowText,
+      canonical: formatWindowSpec(snapshot.windows.value),
     };
   }
   return {
@@ -122,6 +164,16 @@ export function groupStatus(
     waiting,
     registered: snapshot.nodes.size,
     nodeProblems: nodeProblems(snapshot),
+    requests: [...snapshot.requests]
+      .filter(([, r]) => !requestExpired(r, now))
+      .map(([node, r]) => ({
+        node,
+        reason: r.reason,
+        by: r.by,
+        requestedAt: r.requestedAt,
+        expiresAt: r.expiresAt ?? null,
+      }))
+      .sort((a, b) => a.node.localeCompare(b.node)),
     errors: snapshot.errors,
     revision: snapshot.revision,
   };

@@ -333,18 +333,36 @@ export class GroupAdmin {
     return { outcome: 'released' };
   }
 
-  /** Asks a node's agent for a coordinated reboot. */
-  async requestReboot(request: RebootRequest): Promise<void> {
-    await etcdCall(`a write of ${this.keys.request(request.node)}`, () =>
-      this.client.put(this.keys.request(request.node)).value(JSON.stringify(request)).exec(),
-    );
+  /**
+   * Asks a node's agent for a coordinated reboot. With `ttlSeconds` the request sits on a lease
+   * of its own that nobody renews, so etcd deletes it when it runs out (set `expiresAt` to match:
+   * readers ignore a request past it even before etcd gets round to the delete).
+   */
+  async requestReboot(request: RebootRequest, ttlSeconds?: number): Promise<void> {
+    const key = this.keys.request(request.node);
+    const value = JSON.stringify(request);
+    if (ttlSeconds === undefined) {
+      await etcdCall(`a write of ${key}`, () => this.client.put(key).value(value).exec());
+      return;
+    }
+    const lease = this.client.lease(ttlSeconds, { autoKeepAlive: false });
+    try {
+      await etcdCall(`a write of ${key}`, () => lease.put(key).value(value).exec());
+    } finally {
+      // Stop the local handle only: the lease itself runs on in etcd until its TTL is up.
+      lease.release();
+    }
   }
 
-  /** Clears a node's reboot request (the agent does this once it has acted on it). */
-  async clearRebootRequest(node: string): Promise<void> {
-    await etcdCall(`a delete of ${this.keys.request(node)}`, () =>
+  /**
+   * Clears a node's reboot request (the agent does this once it has acted on it; operators with
+   * `sluicectl cancel-request`). Returns false when there was none.
+   */
+  async clearRebootRequest(node: string): Promise<boolean> {
+    const res = await etcdCall(`a delete of ${this.keys.request(node)}`, () =>
       this.client.delete().key(this.keys.request(node)).exec(),
     );
+    return Number(res.deleted) > 0;
   }
 
   /** The newest `limit` readable history records, newest first. See `readHistory()`. */

@@ -224,6 +224,10 @@ export class Semaphore implements SlotLock {
    */
   async readOwn(): Promise<{ own: OwnEntry | null; lost: HoldingEntry | null; cleared: boolean }> {
     const snapshot = await this.ownSnapshot();
+    // A slot recorded from locksmith's semaphore for this node: given back now, as locksmithd gave
+    // back its lock when it started after the reboot.
+    const migrated = snapshot.holding.find((h) => h.node === this.node && h.migrated);
+    if (migrated) await this.#releaseMigrated(migrated);
     const own = this.own(snapshot);
     const lost = snapshot.holding.find((h) => h.node === this.node && h.orphan) ?? null;
     if (!lost) return { own, lost, cleared: false };
@@ -270,6 +274,23 @@ export class Semaphore implements SlotLock {
   ): Promise<Grant> {
     throwIfAborted(signal);
     return this.setState(grant, state, patch);
+  }
+
+  /** Releases this node's slot migrated from locksmith, recording `released` in history. */
+  async #releaseMigrated(slot: HoldingEntry): Promise<boolean> {
+    const history = this.#history('released', null, slot.marker, slot.createRevision);
+    history.record.reason = "slot migrated from locksmith's semaphore";
+    const res = await etcdCall(`releasing migrated slot ${slot.key}`, () =>
+      this.#client
+        .if(slot.key, 'Mod', '==', slot.modRevision)
+        .then(
+          this.#client.delete().key(slot.key),
+          this.#client.put(history.key).value(JSON.stringify(history.record)),
+        )
+        .commit(),
+    );
+    if (res.succeeded) await this.#pruneHistory();
+    return res.succeeded;
   }
 
   /** Clears this node's own lost marker, recording `returned`. False if it is not ours. */

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { parseWindowSpec } from '@sluice/core';
 import { startEtcd } from '@sluice/testkit';
 import { Fleet } from './fleet.js';
 import { renderTimeline } from './html.js';
@@ -28,7 +29,8 @@ const USAGE = `usage: npm run demo -- [options]
   --nodes N            simulated nodes (default 8)
   --max N              nodes that may reboot at once (default 2)
   --reboot-seconds S   how long a reboot keeps a node down (default 3)
-  --window SPEC        a group window spec written to etcd, e.g. "Mon-Sun 00:00-24:00 UTC"
+  --window SPEC        a group window spec written to etcd, e.g. "Mon-Fri 22:00-24:00 UTC"
+                       (START is 00:00 to 23:59; END may be 24:00; see docs/sluiced.md)
   --members N          etcd members: 1 or 3 (default 1)
   --seed N             seed for the order in which nodes learn of the update
   --html FILE          where to write the HTML timeline (default: a file in ${tmpdir()})
@@ -77,6 +79,12 @@ function number(name: string, text: string, min: number, max: number): number {
   if (!Number.isFinite(n) || n < min || n > max)
     fail(`--${name} must be a number from ${min} to ${max}, got "${text}"`);
   return n;
+}
+
+// The agents read the window with this parser: refuse a bad one now, with the parser's words.
+if (args.window !== undefined) {
+  const parsed = parseWindowSpec(args.window, '--window');
+  if (!parsed.ok) fail(parsed.error.message);
 }
 
 const nodes = Math.floor(number('nodes', args.nodes, 1, 200));

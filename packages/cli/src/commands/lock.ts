@@ -51,6 +51,7 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
     );
   }
   const node = await ctx.selfNode(opts.node);
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const client = await ctx.client();
   let lastDetail = '';
@@ -160,6 +161,7 @@ export async function unlock(
   opts: UnlockOptions,
 ): Promise<number> {
   const target = nodeArg ? checkNodeName(nodeArg, 'NODE') : await ctx.selfNode(opts.node);
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const forceCommand = ctx.command('unlock', target, '--force');
   if (opts.force) {

@@ -7,6 +7,7 @@ import { type Context, EXIT } from '../context.js';
 
 /** Pauses the group. An existing pause is left as it is (its reason is kept). */
 export async function pause(ctx: Context, opts: { reason: string }): Promise<number> {
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const client = await ctx.client();
   const done = await new GroupAdmin(client, keys).pause(opts.reason, ctx.operator);
@@ -29,6 +30,7 @@ export async function pause(ctx: Context, opts: { reason: string }): Promise<num
  * holders still exceed the loss budget: the next reader would halt the group again at once.
  */
 export async function resume(ctx: Context): Promise<number> {
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const client = await ctx.client();
   const snapshot = await readGroup(client, keys);

@@ -19,6 +19,7 @@ export async function status(ctx: Context, opts: { allGroups?: boolean }): Promi
   const client = await ctx.client();
   const settings = await ctx.settings();
   if (!opts.allGroups) {
+    await ctx.requireGroup('read');
     const result = await new GroupAdmin(client, await ctx.keys()).status();
     if (ctx.json) ctx.outJson(result);
     else ctx.out(formatStatus(result, new Date()));
