@@ -153,6 +153,12 @@ export async function startAgent(
   // (a sentinel-only agent with metrics off): a handle that keeps the process alive, so it
   // never exits 0 on its own and the unit's restart policy never has to guess.
   const alive = setInterval(() => {}, 2 ** 30);
+  metrics.info.set({ node: config.node.id, group: config.etcd.group }, 1);
+  let previous = agent.state.name;
+  agent.onTransition((state) => {
+    metrics.observe(state, previous, new Date());
+    previous = state.name;
+  });
   // Recovery waits out an etcd outage, so it runs in the background: SIGTERM works meanwhile.
   const ready = agent.start();
   ready.catch((error: unknown) => logger.error({ err: String(error) }, 'agent failed to start'));

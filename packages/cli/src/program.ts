@@ -289,6 +289,27 @@ with who did it (see "sluicectl history").`,
     );
 
   program
+    .command('exporter')
+    .description(
+      'serve group metrics for Prometheus (paused, halted, lost holders, holders over max, queue) until Ctrl-C',
+    )
+    .option(
+      '--listen <host:port>',
+      'where to serve /metrics (loopback unless --allow-remote)',
+      '127.0.0.1:9467',
+    )
+    .option('--all-groups', 'export every group under the prefix; not with --group')
+    .option(
+      '--discover-every <duration>',
+      'with --all-groups: how often to look for new groups',
+      '5m',
+    )
+    .option('--allow-remote', 'allow a --listen address beyond this host')
+    .action(async (opts: import('./commands/exporter.js').ExporterCommandOptions, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/exporter.js')).exporter(ctx, opts)),
+    );
+
+  program
     .command('doctor')
     .description(
       'check etcd access, permissions, clock skew, and logind and update_engine on D-Bus',
