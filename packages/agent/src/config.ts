@@ -68,6 +68,12 @@
  *   allowRemote: false
  * log:
  *   level: info                   # debug | info | warn | error
+ * notify:                         # YAML only; see notify.ts
+ *   webhooks: [https://hooks.example/T0/B0/xyz]   # POST a JSON notification to each
+ *   template: '{"text": "{{text}}"}'              # default: the notification itself as JSON
+ *   events: [group-halted, node-lost, post-checks-failing, rollout-finished, group-paused, group-resumed]
+ *   timeout: 10s                  # per attempt
+ *   attempts: 5
  * ```
  *
  * A check is `{ command }`, `{ http }` (GET, 2xx passes) or `{ prometheus, query }` (passes when
@@ -106,6 +112,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { defaultTokenFile } from './identity.js';
 import { parseUpdateConf } from './locksmith.js';
+import { checkTemplate, DEFAULT_NOTIFY, NOTIFY_EVENTS, type NotifySettings } from './notify.js';
 
 // ---------------------------------------------------------------------------------------------
 // The resolved configuration
@@ -210,6 +217,8 @@ export interface AgentConfig {
     allowRemote: boolean;
   };
   log: { level: LogLevel };
+  /** Webhooks to notify of halts, lost nodes, failing post-checks, finished rollouts, pauses. */
+  notify: NotifySettings;
   /**
    * Where each setting that is not a default came from, by its YAML path: `etcd.group` →
    * `environment SLUICE_GROUP`, `windows` → `/etc/flatcar/update.conf:4
@@ -563,6 +572,13 @@ export const AgentConfigFileSchema = section({
     allowRemote: bool.optional(),
   }).optional(),
   log: section({ level: oneOf(['debug', 'info', 'warn', 'error']).optional() }).optional(),
+  notify: section({
+    webhooks: z.array(httpUrl).optional(),
+    template: text.optional(),
+    events: z.array(oneOf(NOTIFY_EVENTS)).optional(),
+    timeout: duration({ positive: true }).optional(),
+    attempts: z.number().int().min(1).max(20).optional(),
+  }).optional(),
 });
 
 /** The YAML file as written (before durations are parsed). */
@@ -1195,6 +1211,10 @@ async function resolve(
     }
   }
 
+  const template = m.notify?.template ?? DEFAULT_NOTIFY.template;
+  const templateProblem = template === null ? null : checkTemplate(template);
+  if (templateProblem) throw fail('notify.template', templateProblem);
+
   return {
     node: { id, hostname, tokenFile },
     clock: { maxSkewMs: m.clock?.maxSkew ?? DEFAULTS.maxClockSkewMs },
@@ -1228,6 +1248,13 @@ async function resolve(
     dbus: { address: m.dbus?.address ?? 'system' },
     metrics: { listen, allowRemote },
     log: { level: m.log?.level ?? 'info' },
+    notify: {
+      webhooks: m.notify?.webhooks ?? DEFAULT_NOTIFY.webhooks,
+      template,
+      events: m.notify?.events ?? DEFAULT_NOTIFY.events,
+      timeoutMs: m.notify?.timeout ?? DEFAULT_NOTIFY.timeoutMs,
+      attempts: m.notify?.attempts ?? DEFAULT_NOTIFY.attempts,
+    },
     origins: Object.fromEntries([...origins].map(([path, o]) => [path, o.label])),
     warnings,
   };
@@ -1309,7 +1336,8 @@ function redactCheck(check: CheckSpec): CheckSpec {
 
 /**
  * A copy of the configuration that is safe to log: the etcd password and passwords inside check
- * URLs are replaced by `(redacted)`. Commands are kept as written.
+ * URLs are replaced by `(redacted)`, and so are the paths of webhook URLs (Slack's and others'
+ * carry their token there). Commands are kept as written.
  */
 export function redactConfig(config: AgentConfig): AgentConfig {
   return {
@@ -1321,5 +1349,14 @@ export function redactConfig(config: AgentConfig): AgentConfig {
       drain: config.checks.drain && redactCheck(config.checks.drain),
       post: config.checks.post.map(redactCheck),
     },
+    notify: { ...config.notify, webhooks: config.notify.webhooks.map(redactWebhook) },
   };
+}
+
+function redactWebhook(value: string): string {
+  try {
+    return `${new URL(value).origin}/${REDACTED}`;
+  } catch {
+    return REDACTED;
+  }
 }

@@ -74,6 +74,12 @@ export class AgentMetrics {
     help: 'etcd calls that failed',
     registers: [this.registry],
   });
+  readonly notifications = new Counter({
+    name: 'sluice_agent_notifications_total',
+    help: 'Notifications by event and outcome: sent, failed, or duplicate (another agent sent it)',
+    labelNames: ['event', 'outcome'],
+    registers: [this.registry],
+  });
   readonly dbusErrors = new Counter({
     name: 'sluice_agent_dbus_errors_total',
     help: 'D-Bus calls and connections that failed',

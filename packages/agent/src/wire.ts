@@ -12,6 +12,7 @@ import { Agent, readBootId } from './agent.js';
 import { type AgentConfig, redactConfig } from './config.js';
 import { instanceToken } from './identity.js';
 import { AgentMetrics } from './metrics.js';
+import { Notifier, NotifyObserver } from './notify.js';
 import { CommandSource, SentinelFileSource, type UpdateSource } from './sources.js';
 import { ManualRequestSource, UpdateEngineSource } from './update-sources.js';
 
@@ -63,6 +64,8 @@ export async function startAgent(
   const sources: UpdateSource[] = [];
   const wantSources = !opts.noSources;
   const now = opts.now ?? (() => new Date());
+  /** Hears the semaphore's decisions for notifications, once it exists (see below). */
+  let observer: NotifyObserver | null = null;
   if (config.strategy === 'etcd-lock') {
     const { token, created } = await instanceToken(config.node.tokenFile, opts.machineUuidFile);
     if (created) logger.info({ file: config.node.tokenFile }, 'made a new instance token');
@@ -108,6 +111,10 @@ export async function startAgent(
       sessionTTL: config.etcd.sessionTTL,
       holdTTL: config.etcd.holdTTL,
       localWindows: config.windows,
+      onDecision: (decision) => {
+        const view = semaphore?.groupView();
+        if (view) observer?.decision(decision, view);
+      },
       onRetry: (error) => {
         metrics.etcdErrors.inc();
         logger.warn(
@@ -121,6 +128,24 @@ export async function startAgent(
     if (wantSources && config.sources.manual) {
       sources.push(new ManualRequestSource(client, semaphore.keys, config.node.id));
     }
+  }
+  // Notifications, when webhooks are configured: what the agent observes, claimed in etcd (with
+  // the etcd-lock strategy) so that each event is sent once fleet-wide, and sent without ever
+  // holding up the lifecycle.
+  const keys = new GroupKeys(config.etcd.prefix, config.etcd.group);
+  const notifier =
+    config.notify.webhooks.length > 0
+      ? new Notifier({
+          settings: config.notify,
+          client,
+          keys,
+          node: config.node.id,
+          logger,
+          onOutcome: (event, outcome) => metrics.notifications.inc({ event, outcome }),
+        })
+      : null;
+  if (notifier) {
+    observer = new NotifyObserver({ notifier, client, keys, node: config.node.id, logger });
   }
   if (wantSources && config.sources.updateEngine) {
     sources.push(
@@ -155,9 +180,10 @@ export async function startAgent(
   const alive = setInterval(() => {}, 2 ** 30);
   metrics.info.set({ node: config.node.id, group: config.etcd.group }, 1);
   let previous = agent.state.name;
-  agent.onTransition((state) => {
+  agent.onTransition((state, edge) => {
     metrics.observe(state, previous, new Date());
     previous = state.name;
+    observer?.transition(state, edge);
   });
   // Recovery waits out an etcd outage, so it runs in the background: SIGTERM works meanwhile.
   const ready = agent.start();
@@ -171,6 +197,7 @@ export async function startAgent(
     async stop() {
       clearInterval(alive);
       await agent.stop();
+      await notifier?.close();
       client?.close();
       await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     },

@@ -405,6 +405,14 @@ export class Semaphore {
     return watch ? rankOf(watch.snapshot, this.node) : null;
   }
 
+  /**
+   * The group as the local mirror has it while `acquire()` waits, for observers of decisions
+   * (logs, notifications): a view, never a ground for admission. Null when not waiting.
+   */
+  groupView(): GroupSnapshot | null {
+    return this.#waiting?.snapshot ?? null;
+  }
+
   #waitLoop(
     watch: GroupWatch,
     req: SlotRequest,
