@@ -282,6 +282,18 @@ with who did it (see "sluicectl history").`,
     );
 
   program
+    .command('report')
+    .description(
+      "write the group's fleet timeline as an HTML page: reboots per node, nodes down against max, operator actions, pauses",
+    )
+    .requiredOption('--html <file>', 'where to write the page')
+    .option('--since <duration>', 'how far back', '7d')
+    .option('--zone <zone>', "time zone of the wall-clock times (default: this machine's)")
+    .action(async (opts: import('./commands/report.js').ReportOptions, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/report.js')).report(ctx, opts)),
+    );
+
+  program
     .command('watch')
     .description('live status, redrawn on every etcd change, until Ctrl-C')
     .action(async (_opts: unknown, cmd: Command) =>

@@ -355,12 +355,20 @@ export class GroupAdmin {
   /**
    * The newest `limit` readable history records, newest first, and every unreadable record met on
    * the way (a hand-written value, say), by key. Unreadable records do not count against `limit`:
-   * it reads on, page by page, until it has `limit` good ones or the history ends.
+   * it reads on, page by page, until it has `limit` good ones or the history ends. With `since`,
+   * only records written from then on.
    */
-  async readHistory(limit = 20): Promise<{ records: HistoryRecord[]; errors: HistoryError[] }> {
+  async readHistory(
+    limit = 20,
+    since: Date | null = null,
+  ): Promise<{ records: HistoryRecord[]; errors: HistoryError[] }> {
     const records: HistoryRecord[] = [];
     const errors: HistoryError[] = [];
-    const prefix = Range.prefix(this.keys.historyPrefix);
+    const whole = Range.prefix(this.keys.historyPrefix);
+    // Keys start with their time in ms: records from `since` on sort from its key on.
+    const prefix = since
+      ? new Range(this.keys.history(since.getTime(), '').slice(0, -1), whole.end)
+      : whole;
     // Keys sort by time: each page reads below the oldest key of the one before.
     let end = prefix.end;
     while (records.length < limit) {
