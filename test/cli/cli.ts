@@ -151,8 +151,20 @@ const iso = z.iso.datetime({ offset: true });
 export const StatusJsonSchema = z.object({
   group: z.string(),
   max: z.number().int().nullable(),
-  available: z.number().int().nullable(),
-  paused: z.object({ reason: z.string(), since: iso.nullable() }).nullable(),
+  /** What can be admitted now: 0 whenever anything blocks admission. */
+  available: z.number().int(),
+  /** Why nothing (more) can be admitted, or null. */
+  blocker: z
+    .object({
+      kind: z.enum(['invalid-value', 'halted', 'paused', 'window-closed', 'full']),
+      message: z.string(),
+    })
+    .passthrough()
+    .nullable(),
+  holdersOverMax: z.number().int(),
+  paused: z
+    .object({ reason: z.string(), since: iso.nullable(), by: z.string().nullable() })
+    .nullable(),
   window: z.object({ open: z.boolean(), nextChange: iso.nullable() }),
   holders: z.array(
     z.object({
@@ -161,6 +173,9 @@ export const StatusJsonSchema = z.object({
       state: z.string(),
       since: iso.nullable(),
       leaseSecondsLeft: z.number().nullable(),
+      reason: z.string(),
+      problem: z.string().nullable(),
+      aboveMax: z.boolean(),
     }),
   ),
   waiting: z.array(

@@ -24,7 +24,15 @@ import {
   windowStateAll,
 } from '@sluice/core';
 import { LogindClient } from '@sluice/dbus';
-import { Backoff, type Grant, Mirror, type NodeRegistry, type Semaphore } from '@sluice/etcd';
+import {
+  Backoff,
+  describeError,
+  type Grant,
+  Mirror,
+  type NodeRegistry,
+  type Semaphore,
+  toSluiceError,
+} from '@sluice/etcd';
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { runChecks } from './checks.js';
@@ -74,6 +82,8 @@ export interface AgentDeps {
   retryDelayMs?: number;
   /** How to reboot. Default: the configured method (`configuredRebooter`). */
   rebooter?: Rebooter;
+  /** The program, as its start and stop lines name it. Default `sluiced`. */
+  program?: string;
   now?: () => Date;
 }
 
@@ -143,13 +153,10 @@ export class Agent {
   /** Recovers from the etcd record, then starts following the update sources. */
   async start(): Promise<void> {
     this.#bootId = this.#deps.bootId ?? (await readBootId(this.#deps.bootIdFile));
+    // The logger names the node on every line already.
     this.#log.info(
-      {
-        node: this.#deps.config.node.id,
-        bootId: this.#bootId,
-        strategy: this.#deps.config.strategy,
-      },
-      'sluiced starting',
+      { bootId: this.#bootId, strategy: this.#deps.config.strategy },
+      `${this.#deps.program ?? 'sluiced'} starting`,
     );
     // One node, one agent: nothing else happens until this agent holds its node id.
     if (this.#deps.registry) await this.#register(this.#deps.registry);
@@ -429,7 +436,14 @@ export class Agent {
       return this.#parseGroupWindow(text ?? undefined);
     } catch (error) {
       this.#deps.metrics.etcdErrors.inc();
-      this.#log.warn({ err: describe(error) }, 'cannot read the group window from etcd');
+      const user = this.#deps.config.etcd.username || null;
+      const e = toSluiceError(error, `a read of ${this.#keys.windows}`, { user });
+      if (e.kind === 'etcd-denied') {
+        // Not a closed window: a denial, which no waiting fixes.
+        this.#log.error({ err: e.message }, 'etcd denied reading the group window; not rebooting');
+      } else {
+        this.#log.warn({ err: e.message }, 'cannot read the group window from etcd');
+      }
       return 'unknown';
     }
   }
@@ -671,7 +685,7 @@ export class Agent {
     await Promise.all(this.#deps.sources.map((s) => s.close().catch(() => {})));
     this.#deps.semaphore?.close();
     await this.#deps.registry?.deregister();
-    this.#log.info({ state: this.#state.name }, 'sluiced stopped');
+    this.#log.info({ state: this.#state.name }, `${this.#deps.program ?? 'sluiced'} stopped`);
   }
 }
 
@@ -704,7 +718,7 @@ function describeUpdate(update: UpdateInfo): string {
 }
 
 function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return describeError(error);
 }
 
 /** The longest single timer Node keeps: a longer delay fires at once. */

@@ -40,7 +40,7 @@ export class AgentMetrics {
   queuePositionSource: (() => number | null) | null = null;
   readonly queuePosition = new Gauge({
     name: 'sluice_agent_queue_position',
-    help: 'Places ahead of this node in the queue (0 = next), -1 when not queued',
+    help: 'Waiters ahead of this node in the queue (0 = next to be admitted), -1 when not queued',
     registers: [this.registry],
     collect: () => {
       // Read at scrape time from the local mirror of the group: exact, and free between scrapes.

@@ -5,10 +5,18 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { GroupKeys } from '@sluice/core';
-import { checkClock, connectEtcd, connectionOptions, NodeRegistry, Semaphore } from '@sluice/etcd';
+import {
+  checkClock,
+  connectEtcd,
+  connectionOptions,
+  describeError,
+  NodeRegistry,
+  Semaphore,
+} from '@sluice/etcd';
 import type { Etcd3 } from 'etcd3';
 import { type Logger, pino } from 'pino';
 import { Agent, readBootId } from './agent.js';
+import { BlockerLog } from './blocker-log.js';
 import { type AgentConfig, redactConfig } from './config.js';
 import { instanceToken } from './identity.js';
 import { AgentMetrics } from './metrics.js';
@@ -27,6 +35,8 @@ export interface RunOptions {
   machineUuidFile?: string;
   /** The clock, for tests; default the system's. */
   now?: () => Date;
+  /** The program, as the agent's start and stop lines name it. Default `sluiced`. */
+  program?: string;
 }
 
 /** A started agent and everything to stop with it. */
@@ -42,6 +52,20 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+/**
+ * The agent's logger: pino JSON lines with the node on each, and `time` in ISO-8601 UTC as
+ * journald and log shippers read it (`2026-12-01T15:34:00.123Z`). To stdout unless `destination`
+ * (a file descriptor) says otherwise.
+ */
+export function agentLogger(config: AgentConfig, destination?: number): Logger {
+  const options = {
+    level: config.log.level,
+    base: { node: config.node.id },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  return destination === undefined ? pino(options) : pino(options, pino.destination(destination));
+}
+
 /** Starts an agent for `config`. Rejects on an error a restart cannot fix (bad TLS files). */
 export async function startAgent(
   config: AgentConfig,
@@ -49,7 +73,7 @@ export async function startAgent(
 ): Promise<RunningAgent> {
   // Before anything else: without a boot id the agent must not run at all (exit 2).
   const bootId = await readBootId(opts.bootIdFile);
-  const logger = opts.logger ?? pino({ level: config.log.level, base: { node: config.node.id } });
+  const logger = opts.logger ?? agentLogger(config);
   logger.info({ config: redactConfig(config) }, 'configuration');
   const metrics = new AgentMetrics();
   const server = config.metrics.listen ? await metrics.serve(config.metrics.listen) : null;
@@ -66,6 +90,7 @@ export async function startAgent(
   const now = opts.now ?? (() => new Date());
   /** Hears the semaphore's decisions for notifications, once it exists (see below). */
   let observer: NotifyObserver | null = null;
+  const blockers = new BlockerLog(logger, config.node.id);
   if (config.strategy === 'etcd-lock') {
     const { token, created } = await instanceToken(config.node.tokenFile, opts.machineUuidFile);
     if (created) logger.info({ file: config.node.tokenFile }, 'made a new instance token');
@@ -112,15 +137,15 @@ export async function startAgent(
       holdTTL: config.etcd.holdTTL,
       localWindows: config.windows,
       onDecision: (decision) => {
+        // The group as this node's mirror has it: for the log and notifications, not admission.
         const view = semaphore?.groupView();
-        if (view) observer?.decision(decision, view);
+        if (!view) return;
+        blockers.decision(decision, view);
+        observer?.decision(decision, view);
       },
       onRetry: (error) => {
         metrics.etcdErrors.inc();
-        logger.warn(
-          { err: error instanceof Error ? error.message : String(error) },
-          'etcd error while waiting for a slot; retrying',
-        );
+        logger.warn({ err: describeError(error) }, 'etcd error while waiting for a slot; retrying');
       },
     });
     const waiting = semaphore;
@@ -173,6 +198,7 @@ export async function startAgent(
     metrics,
     bootId,
     ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
+    ...(opts.program ? { program: opts.program } : {}),
   });
   // The agent is meant to run until stopped, even while nothing else keeps the event loop busy
   // (a sentinel-only agent with metrics off): a handle that keeps the process alive, so it

@@ -89,7 +89,11 @@ Flags override environment variables; locksmithctl's -endpoint URL form is accep
     .command('status')
     .description('show max, free slots, pause, window, holders, waiters and unreadable keys')
     .option('--all-groups', 'show every group under the prefix (JSON: an array); not with --group')
-    .action(async (opts: { allGroups?: boolean }, cmd: Command) =>
+    .option(
+      '--check',
+      'only say whether the group is healthy: exit 1 when paused, halted, with invalid keys, holders above max or failing post-checks',
+    )
+    .action(async (opts: { allGroups?: boolean; check?: boolean }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/status.js')).status(ctx, opts)),
     );
 

@@ -117,3 +117,19 @@ export function describeBlocker(blocker: Blocker): string {
         : `full: ${blocker.holders} of ${blocker.max} slot(s) taken`;
   }
 }
+
+/**
+ * A waiting node's place among the waiters, 1 for the next to be admitted: the numbering
+ * `sluicectl status`, `sluicectl lock` and the agents' logs all use. Holders and lost holders are
+ * not counted (they are not waiting). Null when the node is not waiting.
+ */
+export function queuePosition(snapshot: GroupSnapshot, node: string): number | null {
+  let position = 0;
+  for (const e of snapshot.queue) {
+    // As status counts them: a key with a marker, or a record past waiting, holds a slot.
+    if (e.holding || (e.record && e.record.state !== 'waiting')) continue;
+    position++;
+    if (e.node === node) return position;
+  }
+  return null;
+}

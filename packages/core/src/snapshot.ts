@@ -495,9 +495,14 @@ export function decideAdmission(
     }
   }
   if (view.aheadMore || rank >= max.value) {
+    // Numbered as status numbers waiters: 1 is the next to be admitted (holders do not count).
+    const holdersAhead = [...view.holderKeys.values()].filter(
+      (revision) => revision < self.createRevision,
+    ).length;
+    const position = Math.max(0, view.ahead - holdersAhead) + 1;
     return wait(
       'queue',
-      `position ${rank + 1}${view.aheadMore ? ' or later' : ''} in the queue, ${max.value} slot(s)`,
+      `position ${position}${view.aheadMore ? ' or later' : ''} in the queue, all ${max.value} slot(s) taken`,
     );
   }
   if (view.holding.length >= max.value) {

@@ -29,7 +29,7 @@ import {
   type NodeState,
   type QueueEntry,
   type QueueRecord,
-  rankOf,
+  queuePosition,
   SluiceError,
   throwIfAborted,
   type WindowSpec,
@@ -402,7 +402,8 @@ export class Semaphore {
    */
   position(): number | null {
     const watch = this.#waiting;
-    return watch ? rankOf(watch.snapshot, this.node) : null;
+    const place = watch ? queuePosition(watch.snapshot, this.node) : null;
+    return place === null ? null : place - 1;
   }
 
   /**
