@@ -202,6 +202,18 @@ export const HistoryJsonSchema = z.object({
       durationSeconds: z.number().nullable(),
       reason: z.string(),
       by: z.string().nullable(),
+      manual: z.boolean(),
+    }),
+  ),
+  actions: z.array(
+    z.object({
+      action: z.string(),
+      at: iso,
+      by: z.string(),
+      node: z.string().nullable(),
+      old: z.string().nullable(),
+      new: z.string().nullable(),
+      reason: z.string().nullable(),
     }),
   ),
   errors: z.array(z.object({ key: z.string(), message: z.string() })),

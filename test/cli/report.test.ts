@@ -68,7 +68,7 @@ describe.skipIf(skipWithout(CHROMIUM))('sluicectl report', () => {
       node: 'ghost',
       hostname: 'ghost',
       createRevision: 1,
-      grantedAt: new Date(Date.now() - 60_000).toISOString(),
+      grantedAt: new Date().toISOString(),
     };
     await env.client().put(cli.keys.holding('ghost')).value(JSON.stringify(marker)).exec();
     expect((await cli.run(['unlock', 'ghost', '--force'])).code).toBe(0);
@@ -106,7 +106,15 @@ describe.skipIf(skipWithout(CHROMIUM))('sluicectl report', () => {
       string,
       unknown
     >;
-    expect(json).toMatchObject({ group: 'default', file: other, nodes: 5, slots: 4, markers: 2 });
+    // Markers: set-max, the lock, its unlock, the forced clear of the lost node, the pause.
+    expect(json).toMatchObject({
+      group: 'default',
+      file: other,
+      nodes: 5,
+      slots: 4,
+      actions: 3,
+      markers: 5,
+    });
 
     const page = await loadPage(chromium, file);
     expect(page.console).toEqual([]);
@@ -118,11 +126,22 @@ describe.skipIf(skipWithout(CHROMIUM))('sluicectl report', () => {
     expect(count(page.dom, /class="seg" data-state="queued"/)).toBeGreaterThanOrEqual(3);
     expect(count(page.dom, /class="seg" data-state="holding"/)).toBeGreaterThanOrEqual(3);
     expect(count(page.dom, /class="seg" data-state="lost"/)).toBe(1);
-    // Two operator actions, numbered, on the chart and in the table: the unlock and the forced clear.
+    // The agents' reboots in their phases, from the times their records kept.
+    for (const state of ['down', 'booting', 'post-checks']) {
+      expect(count(page.dom, new RegExp(`class="seg" data-state="${state}"`)), state).toBe(2);
+    }
+    // Operator actions, numbered, on the chart and in the table, with who did them.
     expect(count(page.dom, /<g class="marker" data-kind="unlock" data-marker="\d+">/)).toBe(2);
-    expect(count(page.dom, /<tr data-marker="\d+">/)).toBe(2);
+    expect(
+      count(page.dom, /<g class="marker" data-kind="(max|lock|pause)" data-marker="\d+">/),
+    ).toBe(3);
+    expect(count(page.dom, /<tr data-marker="\d+">/)).toBe(5);
     expect(page.dom).toContain('lost ghost cleared');
     expect(page.dom).toContain('manual lock of m1 released');
+    expect(page.dom).toContain('max unset (1) → 2');
+    expect(page.dom).toContain('m1 locked by hand');
+    // Max over time: 1 before set-max, 2 after.
+    expect(page.dom).toContain('peak nodes down at once: 1 (max 1 → 2)');
     // The pause, shaded with who paused and why.
     expect(page.dom).toMatch(/<rect [^>]*class="shade" data-kind="paused"/);
     expect(page.dom).toContain('paused: look at n2 first (by tester@');

@@ -255,6 +255,7 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
     expect(HistoryJsonSchema.parse(await cli.json(['history']))).toEqual({
       group: 'default',
       records: [],
+      actions: [],
       errors: [],
     });
     expect((await cli.run(['history', '--limit', 'x'])).code).toBe(2);

@@ -195,8 +195,13 @@ with who did it (see "sluicectl history").`,
       reasonText,
       'requested with sluicectl',
     )
+    .option('--cancel', "withdraw the node's request, if its agent has not acted on it yet")
     .action(
-      async (node: string | undefined, opts: { node?: string; reason: string }, cmd: Command) =>
+      async (
+        node: string | undefined,
+        opts: { node?: string; reason: string; cancel?: boolean },
+        cmd: Command,
+      ) =>
         exec(cmd, async (ctx) =>
           (await import('./commands/request-reboot.js')).requestReboot(ctx, node, opts),
         ),
@@ -279,9 +284,16 @@ with who did it (see "sluicectl history").`,
 
   program
     .command('history')
-    .description('finished reboots: node, start, end, duration, outcome (released, forced, lost)')
+    .description(
+      'finished reboots (node, start, end, duration, outcome) and operator actions (who, when, what)',
+    )
     .option('--limit <n>', 'how many, newest first', '20')
-    .action(async (opts: { limit: string }, cmd: Command) =>
+    .option(
+      '--kind <kind>',
+      'reboot, action, or one action: set-max, pause, resume, windows-set, windows-clear, lock, request-reboot, cancel-request, migrate-locksmith, halt',
+    )
+    .option('--since <when>', 'only from then on: a duration back (7d, 36h) or an instant')
+    .action(async (opts: { limit: string; kind?: string; since?: string }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/history.js')).history(ctx, opts)),
     );
 

@@ -7,8 +7,13 @@
  * (from the confirming write before the reboot until the agent started again after boot), booting
  * and post-checks. A record without those times shows the slot as one `holding` stretch. A lost
  * holder's slot is drawn as `lost` until an operator cleared it.
+ *
+ * Operator actions in history become numbered markers, and give max, pauses (and halts) and the
+ * window over time: each change's old value says what held before it. Without any recorded
+ * change in the period, a setting is drawn as it stands now.
  */
 import {
+  type ActionRecord,
   type GroupSnapshot,
   groupAdmission,
   type HistoryRecord,
@@ -20,13 +25,16 @@ import {
   describeMaxOverTime,
   downSeries,
   type FleetTimeline,
+  invalidMaxShades,
   type Lane,
   type LaneState,
   type Marker,
+  maxSeries,
   mergeSegments,
   pauseShades,
   peakOf,
   type Segment,
+  type SettingChange,
   type Shade,
   spoken,
   wallClock,
@@ -39,13 +47,16 @@ export interface ReportInput {
   from: number;
   to: number;
   zone: string;
-  /** History records written in [from, to], any order. */
+  /** Reboot records written in [from, to], any order. */
   history: readonly HistoryRecord[];
+  /** Operator actions recorded in [from, to], any order. */
+  actions?: readonly ActionRecord[];
   /** The group now. */
   snapshot: GroupSnapshot;
   /** Raw values of the settings keys now (the windows key is kept as written). */
   windowsText: string | null;
   pausedText: string | null;
+  maxText: string | null;
   /** Unreadable history records, by key. */
   errors?: readonly { key: string; message: string }[];
 }
@@ -199,18 +210,44 @@ export function reportModel(input: ReportInput): FleetTimeline {
     .filter((l) => l.segments.length > 0)
     .sort((a, b) => (a.segments[0]?.from ?? 0) - (b.segments[0]?.from ?? 0));
 
-  // Settings: as they stand now (their changes are not in history), drawn over the period.
-  const max = snapshot.max.ok ? snapshot.max.value : 0;
-  const maxSteps: [number, number][] = [[from, max]];
-  const shades: Shade[] = [];
-  if (input.pausedText !== null) {
-    const since = t(snapshot.paused?.since) ?? from;
-    shades.push(...pauseShades([{ at: since, raw: input.pausedText }], from, to));
+  // Settings over time, from the recorded changes; the value now where nothing was recorded.
+  const actions = [...(input.actions ?? [])].sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+  for (const a of actions) {
+    const at = t(a.at);
+    if (at !== null) markers.push(actionMarker(a, at));
   }
-  if (!snapshot.max.ok) {
-    shades.push({ from, to, kind: 'invalid', reason: snapshot.max.error.message });
+  const maxChanges = settingOverTime(
+    actions.filter((a) => a.action === 'set-max'),
+    from,
+    input.maxText,
+    (a) => ({ before: a.old ?? null, after: a.new ?? null }),
+  );
+  const pauses = actions.filter((a) => ['pause', 'resume', 'halt'].includes(a.action));
+  const pauseChanges = settingOverTime(pauses, from, input.pausedText, (a) => ({
+    before: a.action === 'resume' ? (a.old ?? JSON.stringify({ reason: a.reason ?? '' })) : null,
+    after:
+      a.action === 'resume'
+        ? null
+        : JSON.stringify({ reason: a.reason ?? '', by: a.by, since: a.at }),
+  }));
+  // A pause recorded before the period (or written with etcdctl) that still holds: from its time.
+  if (pauses.length === 0 && input.pausedText !== null) {
+    const since = t(snapshot.paused?.since);
+    if (since !== null && since > from)
+      pauseChanges.splice(0, 1, { at: from, raw: null }, { at: since, raw: input.pausedText });
   }
-  shades.push(...windowShades([{ at: from, raw: input.windowsText }], from, to));
+  const windowChanges = settingOverTime(
+    actions.filter((a) => a.action === 'windows-set' || a.action === 'windows-clear'),
+    from,
+    input.windowsText,
+    (a) => ({ before: a.old ?? null, after: a.new ?? null }),
+  );
+  const maxSteps = compactSteps(maxSeries(maxChanges));
+  const shades: Shade[] = [
+    ...pauseShades(pauseChanges, from, to),
+    ...invalidMaxShades(maxChanges, from, to),
+    ...windowShades(windowChanges, from, to),
+  ];
   shades.sort((a, b) => a.from - b.from);
 
   const down = downSeries(sorted);
@@ -219,7 +256,7 @@ export function reportModel(input: ReportInput): FleetTimeline {
   const summary = [
     `group ${input.group}: ${wallClock(from, zone)} – ${wallClock(to, zone)}`,
     `${total} slot(s) ended: ${counts.released} released, ${counts.forced} forced, ${counts.lost} lost, ${counts.returned} came back after being declared lost, ${counts.abandoned} given back unused; ${snapshot.queue.filter((e) => e.holding).length} holding and ${snapshot.queue.filter((e) => !e.holding).length} waiting now`,
-    `peak nodes down at once: ${peakOf(down, from, to)} (max now ${describeMaxOverTime(compactSteps(maxSteps))}${snapshot.max.ok ? '' : ', invalid'})`,
+    `peak nodes down at once: ${peakOf(down, from, to)} (max ${describeMaxOverTime(maxSteps)}${snapshot.max.ok ? '' : ', invalid now'})`,
   ];
   if (waits.length > 0) {
     const sortedWaits = [...waits].sort((a, b) => a - b);
@@ -231,7 +268,7 @@ export function reportModel(input: ReportInput): FleetTimeline {
     admission.blocker
       ? `now: nothing can be admitted (${admission.blocker.kind})`
       : `now: ${admission.admittable} slot(s) free`,
-    'max, pauses and windows are drawn as they stand now: history does not record their changes',
+    `${actions.length} operator action(s) recorded in the period`,
   );
   const warnings = (input.errors ?? []).map(
     (e) => `unreadable history record ${e.key}: ${e.message}`,
@@ -249,4 +286,96 @@ export function reportModel(input: ReportInput): FleetTimeline {
     shades,
     warnings,
   };
+}
+
+/**
+ * A setting's value over [from, now] from its recorded changes: before the first change it held
+ * that change's old value; after each, its new one. Without changes, it held `now` throughout.
+ */
+function settingOverTime(
+  changes: readonly ActionRecord[],
+  from: number,
+  now: string | null,
+  values: (a: ActionRecord) => { before: string | null; after: string | null },
+): SettingChange[] {
+  const first = changes[0];
+  const out: SettingChange[] = [{ at: from, raw: first ? values(first).before : now }];
+  for (const c of changes) {
+    const at = t(c.at);
+    if (at !== null) out.push({ at: Math.max(at, from), raw: values(c).after });
+  }
+  return out;
+}
+
+/** The chart's marker for an operator action. */
+function actionMarker(a: ActionRecord, at: number): Marker {
+  const by = a.by ? { by: a.by } : {};
+  const node = a.node ? { node: a.node } : {};
+  const reason = a.reason ? { detail: a.reason } : {};
+  switch (a.action) {
+    case 'set-max':
+      return {
+        at,
+        kind: 'max',
+        label: `max ${a.old ?? 'unset (1)'} → ${a.new ?? 'unset (1)'}`,
+        ...by,
+      };
+    case 'pause':
+      return { at, kind: 'pause', label: 'paused', ...by, ...reason };
+    case 'resume':
+      return {
+        at,
+        kind: 'resume',
+        label: 'resumed',
+        ...by,
+        ...(a.reason ? { detail: `was: ${a.reason}` } : {}),
+      };
+    case 'halt':
+      return { at, kind: 'halt', label: 'halted', ...by, ...reason };
+    case 'windows-set':
+      return {
+        at,
+        kind: 'windows',
+        label: 'windows set',
+        ...by,
+        detail: `${a.old ?? 'always open'} → ${a.new ?? ''}`,
+      };
+    case 'windows-clear':
+      return {
+        at,
+        kind: 'windows',
+        label: 'windows cleared',
+        ...by,
+        detail: `${a.old ?? ''} → always open`,
+      };
+    case 'lock':
+      return {
+        at,
+        kind: 'lock',
+        label: `${a.node ?? '?'} locked by hand`,
+        ...by,
+        ...node,
+        ...reason,
+      };
+    case 'request-reboot':
+      return {
+        at,
+        kind: 'request',
+        label: `reboot of ${a.node ?? '?'} requested`,
+        ...by,
+        ...node,
+        ...reason,
+      };
+    case 'cancel-request':
+      return {
+        at,
+        kind: 'request',
+        label: `reboot request of ${a.node ?? '?'} cancelled`,
+        ...by,
+        ...node,
+        ...reason,
+      };
+    case 'migrate-locksmith':
+      return { at, kind: 'migrate', label: 'migrated from locksmith', ...by, ...reason };
+  }
 }

@@ -107,9 +107,13 @@ export function groupStatus(
       state: 'lost',
       since: lost.marker?.grantedAt ?? null,
       leaseSecondsLeft: null,
-      reason: 'hold lease expired without a release',
+      reason: lost.marker?.manual
+        ? (lost.marker.reason ?? '')
+        : 'hold lease expired without a release',
       grantedRevision: lost.createRevision,
-      problem: 'lost during its reboot: the hold lease expired without a release',
+      problem: lost.marker?.manual
+        ? 'manual lock expired: its hold lease ran out without sluicectl unlock'
+        : 'lost during its reboot: the hold lease expired without a release',
       aboveMax: false,
     });
   }

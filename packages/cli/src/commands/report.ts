@@ -40,22 +40,25 @@ export async function report(ctx: Context, opts: ReportOptions): Promise<number>
   const keys = await ctx.keys();
   const client = await ctx.client();
   const admin = new GroupAdmin(client, keys);
-  const [history, snapshot, windowsText, pausedText] = await Promise.all([
-    admin.readHistory(MAX_RECORDS, new Date(from)),
+  const [history, snapshot, windowsText, pausedText, maxText] = await Promise.all([
+    admin.readEntries(MAX_RECORDS, new Date(from)),
     readGroup(client, keys),
     etcdCall(`a read of ${keys.windows}`, () => client.get(keys.windows).string()),
     etcdCall(`a read of ${keys.paused}`, () => client.get(keys.paused).string()),
+    etcdCall(`a read of ${keys.max}`, () => client.get(keys.max).string()),
   ]);
   const model = reportModel({
     group: keys.group,
     from,
     to,
     zone,
-    history: history.records,
+    history: history.entries.flatMap((e) => (e.kind === 'reboot' ? [e.record] : [])),
+    actions: history.entries.flatMap((e) => (e.kind === 'action' ? [e.record] : [])),
     errors: history.errors,
     snapshot,
     windowsText,
     pausedText,
+    maxText,
   });
   const file = resolve(opts.html);
   try {
@@ -74,7 +77,8 @@ export async function report(ctx: Context, opts: ReportOptions): Promise<number>
     to: new Date(to).toISOString(),
     zone,
     nodes: model.lanes.length,
-    slots: history.records.length,
+    slots: history.entries.filter((e) => e.kind === 'reboot').length,
+    actions: history.entries.filter((e) => e.kind === 'action').length,
     markers: model.markers.length,
     unreadable: history.errors.length,
   };
