@@ -88,7 +88,22 @@ export function renderTimeline(t: FleetTimeline): string {
   const right = 24;
   const row = 16;
   const flagsTop = 36;
-  const lanesTop = flagsTop + 26;
+  // Numbered flags closer than a badge's width take the next row down (up to three rows).
+  const start0 = t.startAt;
+  const span0 = Math.max(t.endAt, start0 + 1) - start0;
+  const flagRows: number[] = [];
+  const rowEnds: number[] = [];
+  for (const m of t.markers) {
+    const px =
+      labelWidth + ((Math.min(Math.max(m.at, start0), start0 + span0) - start0) / span0) * width;
+    let row = rowEnds.findIndex((end) => px - end >= 16);
+    if (row === -1)
+      row = rowEnds.length < 3 ? rowEnds.length : rowEnds.indexOf(Math.min(...rowEnds));
+    rowEnds[row] = px;
+    flagRows.push(row);
+  }
+  const rows = Math.max(1, rowEnds.length);
+  const lanesTop = flagsTop + 10 + rows * 16;
   const lanesHeight = Math.max(row, t.lanes.length * row);
   const chartTop = lanesTop + lanesHeight + 44;
   const chartHeight = 110;
@@ -170,13 +185,14 @@ export function renderTimeline(t: FleetTimeline): string {
   // Numbered flags: one per marker, a line down through the lanes and the chart.
   for (const [i, m] of t.markers.entries()) {
     const px = fixed(x(m.at));
+    const cy = flagsTop + 6 + (flagRows[i] ?? 0) * 16;
     const colour = MARKER_COLOURS[m.kind];
     const title = `${i + 1}. ${m.label}${m.by ? ` by ${m.by}` : ''}${m.detail ? `: ${m.detail}` : ''}\n${wallClock(m.at, t.zone)}`;
     svg.push(
       `<g class="marker" data-kind="${m.kind}" data-marker="${i + 1}"><title>${esc(title)}</title>`,
-      `<line x1="${px}" x2="${px}" y1="${flagsTop + 8}" y2="${chartTop + chartHeight}" stroke="${colour}" class="marker-line"/>`,
-      `<circle cx="${px}" cy="${flagsTop + 6}" r="7" fill="${colour}"/>`,
-      `<text x="${px}" y="${flagsTop + 9.5}" class="marker-number">${i + 1}</text>`,
+      `<line x1="${px}" x2="${px}" y1="${cy + 2}" y2="${chartTop + chartHeight}" stroke="${colour}" class="marker-line"/>`,
+      `<circle cx="${px}" cy="${cy}" r="7" fill="${colour}"/>`,
+      `<text x="${px}" y="${cy + 3.5}" class="marker-number">${i + 1}</text>`,
       '</g>',
     );
   }
