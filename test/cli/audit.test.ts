@@ -26,7 +26,7 @@ afterEach(async () => {
 });
 
 describe('the audit trail', () => {
-  it('records who did what and when, and history shows it', async () => {
+  it('records who did what and when, and history shows it', { timeout: 180_000 }, async () => {
     const ok = async (args: string[], env?: Record<string, string>) => {
       const res = await cli.run(args, env ? { env } : {});
       expect(res.code, `${args.join(' ')}: ${res.stderr}`).toBe(0);

@@ -1,7 +1,8 @@
 /**
  * Says in the log why a queued node is not admitted: once when a blocker appears, and again only
- * when it changes (an invalid key named, paused by whom and since when, halted, the window closed
- * until when, holders above max after a decrease). Waiting behind full slots is normal and said
+ * when it changes (an invalid key named, paused by whom and since when, halted, this node's own
+ * lost marker, its clock too far from etcd's, the window closed until when, holders above max
+ * after a decrease). Waiting behind full slots is normal and said
  * once at info; everything else is a warning, since nothing reboots until someone acts or time
  * passes. The semaphore calls it after each decision while the node waits.
  */
@@ -56,6 +57,12 @@ export class BlockerLog {
           key = `${decision.reason}:${decision.detail}`;
           message = `not admitted: ${decision.detail}`;
         }
+        break;
+      case 'lost-marker':
+      case 'clock-skew':
+        // This node's own blocker: its earlier slot's lost marker, or its clock.
+        key = `${decision.reason}:${decision.detail}`;
+        message = `not admitted: ${decision.detail}`;
         break;
       case 'window-closed': {
         const until = decision.wakeAt?.toISOString() ?? null;

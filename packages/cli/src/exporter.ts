@@ -20,6 +20,7 @@ import {
   GroupKeys,
   type GroupSnapshot,
   groupAdmission,
+  groupStatus,
   isSluiceError,
   lostHolders,
   mustHalt,
@@ -122,6 +123,14 @@ export class GroupExporter {
   readonly problems = this.#g(
     'sluice_group_holders_with_problem',
     'Holders that report a problem, such as post-reboot checks failing past their deadline',
+  );
+  readonly registered = this.#g(
+    'sluice_group_registered_nodes',
+    'Agents registered in the group (nodes/): live agents, idle ones included',
+  );
+  readonly nodeProblems = this.#g(
+    'sluice_group_node_problems',
+    'Agents that cannot take part: a second agent with a node id (a cloned machine), a clock too far off',
   );
   readonly connected = this.#g(
     'sluice_exporter_watch_connected',
@@ -258,6 +267,9 @@ export class GroupExporter {
       this.waiting.set(labels, waiting);
       if (Number.isFinite(oldest)) this.oldestWaiting.set(labels, oldest / 1000);
       this.problems.set(labels, problems);
+      const status = groupStatus(snapshot, now);
+      this.registered.set(labels, status.registered);
+      this.nodeProblems.set(labels, status.nodeProblems.length);
       this.connected.set(labels, w.watch.connected ? 1 : 0);
     }
   }

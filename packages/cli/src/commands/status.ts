@@ -1,8 +1,9 @@
 /**
  * `sluicectl status`: one group, or every group under the prefix with `--all-groups`. With
  * `--check`, only the verdict, for monitoring and scripts: exit 0 when the group is healthy, 1
- * when it is paused or halted, has invalid or unreadable keys, holders above max or lost, or a
- * holder whose post-reboot checks fail past their deadline, with one line per reason.
+ * when it is paused or halted, has invalid or unreadable keys, holders above max or lost, a
+ * holder whose post-reboot checks fail past their deadline, or an agent that cannot take part (a
+ * second agent with its node id, a clock too far from etcd's), with one line per reason.
  */
 import { GroupKeys, type GroupStatus, groupsPrefix, SluiceError } from '@sluice/core';
 import { etcdCall, GroupAdmin } from '@sluice/etcd';
@@ -39,6 +40,8 @@ export function problems(status: GroupStatus, now: Date): string[] {
   for (const h of status.holders) {
     if (h.problem) out.push(`${h.node}: ${h.problem}`);
   }
+  // Agents that cannot take part: a cloned machine's twin, a clock too far off.
+  for (const n of status.nodeProblems) out.push(`${n.node}: ${n.problem}`);
   return out;
 }
 
