@@ -8,9 +8,9 @@
 //   node scripts/bootstrap.mjs --system   # Debian packages only (.ci/run, before `npm ci`)
 //
 // What the demo needs (etcd, etcdctl, dbus-daemon, setpriv) is required: without it this exits 1.
-// The tools only some tests use (openssl, systemd-analyze, python3, zsh, faketime) are installed
-// as root; otherwise a warning names them, and the tests that need them skip (or fail, when CI is
-// set).
+// The tools only some tests use (openssl, systemd-analyze, python3, zsh, faketime, prometheus with
+// promtool, chromium) are installed as root; otherwise a warning names them, and the tests that
+// need them skip (or fail, when CI is set).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -67,6 +67,12 @@ const tools = [
       '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
     ],
   },
+  // promtool checks and unit-tests the alert rules under deploy/monitoring/; a real Prometheus
+  // scrapes a test agent and `sluicectl exporter` and evaluates the rules and the dashboard.
+  { cmd: 'promtool', pkg: 'prometheus', tests: true, paths: ['/usr/bin/promtool'] },
+  { cmd: 'prometheus', pkg: 'prometheus', tests: true, paths: ['/usr/bin/prometheus'] },
+  // Headless Chromium loads the fleet timeline of `sluicectl report` (console errors, DOM).
+  { cmd: 'chromium', pkg: 'chromium', tests: true, paths: ['/usr/bin/chromium'] },
 ];
 
 const onPath = (cmd) =>

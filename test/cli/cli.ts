@@ -158,8 +158,20 @@ const iso = z.iso.datetime({ offset: true });
 export const StatusJsonSchema = z.object({
   group: z.string(),
   max: z.number().int().nullable(),
-  available: z.number().int().nullable(),
-  paused: z.object({ reason: z.string(), since: iso.nullable() }).nullable(),
+  /** What can be admitted now: 0 whenever anything blocks admission. */
+  available: z.number().int(),
+  /** Why nothing (more) can be admitted, or null. */
+  blocker: z
+    .object({
+      kind: z.enum(['invalid-value', 'halted', 'paused', 'window-closed', 'full']),
+      message: z.string(),
+    })
+    .passthrough()
+    .nullable(),
+  holdersOverMax: z.number().int(),
+  paused: z
+    .object({ reason: z.string(), since: iso.nullable(), by: z.string().nullable() })
+    .nullable(),
   window: z.object({ open: z.boolean(), nextChange: iso.nullable() }),
   holders: z.array(
     z.object({
@@ -168,6 +180,9 @@ export const StatusJsonSchema = z.object({
       state: z.string(),
       since: iso.nullable(),
       leaseSecondsLeft: z.number().nullable(),
+      reason: z.string(),
+      problem: z.string().nullable(),
+      aboveMax: z.boolean(),
     }),
   ),
   waiting: z.array(
@@ -203,6 +218,18 @@ export const HistoryJsonSchema = z.object({
       durationSeconds: z.number().nullable(),
       reason: z.string(),
       by: z.string().nullable(),
+      manual: z.boolean(),
+    }),
+  ),
+  actions: z.array(
+    z.object({
+      action: z.string(),
+      at: iso,
+      by: z.string(),
+      node: z.string().nullable(),
+      old: z.string().nullable(),
+      new: z.string().nullable(),
+      reason: z.string().nullable(),
     }),
   ),
   errors: z.array(z.object({ key: z.string(), message: z.string() })),

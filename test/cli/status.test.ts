@@ -58,7 +58,9 @@ describe('sluicectl status', () => {
     expect(res.code).toBe(0);
     const status = StatusJsonSchema.parse(JSON.parse(res.stdout));
     expect(status.max).toBeNull();
-    expect(status.available).toBeNull();
+    // Nobody can be admitted while max does not parse, and status says so.
+    expect(status.available).toBe(0);
+    expect(status.blocker).toMatchObject({ kind: 'invalid-value', key: cli.keys.max });
     expect(status.errors).toEqual([
       { key: cli.keys.max, message: expect.stringContaining('"abc"') },
     ]);
@@ -201,6 +203,7 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
     expect(StatusJsonSchema.parse(await cli.json(['status'])).paused).toEqual({
       reason: 'maintenance',
       since: null,
+      by: null,
     });
   });
 
@@ -256,6 +259,7 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
     expect(HistoryJsonSchema.parse(await cli.json(['history']))).toEqual({
       group: 'default',
       records: [],
+      actions: [],
       errors: [],
     });
     expect((await cli.run(['history', '--limit', 'x'])).code).toBe(2);

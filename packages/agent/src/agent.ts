@@ -67,6 +67,8 @@ export interface AgentDeps {
   retryDelayMs?: number;
   /** How to reboot. Default: the configured method (`configuredRebooter`). */
   rebooter?: Rebooter;
+  /** The program, as its start and stop lines name it. Default `sluiced`. */
+  program?: string;
   now?: () => Date;
 }
 
@@ -153,9 +155,10 @@ export class Agent {
   /** Registers, recovers from the etcd record, then starts following the update sources. */
   async start(): Promise<void> {
     this.#bootId = this.#deps.bootId ?? (await readBootId(this.#deps.bootIdFile));
+    // The logger names the node on every line already.
     this.#log.info(
       { bootId: this.#bootId, strategy: this.#deps.config.strategy },
-      'sluiced starting',
+      `${this.#deps.program ?? 'sluiced'} starting`,
     );
     // One node, one agent: nothing else happens until this agent holds its node id.
     if (this.#deps.registration) await this.#register(this.#deps.registration);
@@ -596,7 +599,7 @@ export class Agent {
     await Promise.all(this.#deps.sources.map((s) => s.close().catch(() => {})));
     this.#deps.lock?.close();
     await this.#deps.registration?.deregister();
-    this.#log.info({ state: this.#state.name }, 'sluiced stopped');
+    this.#log.info({ state: this.#state.name }, `${this.#deps.program ?? 'sluiced'} stopped`);
   }
 }
 

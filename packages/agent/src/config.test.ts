@@ -17,6 +17,7 @@ import {
   parseListenAddress,
   redactConfig,
 } from './config.js';
+import { DEFAULT_NOTIFY } from './notify.js';
 
 let dir: string;
 let machineIdFile: string;
@@ -124,6 +125,7 @@ describe('loadAgentConfig: defaults', () => {
       dbus: { address: 'system' },
       metrics: { listen: '127.0.0.1:9466', allowRemote: false },
       log: { level: 'info' },
+      notify: DEFAULT_NOTIFY,
       origins: { 'node.id': `file ${machineIdFile}` },
       warnings: [],
     });

@@ -69,6 +69,12 @@
  *   allowRemote: false
  * log:
  *   level: info                   # debug | info | warn | error
+ * notify:                         # YAML only; see notify.ts
+ *   webhooks: [https://hooks.example/T0/B0/xyz]   # POST a JSON notification to each
+ *   template: '{"text": "{{text}}"}'              # default: the notification itself as JSON
+ *   events: [group-halted, node-lost, post-checks-failing, rollout-finished, group-paused, group-resumed]
+ *   timeout: 10s                  # per attempt
+ *   attempts: 5
  * ```
  *
  * A check is `{ command }`, `{ http }` (GET, 2xx passes) or `{ prometheus, query }` (passes when
@@ -112,6 +118,7 @@ import { z } from 'zod';
 import { defaultTokenFile } from './identity.js';
 import { type LocalZone, localZone } from './localzone.js';
 import { parseUpdateConfs } from './locksmith.js';
+import { checkTemplate, DEFAULT_NOTIFY, NOTIFY_EVENTS, type NotifySettings } from './notify.js';
 
 // ---------------------------------------------------------------------------------------------
 // The resolved configuration
@@ -218,6 +225,8 @@ export interface AgentConfig {
     allowRemote: boolean;
   };
   log: { level: LogLevel };
+  /** Webhooks to notify of halts, lost nodes, failing post-checks, finished rollouts, pauses. */
+  notify: NotifySettings;
   /**
    * Where each setting that is not a default came from, by its YAML path: `etcd.group` →
    * `environment SLUICE_GROUP`, `windows` → `/etc/flatcar/update.conf:4
@@ -610,6 +619,13 @@ export const AgentConfigFileSchema = section({
     allowRemote: bool.optional(),
   }).optional(),
   log: section({ level: oneOf(['debug', 'info', 'warn', 'error']).optional() }).optional(),
+  notify: section({
+    webhooks: z.array(httpUrl).optional(),
+    template: text.optional(),
+    events: z.array(oneOf(NOTIFY_EVENTS)).optional(),
+    timeout: duration({ positive: true }).optional(),
+    attempts: z.number().int().min(1).max(20).optional(),
+  }).optional(),
 });
 
 /** The YAML file as written (before durations are parsed). */
@@ -1538,6 +1554,10 @@ async function resolve(
     }
   }
 
+  const template = m.notify?.template ?? DEFAULT_NOTIFY.template;
+  const templateProblem = template === null ? null : checkTemplate(template);
+  if (templateProblem) throw fail('notify.template', templateProblem);
+
   return {
     node: { id, hostname, tokenFile },
     clock: { maxSkewMs: m.clock?.maxSkew ?? DEFAULTS.maxClockSkewMs },
@@ -1572,6 +1592,13 @@ async function resolve(
     dbus: { address: m.dbus?.address ?? 'system' },
     metrics: { listen, allowRemote },
     log: { level: m.log?.level ?? 'info' },
+    notify: {
+      webhooks: m.notify?.webhooks ?? DEFAULT_NOTIFY.webhooks,
+      template,
+      events: m.notify?.events ?? DEFAULT_NOTIFY.events,
+      timeoutMs: m.notify?.timeout ?? DEFAULT_NOTIFY.timeoutMs,
+      attempts: m.notify?.attempts ?? DEFAULT_NOTIFY.attempts,
+    },
     origins: Object.fromEntries([...origins].map(([path, o]) => [path, o.label])),
     warnings,
   };
@@ -1781,7 +1808,8 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
 
 /**
  * A copy of the configuration that is safe to log: the etcd password and passwords inside check
- * URLs are replaced by `(redacted)`. Commands are kept as written.
+ * URLs are replaced by `(redacted)`, and so are the paths of webhook URLs (Slack's and others'
+ * carry their token there). Commands are kept as written.
  */
 export function redactConfig(config: AgentConfig): AgentConfig {
   return {
@@ -1793,5 +1821,14 @@ export function redactConfig(config: AgentConfig): AgentConfig {
       drain: config.checks.drain && redactCheck(config.checks.drain),
       post: config.checks.post.map(redactCheck),
     },
+    notify: { ...config.notify, webhooks: config.notify.webhooks.map(redactWebhook) },
   };
+}
+
+function redactWebhook(value: string): string {
+  try {
+    return `${new URL(value).origin}/${REDACTED}`;
+  } catch {
+    return REDACTED;
+  }
 }

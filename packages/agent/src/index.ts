@@ -4,6 +4,7 @@ export * from './config.js';
 export * from './localzone.js';
 export * from './locksmith.js';
 export * from './metrics.js';
+export * from './notify.js';
 export * from './once.js';
 export * from './sources.js';
 export * from './update-sources.js';

@@ -50,6 +50,7 @@ export async function rebootIfNeeded(
       ...(opts.bootIdFile ? { bootIdFile: opts.bootIdFile } : {}),
       ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
       noSources: opts.releaseOnly ?? false,
+      program: `sluicectl reboot-if-needed${opts.releaseOnly ? ' --release-only' : ''}`,
     },
   );
   const edges: Edge[] = [];

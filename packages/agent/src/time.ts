@@ -3,6 +3,7 @@
  * 24.8 days at once, so long waits are chained).
  */
 import { throwIfAborted } from '@sluice/core';
+import { describeError } from '@sluice/etcd';
 
 /** The longest single timer Node keeps: a longer delay fires at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -32,7 +33,7 @@ export function after(ms: number, fn: () => void): NodeJS.Timeout {
   return setTimeout(fn, Math.min(Math.max(0, ms), MAX_TIMER_MS));
 }
 
-/** An error's message, for logs. */
+/** An error's message, for logs: etcd's errors as sentences about etcd (see `describeError`). */
 export function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return describeError(error);
 }

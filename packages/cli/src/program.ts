@@ -93,7 +93,11 @@ Flags override environment variables; locksmithctl's -endpoint URL form is accep
     .command('status')
     .description('show max, free slots, pause, window, holders, waiters and unreadable keys')
     .option('--all-groups', 'show every group under the prefix (JSON: an array); not with --group')
-    .action(async (opts: { allGroups?: boolean }, cmd: Command) =>
+    .option(
+      '--check',
+      'only say whether the group is healthy: exit 1 when paused, halted, with invalid keys, holders above max or failing post-checks',
+    )
+    .action(async (opts: { allGroups?: boolean; check?: boolean }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/status.js')).status(ctx, opts)),
     );
 
@@ -201,6 +205,7 @@ with who did it (see "sluicectl history").`,
       '24h',
     )
     .option('--allow-unknown', 'request a node that is not registered, queued or holding a slot')
+    .option('--cancel', "withdraw the node's request (as cancel-request does)")
     .action(
       async (
         node: string | undefined,
@@ -327,10 +332,29 @@ is given back by that node's sluiced when it starts. See deploy/README.md.`,
 
   program
     .command('history')
-    .description('finished reboots: node, start, end, duration, outcome (released, forced, lost)')
+    .description(
+      'finished reboots (node, start, end, duration, outcome) and operator actions (who, when, what)',
+    )
     .option('--limit <n>', 'how many, newest first', '20')
-    .action(async (opts: { limit: string }, cmd: Command) =>
+    .option(
+      '--kind <kind>',
+      'reboot, action, or one action: set-max, pause, resume, windows-set, windows-clear, lock, request-reboot, cancel-request, migrate-locksmith, halt',
+    )
+    .option('--since <when>', 'only from then on: a duration back (7d, 36h) or an instant')
+    .action(async (opts: { limit: string; kind?: string; since?: string }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/history.js')).history(ctx, opts)),
+    );
+
+  program
+    .command('report')
+    .description(
+      "write the group's fleet timeline as an HTML page: reboots per node, nodes down against max, operator actions, pauses",
+    )
+    .requiredOption('--html <file>', 'where to write the page')
+    .option('--since <duration>', 'how far back', '7d')
+    .option('--zone <zone>', "time zone of the wall-clock times (default: this machine's)")
+    .action(async (opts: import('./commands/report.js').ReportOptions, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/report.js')).report(ctx, opts)),
     );
 
   program
@@ -338,6 +362,27 @@ is given back by that node's sluiced when it starts. See deploy/README.md.`,
     .description('live status, redrawn on every etcd change, until Ctrl-C')
     .action(async (_opts: unknown, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/watch.js')).watch(ctx)),
+    );
+
+  program
+    .command('exporter')
+    .description(
+      'serve group metrics for Prometheus (paused, halted, lost holders, holders over max, queue) until Ctrl-C',
+    )
+    .option(
+      '--listen <host:port>',
+      'where to serve /metrics (loopback unless --allow-remote)',
+      '127.0.0.1:9467',
+    )
+    .option('--all-groups', 'export every group under the prefix; not with --group')
+    .option(
+      '--discover-every <duration>',
+      'with --all-groups: how often to look for new groups',
+      '5m',
+    )
+    .option('--allow-remote', 'allow a --listen address beyond this host')
+    .action(async (opts: import('./commands/exporter.js').ExporterCommandOptions, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/exporter.js')).exporter(ctx, opts)),
     );
 
   program

@@ -1,3 +1,4 @@
+export * from './admission.js';
 export * from './duration.js';
 export * from './errors.js';
 export * from './instant.js';

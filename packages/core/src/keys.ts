@@ -95,6 +95,14 @@ export class GroupKeys {
     return `${this.historyPrefix}${String(atMs).padStart(15, '0')}-${node}`;
   }
 
+  /**
+   * The history key of an operator action: `<ms>-@<action>-<suffix>`. No node id starts with
+   * `@`, so it never meets a reboot's key; the suffix keeps two actions in one millisecond apart.
+   */
+  actionHistory(atMs: number, action: string, suffix: string): string {
+    return this.history(atMs, `@${action}-${suffix}`);
+  }
+
   /** The keys whose values steer admission; the admission txn is guarded on all of them. */
   get settings(): readonly string[] {
     return [this.max, this.paused, this.windows, this.lossBudget];

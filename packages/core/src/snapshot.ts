@@ -512,9 +512,14 @@ export function decideAdmission(
     }
   }
   if (view.aheadMore || rank >= max.value) {
+    // Numbered as status numbers waiters: 1 is the next to be admitted (holders do not count).
+    const holdersAhead = [...view.holderKeys.values()].filter(
+      (revision) => revision < self.createRevision,
+    ).length;
+    const position = Math.max(0, view.ahead - holdersAhead) + 1;
     return wait(
       'queue',
-      `position ${rank + 1}${view.aheadMore ? ' or later' : ''} in the queue, ${max.value} slot(s)`,
+      `position ${position}${view.aheadMore ? ' or later' : ''} in the queue, all ${max.value} slot(s) taken`,
     );
   }
   if (view.holding.length >= max.value) {
@@ -524,12 +529,27 @@ export function decideAdmission(
   return { kind: 'admit', rank };
 }
 
-/** The pause reason written when lost holders halt a group. */
+/**
+ * The pause reason written when lost holders halt a group. A manual lock (`sluicectl lock`) that
+ * ran out is named as one, with its reason: nobody rebooted there.
+ */
 export function haltReason(lost: readonly HoldingEntry[]): string {
-  const names = lost.map((h) => h.node).join(', ');
-  return lost.length === 1
-    ? `node ${names} lost during reboot`
-    : `nodes ${names} lost during reboot`;
+  const manual = lost.filter((h) => h.marker?.manual);
+  const rebooting = lost.filter((h) => !h.marker?.manual);
+  const parts: string[] = [];
+  if (rebooting.length > 0) {
+    const names = rebooting.map((h) => h.node).join(', ');
+    parts.push(
+      rebooting.length === 1
+        ? `node ${names} lost during reboot`
+        : `nodes ${names} lost during reboot`,
+    );
+  }
+  for (const h of manual) {
+    const why = h.marker?.reason ? ` (${h.marker.reason})` : '';
+    parts.push(`manual lock of ${h.node}${why} expired without sluicectl unlock`);
+  }
+  return parts.join('; ');
 }
 
 /** True when the group has more lost holders than it tolerates and is not paused: it must halt. */

@@ -10,7 +10,9 @@
  * GroupWatch) only says when asking again may be worth it; a slow jittered backstop asks anyway,
  * so that no missed event can leave a free slot untaken.
  */
+import { randomUUID } from 'node:crypto';
 import {
+  type ActionRecord,
   type AdmissionView,
   buildSnapshot,
   DEFAULT_GROUP,
@@ -30,6 +32,7 @@ import {
   type NodeState,
   type QueueEntry,
   type QueueRecord,
+  queuePosition,
   rankOf,
   type SlotLock,
   type SlotRecovery,
@@ -449,12 +452,22 @@ export class Semaphore implements SlotLock {
   }
 
   /**
-   * This node's place while `acquire()` waits: the number of places ahead of it (0 = next in
-   * line), from the local mirror of the group, so it costs no etcd call. Null when not waiting.
+   * This node's place while `acquire()` waits: the number of waiters ahead of it (0 = next to be
+   * admitted; `sluicectl status` shows it plus one), from the local mirror of the group, so it
+   * costs no etcd call. Null when not waiting.
    */
   position(): number | null {
     const watch = this.#waiting;
-    return watch ? rankOf(watch.snapshot, this.node) : null;
+    const place = watch ? queuePosition(watch.snapshot, this.node) : null;
+    return place === null ? null : place - 1;
+  }
+
+  /**
+   * The group as the local mirror has it while `acquire()` waits, for observers of decisions
+   * (logs, notifications): a view, never a ground for admission. Null when not waiting.
+   */
+  groupView(): GroupSnapshot | null {
+    return this.#waiting?.snapshot ?? null;
   }
 
   #waitLoop(
@@ -713,9 +726,12 @@ export class Semaphore implements SlotLock {
     const hold = await this.#holdLease();
     const holdingKey = this.keys.holding(this.node);
     const now = this.#now().toISOString();
+    const base = this.#record('holding', {}, self.record);
     const record: QueueRecord = {
-      ...this.#record('holding', {}, self.record),
+      ...base,
       grantedAt: now,
+      // The slot's phases start here; each state adds its first time (see setState).
+      phases: { waiting: base.enqueuedAt, holding: now },
     };
     const marker: HoldingMarker = {
       v: 1,
@@ -725,6 +741,11 @@ export class Semaphore implements SlotLock {
       grantedAt: now,
     };
     if (this.#opts.token !== undefined) marker.token = this.#opts.token;
+    // A manual lock that expires is reported as one, with its reason.
+    if (self.record?.manual) {
+      marker.manual = true;
+      marker.reason = self.record.reason;
+    }
     const res = await etcdCall(`taking a slot at ${self.key}`, () =>
       this.#client.kv.txn({
         compare: admissionGuard(view),
@@ -767,11 +788,13 @@ export class Semaphore implements SlotLock {
   async setState(grant: Grant, state: NodeState, patch: Partial<QueueRecord> = {}): Promise<Grant> {
     const hold = await this.#holdLease();
     const key = this.keys.queue(this.node);
+    const now = this.#now().toISOString();
     const record: QueueRecord = {
       ...grant.record,
       ...patch,
       state,
-      since: grant.record.state === state ? grant.record.since : this.#now().toISOString(),
+      since: grant.record.state === state ? grant.record.since : now,
+      phases: { ...grant.record.phases, [state]: grant.record.phases?.[state] ?? now },
     };
     if (this.#opts.token !== undefined) record.token = this.#opts.token;
     const res = await etcdCall(`updating ${key}`, () =>
@@ -943,6 +966,10 @@ export class Semaphore implements SlotLock {
     const grantedAt = record?.grantedAt ?? marker?.grantedAt;
     if (grantedAt) history.grantedAt = grantedAt;
     if (markerRevision) history.grantedRevision = markerRevision;
+    if (record?.toVersion) history.toVersion = record.toVersion;
+    if (record?.manual || marker?.manual) history.manual = true;
+    if (!record?.reason && marker?.reason) history.reason = marker.reason;
+    if (record?.phases) history.phases = record.phases;
     return { key: this.keys.history(now.getTime(), this.node), record: history };
   }
 
@@ -981,9 +1008,26 @@ export async function haltGroup(client: Etcd3, view: HaltView): Promise<boolean>
   let txn = client.if(keys.paused, 'Create', '==', 0);
   for (const h of lost) txn = txn.and(h.key, 'Mod', '==', h.modRevision);
   const reason = haltReason(lost);
-  const value = JSON.stringify({ reason, since: new Date().toISOString(), by: 'sluice' });
+  const now = new Date();
+  const value = JSON.stringify({ reason, since: now.toISOString(), by: 'sluice' });
+  // The halt goes into history with the pause, so the fleet timeline can shade it.
+  const action: ActionRecord = {
+    v: 1,
+    kind: 'action',
+    action: 'halt',
+    group: keys.group,
+    at: now.toISOString(),
+    by: 'sluice',
+    reason,
+  };
+  const historyKey = keys.actionHistory(now.getTime(), 'halt', randomUUID().slice(0, 8));
   const res = await etcdCall(`pausing ${keys.root} for lost holders`, () =>
-    txn.then(client.put(keys.paused).value(value)).commit(),
+    txn
+      .then(
+        client.put(keys.paused).value(value),
+        client.put(historyKey).value(JSON.stringify(action)),
+      )
+      .commit(),
   );
   return res.succeeded;
 }

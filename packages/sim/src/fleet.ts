@@ -146,6 +146,19 @@ export interface CommandResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * What a node whose record says `rebooting` is doing: `booting` when the machine came back up
+ * after the record was written (the agent runs again and has yet to move on), `rebooting` before
+ * that (the reboot is confirmed and about to be asked for, or the machine is going down).
+ * `recordAt` is when the record turned `rebooting`, `lastUpAt` when the node last booted.
+ */
+export function rebootingOrBooting(
+  recordAt: number | null,
+  lastUpAt: number | null,
+): 'rebooting' | 'booting' {
+  return recordAt !== null && lastUpAt !== null && lastUpAt >= recordAt ? 'booting' : 'rebooting';
+}
+
 /** A running fleet. Create with {@link Fleet.start}; always `stop()` it. */
 export class Fleet {
   readonly nodes: SimNode[] = [];
@@ -637,8 +650,12 @@ export class Fleet {
       const q = queue.get(n.id);
       let state: string;
       if (n.machine === 'down') state = lost.has(n.id) ? 'down, lost' : 'down';
-      else if (q && q.state === 'rebooting') state = n.agentRunning ? 'booting' : 'rebooting';
-      else if (q) state = q.state;
+      else if (q && q.state === 'rebooting') {
+        state = rebootingOrBooting(
+          this.timeline.records.get(n.id)?.at(-1)?.at ?? null,
+          this.reboots.filter((r) => r.node === n.id && r.upAt !== null).at(-1)?.upAt ?? null,
+        );
+      } else if (q) state = q.state;
       else if (lost.has(n.id)) state = 'lost';
       else if (n.staged !== null) {
         state = ['recovering', 'idle', 'stopped'].includes(n.agentState) ? 'staged' : n.agentState;

@@ -114,6 +114,13 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
     }
   }
 
+  if (!before?.holding) {
+    // Who took it and why, in history; its release is recorded when it is unlocked.
+    await new GroupAdmin(client, keys).recordAction('lock', ctx.operator, {
+      node,
+      reason: opts.reason,
+    });
+  }
   const expiresAt = new Date(Date.now() + holdTTL * 1000);
   if (ctx.json) {
     ctx.outJson({

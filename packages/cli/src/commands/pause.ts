@@ -46,7 +46,7 @@ export async function resume(ctx: Context): Promise<number> {
     );
     return EXIT.refused;
   }
-  const resumed = await new GroupAdmin(client, keys).resume();
+  const resumed = await new GroupAdmin(client, keys).resume(ctx.operator);
   if (ctx.json) ctx.outJson({ group: keys.group, paused: false, changed: resumed });
   else if (resumed) ctx.out(`resumed group ${keys.group}: slots are granted again`);
   else ctx.out(`group ${keys.group} was not paused`);

@@ -15,6 +15,8 @@ export interface RequestRebootOptions {
   reason: string;
   ttl: string;
   allowUnknown?: boolean;
+  /** Withdraw the request instead (as `cancel-request` does). */
+  cancel?: boolean;
 }
 
 /** The longest `--ttl` of a request: a week. A request that old has surely been forgotten. */
@@ -31,6 +33,7 @@ export async function requestReboot(
   opts: RequestRebootOptions,
 ): Promise<number> {
   const node = nodeArg ? checkNodeName(nodeArg, 'NODE') : await ctx.selfNode(opts.node);
+  if (opts.cancel) return cancelRequest(ctx, node);
   const ttl = parseDuration(opts.ttl, '--ttl');
   if (!ttl.ok) throw ttl.error;
   const ttlSeconds = Math.ceil(ttl.value / 1000);
@@ -75,20 +78,26 @@ export async function requestReboot(
   return EXIT.ok;
 }
 
-/** Removes NODE's pending reboot request. Exit 1 when there is none. */
+/**
+ * Withdraws NODE's pending reboot request, recording `cancel-request` in history. Exit 1 when
+ * there is none (its agent may have acted on it already).
+ */
 export async function cancelRequest(ctx: Context, nodeArg: string): Promise<number> {
   const node = checkNodeName(nodeArg, 'NODE');
   await ctx.requireGroup('write');
   const keys = await ctx.keys();
-  const removed = await new GroupAdmin(await ctx.client(), keys).clearRebootRequest(node);
+  const cancelled = await new GroupAdmin(await ctx.client(), keys).cancelRebootRequest(
+    node,
+    ctx.operator,
+  );
   if (ctx.json) {
-    ctx.outJson({ group: keys.group, node, removed });
-    return removed ? EXIT.ok : EXIT.refused;
+    ctx.outJson({ group: keys.group, node, cancelled });
+  } else if (cancelled) {
+    ctx.out(`cancelled the reboot request of ${node} in group ${keys.group}`);
+  } else {
+    ctx.err(
+      `sluicectl: ${node} has no reboot request in group ${keys.group} (its agent may have acted on it already)`,
+    );
   }
-  if (!removed) {
-    ctx.err(`sluicectl: no reboot request for ${node} in group ${keys.group}`);
-    return EXIT.refused;
-  }
-  ctx.out(`cancelled the reboot request of ${node} in group ${keys.group}`);
-  return EXIT.ok;
+  return cancelled ? EXIT.ok : EXIT.refused;
 }

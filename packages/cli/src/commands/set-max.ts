@@ -21,7 +21,7 @@ export async function setMax(ctx: Context, n: string): Promise<number> {
     );
   }
   await ctx.requireGroup('write');
-  const result = await new GroupAdmin(await ctx.client(), keys).setMax(n);
+  const result = await new GroupAdmin(await ctx.client(), keys).setMax(n, ctx.operator);
   if (ctx.json) {
     // Both as numbers. `old` is null when the key was unset (agents then use 1) or did not parse;
     // `oldInvalid` keeps the text in the second case.

@@ -180,7 +180,7 @@ export async function setWindows(
   const { GroupAdmin } = await import('@sluice/etcd');
   await ctx.requireGroup('write');
   const keys = await ctx.keys();
-  await new GroupAdmin(await ctx.client(), keys).setWindows(canonical);
+  await new GroupAdmin(await ctx.client(), keys).setWindows(canonical, ctx.operator);
   const state = windowState(parsed.value, new Date());
   if (ctx.json) {
     ctx.outJson({
@@ -205,7 +205,7 @@ export async function clearWindows(ctx: Context): Promise<number> {
   const { GroupAdmin } = await import('@sluice/etcd');
   await ctx.requireGroup('write');
   const keys = await ctx.keys();
-  const removed = await new GroupAdmin(await ctx.client(), keys).clearWindows();
+  const removed = await new GroupAdmin(await ctx.client(), keys).clearWindows(ctx.operator);
   if (ctx.json) ctx.outJson({ group: keys.group, key: keys.windows, removed });
   else if (removed) ctx.out(`removed the window of group ${keys.group}: always open now`);
   else ctx.out(`group ${keys.group} had no window: always open`);
