@@ -40,7 +40,7 @@ describe('the audit trail', () => {
     await ok(['windows', 'clear']);
     await ok(['lock', '--node', 'm1', '--reason', 'disk swap']);
     await ok(['unlock'], { SLUICE_NODE: 'm1' });
-    await ok(['request-reboot', 'n5', '--reason', 'kernel parameters']);
+    await ok(['request-reboot', 'n5', '--reason', 'kernel parameters', '--allow-unknown']);
     await ok(['request-reboot', 'n5', '--cancel']);
     // A second cancel finds nothing to cancel, and says so.
     const again = await cli.run(['request-reboot', 'n5', '--cancel']);

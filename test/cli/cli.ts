@@ -255,4 +255,7 @@ export const CheckJsonSchema = z.object({
   open: z.boolean(),
   nextStart: iso.nullable(),
   nextEnd: iso.nullable(),
+  /** The zone a spec without one is read in (locksmith's syntax), and where it came from. */
+  zone: z.string().min(1),
+  zoneFrom: z.string().min(1),
 });

@@ -161,7 +161,7 @@ describe('reboot requests', () => {
     expect(StatusJsonSchema.parse(await cli.json(['status'])).requests).toEqual([]);
     const again = await cli.run(['cancel-request', 'n1']);
     expect(again.code).toBe(1);
-    expect(again.stderr).toContain('no reboot request for n1');
+    expect(again.stderr).toContain('n1 has no reboot request');
   });
 });
 

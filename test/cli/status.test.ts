@@ -148,7 +148,7 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
     for (const bad of ['abc', '-1', '2.5', '10001']) {
       const res = await cli.run(['set-max', bad]);
       expect(res.code, bad).toBe(2);
-      expect(res.stderr).toContain('whole number');
+      expect(res.stderr).toContain('max must be a plain decimal');
     }
     expect(await etcd.etcdctl(['get', cli.keys.max, '--print-value-only'])).toBe('5\n');
   });

@@ -22,8 +22,12 @@ describe('etcd errors in words', () => {
   });
 
   it('keeps library internals out of messages', () => {
-    const grpc = new Error(
-      '14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ',
+    // As grpc-js makes it: a plain Error with the status code.
+    const grpc = Object.assign(
+      new Error(
+        '14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ',
+      ),
+      { code: 14 },
     );
     const text = describeError(grpc, 'a read of k');
     expect(text).not.toContain('Resolution note');

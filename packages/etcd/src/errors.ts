@@ -11,6 +11,7 @@ import { isSluiceError, SluiceError } from '@sluice/core';
 import { isBrokenCircuitError } from 'cockatiel';
 import {
   ClientClosedError,
+  castGrpcError,
   EtcdAuthenticationFailedError,
   EtcdError,
   EtcdInvalidAuthTokenError,
@@ -119,6 +120,8 @@ export function toSluiceError(
       { cause: error, retryable: true, reason: 'unreachable' },
     );
   }
+  // A plain grpc-js error ("14 UNAVAILABLE: ...") gets its etcd3 class, as the client's own calls do.
+  if (error instanceof Error) error = castGrpcError(error);
   const message = cleanMessage(error);
   const answer = answerOf(message);
   const denied = denialOf(error, answer);
