@@ -4,6 +4,7 @@
  * there), and turns not-needed by itself when a request lapses.
  */
 import { ManualRequestSource, type UpdateSignal } from '@sluice/agent';
+import { EtcdGroupSettings } from '@sluice/etcd';
 import { type EtcdCluster, startEtcd } from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { sleep, TestEnv } from '../helpers.js';
@@ -11,6 +12,7 @@ import { sleep, TestEnv } from '../helpers.js';
 let etcd: EtcdCluster;
 let env: TestEnv;
 let source: ManualRequestSource | null = null;
+let settings: EtcdGroupSettings | null = null;
 
 beforeAll(async () => {
   etcd = await startEtcd();
@@ -23,7 +25,9 @@ beforeEach(() => {
 });
 afterEach(async () => {
   await source?.close();
+  await settings?.close();
   source = null;
+  settings = null;
   await env.cleanup();
 });
 
@@ -41,7 +45,8 @@ function request(node: string, expiresInMs: number | null): string {
 
 async function follow(node: string): Promise<UpdateSignal[]> {
   const seen: UpdateSignal[] = [];
-  source = new ManualRequestSource(env.client(), env.keys, node);
+  settings = new EtcdGroupSettings(env.client(), env.keys, node);
+  source = new ManualRequestSource(settings);
   await source.start((s) => seen.push(s));
   return seen;
 }

@@ -31,7 +31,9 @@ it('reboots a node that gave its slot back when the window closed during its dra
   // The drain ends, the window is closed: the slot goes back without a reboot.
   await f.waitFor(() => f.timeline.holders.length === 0, 'the slot to come back', 10_000);
   expect(f.reboots).toHaveLength(0);
-  expect(drainer.agentState).toBe('waiting-window');
+  // The marker goes in the release txn; the agent turns waiting-window once it hears the answer.
+  await f.waitFor(() => drainer.agentState === 'waiting-window', 'the drainer to wait', 10_000);
+  expect(f.reboots).toHaveLength(0);
 
   await f.setWindow(null);
   await f.waitForRollout('2.0.0', { timeoutMs: 40_000 });
