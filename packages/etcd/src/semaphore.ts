@@ -33,7 +33,6 @@ import {
   type QueueEntry,
   type QueueRecord,
   queuePosition,
-  rankOf,
   type SlotLock,
   type SlotRecovery,
   type SlotRequest,
