@@ -3,7 +3,6 @@
  * core, and carries out the effects it returns (etcd, D-Bus, checks, timers). Every transition is
  * logged and counted. The whole reboot lifecycle reads in core/lifecycle.ts; this file is wiring.
  */
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import {
   type AgentEvent,
@@ -23,29 +22,35 @@ import {
   type WindowSpec,
   windowStateAll,
 } from '@sluice/core';
-import { LogindClient } from '@sluice/dbus';
+import { LogindClient, SystemdClient } from '@sluice/dbus';
 import { Backoff, type Grant, Mirror, type NodeRegistry, type Semaphore } from '@sluice/etcd';
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { runChecks } from './checks.js';
 import type { AgentConfig, CheckSpec } from './config.js';
 import type { AgentMetrics } from './metrics.js';
+import type { RebootLoopGuard } from './reboot-guard.js';
+import {
+  type Rebooter,
+  type RebootMethod,
+  rebooterFor,
+  shutdownBlockers,
+  viaLogind,
+  warnUsers,
+} from './reboot-methods.js';
 import type { UpdateSignal, UpdateSource } from './sources.js';
 import { ManualRequestSource } from './update-sources.js';
 
-/** What actually reboots the machine. */
-export interface Rebooter {
-  /** Resolves once the reboot was accepted; the machine goes down shortly after. */
-  reboot(signal: AbortSignal): Promise<void>;
-}
-
-/** The configured reboot method: logind over D-Bus, or a command. */
-export function configuredRebooter(config: AgentConfig): Rebooter {
-  if (config.reboot.method === 'logind') {
-    const logind = new LogindClient({ address: config.dbus.address });
-    return { reboot: (signal) => logind.reboot(signal) };
-  }
-  return { reboot: () => runShell(config.reboot.command) };
+/** The Rebooter for a reboot method, as configured (logind, soft-reboot, kexec or command). */
+export function configuredRebooter(
+  config: AgentConfig,
+  method: RebootMethod = config.reboot.method,
+): Rebooter {
+  return rebooterFor(method, {
+    dbusAddress: config.dbus.address,
+    command: config.reboot.command,
+    enforceInhibitors: config.reboot.inhibitors === 'wait',
+  });
 }
 
 /** What the agent is built from. Tests and the simulator pass their own pieces. */
@@ -72,13 +77,46 @@ export interface AgentDeps {
   bootId?: string;
   /** Back-off after a failed check, drain or etcd call. Default 60 s. */
   retryDelayMs?: number;
-  /** How to reboot. Default: the configured method (`configuredRebooter`). */
+  /**
+   * How to reboot. Default: the configured method (`configuredRebooter`), and a soft reboot
+   * instead when `reboot.softReboot` is `auto` and the sources say that is enough. A Rebooter
+   * given here is used for every reboot, and nothing is asked of logind or systemd unless
+   * `inhibitors` or `softReboots` are given too.
+   */
   rebooter?: Rebooter;
+  /**
+   * Lists who holds a block inhibitor lock on shutdown, right before a reboot (empty: nothing
+   * blocks). Default: logind's `ListInhibitors`, for the logind methods with `reboot.inhibitors:
+   * wait`; null: never look.
+   */
+  inhibitors?: ((signal: AbortSignal) => Promise<string[]>) | null;
+  /**
+   * Reads systemd's soft-reboot count, to recognise a soft reboot (which keeps the boot id).
+   * Default: `SystemdClient` on the configured bus; null (or an error): not known.
+   */
+  softReboots?: (() => Promise<number | null>) | null;
+  /** The guard against reboot loops (see reboot-guard.ts); none when absent. */
+  rebootGuard?: RebootLoopGuard | null;
+  /**
+   * Reports a problem of this agent by kind (`reboot-loop`), or clears it with null: shown in
+   * `sluicectl status` with the node's registration.
+   */
+  reportProblem?: (kind: string, problem: string | null) => void;
   now?: () => Date;
 }
 
 /** Sources in order of preference when several say a reboot is needed. */
-const SOURCE_ORDER = ['update-engine', 'manual', 'sentinel', 'command'];
+const SOURCE_ORDER = [
+  'update-engine',
+  'rpm-ostree',
+  'bootc',
+  'sysupdate',
+  'manual',
+  'needrestart',
+  'dnf',
+  'sentinel',
+  'command',
+];
 
 /** One node's agent. `start()` it once; `stop()` on SIGTERM. */
 export class Agent {
@@ -87,8 +125,17 @@ export class Agent {
   readonly #log: Logger;
   readonly #keys: GroupKeys;
   readonly #rebooter: Rebooter;
+  /** The Rebooter for a soft reboot, when sources may ask for one (`reboot.softReboot: auto`). */
+  readonly #softRebooter: Rebooter | null;
+  /** logind, for its inhibitor locks and the users' warning; null without the logind methods. */
+  readonly #logind: LogindClient | null;
+  readonly #inhibitors: ((signal: AbortSignal) => Promise<string[]>) | null;
   #grant: Grant | null = null;
   #bootId = '';
+  /** systemd's soft-reboot count at start; null when not known. */
+  #softReboots: number | null = null;
+  /** The reboot-loop guard's reason to hold this node back, as last reported. */
+  #halted: string | null = null;
   #rebootsRequested = 0;
   #update: UpdateInfo | null = null;
   #signals = new Map<string, UpdateSignal>();
@@ -117,7 +164,22 @@ export class Agent {
     this.#log = deps.logger;
     const { etcd } = deps.config;
     this.#keys = new GroupKeys(etcd.prefix, etcd.group);
-    this.#rebooter = deps.rebooter ?? configuredRebooter(deps.config);
+    const cfg = deps.config;
+    const own = deps.rebooter === undefined;
+    this.#rebooter = deps.rebooter ?? configuredRebooter(cfg);
+    this.#softRebooter =
+      own && cfg.reboot.softReboot === 'auto' && cfg.reboot.method === 'logind'
+        ? configuredRebooter(cfg, 'soft-reboot')
+        : null;
+    this.#logind =
+      own && viaLogind(cfg.reboot.method) ? new LogindClient({ address: cfg.dbus.address }) : null;
+    const logind = this.#logind;
+    this.#inhibitors =
+      deps.inhibitors !== undefined
+        ? deps.inhibitors
+        : logind && cfg.reboot.inhibitors === 'wait'
+          ? async (signal) => shutdownBlockers(await logind.listInhibitors(signal))
+          : null;
   }
 
   /** How many reboots logind (or the reboot command) accepted in this run. */
@@ -143,6 +205,8 @@ export class Agent {
   /** Recovers from the etcd record, then starts following the update sources. */
   async start(): Promise<void> {
     this.#bootId = this.#deps.bootId ?? (await readBootId(this.#deps.bootIdFile));
+    // Read alongside the rest of the start; only recovery needs it.
+    const softReboots = this.#readSoftReboots();
     this.#log.info(
       {
         node: this.#deps.config.node.id,
@@ -151,6 +215,8 @@ export class Agent {
       },
       'sluiced starting',
     );
+    const guardProblem = await this.#deps.rebootGuard?.load();
+    if (guardProblem) this.#log.warn(guardProblem);
     // One node, one agent: nothing else happens until this agent holds its node id.
     if (this.#deps.registry) await this.#register(this.#deps.registry);
     if (this.#stopped) return;
@@ -161,10 +227,15 @@ export class Agent {
       ...this.#deps.sources.map((source) => this.#startSource(source, 1)),
     ]);
     const known = started.every(Boolean);
+    this.#softReboots = await softReboots;
+    if (this.#softReboots !== null) {
+      this.#log.info({ softReboots: this.#softReboots }, "systemd's soft-reboot count");
+    }
     this.#dispatch({
       type: 'recovered',
       own,
       bootId: this.#bootId,
+      softReboots: this.#softReboots,
       ...(known ? { update: this.#update } : {}),
     });
     // A source that could not be read says nothing yet: no "not needed" from it. It is told once
@@ -297,6 +368,7 @@ export class Agent {
           holding: own.holding,
           state: record?.state ?? (own.holding ? 'holding' : 'waiting'),
           bootId: record?.bootId ?? null,
+          softReboots: record?.softReboots ?? null,
           revision: own.grant?.revision ?? null,
           update: {
             source: 'recovered',
@@ -321,18 +393,71 @@ export class Agent {
 
   #onSignal(signal: UpdateSignal): void {
     this.#signals.set(signal.source, signal);
-    const needed = [...this.#signals.values()]
-      .filter((s) => s.needed)
-      .sort((a, b) => SOURCE_ORDER.indexOf(a.source) - SOURCE_ORDER.indexOf(b.source))[0];
-    const update: UpdateInfo | null = needed
+    const needed = this.#neededSignals()[0];
+    let update: UpdateInfo | null = needed
       ? { source: needed.source, detail: needed.detail, version: needed.version }
       : null;
+    update = this.#guardUpdate(update);
     this.#deps.metrics.updateStaged.set(update ? 1 : 0);
     const changed = JSON.stringify(update) !== JSON.stringify(this.#update);
     this.#update = update;
     if (changed) {
       this.#log.info({ update, signal }, update ? 'reboot needed' : 'no reboot needed');
       this.#dispatch({ type: 'update', update });
+    }
+  }
+
+  /** What the sources that want a reboot say, most preferred first. */
+  #neededSignals(): UpdateSignal[] {
+    return [...this.#signals.values()]
+      .filter((s) => s.needed)
+      .sort((a, b) => SOURCE_ORDER.indexOf(a.source) - SOURCE_ORDER.indexOf(b.source));
+  }
+
+  /**
+   * The reboot-loop guard: an update still needed after `reboot.loopLimit` reboots in a row is
+   * not acted on (null), and the reason is reported. Once every source has read and none needs a
+   * reboot or is unsure, the count is cleared.
+   */
+  #guardUpdate(update: UpdateInfo | null): UpdateInfo | null {
+    const guard = this.#deps.rebootGuard;
+    if (!guard) return update;
+    const reason = update ? guard.halted(update) : null;
+    if (reason !== this.#halted) {
+      this.#halted = reason;
+      if (reason) this.#log.error({ update }, reason);
+      else this.#log.info('the reboot loop guard lets this node reboot again');
+      this.#deps.reportProblem?.('reboot-loop', reason);
+    }
+    // Only once every source has spoken, and none is unsure: one that has not read yet (or
+    // cannot) may be the one that still wants the reboot.
+    const allKnown =
+      this.#deps.sources.every((s) => this.#signals.has(s.name)) &&
+      [...this.#signals.values()].every((s) => !s.unknown);
+    if (update === null && allKnown) {
+      guard
+        .clear()
+        .catch((error: unknown) =>
+          this.#log.warn({ err: describe(error) }, 'cannot clear the reboot loop count'),
+        );
+    }
+    return reason ? null : update;
+  }
+
+  /** systemd's soft-reboot count, or null when it cannot be read (an old systemd, no bus). */
+  async #readSoftReboots(): Promise<number | null> {
+    const read =
+      this.#deps.softReboots !== undefined
+        ? this.#deps.softReboots
+        : this.#deps.rebooter === undefined
+          ? () => new SystemdClient({ address: this.#deps.config.dbus.address }).softRebootsCount()
+          : null;
+    if (!read) return null;
+    try {
+      return await read();
+    } catch (error) {
+      this.#log.debug({ err: describe(error) }, "cannot read systemd's soft-reboot count");
+      return null;
     }
   }
 
@@ -412,6 +537,9 @@ export class Agent {
       postDeadlineMs: cfg.checks.postDeadlineMs,
       postIntervalMs: cfg.checks.postIntervalMs,
       releaseDelayMs: cfg.checks.releaseDelayMs,
+      checkInhibitors: this.#inhibitors !== null,
+      inhibitorWaitMs: cfg.reboot.inhibitorWaitMs,
+      inhibitorRecheckMs: Math.min(15_000, Math.max(200, cfg.reboot.inhibitorWaitMs / 10)),
     };
   }
 
@@ -504,7 +632,7 @@ export class Agent {
           return;
         }
         if (event) this.#dispatch(event);
-        if (event?.type === 'slot-lost') return;
+        if (event?.type === 'slot-lost' || event?.type === 'reboot-blocked') return;
       }
     })();
   }
@@ -567,7 +695,10 @@ export class Agent {
         try {
           this.#grant = await sem.setState(this.#grant, effect.state, {
             bootId: this.#grant.record.bootId ?? this.#bootId,
-            ...(effect.problem !== undefined ? { problem: effect.problem } : {}),
+            // This boot's count: a higher one after a restart means a soft reboot happened.
+            ...(this.#softReboots !== null ? { softReboots: this.#softReboots } : {}),
+            // null clears an earlier problem (undefined drops the key from the JSON).
+            ...(effect.problem !== undefined ? { problem: effect.problem ?? undefined } : {}),
           });
         } catch (error) {
           if (isSluiceError(error) && error.kind === 'refused') {
@@ -579,6 +710,13 @@ export class Agent {
           this.#log.warn({ state: effect.state, err: describe(error) }, 'cannot update the record');
         }
         return null;
+      }
+      case 'check-inhibitors': {
+        const blockers = await this.#inhibitors?.(this.#stop.signal);
+        if (!blockers || blockers.length === 0) return null;
+        const detail = blockers.join('; ');
+        this.#log.warn({ blockers }, `reboot held back by an inhibitor lock: ${detail}`);
+        return { type: 'reboot-blocked', detail };
       }
       case 'reboot':
         return this.#reboot();
@@ -611,7 +749,11 @@ export class Agent {
     return { type: 'checks-failed', phase: eventPhase, detail };
   }
 
-  /** Tells logged-in users about the coming reboot and waits `warnDelay` (abortable). */
+  /**
+   * Tells logged-in users about the coming reboot and waits `warnDelay` (abortable): through
+   * logind's scheduled shutdown and wall message where it answers (a dry run: logind warns, the
+   * agent reboots), else with `wall`. Stopped during the wait, it cancels logind's warning.
+   */
   async #warnUsers(): Promise<void> {
     const delayMs = this.#deps.config.reboot.warnDelayMs;
     if (delayMs <= 0) return;
@@ -620,8 +762,14 @@ export class Agent {
       minutes >= 1
         ? `${minutes} minute${minutes === 1 ? '' : 's'}`
         : `${Math.round(delayMs / 1000)} seconds`;
-    await warnUsers(this.#deps.config.reboot.warnMessage.replace('%s', when)).catch(() => {});
-    await sleep(delayMs, this.#stop.signal);
+    const message = this.#deps.config.reboot.warnMessage.replace('%s', when);
+    const how = await warnUsers(this.#logind, message, new Date(Date.now() + delayMs));
+    try {
+      await sleep(delayMs, this.#stop.signal);
+    } catch (error) {
+      if (how === 'logind') await this.#logind?.cancelScheduledShutdown().catch(() => {});
+      throw error;
+    }
   }
 
   async #reboot(): Promise<AgentEvent | null> {
@@ -643,16 +791,57 @@ export class Agent {
     const skew = await this.#deps.clockCheck?.();
     if (skew) return { type: 'reboot-failed', detail: skew };
     throwIfAborted(this.#stop.signal);
+    const needed = this.#neededSignals();
+    // Automatic soft reboots only where one can be told from a restart afterwards.
+    const softReboot =
+      this.#softRebooter !== null && this.#softReboots !== null && this.#softRebootEnough(needed);
+    const method = softReboot ? 'soft-reboot' : cfg.reboot.method;
+    if (method === 'soft-reboot' && this.#softReboots === null) {
+      // After it the boot id would be the same: the agent could not tell it happened.
+      return {
+        type: 'reboot-failed',
+        detail:
+          "cannot soft-reboot: systemd's SoftRebootsCount cannot be read (systemd 254 or newer is needed), so the agent could not tell the soft reboot happened",
+      };
+    }
+    const guard = this.#deps.rebootGuard;
+    const update = this.#update ?? (this.#state.name === 'rebooting' ? this.#state.update : null);
+    if (guard && update) {
+      await guard.noteReboot(update, this.#now()).catch((error: unknown) => {
+        this.#log.warn({ err: describe(error), file: guard.file }, 'cannot count this reboot');
+      });
+    }
     this.#deps.metrics.reboots.inc();
-    this.#log.warn({ method: cfg.reboot.method, grant: this.#grant?.revision }, 'rebooting now');
     try {
-      await this.#rebooter.reboot(this.#stop.signal);
+      // An update held back until now (finalization locked) is let go only here: the slot is
+      // held and was just confirmed. Applying may reboot the machine by itself.
+      for (const signal of needed) {
+        const source = this.#deps.sources.find((s) => s.name === signal.source);
+        if (!source?.apply) continue;
+        const applied = await source.apply(this.#stop.signal);
+        if (applied === 'rebooting') {
+          this.#log.warn(
+            { source: source.name, grant: this.#grant?.revision },
+            `rebooting now: ${source.name} applies the update and reboots`,
+          );
+          this.#rebootsRequested++;
+          return null;
+        }
+      }
+      this.#log.warn({ method, grant: this.#grant?.revision }, 'rebooting now');
+      await (softReboot ? this.#softRebooter! : this.#rebooter).reboot(this.#stop.signal);
     } catch (error) {
+      if (this.#stop.signal.aborted) throw error;
       this.#deps.metrics.dbusErrors.inc();
       return { type: 'reboot-failed', detail: describe(error) };
     }
     this.#rebootsRequested++;
     return null;
+  }
+
+  /** True when every source that wants the reboot says restarting userspace is enough. */
+  #softRebootEnough(needed: readonly UpdateSignal[]): boolean {
+    return needed.length > 0 && needed.every((s) => s.softReboot === true);
   }
 
   /**
@@ -728,19 +917,4 @@ async function sleep(ms: number, signal: AbortSignal): Promise<void> {
     });
   }
   throwIfAborted(signal);
-}
-
-function runShell(command: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('/bin/sh', ['-c', command], { timeout: 60_000 }, (error) =>
-      error ? reject(error) : resolve(),
-    );
-  });
-}
-
-/** Tells logged-in users, like locksmith's "System reboot in 5 minutes!". */
-function warnUsers(message: string): Promise<void> {
-  return new Promise((resolve) => {
-    execFile('wall', [message], { timeout: 10_000 }, () => resolve());
-  });
 }

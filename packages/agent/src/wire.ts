@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { GroupKeys } from '@sluice/core';
 import { checkClock, connectEtcd, connectionOptions, NodeRegistry, Semaphore } from '@sluice/etcd';
 import type { Etcd3 } from 'etcd3';
@@ -12,6 +13,8 @@ import { Agent, readBootId } from './agent.js';
 import { type AgentConfig, redactConfig } from './config.js';
 import { instanceToken } from './identity.js';
 import { AgentMetrics } from './metrics.js';
+import { osSources } from './os-sources.js';
+import { RebootLoopGuard } from './reboot-guard.js';
 import { CommandSource, SentinelFileSource, type UpdateSource } from './sources.js';
 import { ManualRequestSource, UpdateEngineSource } from './update-sources.js';
 
@@ -63,6 +66,14 @@ export async function startAgent(
   const sources: UpdateSource[] = [];
   const wantSources = !opts.noSources;
   const now = opts.now ?? (() => new Date());
+  // This agent's problems by kind (clock, reboot loop), shown together with its registration.
+  const problems = new Map<string, string>();
+  const reportProblem = (kind: string, problem: string | null): Promise<void> => {
+    if (problem) problems.set(kind, problem);
+    else problems.delete(kind);
+    const all = problems.size > 0 ? [...problems.values()].join('; ') : null;
+    return registry?.setProblem(all).catch(() => {}) ?? Promise.resolve();
+  };
   if (config.strategy === 'etcd-lock') {
     const { token, created } = await instanceToken(config.node.tokenFile, opts.machineUuidFile);
     if (created) logger.info({ file: config.node.tokenFile }, 'made a new instance token');
@@ -79,7 +90,7 @@ export async function startAgent(
         if (problem) logger.error({ maxSkewMs: config.clock.maxSkewMs }, problem);
         else if (lastSkew) logger.info("this node's clock agrees with etcd's again");
         lastSkew = problem;
-        await registry?.setProblem(problem).catch(() => {});
+        await reportProblem('clock', problem);
       }
       return problem;
     };
@@ -130,6 +141,14 @@ export async function startAgent(
       }),
     );
   }
+  if (wantSources) {
+    sources.push(
+      ...osSources(config, (source, error) => {
+        metrics.dbusErrors.inc();
+        logger.warn({ source, err: error.message }, `${source} connection problem`);
+      }),
+    );
+  }
   if (wantSources && config.sources.sentinel)
     sources.push(new SentinelFileSource(config.sources.sentinel));
   if (wantSources && config.sources.command) {
@@ -147,6 +166,12 @@ export async function startAgent(
     logger,
     metrics,
     bootId,
+    // Kept next to the instance token: it must outlast the reboots it counts.
+    rebootGuard: new RebootLoopGuard(
+      join(dirname(config.node.tokenFile), 'reboot-loop.json'),
+      config.reboot.loopLimit,
+    ),
+    reportProblem: (kind, problem) => void reportProblem(kind, problem),
     ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
   });
   // The agent is meant to run until stopped, even while nothing else keeps the event loop busy
