@@ -37,7 +37,7 @@ import {
   type RebootEntry,
   type StageEntry,
 } from './invariants.js';
-import { SimNode, type SimNodeHooks } from './node.js';
+import { SimNode, type SimNodeHooks, type SimOs } from './node.js';
 import { onShutdown } from './procs.js';
 import type { Random } from './random.js';
 import { confirmSlot } from './slot-check.js';
@@ -92,6 +92,8 @@ export interface FleetOptions {
   random?: Random;
   /** Extra YAML for every agent's config. */
   extraYaml?: string;
+  /** What the machines run: update_engine (`flatcar`, default) or rpm-ostree (`fcos`). */
+  os?: SimOs;
 }
 
 /** Something the simulator did or saw, for logs and the HTML timeline. */
@@ -228,6 +230,7 @@ export class Fleet {
             version: o.version ?? '1.0.0',
             rebootMs: Math.round(baseMs * (1 + jitter)),
             ...(o.extraYaml ? { extraYaml: o.extraYaml } : {}),
+            ...(o.os ? { os: o.os } : {}),
           },
           hooks,
         ),
