@@ -4,12 +4,17 @@
  * afterwards), and the warning to logged-in users through logind's scheduled shutdown. Strategy
  * `reboot` (no etcd), a real dbus-daemon with simulated logind and systemd.
  */
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type DbusDaemon, FakeLogind, FakeSystemd, startDbusDaemon } from '@sluice/testkit';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from './agent.js';
 import { loadAgentConfig } from './config.js';
 import { AgentMetrics } from './metrics.js';
+import { RebootLoopGuard } from './reboot-guard.js';
 import type { UpdateSignal, UpdateSource } from './sources.js';
 
 /** A source that says a reboot is needed, soft or not. */
@@ -55,7 +60,11 @@ afterEach(async () => {
   logind.schedules.length = 0;
 });
 
-async function agentWith(sources: UpdateSource[], env: NodeJS.ProcessEnv = {}): Promise<Agent> {
+async function agentWith(
+  sources: UpdateSource[],
+  env: NodeJS.ProcessEnv = {},
+  guard: RebootLoopGuard | null = null,
+): Promise<Agent> {
   const config = await loadAgentConfig({
     env: {
       SLUICE_STRATEGY: 'reboot',
@@ -74,6 +83,7 @@ async function agentWith(sources: UpdateSource[], env: NodeJS.ProcessEnv = {}): 
     metrics: new AgentMetrics(),
     bootId: 'boot-1',
     retryDelayMs: 200,
+    rebootGuard: guard,
   });
   agents.push(agent);
   return agent;
@@ -127,6 +137,29 @@ describe('soft reboot when the source says it is enough', () => {
       })
       .toBe(true);
     expect(logind.reboots).toEqual([]);
+  });
+});
+
+describe('the reboot-loop guard', () => {
+  it('does not count reboot calls that failed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sluice-guard-agent-'));
+    try {
+      const guard = new RebootLoopGuard(join(dir, 'reboot-loop.json'), 2);
+      logind.rebootError = { name: 'org.freedesktop.DBus.Error.AccessDenied', message: 'no' };
+      const agent = await agentWith([new StubSource('sysupdate', false)], {}, guard);
+      await agent.start();
+      await expect
+        .poll(() => logind.reboots.filter((r) => r.failedWith).length, { timeout: 5000 })
+        .toBeGreaterThanOrEqual(3);
+      logind.rebootError = undefined;
+      await expect
+        .poll(() => logind.reboots.some((r) => !r.failedWith), { timeout: 5000 })
+        .toBe(true);
+      expect(guard.count({ source: 'sysupdate', detail: 'staged', version: '10.2' })).toBe(1);
+    } finally {
+      logind.rebootError = undefined;
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

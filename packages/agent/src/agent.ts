@@ -806,9 +806,11 @@ export class Agent {
     }
     const guard = this.#deps.rebootGuard;
     const update = this.#update ?? (this.#state.name === 'rebooting' ? this.#state.update : null);
+    let uncount = async () => {};
     if (guard && update) {
-      await guard.noteReboot(update, this.#now()).catch((error: unknown) => {
+      uncount = await guard.noteReboot(update, this.#now()).catch((error: unknown) => {
         this.#log.warn({ err: describe(error), file: guard.file }, 'cannot count this reboot');
+        return async () => {};
       });
     }
     this.#deps.metrics.reboots.inc();
@@ -831,6 +833,8 @@ export class Agent {
       this.#log.warn({ method, grant: this.#grant?.revision }, 'rebooting now');
       await (softReboot ? this.#softRebooter! : this.#rebooter).reboot(this.#stop.signal);
     } catch (error) {
+      // No reboot happened: it does not count towards a loop.
+      await uncount().catch(() => {});
       if (this.#stop.signal.aborted) throw error;
       this.#deps.metrics.dbusErrors.inc();
       return { type: 'reboot-failed', detail: describe(error) };

@@ -51,6 +51,19 @@ describe('RebootLoopGuard', () => {
     expect(off.halted(update)).toBeNull();
   });
 
+  it('takes a count back for a reboot call that failed', async () => {
+    const file = join(dir, 'reboot-loop.json');
+    const guard = new RebootLoopGuard(file, 2);
+    await guard.noteReboot(update);
+    const undo = await guard.noteReboot(update);
+    expect(guard.count(update)).toBe(2);
+    await undo();
+    expect(guard.count(update)).toBe(1);
+    const again = new RebootLoopGuard(file, 2);
+    await again.load();
+    expect(again.count(update)).toBe(1);
+  });
+
   it('treats an unreadable file as a count of 0, and says so', async () => {
     const file = join(dir, 'reboot-loop.json');
     await writeFile(file, 'garbage');

@@ -78,12 +78,22 @@ export class RebootLoopGuard {
     return `reboot loop: ${RebootLoopGuard.key(update)} is still needed after ${count} reboot${count === 1 ? '' : 's'} in a row; this node no longer reboots for it (a newer update, or removing ${this.file}, lets it try again)`;
   }
 
-  /** Counts a reboot for `update`, right before it is asked for. Rejects when it cannot write. */
-  async noteReboot(update: UpdateInfo, now = new Date()): Promise<void> {
+  /**
+   * Counts a reboot for `update`, right before it is asked for (the machine may go down before a
+   * later write). Resolves with a function that takes the count back, for a reboot call that then
+   * failed. Rejects when it cannot write.
+   */
+  async noteReboot(update: UpdateInfo, now = new Date()): Promise<() => Promise<void>> {
+    const before = this.#record;
     const key = RebootLoopGuard.key(update);
-    const count = this.#record?.key === key ? this.#record.count + 1 : 1;
+    const count = before?.key === key ? before.count + 1 : 1;
     this.#record = { key, count, at: now.toISOString() };
     await this.#write();
+    return async () => {
+      this.#record = before;
+      if (before === null) await rm(this.file, { force: true });
+      else await this.#write();
+    };
   }
 
   /** Forgets the count: after a boot, nothing needs a reboot any more. */
