@@ -2,8 +2,9 @@
 # Installs sluice from the single-file bundle (npm run bundle) onto this machine, or into a
 # staging root for packaging and images:
 #
-#   PREFIX/lib/sluiced.mjs, PREFIX/lib/sluicectl.mjs   the bundle (plain node, no node_modules)
-#   PREFIX/bin/sluiced, PREFIX/bin/sluicectl           links to them
+#   PREFIX/lib/sluiced.mjs, sluicectl.mjs, locksmithctl.mjs   the bundle (plain node, no node_modules)
+#   PREFIX/bin/sluiced, sluicectl, locksmithctl                 links to them (locksmithctl: locksmith's
+#                                                               commands and flags on sluice's keys)
 #   PREFIX/bin/node                                    with --node FILE: a node runtime to use
 #   PREFIX/README.md                                   deploy/README.md (the units point at it)
 #   UNITDIR/sluiced.service, sluice-reboot.{service,timer}, sluice-release.service
@@ -20,7 +21,7 @@ usage: deploy/install.sh [options]
 
   --prefix DIR    where the programs go (default /opt/sluice)
   --root DIR      install under DIR instead of / (a staging root; nothing is enabled)
-  --bundle DIR    the directory with sluiced.mjs and sluicectl.mjs (default: dist-bundle/
+  --bundle DIR    the directory with sluiced.mjs, sluicectl.mjs and locksmithctl.mjs (default: dist-bundle/
                   next to deploy/; build it with `npm run bundle`)
   --unitdir DIR   where the systemd units go (default /etc/systemd/system)
   --node FILE     also install this node binary as PREFIX/bin/node (for hosts without
@@ -76,7 +77,7 @@ esac
 prefix=${prefix%/}
 root=${root%/}
 
-for program in sluiced sluicectl; do
+for program in sluiced sluicectl locksmithctl; do
   [ -f "$bundle/$program.mjs" ] ||
     die "$bundle/$program.mjs is missing: run \`npm run bundle\` first, or pass --bundle DIR"
 done
@@ -86,7 +87,7 @@ fi
 
 dest="$root$prefix"
 install -d -m 0755 "$dest/bin" "$dest/lib"
-for program in sluiced sluicectl; do
+for program in sluiced sluicectl locksmithctl; do
   install -m 0755 "$bundle/$program.mjs" "$dest/lib/$program.mjs"
   # A link, so node sees the .mjs name and loads the file as an ES module.
   ln -sfn "../lib/$program.mjs" "$dest/bin/$program"
@@ -111,7 +112,7 @@ install -m 0600 "$here/config/sluiced.yaml" "$root/etc/sluice/sluiced.yaml.examp
 install -m 0600 "$here/config/sluiced.env" "$root/etc/sluice/sluiced.env.example"
 
 printf 'installed sluice into %s\n' "${root:-/}"
-printf '  %s\n' "$prefix/bin/sluiced" "$prefix/bin/sluicectl"
+printf '  %s\n' "$prefix/bin/sluiced" "$prefix/bin/sluicectl" "$prefix/bin/locksmithctl"
 [ -z "$node" ] || printf '  %s\n' "$prefix/bin/node"
 [ "$units" = no ] || printf '  %s\n' "$unitdir/sluiced.service" "$unitdir/sluice-reboot.timer" \
   "$unitdir/sluice-reboot.service" "$unitdir/sluice-release.service"

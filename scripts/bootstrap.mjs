@@ -8,8 +8,9 @@
 //   node scripts/bootstrap.mjs --system   # Debian packages only (.ci/run, before `npm ci`)
 //
 // What the demo needs (etcd, etcdctl, dbus-daemon, setpriv) is required: without it this exits 1.
-// The tools only some tests use (openssl, systemd-analyze, python3, zsh) are installed as root;
-// otherwise a warning names them, and the tests that need them skip (or fail, when CI is set).
+// The tools only some tests use (openssl, systemd-analyze, python3, zsh, faketime, prometheus with
+// promtool, chromium) are installed as root; otherwise a warning names them, and the tests that
+// need them skip (or fail, when CI is set).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -41,11 +42,22 @@ const tools = [
     tests: true,
     paths: ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'],
   },
+  // systemd's own EnvironmentFile parser, the oracle for how update.conf is read (same package).
+  {
+    cmd: 'systemd-environment-d-generator',
+    pkg: 'systemd',
+    tests: true,
+    paths: [
+      '/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator',
+      '/lib/systemd/user-environment-generators/30-systemd-environment-d-generator',
+    ],
+  },
   // Switches on the kernel's MemoryDenyWriteExecute for node (deploy/ units test).
   { cmd: 'python3', pkg: 'python3', tests: true, paths: ['/usr/bin/python3', '/bin/python3'] },
   // Syntax-checks `sluicectl completion zsh`.
   { cmd: 'zsh', pkg: 'zsh', tests: true, paths: ['/usr/bin/zsh', '/bin/zsh'] },
-  // Runs an agent with its clock hours off (libfaketime, LD_PRELOAD), for the clock guard.
+  // Runs an agent with its clock hours off (libfaketime, LD_PRELOAD), for the clock guard and
+  // the chaos soak's clock offsets.
   {
     cmd: 'faketime',
     pkg: 'faketime',
@@ -55,6 +67,12 @@ const tools = [
       '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
     ],
   },
+  // promtool checks and unit-tests the alert rules under deploy/monitoring/; a real Prometheus
+  // scrapes a test agent and `sluicectl exporter` and evaluates the rules and the dashboard.
+  { cmd: 'promtool', pkg: 'prometheus', tests: true, paths: ['/usr/bin/promtool'] },
+  { cmd: 'prometheus', pkg: 'prometheus', tests: true, paths: ['/usr/bin/prometheus'] },
+  // Headless Chromium loads the fleet timeline of `sluicectl report` (console errors, DOM).
+  { cmd: 'chromium', pkg: 'chromium', tests: true, paths: ['/usr/bin/chromium'] },
 ];
 
 const onPath = (cmd) =>
@@ -78,7 +96,7 @@ if (missing.length > 0) {
   }
 }
 
-const linked = ['turbo', 'sluiced', 'sluicectl'].every((bin) =>
+const linked = ['turbo', 'sluiced', 'sluicectl', 'locksmithctl'].every((bin) =>
   existsSync(join(root, 'node_modules', '.bin', bin)),
 );
 if (!args.system && !linked) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
- * Builds the dependency-free bundle: `dist-bundle/sluiced.mjs` and `dist-bundle/sluicectl.mjs`,
- * two single files that run with a plain `node` (>= 20.19) and no node_modules next to them. They
- * are what `deploy/install.sh`, the Butane config and the Containerfile ship.
+ * Builds the dependency-free bundle: `dist-bundle/sluiced.mjs`, `dist-bundle/sluicectl.mjs` and
+ * `dist-bundle/locksmithctl.mjs`, single files that run with a plain `node` (>= 20.19) and no
+ * node_modules next to them. They are what `deploy/install.sh`, the Butane config and the
+ * Containerfile ship.
  *
  *   node scripts/bundle.mjs                  # writes dist-bundle/
  *   node scripts/bundle.mjs --outdir /tmp/b  # somewhere else (the deploy tests do this)
@@ -48,6 +49,8 @@ const outdir = resolve(args.outdir ?? join(root, 'dist-bundle'));
 const ENTRIES = {
   sluiced: join(root, 'packages/agent/src/main.ts'),
   sluicectl: join(root, 'packages/cli/src/main.ts'),
+  // locksmithctl's commands and flags on sluice's keys, for scripts written for locksmith.
+  locksmithctl: join(root, 'packages/cli/src/locksmithctl-main.ts'),
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ describe('sluiced process', () => {
       'an unknown key in the config file',
       'etcd:\n  endpointz: [x]\n',
       {},
-      /none\.yaml: etcd\.endpointz: unknown key/,
+      /none\.yaml, line 2: etcd\.endpointz: unknown key/,
     ],
     ['an invalid strategy', 'strategy: sometimes\n', {}, /strategy: expected etcd-lock/],
     ['a bad duration', 'etcd:\n  holdTTL: forever\n', {}, /etcd\.holdTTL/],
@@ -152,11 +152,23 @@ describe('sluiced process', () => {
     expect(logind.reboots).toHaveLength(0);
   });
 
-  it('exits 2 on a malformed update.conf line, naming file and line', async () => {
+  it('skips a malformed update.conf line as systemd does, warning with file and line', async () => {
     const conf = join(dir, 'update.conf');
     await writeFile(conf, 'REBOOT_STRATEGY=etcd-lock\nthis is not a setting\n');
+    const { code, stdout } = await runToEnd(
+      SLUICED,
+      baseArgs(['--update-conf', conf, '--check-config']),
+    );
+    expect(code).toBe(0);
+    expect(stdout).toContain(`${conf}:2: ignoring a line without "=" (systemd ignores it too)`);
+    expect(stdout).toMatch(/^strategy +etcd-lock +.*update\.conf:1 \(REBOOT_STRATEGY\)$/m);
+  });
+
+  it('exits 2 on an update.conf value locksmithd would also have refused, naming file and line', async () => {
+    const conf = join(dir, 'update.conf');
+    await writeFile(conf, 'GROUP=stable\nREBOOT_WINDOW_START=Thu 04:00\n');
     const { code, stderr } = await runToEnd(SLUICED, baseArgs(['--update-conf', conf]));
     expect(code).toBe(2);
-    expect(stderr).toContain(`${conf}:2`);
+    expect(stderr).toContain(`${conf}:2: REBOOT_WINDOW_START: invalid reboot window`);
   });
 });

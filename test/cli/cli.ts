@@ -44,7 +44,14 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Leave out the runner's `--prefix`, to test prefix handling itself. */
   noPrefix?: boolean;
+  /** Run this built program instead of sluicectl (say, LOCKSMITHCTL). */
+  script?: string;
 }
+
+/** sluice's locksmithctl, built. */
+export const LOCKSMITHCTL = fileURLToPath(
+  new URL('../../packages/cli/dist/locksmithctl-main.js', import.meta.url),
+);
 
 /** Starts CLI processes against one etcd with one fresh prefix, and kills leftovers. */
 export class CliRunner {
@@ -70,7 +77,7 @@ export class CliRunner {
   /** Starts `sluicectl --prefix <fresh> ...args` and returns it while it runs. */
   start(args: readonly string[], options: RunOptions = {}): LiveCli {
     const argv = options.noPrefix ? [...args] : ['--prefix', this.prefix, ...args];
-    const child = spawn(process.execPath, [CLI, ...argv], {
+    const child = spawn(process.execPath, [options.script ?? CLI, ...argv], {
       env: this.env(options.env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -151,8 +158,20 @@ const iso = z.iso.datetime({ offset: true });
 export const StatusJsonSchema = z.object({
   group: z.string(),
   max: z.number().int().nullable(),
-  available: z.number().int().nullable(),
-  paused: z.object({ reason: z.string(), since: iso.nullable() }).nullable(),
+  /** What can be admitted now: 0 whenever anything blocks admission. */
+  available: z.number().int(),
+  /** Why nothing (more) can be admitted, or null. */
+  blocker: z
+    .object({
+      kind: z.enum(['invalid-value', 'halted', 'paused', 'window-closed', 'full']),
+      message: z.string(),
+    })
+    .passthrough()
+    .nullable(),
+  holdersOverMax: z.number().int(),
+  paused: z
+    .object({ reason: z.string(), since: iso.nullable(), by: z.string().nullable() })
+    .nullable(),
   window: z.object({ open: z.boolean(), nextChange: iso.nullable() }),
   holders: z.array(
     z.object({
@@ -161,6 +180,9 @@ export const StatusJsonSchema = z.object({
       state: z.string(),
       since: iso.nullable(),
       leaseSecondsLeft: z.number().nullable(),
+      reason: z.string(),
+      problem: z.string().nullable(),
+      aboveMax: z.boolean(),
     }),
   ),
   waiting: z.array(
@@ -169,6 +191,15 @@ export const StatusJsonSchema = z.object({
       hostname: z.string(),
       position: z.number().int().positive(),
       since: iso.nullable(),
+    }),
+  ),
+  requests: z.array(
+    z.object({
+      node: z.string(),
+      reason: z.string(),
+      by: z.string(),
+      requestedAt: iso,
+      expiresAt: iso.nullable(),
     }),
   ),
   errors: z.array(z.object({ key: z.string(), message: z.string() })),
@@ -187,6 +218,18 @@ export const HistoryJsonSchema = z.object({
       durationSeconds: z.number().nullable(),
       reason: z.string(),
       by: z.string().nullable(),
+      manual: z.boolean(),
+    }),
+  ),
+  actions: z.array(
+    z.object({
+      action: z.string(),
+      at: iso,
+      by: z.string(),
+      node: z.string().nullable(),
+      old: z.string().nullable(),
+      new: z.string().nullable(),
+      reason: z.string().nullable(),
     }),
   ),
   errors: z.array(z.object({ key: z.string(), message: z.string() })),
@@ -212,4 +255,7 @@ export const CheckJsonSchema = z.object({
   open: z.boolean(),
   nextStart: iso.nullable(),
   nextEnd: iso.nullable(),
+  /** The zone a spec without one is read in (locksmith's syntax), and where it came from. */
+  zone: z.string().min(1),
+  zoneFrom: z.string().min(1),
 });

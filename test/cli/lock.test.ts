@@ -152,7 +152,10 @@ describe('sluicectl lock and unlock', () => {
 
     const table = (await cli.run(['history'])).stdout;
     expect(table).toMatch(/^NODE +HOSTNAME +START +END +DURATION +OUTCOME/m);
-    expect(table).toMatch(/^other +other +\S+ \S+ +\S+ \S+ +\d+s +forced +tester@/m);
+    // A slot taken with sluicectl lock stays a manual lock in history.
+    expect(table).toMatch(
+      /^other +other +\S+ \S+ +\S+ \S+ +\d+s +forced \(manual lock\) +tester@/m,
+    );
 
     const nothing = await cli.run(['unlock', 'nobody', '--force']);
     expect(nothing.code).toBe(1);
@@ -241,9 +244,12 @@ describe('sluicectl lock and unlock', () => {
       client.close();
     }
 
+    // Reported as the manual lock it was, with its reason: nothing rebooted there.
     const halted = await status();
-    expect(halted.paused?.reason).toBe('node gone lost during reboot');
-    expect(halted.holders).toMatchObject([{ node: 'gone', state: 'lost' }]);
+    expect(halted.paused?.reason).toBe(
+      'manual lock of gone (never back) expired without sluicectl unlock',
+    );
+    expect(halted.holders).toMatchObject([{ node: 'gone', state: 'lost', reason: 'never back' }]);
     expect(halted.available).toBe(0);
 
     const early = await cli.run(['resume']);
@@ -262,8 +268,16 @@ describe('sluicectl lock and unlock', () => {
     expect(clear.paused).toBeNull();
     expect(clear.holders).toEqual([]);
     const records = await history();
-    expect(records[0]).toMatchObject({ node: 'gone', outcome: 'lost' });
+    expect(records[0]).toMatchObject({
+      node: 'gone',
+      outcome: 'lost',
+      manual: true,
+      reason: 'never back',
+    });
     expect(records[0]!.by).toMatch(/^tester@/);
+    expect((await cli.run(['history'])).stdout).toMatch(
+      /^gone .* lost \(manual lock\) +tester@\S+ +never back$/m,
+    );
   });
 });
 

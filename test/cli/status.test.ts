@@ -58,7 +58,9 @@ describe('sluicectl status', () => {
     expect(res.code).toBe(0);
     const status = StatusJsonSchema.parse(JSON.parse(res.stdout));
     expect(status.max).toBeNull();
-    expect(status.available).toBeNull();
+    // Nobody can be admitted while max does not parse, and status says so.
+    expect(status.available).toBe(0);
+    expect(status.blocker).toMatchObject({ kind: 'invalid-value', key: cli.keys.max });
     expect(status.errors).toEqual([
       { key: cli.keys.max, message: expect.stringContaining('"abc"') },
     ]);
@@ -146,7 +148,7 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
     for (const bad of ['abc', '-1', '2.5', '10001']) {
       const res = await cli.run(['set-max', bad]);
       expect(res.code, bad).toBe(2);
-      expect(res.stderr).toContain('whole number');
+      expect(res.stderr).toContain('max must be a plain decimal');
     }
     expect(await etcd.etcdctl(['get', cli.keys.max, '--print-value-only'])).toBe('5\n');
   });
@@ -201,6 +203,7 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
     expect(StatusJsonSchema.parse(await cli.json(['status'])).paused).toEqual({
       reason: 'maintenance',
       since: null,
+      by: null,
     });
   });
 
@@ -230,6 +233,10 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
   });
 
   it('request-reboot writes a RebootRequest for this node or a named one', async () => {
+    // Both nodes registered, as their agents do (a request for an unknown node is refused).
+    for (const node of ['node-self', 'n7']) {
+      await etcd.etcdctl(['put', cli.keys.registration(node), JSON.stringify({ v: 1, node })]);
+    }
     expect((await cli.run(['request-reboot', '--reason', 'kernel'])).code).toBe(0);
     const own = JSON.parse(
       await etcd.etcdctl(['get', cli.keys.request('node-self'), '--print-value-only']),
@@ -252,6 +259,7 @@ describe('sluicectl set-max, pause, resume, request-reboot', () => {
     expect(HistoryJsonSchema.parse(await cli.json(['history']))).toEqual({
       group: 'default',
       records: [],
+      actions: [],
       errors: [],
     });
     expect((await cli.run(['history', '--limit', 'x'])).code).toBe(2);

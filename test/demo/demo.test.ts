@@ -1,9 +1,10 @@
 /**
  * `npm run demo` as a user runs it, through a pipe: scripts/demo.mjs with a small fleet. A whole
- * rollout prints its figures and writes the HTML timeline; Ctrl-C in the middle of one (SIGINT to
- * the demo's process group, as a terminal sends it) stops every process the demo started and
- * removes every temp dir it made. The sluicectl command the demo prints for a second terminal is
- * run as printed.
+ * rollout prints its figures and writes the HTML timeline into ./demo-output/; Ctrl-C in the
+ * middle of one (SIGINT to the demo's process group, as a terminal sends it) stops every process
+ * the demo started and removes every temp dir it made. The sluicectl command the demo prints for
+ * a second terminal is run as printed; with `--stay` the fleet stays up after the rollout, the
+ * printed `export` line and commands work against it, and Ctrl-C then ends the demo with exit 0.
  *
  * Each run gets its own TMPDIR, so its temp dirs are easy to find, and every process the demo
  * starts (etcd, dbus-daemons, sluiced) names a file in it on its command line: a process whose
@@ -20,6 +21,9 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DEMO = join(ROOT, 'scripts/demo.mjs');
+const OUTPUT = join(ROOT, 'demo-output');
+/** Timelines the tests made in ./demo-output/, removed after each test. */
+const pages: string[] = [];
 
 /** A running or finished demo. */
 interface Demo {
@@ -51,7 +55,18 @@ afterEach(async () => {
     for (const p of await processesNaming(demo.tmp)) kill(p.pid);
     await rm(demo.tmp, { recursive: true, force: true });
   }
+  for (const page of pages.splice(0)) await rm(page, { force: true });
 });
+
+/** The timeline the demo printed as a file:// URL: a file in ./demo-output/. */
+function printedPage(out: string): string {
+  const url = out.match(/^HTML timeline: +(\S+)$/m)?.[1];
+  expect(url, out).toMatch(/^file:\/\/\//);
+  const path = fileURLToPath(url!);
+  pages.push(path);
+  expect(path.startsWith(`${OUTPUT}/`), path).toBe(true);
+  return path;
+}
 
 /** Starts `node scripts/demo.mjs --no-setup ...args` in its own process group and TMPDIR. */
 async function startDemo(args: string[]): Promise<Demo> {
@@ -155,11 +170,15 @@ async function waitFor(demo: Demo, pattern: RegExp, timeoutMs = 40_000): Promise
 }
 
 /** Runs a command line to its end, without a shell. */
-function runLine(argv: string[], cwd: string): Promise<{ code: number | string; out: string }> {
+function runLine(
+  argv: string[],
+  cwd: string,
+  env: Record<string, string> = {},
+): Promise<{ code: number | string; out: string }> {
   return new Promise((resolve) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -202,19 +221,72 @@ describe('npm run demo', () => {
     expect(out).toMatch(/^etcd writes per reboot: +\d+\.\d \(revision delta \d+ over 3 reboots;/m);
     expect(out).toMatch(/^invariant check: +invariants hold: 3 reboots, at most 1 down at once/m);
 
-    const html = out.match(/^HTML timeline: +(\S+)$/m)?.[1];
-    expect(html, out).toBeDefined();
-    expect(html!.startsWith(demo.tmp)).toBe(true);
-    const page = await readFile(html!, 'utf8');
+    const page = await readFile(printedPage(out), 'utf8');
     expect(page).toMatch(/^<!doctype html>/);
     expect(page).toContain('<svg');
-    for (const node of ['n01', 'n02', 'n03']) expect(page).toContain(`class="label">${node}<`);
-    // The line of how many nodes are down at once.
-    expect(page).toContain('class="down"');
+    for (const node of ['n01', 'n02', 'n03']) {
+      expect(page).toMatch(new RegExp(`<g class="lane" data-node="${node}">`));
+    }
+    // Every node went down once, and the line of how many nodes are down at once is drawn.
+    expect(page.match(/class="seg" data-state="down"/g)).toHaveLength(3);
+    expect(page).toContain('class="down-line"');
 
     expect(await leftovers(demo)).toEqual([]);
-    // Only the timeline it printed stays: etcd's, the buses' and the fleet's dirs are gone.
-    expect(await leftFiles(demo)).toEqual([html!.slice(demo.tmp.length + 1)]);
+    // Nothing stays in TMPDIR: etcd's, the buses' and the fleet's dirs are gone.
+    expect(await leftFiles(demo)).toEqual([]);
+  }, 60_000);
+
+  it('--stay keeps the fleet up after the rollout until Ctrl-C, for the printed commands', async () => {
+    const demo = await startDemo([
+      '--nodes',
+      '2',
+      '--max',
+      '1',
+      '--reboot-seconds',
+      '1',
+      '--plain',
+      '--stay',
+      '--timeout',
+      '40',
+    ]);
+    await waitFor(demo, /^The fleet and etcd keep running \(--stay\)/m);
+    const out = demo.output();
+    expect(out).toMatch(/^peak nodes down at once: 1 \(max 1\)$/m);
+    const where = out.match(/^In another terminal, in (\S+), /m)![1]!;
+    // The export line sets what the flags would: sluicectl with no flags then reaches the fleet.
+    const exported = out.match(/^ {2}export (.+)$/m)?.[1];
+    expect(exported, out).toMatch(/^SLUICE_ENDPOINTS=http:\/\/127\.0\.0\.1:\d+ /);
+    const env = Object.fromEntries(
+      exported!.split(' ').map((kv) => kv.split('=') as [string, string]),
+    );
+    const ran = await runLine(
+      ['npx', '--offline', '--yes=false', 'sluicectl', 'set-max', '2'],
+      where,
+      env,
+    );
+    expect(ran.code, ran.out).toBe(0);
+    expect(ran.out).toContain('max of group default: 1 -> 2');
+    const status = await runLine(
+      ['npx', '--offline', '--yes=false', 'sluicectl', 'status'],
+      where,
+      env,
+    );
+    expect(status.code, status.out).toBe(0);
+    expect(status.out).toMatch(/^Max: +2$/m);
+    // The etcd and the agents are still there.
+    expect((await processesNaming(demo.tmp)).some((p) => p.comm === 'etcd')).toBe(true);
+
+    signalGroup(demo, 'SIGINT');
+    const code = await demo.exited;
+    // The rollout had finished and every invariant held: Ctrl-C only ended the stay.
+    expect(code, demo.output()).toBe(0);
+    // The timeline is written again on the way out, with what happened while staying.
+    expect(demo.output()).toMatch(/^HTML timeline, up to now: +file:\/\/\//m);
+    const page = await readFile(printedPage(demo.output()), 'utf8');
+    expect(page).toMatch(/<g class="marker" data-kind="max" data-marker="\d+">/);
+    expect(page).toContain('max 1 → 2');
+    expect(await leftovers(demo)).toEqual([]);
+    expect(await leftFiles(demo)).toEqual([]);
   }, 60_000);
 
   it('Ctrl-C mid-rollout stops every process it started and removes its temp dirs', async () => {

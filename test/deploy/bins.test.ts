@@ -13,7 +13,14 @@ import { ROOT, run } from './helpers.js';
 const PROGRAMS = [
   ['sluiced', 'agent'],
   ['sluicectl', 'cli'],
+  ['locksmithctl', 'cli'],
 ] as const;
+
+/** Every bin of each package. */
+const BINS: Record<string, Record<string, string>> = {
+  agent: { sluiced: './bin/sluiced.mjs' },
+  cli: { locksmithctl: './bin/locksmithctl.mjs', sluicectl: './bin/sluicectl.mjs' },
+};
 
 interface PackageJson {
   version: string;
@@ -29,11 +36,12 @@ describe.each(PROGRAMS)('%s', (program, dir) => {
 
   it(`package.json and package-lock.json name ${shim} as the bin, and publish bin/`, async () => {
     const pkg = await packageJson(dir);
-    expect(pkg.bin).toEqual({ [program]: `./${shim}` });
+    expect(pkg.bin[program]).toBe(`./${shim}`);
+    expect(pkg.bin).toEqual(BINS[dir]);
     expect(pkg.files).toContain('bin');
     // npm ci links the bins the lockfile lists.
     const lock = JSON.parse(await readFile(join(ROOT, 'package-lock.json'), 'utf8'));
-    expect(lock.packages[`packages/${dir}`].bin).toEqual({ [program]: shim });
+    expect(lock.packages[`packages/${dir}`].bin[program]).toBe(shim);
   });
 
   it('the shim is a source file (not build output), executable, with a shebang', async () => {
@@ -44,7 +52,9 @@ describe.each(PROGRAMS)('%s', (program, dir) => {
     const ignored = async (path: string) =>
       (await run('git', ['-C', ROOT, 'check-ignore', '-q', join('packages', dir, path)])).code;
     expect(await ignored(shim)).toBe(1);
-    expect(await ignored('dist/main.js')).toBe(0);
+    expect(
+      await ignored(program === 'locksmithctl' ? 'dist/locksmithctl-main.js' : 'dist/main.js'),
+    ).toBe(0);
   });
 
   it(`npm exec --offline --no -- ${program} --version answers from the repository root`, async () => {

@@ -35,19 +35,22 @@ afterAll(async () => {
 });
 
 describe('the bundle, copied alone into an empty directory', () => {
-  it.each(['sluiced', 'sluicectl'] as const)('%s answers --version', async (program) => {
-    const alone = await isolate(bundle[program], dirs);
-    const { code, stdout, stderr } = await runToEnd(alone, ['--version']);
-    expect(code, stderr).toBe(0);
-    const pkg = program === 'sluiced' ? 'agent' : 'cli';
-    const { version } = JSON.parse(
-      await readFile(join(ROOT, 'packages', pkg, 'package.json'), 'utf8'),
-    );
-    expect(stdout.trim()).toBe(version);
-  });
+  it.each(['sluiced', 'sluicectl', 'locksmithctl'] as const)(
+    '%s answers --version',
+    async (program) => {
+      const alone = await isolate(bundle[program], dirs);
+      const { code, stdout, stderr } = await runToEnd(alone, ['--version']);
+      expect(code, stderr).toBe(0);
+      const pkg = program === 'sluiced' ? 'agent' : 'cli';
+      const { version } = JSON.parse(
+        await readFile(join(ROOT, 'packages', pkg, 'package.json'), 'utf8'),
+      );
+      expect(stdout.trim()).toBe(version);
+    },
+  );
 
   it('each file starts with a shebang and is executable', async () => {
-    for (const file of [bundle.sluiced, bundle.sluicectl]) {
+    for (const file of [bundle.sluiced, bundle.sluicectl, bundle.locksmithctl]) {
       expect((await readFile(file, 'utf8')).split('\n', 1)[0]).toBe('#!/usr/bin/env node');
       expect((await stat(file)).mode & 0o111).toBe(0o111);
     }
@@ -101,7 +104,7 @@ describe('deploy/install.sh', () => {
     const { stdout } = await install(['--root', root, '--bundle', bundle.dir]);
     expect(stdout).toContain(`installed sluice into ${root}`);
 
-    for (const program of ['sluiced', 'sluicectl']) {
+    for (const program of ['sluiced', 'sluicectl', 'locksmithctl']) {
       const link = join(root, 'opt/sluice/bin', program);
       expect((await lstat(link)).isSymbolicLink()).toBe(true);
       expect(await readlink(link)).toBe(`../lib/${program}.mjs`);

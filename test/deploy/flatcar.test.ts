@@ -158,6 +158,7 @@ describe('deploy/flatcar/sluice.bu', () => {
       expect.arrayContaining([
         { path: '/opt/sluice/bin/sluiced', target: '/opt/sluice/lib/sluiced.mjs' },
         { path: '/opt/sluice/bin/sluicectl', target: '/opt/sluice/lib/sluicectl.mjs' },
+        { path: '/opt/sluice/bin/locksmithctl', target: '/opt/sluice/lib/locksmithctl.mjs' },
         { path: '/opt/sluice/bin/node', target: '/opt/sluice/node/bin/node' },
       ]),
     );

@@ -102,6 +102,8 @@ export interface Bundle {
   dir: string;
   sluiced: string;
   sluicectl: string;
+  /** locksmithctl's commands on sluice's keys. */
+  locksmithctl: string;
 }
 
 /** Builds the bundle with scripts/bundle.mjs into `dir` (not dist-bundle/, which may be in use). */
@@ -113,7 +115,12 @@ export async function buildBundle(dir: string): Promise<Bundle> {
   if (built.code !== 0) {
     throw new Error(`scripts/bundle.mjs failed (${built.code}):\n${built.stderr}${built.stdout}`);
   }
-  return { dir, sluiced: join(dir, 'sluiced.mjs'), sluicectl: join(dir, 'sluicectl.mjs') };
+  return {
+    dir,
+    sluiced: join(dir, 'sluiced.mjs'),
+    sluicectl: join(dir, 'sluicectl.mjs'),
+    locksmithctl: join(dir, 'locksmithctl.mjs'),
+  };
 }
 
 /** Copies one bundle file alone into a new empty dir (no node_modules anywhere above it). */

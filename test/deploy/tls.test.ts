@@ -51,6 +51,8 @@ async function rebootThroughAgent(etcd: EtcdCluster, tls: string[]): Promise<voi
       'tls-node',
       '--reason',
       'tls test',
+      // The request may come before the agent's registration lands (it logs its start first).
+      '--allow-unknown',
     ]);
     expect(request.code, request.stderr).toBe(0);
     await expect

@@ -76,8 +76,8 @@ async function agentWith(
   });
   const agent = new Agent({
     config,
-    client: null,
-    semaphore: null,
+    lock: null,
+    settings: null,
     sources,
     logger: pino({ level: 'silent' }),
     metrics: new AgentMetrics(),

@@ -1,7 +1,10 @@
 /**
- * The agent runtime without any server: strategy `reboot` needs no etcd, the update source and
- * the Rebooter are in-process fakes. What needs etcd and D-Bus is in test/agent/.
+ * The agent runtime without any server: strategy `reboot` needs no etcd, and for `etcd-lock` the
+ * slot lock and the group's settings are the testkit's in-memory fakes of those ports. The
+ * update source and the Rebooter are in-process fakes too. What needs etcd and D-Bus is in
+ * test/agent/.
  */
+import { FakeGroupSettings, FakeSlotLock } from '@sluice/testkit';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent } from './agent.js';
@@ -33,11 +36,17 @@ afterEach(async () => {
 async function agentWith(
   source: UpdateSource,
   reboots: string[],
-  opts: { window?: string; now?: () => Date } = {},
+  opts: {
+    window?: string;
+    now?: () => Date;
+    lock?: FakeSlotLock;
+    settings?: FakeGroupSettings;
+    sources?: UpdateSource[];
+  } = {},
 ): Promise<Agent> {
   const config = await loadAgentConfig({
     env: {
-      SLUICE_STRATEGY: 'reboot',
+      SLUICE_STRATEGY: opts.lock ? 'etcd-lock' : 'reboot',
       SLUICE_NODE: 'n1',
       ...(opts.window ? { SLUICE_WINDOW: opts.window } : {}),
     },
@@ -45,13 +54,19 @@ async function agentWith(
   });
   const agent = new Agent({
     config,
-    client: null,
-    semaphore: null,
-    sources: [source],
+    lock: opts.lock ?? null,
+    settings: opts.settings ?? null,
+    sources: [source, ...(opts.sources ?? [])],
     logger: pino({ level: 'silent' }),
     metrics: new AgentMetrics(),
     bootId: 'boot-1',
-    rebooter: { reboot: async () => void reboots.push('reboot') },
+    rebooter: {
+      reboot: async () => {
+        reboots.push('reboot');
+        opts.lock?.calls.push('reboot');
+      },
+    },
+    retryDelayMs: 200,
     ...(opts.now ? { now: opts.now } : {}),
   });
   agents.push(agent);
@@ -100,5 +115,92 @@ describe('agent runtime', () => {
     const attempts = source.attempts;
     await new Promise((r) => setTimeout(r, 1500));
     expect(source.attempts).toBe(attempts);
+  });
+});
+
+describe('agent runtime with a slot lock (in-memory fakes of the ports)', () => {
+  it('confirms the slot right before the reboot, and only then reboots', async () => {
+    const lock = new FakeSlotLock('n1');
+    const reboots: string[] = [];
+    const agent = await agentWith(new FlakySource(0), reboots, {
+      lock,
+      settings: new FakeGroupSettings(),
+    });
+    await agent.start();
+    await expect.poll(() => reboots.length, { timeout: 5000, interval: 20 }).toBe(1);
+    expect(lock.calls).toEqual([
+      'recover',
+      'acquire',
+      'confirm:draining',
+      'confirm:rebooting',
+      'reboot',
+    ]);
+    expect(agent.state.name).toBe('rebooting');
+  });
+
+  it('never reboots when the slot is gone at the last confirmation', async () => {
+    const lock = new FakeSlotLock('n1');
+    const reboots: string[] = [];
+    const agent = await agentWith(new FlakySource(0), reboots, {
+      lock,
+      settings: new FakeGroupSettings(),
+    });
+    const seen: string[] = [];
+    agent.onTransition((state, edge) => {
+      seen.push(`${state.name} (${edge})`);
+      // The draining record went through; the slot is lost before the reboot's confirmation.
+      if (state.name === 'draining') lock.confirmFails = 'refused';
+    });
+    await agent.start();
+    await expect
+      .poll(() => seen, { timeout: 5000, interval: 20 })
+      .toContain('update-staged (slot-lost)');
+    expect(reboots).toEqual([]);
+    expect(lock.calls.filter((c) => c === 'reboot')).toEqual([]);
+  });
+
+  it('keeps the slot and asks again when etcd cannot confirm it, and reboots once it can', async () => {
+    const lock = new FakeSlotLock('n1');
+    const reboots: string[] = [];
+    const agent = await agentWith(new FlakySource(0), reboots, {
+      lock,
+      settings: new FakeGroupSettings(),
+    });
+    agent.onTransition((state) => {
+      if (state.name === 'draining') lock.confirmFails = new Error('etcd did not answer');
+    });
+    await agent.start();
+    await expect
+      .poll(() => agent.state, { timeout: 5000, interval: 20 })
+      .toMatchObject({
+        name: 'rebooting',
+        retryAt: expect.any(String),
+      });
+    expect(reboots).toEqual([]);
+    lock.confirmFails = null;
+    await expect.poll(() => reboots.length, { timeout: 5000, interval: 20 }).toBe(1);
+    const confirms = lock.calls.filter((c) => c === 'confirm:rebooting');
+    expect(confirms.length).toBeGreaterThanOrEqual(2);
+    expect(lock.calls.at(-2)).toBe('confirm:rebooting');
+    expect(lock.calls.at(-1)).toBe('reboot');
+  });
+
+  it('clears a pending reboot request right before the reboot that serves it', async () => {
+    const lock = new FakeSlotLock('n1');
+    const settings = new FakeGroupSettings();
+    settings.setRequest(
+      JSON.stringify({ v: 1, node: 'n1', reason: 'kernel', requestedAt: new Date().toISOString() }),
+    );
+    const reboots: string[] = [];
+    const { ManualRequestSource } = await import('./update-sources.js');
+    const agent = await agentWith(new FlakySource(0), reboots, {
+      lock,
+      settings,
+      sources: [new ManualRequestSource(settings)],
+    });
+    await agent.start();
+    await expect.poll(() => reboots.length, { timeout: 5000, interval: 20 }).toBe(1);
+    expect(settings.calls).toEqual(['clear-request']);
+    expect(lock.calls.slice(-2)).toEqual(['confirm:rebooting', 'reboot']);
   });
 });

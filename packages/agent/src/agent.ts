@@ -1,68 +1,65 @@
 /**
  * The agent runtime: it owns the lifecycle state, feeds events to the pure `transition()` from
- * core, and carries out the effects it returns (etcd, D-Bus, checks, timers). Every transition is
- * logged and counted. The whole reboot lifecycle reads in core/lifecycle.ts; this file is wiring.
+ * core, and carries out the effects it returns through its ports (the slot lock, the group's
+ * settings, its registration), the checks and the rebooter. Every transition is logged and
+ * counted. The whole reboot lifecycle reads in core/lifecycle.ts and its rules in core/rules.ts;
+ * this file is wiring, and it never sees an etcd client.
  */
-import { readFile } from 'node:fs/promises';
 import {
   type AgentEvent,
   type AgentState,
+  type CheckPhase,
   type Context,
+  type Edge,
   type Effect,
-  GroupKeys,
+  type Grant,
+  type GroupSettings,
   holdsSlot,
   INITIAL_STATE,
   isSluiceError,
-  parseWindowSpec,
+  neededInOrder,
+  pickUpdate,
   type RecoveredRecord,
-  SluiceError,
+  type Registration,
+  type SlotLock,
   throwIfAborted,
   transition,
   type UpdateInfo,
-  type WindowSpec,
-  windowStateAll,
+  windowContext,
 } from '@sluice/core';
 import { LogindClient, SystemdClient } from '@sluice/dbus';
-import { Backoff, type Grant, Mirror, type NodeRegistry, type Semaphore } from '@sluice/etcd';
-import type { Etcd3 } from 'etcd3';
+import { Backoff } from '@sluice/etcd';
 import type { Logger } from 'pino';
 import { runChecks } from './checks.js';
 import type { AgentConfig, CheckSpec } from './config.js';
+import { readBootId } from './identity.js';
 import type { AgentMetrics } from './metrics.js';
-import type { RebootLoopGuard } from './reboot-guard.js';
 import {
+  configuredRebooter,
   type Rebooter,
-  type RebootMethod,
-  rebooterFor,
   shutdownBlockers,
   viaLogind,
+  warningText,
   warnUsers,
-} from './reboot-methods.js';
+} from './reboot.js';
+import type { RebootLoopGuard } from './reboot-guard.js';
 import type { UpdateSignal, UpdateSource } from './sources.js';
-import { ManualRequestSource } from './update-sources.js';
+import { after, describe, sleep } from './time.js';
 
-/** The Rebooter for a reboot method, as configured (logind, soft-reboot, kexec or command). */
-export function configuredRebooter(
-  config: AgentConfig,
-  method: RebootMethod = config.reboot.method,
-): Rebooter {
-  return rebooterFor(method, {
-    dbusAddress: config.dbus.address,
-    command: config.reboot.command,
-    enforceInhibitors: config.reboot.inhibitors === 'wait',
-  });
-}
+export { DEFAULT_BOOT_ID_FILE, readBootId } from './identity.js';
 
-/** What the agent is built from. Tests and the simulator pass their own pieces. */
+/** What the agent is built from. `wire.ts` builds it on etcd; tests pass fakes. */
 export interface AgentDeps {
   config: AgentConfig;
-  client: Etcd3 | null;
-  semaphore: Semaphore | null;
+  /** The reboot semaphore; null for the `reboot` and `off` strategies, which take no slot. */
+  lock: SlotLock | null;
+  /** The group's window (and the node's reboot request); null without etcd. */
+  settings: GroupSettings | null;
   /**
    * This agent's registration in its group: it registers before anything else, and stays out of
    * the group while another live agent holds its node id. Null without etcd.
    */
-  registry?: NodeRegistry | null;
+  registration?: Registration | null;
   /**
    * The clock guard (see `checkClock`): null when the clock may be trusted, else why not. Asked
    * right before every reboot call; a problem keeps the slot and retries later.
@@ -102,20 +99,17 @@ export interface AgentDeps {
    * `sluicectl status` with the node's registration.
    */
   reportProblem?: (kind: string, problem: string | null) => void;
+  /** The program, as its start and stop lines name it. Default `sluiced`. */
+  program?: string;
   now?: () => Date;
 }
 
-/** Sources in order of preference when several say a reboot is needed. */
-const SOURCE_ORDER = [
-  'update-engine',
-  'rpm-ostree',
-  'bootc',
-  'sysupdate',
-  'manual',
-  'needrestart',
-  'dnf',
-  'sentinel',
-  'command',
+/** Events whose arrival means the effects after them in the same step must not run. */
+const STOPS: readonly AgentEvent['type'][] = [
+  'checks-failed',
+  'slot-lost',
+  'reboot-failed',
+  'reboot-blocked',
 ];
 
 /** One node's agent. `start()` it once; `stop()` on SIGTERM. */
@@ -123,7 +117,6 @@ export class Agent {
   #state: AgentState = INITIAL_STATE;
   readonly #deps: AgentDeps;
   readonly #log: Logger;
-  readonly #keys: GroupKeys;
   readonly #rebooter: Rebooter;
   /** The Rebooter for a soft reboot, when sources may ask for one (`reboot.softReboot: auto`). */
   readonly #softRebooter: Rebooter | null;
@@ -138,8 +131,8 @@ export class Agent {
   #halted: string | null = null;
   #rebootsRequested = 0;
   #update: UpdateInfo | null = null;
-  #signals = new Map<string, UpdateSignal>();
-  #queue: AgentEvent[] = [];
+  readonly #signals = new Map<string, UpdateSignal>();
+  readonly #queue: AgentEvent[] = [];
   /** The running pass over `#queue`, if any. */
   #draining: Promise<void> | null = null;
   #stopped = false;
@@ -147,23 +140,17 @@ export class Agent {
   #windowTimer: NodeJS.Timeout | undefined;
   #slotAbort: AbortController | null = null;
   readonly #sourceTimers = new Set<NodeJS.Timeout>();
-  /**
-   * A mirror of the group's window key while an update is pending, so that an operator opening
-   * or changing the window takes effect at once, and transitions need not read etcd. Idle nodes
-   * watch nothing.
-   */
-  #windowMirror: Mirror | null = null;
-  #windowMirrorStarting = false;
   /** When the combined window (node and group) next opens or closes, as of the last context. */
   #windowChange: Date | null = null;
   readonly #stop = new AbortController();
-  readonly #listeners = new Set<(state: AgentState, edge: string) => void>();
+  readonly #listeners = new Set<(state: AgentState, edge: Edge) => void>();
+  /** Effect chains still running. */
+  #running = 0;
+  readonly #settleListeners = new Set<(state: AgentState) => void>();
 
   constructor(deps: AgentDeps) {
     this.#deps = deps;
     this.#log = deps.logger;
-    const { etcd } = deps.config;
-    this.#keys = new GroupKeys(etcd.prefix, etcd.group);
     const cfg = deps.config;
     const own = deps.rebooter === undefined;
     this.#rebooter = deps.rebooter ?? configuredRebooter(cfg);
@@ -192,39 +179,60 @@ export class Agent {
     return this.#state;
   }
 
+  /** The slot lock, when the strategy takes slots. */
+  get lock(): SlotLock | null {
+    return this.#deps.lock;
+  }
+
   /** Calls `listener` after every transition. */
-  onTransition(listener: (state: AgentState, edge: string) => void): () => void {
+  onTransition(listener: (state: AgentState, edge: Edge) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Calls `listener` whenever the agent has settled: no event waits and no effect runs (timers
+   * may be set). A one-shot run ends on it (once.ts). Returns an unsubscribe function.
+   */
+  onSettle(listener: (state: AgentState) => void): () => void {
+    this.#settleListeners.add(listener);
+    return () => this.#settleListeners.delete(listener);
+  }
+
+  /** True when no event waits and no effect runs. */
+  get settled(): boolean {
+    return this.#draining === null && this.#queue.length === 0 && this.#running === 0;
+  }
+
+  #maybeSettled(): void {
+    if (!this.settled || this.#stopped) return;
+    for (const listener of [...this.#settleListeners]) listener(this.#state);
   }
 
   #now(): Date {
     return this.#deps.now?.() ?? new Date();
   }
 
-  /** Recovers from the etcd record, then starts following the update sources. */
+  /** Registers, recovers from the etcd record, then starts following the update sources. */
   async start(): Promise<void> {
     this.#bootId = this.#deps.bootId ?? (await readBootId(this.#deps.bootIdFile));
     // Read alongside the rest of the start; only recovery needs it.
     const softReboots = this.#readSoftReboots();
+    // The logger names the node on every line already.
     this.#log.info(
-      {
-        node: this.#deps.config.node.id,
-        bootId: this.#bootId,
-        strategy: this.#deps.config.strategy,
-      },
-      'sluiced starting',
+      { bootId: this.#bootId, strategy: this.#deps.config.strategy },
+      `${this.#deps.program ?? 'sluiced'} starting`,
     );
     const guardProblem = await this.#deps.rebootGuard?.load();
     if (guardProblem) this.#log.warn(guardProblem);
     // One node, one agent: nothing else happens until this agent holds its node id.
-    if (this.#deps.registry) await this.#register(this.#deps.registry);
+    if (this.#deps.registration) await this.#register(this.#deps.registration);
     if (this.#stopped) return;
     // Read the sources (alongside the record) before acting on the record, so that a node that
     // was queued or holding for an update that has since gone away does not reboot for it.
     const [own, ...started] = await Promise.all([
       this.#recover(),
-      ...this.#deps.sources.map((source) => this.#startSource(source, 1)),
+      ...this.#deps.sources.map((source) => this.#startSource(source)),
     ]);
     const known = started.every(Boolean);
     this.#softReboots = await softReboots;
@@ -240,36 +248,38 @@ export class Agent {
     });
     // A source that could not be read says nothing yet: no "not needed" from it. It is told once
     // it starts (see #startSource).
-    if (started.every(Boolean)) this.#dispatch({ type: 'update', update: this.#update });
+    if (known) this.#dispatch({ type: 'update', update: this.#update });
     // Started means recovered: the record has been acted on.
     await this.#draining;
   }
 
   /**
-   * Registers this agent at `nodes/<id>`, trying again with back-off while etcd cannot be reached
-   * or another live agent holds the node id (this one then stays out and says why, once per
-   * change). Once registered, a registration lost later (cut off longer than its lease) is made
-   * again in the background.
+   * Registers this agent, trying again with back-off while etcd cannot be reached or another
+   * live agent holds the node id (this one then stays out and says why, once per change). Once
+   * registered, a registration lost later (cut off longer than its lease) is made again in the
+   * background.
    */
-  async #register(registry: NodeRegistry): Promise<void> {
+  async #register(registration: Registration): Promise<void> {
     const backoff = new Backoff({ initialMs: 1000, maxMs: 60_000 });
+    const node = this.#deps.config.node.id;
     let said = '';
     while (!this.#stopped) {
       try {
-        const result = await registry.register();
+        const result = await registration.register();
         if (result.ok) {
           this.#deps.metrics.identityConflict.set(0);
-          if (said)
+          if (said) {
             this.#log.info(
-              { key: registry.keys.registration(this.#deps.config.node.id) },
+              { key: registration.key },
               'registered: this agent now holds its node id',
             );
-          this.#followRegistration(registry);
+          }
+          this.#followRegistration(registration);
           return;
         }
         this.#deps.metrics.identityConflict.set(1);
         const other = result.other;
-        const message = `not taking part: ${result.reason} (hostname ${other?.hostname || 'unknown'}, boot id ${other?.bootId || 'unknown'}, started ${other?.startedAt ?? 'unknown'}); two machines share node id ${this.#deps.config.node.id}: give each its own /etc/machine-id or node.id. Trying again later`;
+        const message = `not taking part: ${result.reason} (hostname ${other?.hostname || 'unknown'}, boot id ${other?.bootId || 'unknown'}, started ${other?.startedAt ?? 'unknown'}); two machines share node id ${node}: give each its own /etc/machine-id or node.id. Trying again later`;
         if (message !== said) this.#log.error({ other }, message);
         said = message;
       } catch (error) {
@@ -281,14 +291,13 @@ export class Agent {
   }
 
   /** Registers again, in the background, whenever the registration's lease is lost. */
-  #followRegistration(registry: NodeRegistry): void {
-    const lost = registry.lost;
-    lost?.addEventListener(
+  #followRegistration(registration: Registration): void {
+    registration.lost?.addEventListener(
       'abort',
       () => {
         if (this.#stopped) return;
         this.#log.warn('the registration lease was lost (cut off from etcd); registering again');
-        void this.#register(registry);
+        void this.#register(registration);
       },
       { once: true },
     );
@@ -299,27 +308,33 @@ export class Agent {
    * it starts the lifecycle hears the update as it then stands. Resolves with whether the first
    * attempt worked.
    */
-  async #startSource(source: UpdateSource, attempt: number): Promise<boolean> {
+  async #startSource(
+    source: UpdateSource,
+    backoff = new Backoff({ maxMs: 60_000 }),
+  ): Promise<boolean> {
     if (this.#stopped) return false;
     try {
       await source.start((signal) => this.#onSignal(signal));
-      if (attempt > 1) {
-        this.#log.info({ source: source.name, attempt }, 'update source started');
+      if (backoff.attempts > 0) {
+        this.#log.info(
+          { source: source.name, attempts: backoff.attempts + 1 },
+          'update source started',
+        );
         this.#dispatch({ type: 'update', update: this.#update });
       }
       return true;
     } catch (error) {
       if (source.name === 'update-engine') this.#deps.metrics.dbusErrors.inc();
       else this.#deps.metrics.etcdErrors.inc();
-      const delay = Math.min(60_000, 1000 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+      const delay = backoff.next();
       this.#log.error(
         { source: source.name, err: describe(error), retryInMs: Math.round(delay) },
         'update source failed to start; retrying',
       );
-      const timer = setTimeout(() => {
+      const timer = after(delay, () => {
         this.#sourceTimers.delete(timer);
-        void this.#startSource(source, attempt + 1);
-      }, delay);
+        void this.#startSource(source, backoff);
+      });
       this.#sourceTimers.add(timer);
       return false;
     }
@@ -327,12 +342,13 @@ export class Agent {
 
   /** Reads this node's record, retrying while etcd is unreachable: nothing happens until then. */
   async #recover(): Promise<RecoveredRecord | null> {
-    const sem = this.#deps.semaphore;
-    if (!sem || this.#deps.config.strategy !== 'etcd-lock') return null;
-    for (let attempt = 1; ; attempt++) {
+    const lock = this.#deps.lock;
+    if (!lock) return null;
+    const backoff = new Backoff({ initialMs: 500, maxMs: 30_000 });
+    for (;;) {
       try {
-        const { own: found, lost, cleared } = await sem.recover();
-        if (lost && cleared) {
+        const { own, lost, leftAlone } = await lock.recover(this.#bootId, this.#stop.signal);
+        if (lost?.outcome === 'cleared') {
           this.#log.warn(
             { marker: lost.key },
             'this node was declared lost during its reboot and is back: cleared its lost marker (recorded in history as returned); if the group was halted for it, an operator resumes it with sluicectl resume',
@@ -343,25 +359,20 @@ export class Agent {
             "this node's id holds a lost marker of another agent; an operator must run sluicectl unlock --force and resume",
           );
         }
-        if (!found) return null;
-        if (!sem.isOwn(found.record)) {
+        if (leftAlone?.why === 'foreign') {
           // Written by another agent with this node id: never acted on, never released.
-          const message = `${found.entry.key} was written by another agent with this node id (hostname ${found.record?.hostname || 'unknown'}, boot id ${found.record?.bootId ?? 'unknown'}); this agent leaves it alone: two machines share node id ${sem.node}`;
+          const message = `${leftAlone.key} was written by another agent with this node id (hostname ${leftAlone.hostname || 'unknown'}, boot id ${leftAlone.bootId || 'unknown'}); this agent leaves it alone: two machines share node id ${lock.node}`;
           this.#deps.metrics.identityConflict.set(1);
-          this.#log.error({ key: found.entry.key }, message);
-          await this.#deps.registry?.setProblem(message).catch(() => {});
-          return null;
-        }
-        if (found.record?.manual) {
+          this.#log.error({ key: leftAlone.key }, message);
+          await this.#deps.registration?.setProblem(message).catch(() => {});
+        } else if (leftAlone) {
           // An operator's `sluicectl lock` for this node: theirs to release, not ours to use.
           this.#log.warn(
-            { key: found.entry.key },
+            { key: leftAlone.key },
             'this node holds a manual lock (sluicectl lock); not rebooting until it is unlocked',
           );
-          return null;
         }
-        // Move the key onto this process's leases, keeping its place and slot.
-        const own = await sem.enqueue({ bootId: found.record?.bootId ?? this.#bootId });
+        if (!own) return null;
         this.#grant = own.grant;
         const record = own.record;
         return {
@@ -370,22 +381,16 @@ export class Agent {
           bootId: record?.bootId ?? null,
           softReboots: record?.softReboots ?? null,
           revision: own.grant?.revision ?? null,
-          update: {
-            source: 'recovered',
-            detail: record?.reason ?? '',
-            version: record?.toVersion,
-          },
+          update: { source: 'recovered', detail: record?.reason ?? '', version: record?.toVersion },
         };
       } catch (error) {
+        if (this.#stop.signal.aborted) return null;
         this.#deps.metrics.etcdErrors.inc();
         this.#log.warn(
-          { err: describe(error), attempt },
+          { err: describe(error), attempt: backoff.attempts + 1 },
           "cannot read this node's record from etcd; retrying",
         );
-        await sleep(
-          Math.min(30_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2),
-          this.#stop.signal,
-        ).catch(() => {}); // Stopped: return below.
+        await sleep(backoff.next(), this.#stop.signal).catch(() => {}); // Stopped: return below.
         if (this.#stop.signal.aborted) return null;
       }
     }
@@ -393,11 +398,7 @@ export class Agent {
 
   #onSignal(signal: UpdateSignal): void {
     this.#signals.set(signal.source, signal);
-    const needed = this.#neededSignals()[0];
-    let update: UpdateInfo | null = needed
-      ? { source: needed.source, detail: needed.detail, version: needed.version }
-      : null;
-    update = this.#guardUpdate(update);
+    const update = this.#guardUpdate(pickUpdate(this.#signals.values()));
     this.#deps.metrics.updateStaged.set(update ? 1 : 0);
     const changed = JSON.stringify(update) !== JSON.stringify(this.#update);
     this.#update = update;
@@ -405,13 +406,6 @@ export class Agent {
       this.#log.info({ update, signal }, update ? 'reboot needed' : 'no reboot needed');
       this.#dispatch({ type: 'update', update });
     }
-  }
-
-  /** What the sources that want a reboot say, most preferred first. */
-  #neededSignals(): UpdateSignal[] {
-    return [...this.#signals.values()]
-      .filter((s) => s.needed)
-      .sort((a, b) => SOURCE_ORDER.indexOf(a.source) - SOURCE_ORDER.indexOf(b.source));
   }
 
   /**
@@ -491,7 +485,9 @@ export class Agent {
         for (const listener of this.#listeners) listener(step.state, step.edge);
         this.#run(step.effects);
         this.#scheduleWindowTick(ctx);
-        this.#followGroupWindow();
+        this.#deps.settings?.followWindow(this.#following(), () =>
+          this.#dispatch({ type: 'tick' }),
+        );
         // Back to idle with an update still pending (e.g. a newer one arrived during the reboot).
         if (step.state.name === 'idle' && this.#update) {
           this.#queue.push({ type: 'update', update: this.#update });
@@ -499,40 +495,28 @@ export class Agent {
       }
     } finally {
       this.#draining = null;
+      this.#maybeSettled();
     }
+  }
+
+  /** True while the group's window matters: an update is pending and the agent runs. */
+  #following(): boolean {
+    return this.#state.name !== 'idle' && !this.#stopped;
   }
 
   /** The context for a transition: time, the combined window, settings. */
   async #context(): Promise<Context> {
     const cfg = this.#deps.config;
     const now = this.#now();
-    const specs: WindowSpec[] = [...cfg.windows];
-    if (cfg.strategy === 'etcd-lock' && this.#deps.client) {
-      const group = await this.#groupWindow();
-      // Unknown only matters while the node's own window is open; if that is shut, it decides.
-      if (group === 'unknown' && (specs.length === 0 || windowStateAll(specs, now).open)) {
-        // Fail closed: without the group's window we do not know that rebooting is allowed.
-        const retry = new Date(now.getTime() + this.#retryDelay());
-        this.#windowChange = retry;
-        return this.#ctx(now, { open: false, nextOpen: retry, unknown: true });
-      }
-      if (group && group !== 'unknown') specs.push(group);
-    }
-    if (specs.length === 0) {
-      this.#windowChange = null;
-      return this.#ctx(now, { open: true, nextOpen: null });
-    }
-    const state = windowStateAll(specs, now);
-    this.#windowChange = state.nextChange;
-    return this.#ctx(now, { open: state.open, nextOpen: state.open ? null : state.nextStart });
-  }
-
-  #ctx(now: Date, window: Context['window']): Context {
-    const cfg = this.#deps.config;
+    const settings = cfg.strategy === 'etcd-lock' ? this.#deps.settings : null;
+    const group = settings ? await settings.window() : null;
+    const { window, nextChange } = windowContext(now, cfg.windows, group, this.#retryDelay());
+    this.#windowChange = nextChange;
     return {
       now,
       strategy: cfg.strategy,
       window,
+      requested: Boolean(this.#signals.get('manual')?.needed),
       retryDelayMs: this.#retryDelay(),
       postDeadlineMs: cfg.checks.postDeadlineMs,
       postIntervalMs: cfg.checks.postIntervalMs,
@@ -547,77 +531,25 @@ export class Agent {
     return this.#deps.retryDelayMs ?? 60_000;
   }
 
-  /** The group's window: a spec, null when none is set, or 'unknown' on any error. */
-  async #groupWindow(): Promise<WindowSpec | null | 'unknown'> {
-    const mirror = this.#windowMirror;
-    // While the mirror is in step with etcd it is as good as a read; otherwise read etcd.
-    if (mirror?.connected) return this.#parseGroupWindow(mirror.get(this.#keys.windows)?.value);
-    try {
-      const text = await this.#deps.client!.get(this.#keys.windows).string();
-      return this.#parseGroupWindow(text ?? undefined);
-    } catch (error) {
-      this.#deps.metrics.etcdErrors.inc();
-      this.#log.warn({ err: describe(error) }, 'cannot read the group window from etcd');
-      return 'unknown';
-    }
-  }
-
-  #parseGroupWindow(text: string | undefined): WindowSpec | null | 'unknown' {
-    if (text === undefined) return null;
-    const parsed = parseWindowSpec(text, `etcd key ${this.#keys.windows}`);
-    if (parsed.ok) return parsed.value;
-    this.#log.error({ err: parsed.error.message }, 'group window is invalid; not rebooting');
-    return 'unknown';
-  }
-
-  /** While an update is pending, mirror the group's window key; idle, stop. */
-  #followGroupWindow(): void {
-    const client = this.#deps.client;
-    const wanted = this.#state.name !== 'idle' && !this.#stopped && client !== null;
-    if (!wanted) {
-      const mirror = this.#windowMirror;
-      this.#windowMirror = null;
-      void mirror?.close();
-      return;
-    }
-    if (this.#windowMirror || this.#windowMirrorStarting) return;
-    this.#windowMirrorStarting = true;
-    Mirror.start(client, { key: this.#keys.windows }).then(
-      (mirror) => {
-        this.#windowMirrorStarting = false;
-        if (this.#stopped || this.#state.name === 'idle') {
-          void mirror.close();
-          return;
-        }
-        this.#windowMirror = mirror;
-        mirror.onChange(() => this.#dispatch({ type: 'tick' }));
-      },
-      (error: unknown) => {
-        this.#windowMirrorStarting = false;
-        this.#log.warn({ err: describe(error) }, 'cannot watch the group window');
-      },
-    );
-  }
-
   /** While an update is pending, wake up when the window opens or closes. */
   #scheduleWindowTick(ctx: Context): void {
     clearTimeout(this.#windowTimer);
     if (this.#state.name === 'idle' || this.#stopped) return;
     const next = this.#windowChange;
     if (!next) return;
-    const delay = Math.max(0, next.getTime() - ctx.now.getTime()) + 10;
-    this.#windowTimer = setTimeout(
-      () => this.#dispatch({ type: 'tick' }),
-      Math.min(delay, 2 ** 31 - 1),
+    this.#windowTimer = after(next.getTime() - ctx.now.getTime() + 10, () =>
+      this.#dispatch({ type: 'tick' }),
     );
   }
 
   /**
-   * Runs a step's effects in order. An effect that fails, or reports that the slot is gone, stops
-   * the rest: a reboot never follows a failed confirmation that this node still holds its slot.
+   * Runs a step's effects in order. An effect that fails, or whose outcome is a failure (checks
+   * failed, the slot gone, the reboot call refused), stops the rest: a reboot never follows a
+   * failed confirmation that this node still holds its slot.
    */
   #run(effects: readonly Effect[]): void {
     if (effects.length === 0) return;
+    this.#running++;
     void (async () => {
       for (const effect of effects) {
         let event: AgentEvent | null;
@@ -632,68 +564,61 @@ export class Agent {
           return;
         }
         if (event) this.#dispatch(event);
-        if (event?.type === 'slot-lost' || event?.type === 'reboot-blocked') return;
+        if (event && STOPS.includes(event.type)) return;
       }
-    })();
+    })().finally(() => {
+      this.#running--;
+      this.#maybeSettled();
+    });
   }
 
   async #execute(effect: Effect): Promise<AgentEvent | null> {
     const cfg = this.#deps.config;
-    const sem = this.#deps.semaphore;
+    const lock = this.#deps.lock;
+    const signal = this.#stop.signal;
     switch (effect.type) {
-      case 'run-checks': {
-        const specs = effect.phase === 'post' ? cfg.checks.post : cfg.checks.pre;
-        return this.#checks(specs, effect.phase);
-      }
-      case 'drain': {
-        if (cfg.checks.drain) {
-          const result = await this.#checks([cfg.checks.drain], 'drain');
-          if (result.type !== 'checks-passed') {
-            const detail = result.type === 'checks-failed' ? result.detail : '';
-            return { type: 'drain-failed', detail };
-          }
-        }
-        // Warn logged-in users now, so that the window is still checked once more after the
-        // warning's delay, right before the reboot.
+      case 'run-checks':
+        return this.#checks(effect.phase);
+      case 'warn-users':
+        // At the end of the drain, so that the window is checked once more after the warning's
+        // delay, right before the reboot.
         await this.#warnUsers();
         return { type: 'drained' };
-      }
       case 'acquire-slot': {
-        if (!sem)
+        if (!lock) {
           return { type: 'effect-failed', effect: 'acquire-slot', detail: 'no etcd configured' };
+        }
         this.#slotAbort?.abort();
         const abort = new AbortController();
         this.#slotAbort = abort;
-        const grant = await sem.acquire(
+        const grant = await lock.acquire(
           {
             reason: describeUpdate(effect.update),
             ...(effect.update.version ? { toVersion: effect.update.version } : {}),
             bootId: this.#bootId,
           },
-          AbortSignal.any([abort.signal, this.#stop.signal]),
+          AbortSignal.any([abort.signal, signal]),
         );
         this.#grant = grant;
         return { type: 'admitted', revision: grant.revision };
       }
-      case 'leave-queue': {
+      case 'leave-queue':
         this.#slotAbort?.abort();
         this.#slotAbort = null;
         // A slot granted just as the wait was cancelled is given back at once.
-        await sem?.leave('release');
+        await lock?.leave('release');
         return { type: 'left-queue' };
-      }
-      case 'release-slot': {
+      case 'release-slot':
         // Stopped during the delay: no release; the next start recovers and releases.
-        if (effect.delayMs > 0) await sleep(effect.delayMs, this.#stop.signal);
-        if (sem) await sem.release(this.#grant, effect.outcome);
+        if (effect.delayMs > 0) await sleep(effect.delayMs, signal);
+        if (lock) await lock.release(this.#grant, effect.outcome);
         this.#grant = null;
         return { type: 'released' };
-      }
       case 'record-state': {
         // Without a grant there is no slot to confirm: fail closed.
-        if (!sem || !this.#grant) return { type: 'slot-lost', detail: 'this node holds no slot' };
+        if (!lock || !this.#grant) return { type: 'slot-lost', detail: 'this node holds no slot' };
         try {
-          this.#grant = await sem.setState(this.#grant, effect.state, {
+          this.#grant = await lock.confirm(this.#grant, effect.state, {
             bootId: this.#grant.record.bootId ?? this.#bootId,
             // This boot's count: a higher one after a restart means a soft reboot happened.
             ...(this.#softReboots !== null ? { softReboots: this.#softReboots } : {}),
@@ -711,42 +636,54 @@ export class Agent {
         }
         return null;
       }
+      case 'clear-request':
+        // If the request cannot be cleared now, the node reboots anyway and the request is seen
+        // as already served after boot.
+        await this.#deps.settings?.clearRequest(signal).catch((error: unknown) => {
+          this.#deps.metrics.etcdErrors.inc();
+          this.#log.warn({ err: describe(error) }, 'cannot clear the reboot request');
+        });
+        return null;
       case 'check-inhibitors': {
-        const blockers = await this.#inhibitors?.(this.#stop.signal);
+        const blockers = await this.#inhibitors?.(signal);
         if (!blockers || blockers.length === 0) return null;
         const detail = blockers.join('; ');
         this.#log.warn({ blockers }, `reboot held back by an inhibitor lock: ${detail}`);
         return { type: 'reboot-blocked', detail };
       }
       case 'reboot':
-        return this.#reboot();
-      case 'wake-at': {
+        return this.#reboot(cfg.reboot.method);
+      case 'wake-at':
         clearTimeout(this.#wakeTimer);
-        const delay = Math.max(0, Date.parse(effect.at) - this.#now().getTime()) + 5;
-        this.#wakeTimer = setTimeout(
-          () => this.#dispatch({ type: 'tick', due: effect.at }),
-          Math.min(delay, 2 ** 31 - 1),
+        this.#wakeTimer = after(Date.parse(effect.at) - this.#now().getTime() + 5, () =>
+          this.#dispatch({ type: 'tick', due: effect.at }),
         );
         return null;
-      }
     }
   }
 
-  async #checks(
-    specs: readonly CheckSpec[],
-    phase: 'pre' | 'admitted' | 'post' | 'drain',
-  ): Promise<AgentEvent> {
-    const eventPhase = phase === 'drain' ? 'pre' : phase;
+  /** The checks of a phase, run; their outcome as an event. The drain is one optional command. */
+  async #checks(phase: CheckPhase): Promise<AgentEvent> {
+    const checks = this.#deps.config.checks;
+    const specs: readonly CheckSpec[] =
+      phase === 'post'
+        ? checks.post
+        : phase === 'drain'
+          ? checks.drain
+            ? [checks.drain]
+            : []
+          : checks.pre;
+    if (phase === 'drain' && specs.length === 0) return { type: 'checks-passed', phase };
     const { ok, results } = await runChecks(specs, this.#stop.signal);
     const failed = results.find((r) => !r.ok);
     if (ok) {
       this.#log.info({ phase, checks: results.map((r) => r.name) }, `${phase} checks passed`);
-      return { type: 'checks-passed', phase: eventPhase };
+      return { type: 'checks-passed', phase };
     }
     this.#deps.metrics.checkFailures.inc({ phase });
     const detail = failed ? `${failed.name}: ${failed.detail}` : 'check failed';
     this.#log.warn({ phase, results }, `${phase} check failed: ${detail}`);
-    return { type: 'checks-failed', phase: eventPhase, detail };
+    return { type: 'checks-failed', phase, detail };
   }
 
   /**
@@ -755,48 +692,34 @@ export class Agent {
    * agent reboots), else with `wall`. Stopped during the wait, it cancels logind's warning.
    */
   async #warnUsers(): Promise<void> {
-    const delayMs = this.#deps.config.reboot.warnDelayMs;
-    if (delayMs <= 0) return;
-    const minutes = Math.round(delayMs / 60_000);
-    const when =
-      minutes >= 1
-        ? `${minutes} minute${minutes === 1 ? '' : 's'}`
-        : `${Math.round(delayMs / 1000)} seconds`;
-    const message = this.#deps.config.reboot.warnMessage.replace('%s', when);
-    const how = await warnUsers(this.#logind, message, new Date(Date.now() + delayMs));
+    const { warnDelayMs, warnMessage } = this.#deps.config.reboot;
+    if (warnDelayMs <= 0) return;
+    const message = warningText(warnMessage, warnDelayMs);
+    const how = await warnUsers(this.#logind, message, new Date(Date.now() + warnDelayMs));
     try {
-      await sleep(delayMs, this.#stop.signal);
+      await sleep(warnDelayMs, this.#stop.signal);
     } catch (error) {
       if (how === 'logind') await this.#logind?.cancelScheduledShutdown().catch(() => {});
       throw error;
     }
   }
 
-  async #reboot(): Promise<AgentEvent | null> {
-    const cfg = this.#deps.config;
-    const manual = this.#deps.sources.find(
-      (s): s is ManualRequestSource => s instanceof ManualRequestSource,
-    );
-    if (manual?.current().needed) {
-      // The request is done with once the reboot happens; if it cannot be cleared now, the node
-      // reboots anyway and the request is seen as already served after boot.
-      await manual.clear().catch((error: unknown) => {
-        this.#deps.metrics.etcdErrors.inc();
-        this.#log.warn({ err: describe(error) }, 'cannot clear the reboot request');
-      });
-    }
+  async #reboot(method: string): Promise<AgentEvent | null> {
     // Never reboot once stopping: the slot stays recorded and the next start carries on.
     throwIfAborted(this.#stop.signal);
     // Windows were checked on this node's clock: never reboot on a clock that is far off.
     const skew = await this.#deps.clockCheck?.();
     if (skew) return { type: 'reboot-failed', detail: skew };
     throwIfAborted(this.#stop.signal);
-    const needed = this.#neededSignals();
+    const needed = neededInOrder(this.#signals.values());
     // Automatic soft reboots only where one can be told from a restart afterwards.
     const softReboot =
-      this.#softRebooter !== null && this.#softReboots !== null && this.#softRebootEnough(needed);
-    const method = softReboot ? 'soft-reboot' : cfg.reboot.method;
-    if (method === 'soft-reboot' && this.#softReboots === null) {
+      this.#softRebooter !== null &&
+      this.#softReboots !== null &&
+      needed.length > 0 &&
+      needed.every((s) => s.softReboot === true);
+    const chosen = softReboot ? 'soft-reboot' : method;
+    if (chosen === 'soft-reboot' && this.#softReboots === null) {
       // After it the boot id would be the same: the agent could not tell it happened.
       return {
         type: 'reboot-failed',
@@ -817,8 +740,8 @@ export class Agent {
     try {
       // An update held back until now (finalization locked) is let go only here: the slot is
       // held and was just confirmed. Applying may reboot the machine by itself.
-      for (const signal of needed) {
-        const source = this.#deps.sources.find((s) => s.name === signal.source);
+      for (const reading of needed) {
+        const source = this.#deps.sources.find((s) => s.name === reading.source);
         if (!source?.apply) continue;
         const applied = await source.apply(this.#stop.signal);
         if (applied === 'rebooting') {
@@ -830,7 +753,7 @@ export class Agent {
           return null;
         }
       }
-      this.#log.warn({ method, grant: this.#grant?.revision }, 'rebooting now');
+      this.#log.warn({ method: chosen, grant: this.#grant?.revision }, 'rebooting now');
       await (softReboot ? this.#softRebooter! : this.#rebooter).reboot(this.#stop.signal);
     } catch (error) {
       // No reboot happened: it does not count towards a loop.
@@ -843,14 +766,10 @@ export class Agent {
     return null;
   }
 
-  /** True when every source that wants the reboot says restarting userspace is enough. */
-  #softRebootEnough(needed: readonly UpdateSignal[]): boolean {
-    return needed.length > 0 && needed.every((s) => s.softReboot === true);
-  }
-
   /**
    * Stops cleanly: timers and sources stop, keep-alives stop without revoking, so the node's key
    * (and its place or slot) stays until its lease runs out. A restart within that time carries on.
+   * The registration goes at once.
    */
   async stop(): Promise<void> {
     if (this.#stopped) return;
@@ -860,65 +779,16 @@ export class Agent {
     clearTimeout(this.#wakeTimer);
     clearTimeout(this.#windowTimer);
     for (const timer of this.#sourceTimers) clearTimeout(timer);
-    await this.#windowMirror?.close();
+    await this.#deps.settings?.close();
     await Promise.all(this.#deps.sources.map((s) => s.close().catch(() => {})));
-    this.#deps.semaphore?.close();
-    await this.#deps.registry?.deregister();
-    this.#log.info({ state: this.#state.name }, 'sluiced stopped');
+    this.#deps.lock?.close();
+    await this.#deps.registration?.deregister();
+    this.#log.info({ state: this.#state.name }, `${this.#deps.program ?? 'sluiced'} stopped`);
   }
-}
-
-/** Where Linux keeps the id of the current boot. */
-export const DEFAULT_BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
-
-/**
- * Reads the boot id. Without one the agent cannot tell a reboot from a restart, and could ask
- * for the same reboot on every boot: an unreadable or empty file is a config error.
- */
-export async function readBootId(path = DEFAULT_BOOT_ID_FILE): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new SluiceError(
-      'invalid-config',
-      `cannot read the boot id from ${path}: ${describe(error)} (set --boot-id-file or SLUICE_BOOT_ID_FILE)`,
-    );
-  }
-  const id = text.trim();
-  if (id === '') throw new SluiceError('invalid-config', `the boot id file ${path} is empty`);
-  return id;
 }
 
 function describeUpdate(update: UpdateInfo): string {
   return update.version
     ? `${update.source}: ${update.version}`
     : `${update.source}: ${update.detail}`;
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/** The longest single timer Node keeps: a longer delay fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/**
- * Waits `ms` (any length: long waits are chained timers). Rejects with an `aborted` SluiceError
- * when `signal` fires first, so whatever was to follow the wait does not happen.
- */
-async function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  for (let left = ms; left > 0; left -= MAX_TIMER_MS) {
-    throwIfAborted(signal);
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.min(left, MAX_TIMER_MS));
-      signal.addEventListener('abort', done, { once: true });
-    });
-  }
-  throwIfAborted(signal);
 }

@@ -89,7 +89,7 @@ describe('OS sources and reboot methods in the config', () => {
 
   it('names the key and what is wrong', async () => {
     expect(await failure('reboot:\n  method: softreboot\n')).toBe(
-      `config file $DIR/sluiced.yaml: reboot.method: expected logind, soft-reboot, kexec or command, got "softreboot"`,
+      `config file $DIR/sluiced.yaml, line 2: reboot.method: expected logind, soft-reboot, kexec or command, got "softreboot"`,
     );
     expect(await failure('sources:\n  dnf: { path: dnf }\n')).toContain(
       'sources.dnf.path: expected an absolute path to the program',

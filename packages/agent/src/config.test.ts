@@ -17,6 +17,7 @@ import {
   parseListenAddress,
   redactConfig,
 } from './config.js';
+import { DEFAULT_NOTIFY } from './notify.js';
 
 let dir: string;
 let machineIdFile: string;
@@ -46,6 +47,8 @@ async function load(setup: Setup = {}): Promise<AgentConfig> {
     updateConfFiles: [],
     machineIdFile,
     hostname: 'test-host',
+    // The local zone is UTC here, whatever this machine's /etc/localtime says.
+    localtimeFile: join(dir, 'no-localtime'),
     ...setup.options,
   };
   if (setup.yaml !== undefined) {
@@ -95,6 +98,10 @@ describe('loadAgentConfig: defaults', () => {
       },
       strategy: 'etcd-lock',
       windows: [],
+      windowZones: {
+        sluice: { zone: 'UTC', from: 'default' },
+        locksmith: { zone: 'UTC', from: 'default' },
+      },
       sources: {
         updateEngine: true,
         sentinel: '/run/reboot-required',
@@ -127,7 +134,8 @@ describe('loadAgentConfig: defaults', () => {
       dbus: { address: 'system' },
       metrics: { listen: '127.0.0.1:9466', allowRemote: false },
       log: { level: 'info' },
-      origins: {},
+      notify: DEFAULT_NOTIFY,
+      origins: { 'node.id': `file ${machineIdFile}` },
       warnings: [],
     });
   });
@@ -186,7 +194,9 @@ describe('loadAgentConfig: defaults', () => {
     expect(cfg.checks.post).toEqual([
       { type: 'http', name: 'app', url: 'http://127.0.0.1:8080/healthz', timeoutMs: 5000 },
     ]);
-    expect(cfg.origins['etcd.group']).toBe(`config file ${join(dir, 'sluiced.yaml')}`);
+    expect(cfg.origins['etcd.group']).toMatch(
+      new RegExp(`^config file ${join(dir, 'sluiced.yaml')}:\\d+$`),
+    );
   });
 });
 
@@ -232,7 +242,7 @@ describe('loadAgentConfig: precedence', () => {
     expect(all.origins).toMatchObject({
       'etcd.group': 'flag --group',
       'etcd.sessionTTL': 'environment SLUICE_SESSION_TTL',
-      'log.level': `config file ${join(dir, 'sluiced.yaml')}`,
+      'log.level': `config file ${join(dir, 'sluiced.yaml')}:5`,
       'etcd.endpoints': `${join(dir, 'update-0.conf')}:3 (LOCKSMITHD_ENDPOINT)`,
     });
   });
@@ -253,7 +263,7 @@ describe('loadAgentConfig: precedence', () => {
 
   it('skips update.conf files that do not exist', async () => {
     const cfg = await load({ options: { updateConfFiles: [join(dir, 'nope.conf')] } });
-    expect(cfg.origins).toEqual({});
+    expect(cfg.origins).toEqual({ 'node.id': `file ${machineIdFile}` });
   });
 
   it('maps best-effort to etcd-lock when endpoints are configured, else to reboot', async () => {
@@ -489,62 +499,62 @@ describe('loadAgentConfig: errors name the key and where it came from', () => {
     {
       name: 'a bad check timeout in the file',
       setup: { yaml: 'checks:\n  pre:\n    - command: "true"\n      timeout: soon\n' },
-      message: `${FILE}: checks.pre[0].timeout: expected a duration like 30s, got "soon"`,
+      message: `${FILE}, line 4: checks.pre[0].timeout: expected a duration like 30s, got "soon"`,
     },
     {
       name: 'a number where a duration belongs',
       setup: { yaml: 'reboot:\n  warnDelay: 30\n' },
-      message: `${FILE}: reboot.warnDelay: expected a duration like 30s, got the number 30 (add a unit: "30s")`,
+      message: `${FILE}, line 2: reboot.warnDelay: expected a duration like 30s, got the number 30 (add a unit: "30s")`,
     },
     {
       name: 'a duration with an unknown unit',
       setup: { yaml: 'checks:\n  postDeadline: 2d\n' },
-      message: `${FILE}: checks.postDeadline: expected a duration like 30s, got "2d" (unknown unit "d" (use h, m, s or ms, e.g. 1h30m))`,
+      message: `${FILE}, line 2: checks.postDeadline: expected a duration like 30s, got "2d" (unknown unit "d" (use h, m, s or ms, e.g. 1h30m))`,
     },
     {
       name: 'an unknown top-level key',
       setup: { yaml: 'strategi: reboot\n' },
-      message: `${FILE}: strategi: unknown key (did you mean "strategy"?)`,
+      message: `${FILE}, line 1: strategi: unknown key (did you mean "strategy"?)`,
     },
     {
       name: 'an unknown nested key',
       setup: { yaml: 'checks:\n  pre:\n    - command: "true"\n      timout: 5s\n' },
-      message: `${FILE}: checks.pre[0].timout: unknown key (did you mean "timeout"?)`,
+      message: `${FILE}, line 4: checks.pre[0].timout: unknown key (did you mean "timeout"?)`,
     },
     {
       name: 'an unknown etcd key',
       setup: { yaml: 'etcd:\n  endpoint: http://x:2379\n' },
-      message: `${FILE}: etcd.endpoint: unknown key (did you mean "endpoints"?)`,
+      message: `${FILE}, line 2: etcd.endpoint: unknown key (did you mean "endpoints"?)`,
     },
     {
       name: 'a check with two kinds',
       setup: { yaml: 'checks:\n  post:\n    - { command: "true", http: "http://x/" }\n' },
-      message: `${FILE}: checks.post[0]: has both command and http; one per check`,
+      message: `${FILE}, line 3: checks.post[0]: has both command and http; one per check`,
     },
     {
       name: 'a prometheus check without a query',
       setup: { yaml: 'checks:\n  drain: { prometheus: "http://p:9090" }\n' },
-      message: `${FILE}: checks.drain.query: is required with prometheus`,
+      message: `${FILE}, line 2: checks.drain.query: is required with prometheus`,
     },
     {
       name: 'a check URL that is not http',
       setup: { yaml: 'checks:\n  pre:\n    - http: "ftp://x/"\n' },
-      message: `${FILE}: checks.pre[0].http: expected an http:// or https:// URL`,
+      message: `${FILE}, line 3: checks.pre[0].http: expected an http:// or https:// URL`,
     },
     {
       name: 'a bad locksmith window in the file',
       setup: { yaml: 'windows:\n  - Mon 04:00+1h\n  - { start: "Thu 04:00", lenght: 1h }\n' },
-      message: `${FILE}: windows[1].lenght: unknown key (did you mean "length"?)`,
+      message: `${FILE}, line 3: windows[1].lenght: unknown key (did you mean "length"?)`,
     },
     {
       name: 'a window of the wrong type',
       setup: { yaml: 'windows: 5\n' },
-      message: `${FILE}: windows: expected a window spec like "Mon-Fri 22:00-02:00", a list of them, or { start, length }`,
+      message: `${FILE}, line 1: windows: expected a window spec like "Mon-Fri 22:00-02:00", a list of them, or { start, length }`,
     },
     {
       name: 'a section of the wrong type',
       setup: { yaml: 'reboot: now\n' },
-      message: `${FILE}: reboot: expected a mapping, got a string`,
+      message: `${FILE}, line 1: reboot: expected a mapping, got a string`,
     },
     {
       name: 'an invalid group from the environment',
@@ -601,7 +611,7 @@ describe('loadAgentConfig: errors name the key and where it came from', () => {
       name: 'a bad window zone',
       setup: { env: { SLUICE_WINDOW_ZONE: 'Mars/Olympus' } },
       message:
-        'environment SLUICE_WINDOW_ZONE: windowZone: expected an IANA time zone such as Europe/Berlin or UTC',
+        'environment SLUICE_WINDOW_ZONE: windowZone: expected an IANA time zone such as Europe/Berlin or UTC, or local, got "Mars/Olympus"',
     },
     {
       name: '"always" mixed with windows',
@@ -653,7 +663,7 @@ describe('loadAgentConfig: errors name the key and where it came from', () => {
     {
       name: 'a bad value in the file even when the environment overrides it',
       setup: { yaml: 'etcd:\n  group: "bad group"\n', env: { SLUICE_GROUP: 'fine' } },
-      message: `${FILE}: etcd.group: must be letters, digits, . _ : @ -`,
+      message: `${FILE}, line 2: etcd.group: must be letters, digits, . _ : @ -`,
     },
   ])('$name', async ({ setup, message }) => {
     expect(await failure(setup)).toBe(message);
@@ -715,8 +725,12 @@ describe('secrets', () => {
       await failure({ yaml: 'etcd:\n  password: 123456789\n' }),
       await failure({ env: { SLUICE_PASSWORD: SECRET, SLUICE_CERT: '/c.pem' } }),
       await failure({ flags: { password: SECRET, strategy: 'nope' } }),
-      await failure({ updateConf: [`LOCKSMITHD_ETCD_PASSWORD="${SECRET}`] }),
-      await failure({ updateConf: [`LOCKSMITHD_ETCD_PASSWORD=${SECRET} x`] }),
+      await failure({
+        updateConf: [`REBOOT_STRATEGY=x${SECRET}\nLOCKSMITHD_ETCD_PASSWORD="${SECRET}`],
+      }),
+      await failure({
+        updateConf: [`LOCKSMITHD_ETCD_PASSWORD=${SECRET} x\nREBOOT_STRATEGY=${SECRET}`],
+      }),
     ];
     for (const message of messages) {
       expect(message).not.toContain(SECRET);

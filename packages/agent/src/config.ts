@@ -36,7 +36,8 @@
  *   sessionTTL: 30s   # lease of a waiting node's queue key (whole seconds)
  *   holdTTL: 1h       # lease of a slot while the node reboots; must outlast the reboot
  * strategy: etcd-lock # etcd-lock | reboot | off | best-effort (locksmith's: etcd-lock if etcd is configured)
- * windowZone: Europe/Berlin   # zone of window entries that name none; default UTC
+ * windowZone: Europe/Berlin   # zone of window entries that name none, or local (this node's
+ *                             # zone); default UTC, and local for locksmith's { start, length }
  * windows:                    # a spec string, a list of them, or locksmith's { start, length }
  *   - Mon-Fri 22:00-02:00
  *   - Sat,Sun 03:00+4h UTC
@@ -77,6 +78,12 @@
  *   allowRemote: false
  * log:
  *   level: info                   # debug | info | warn | error
+ * notify:                         # YAML only; see notify.ts
+ *   webhooks: [https://hooks.example/T0/B0/xyz]   # POST a JSON notification to each
+ *   template: '{"text": "{{text}}"}'              # default: the notification itself as JSON
+ *   events: [group-halted, node-lost, post-checks-failing, rollout-finished, group-paused, group-resumed]
+ *   timeout: 10s                  # per attempt
+ *   attempts: 5
  * ```
  *
  * A check is `{ command }`, `{ http }` (GET, 2xx passes) or `{ prometheus, query }` (passes when
@@ -86,17 +93,21 @@
  *
  * Environment variables and flags are listed in `AGENT_FLAGS` (and `agentFlagsHelp()`).
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import {
+  describeWindow,
   err,
+  formatDuration,
   isSluiceError,
   isValidName,
+  MAX_WINDOW_ENTRIES,
   ok,
   parseDurationText,
   parseLocksmithWindow,
   parseWindowSpec,
+  quoteValue,
   type Result,
   SluiceError,
   type WeeklyWindow,
@@ -109,13 +120,15 @@ import {
   etcdSettingsFromEnv,
   parseEtcdSettings,
   splitEndpoints,
-} from '@sluice/etcd';
+} from '@sluice/etcd/settings';
 import type { Command } from 'commander';
-import { parseDocument } from 'yaml';
+import { type Document, Lexer, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { defaultTokenFile } from './identity.js';
-import { parseUpdateConf } from './locksmith.js';
-import { REBOOT_METHODS, type RebootMethod } from './reboot-methods.js';
+import { type LocalZone, localZone } from './localzone.js';
+import { parseUpdateConfs } from './locksmith.js';
+import { checkTemplate, DEFAULT_NOTIFY, NOTIFY_EVENTS, type NotifySettings } from './notify.js';
+import { REBOOT_METHODS, type RebootMethod } from './reboot.js';
 
 // ---------------------------------------------------------------------------------------------
 // The resolved configuration
@@ -182,6 +195,8 @@ export interface AgentConfig {
    * Empty means always open. Combine with the group's spec through `windowStateAll`.
    */
   windows: WindowSpec[];
+  /** The zones entries that name none were read in, and why (see `WindowZones`). */
+  windowZones: WindowZones;
   /** Which update sources to follow besides nothing: update_engine, a file, a command, manual. */
   sources: {
     updateEngine: boolean;
@@ -228,6 +243,8 @@ export interface AgentConfig {
     allowRemote: boolean;
   };
   log: { level: LogLevel };
+  /** Webhooks to notify of halts, lost nodes, failing post-checks, finished rollouts, pauses. */
+  notify: NotifySettings;
   /**
    * Where each setting that is not a default came from, by its YAML path: `etcd.group` →
    * `environment SLUICE_GROUP`, `windows` → `/etc/flatcar/update.conf:4
@@ -242,8 +259,13 @@ export interface AgentConfig {
 /** The YAML file the agent reads when neither `--config` nor `SLUICE_CONFIG` names one. */
 export const DEFAULT_CONFIG_FILE = '/etc/sluice/sluiced.yaml';
 
-/** locksmith's update.conf files, in the order they are read (a later file wins). */
+/**
+ * locksmith's update.conf files, in the order they are read (a later file wins): the OS
+ * defaults, then the node's own, as the EnvironmentFile= lines of locksmithd.service read them.
+ */
 export const DEFAULT_UPDATE_CONF_FILES: readonly string[] = [
+  '/usr/share/coreos/update.conf',
+  '/usr/share/flatcar/update.conf',
   '/etc/coreos/update.conf',
   '/etc/flatcar/update.conf',
 ];
@@ -302,7 +324,20 @@ const OS_DEFAULTS = {
 // ---------------------------------------------------------------------------------------------
 // The schema of one layer (the YAML file; env, flags and update.conf are mapped onto it)
 
-const q = (value: string): string => JSON.stringify(value);
+/** Quotes a value for a message, cut to a short excerpt (see `quoteValue`). */
+const q = (value: string): string => quoteValue(value);
+
+/**
+ * The largest configuration file read, YAML or update.conf: 1 MiB. A real one is a few KiB; a
+ * larger file is refused before it is parsed.
+ */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
+/**
+ * How deeply the YAML file may nest mappings and lists (the top-level mapping is level 1). The
+ * deepest setting, `checks.pre[0].timeout`, is at level 4.
+ */
+export const MAX_CONFIG_DEPTH = 16;
 
 /** Describes a wrongly typed value without quoting strings (which might be secrets). */
 function typeOf(value: unknown): string {
@@ -328,9 +363,24 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
+/** Keys that are shown in messages as written: anything else may be a pasted secret. */
+const PLAIN_KEY = /^[A-Za-z0-9_-]{1,40}$/;
+
+/** A key for a message: as written when it is a plain name, else a placeholder. */
+function shownKey(key: string): string {
+  return PLAIN_KEY.test(key) ? key : '(a key that is not a plain name, not shown)';
+}
+
 function unknownKeyMessage(keys: readonly string[], known: readonly string[]): string {
-  if (keys.length > 1) return `unknown keys ${keys.map(q).join(', ')}`;
+  if (keys.length > 1) {
+    return `unknown keys ${keys.map((k) => (PLAIN_KEY.test(k) ? q(k) : shownKey(k))).join(', ')}`;
+  }
   const key = keys[0] ?? '';
+  if (!PLAIN_KEY.test(key)) {
+    // `etcd:{password: ...}` without a space after the colon is one long key in YAML.
+    const colon = /:\S/.test(key) ? '; YAML needs a space after ":"' : '';
+    return `unknown key${colon} (known keys: ${known.join(', ')})`;
+  }
   const near = known
     .map((k) => ({ k, d: editDistance(key.toLowerCase(), k.toLowerCase()) }))
     .filter(({ d }) => d <= Math.max(2, Math.floor(key.length / 3)))
@@ -607,7 +657,13 @@ export const AgentConfigFileSchema = section({
   }).optional(),
   strategy: oneOf(['etcd-lock', 'reboot', 'off', 'best-effort']).optional(),
   windowZone: text
-    .refine(isZone, 'expected an IANA time zone such as Europe/Berlin or UTC')
+    .superRefine((zone, ctx) => {
+      if (zone === 'local' || isZone(zone)) return;
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected an IANA time zone such as Europe/Berlin or UTC, or local, got ${q(zone)}`,
+      });
+    })
     .optional(),
   windows: WindowsSchema.optional(),
   sources: section({
@@ -657,6 +713,13 @@ export const AgentConfigFileSchema = section({
     allowRemote: bool.optional(),
   }).optional(),
   log: section({ level: oneOf(['debug', 'info', 'warn', 'error']).optional() }).optional(),
+  notify: section({
+    webhooks: z.array(httpUrl).optional(),
+    template: text.optional(),
+    events: z.array(oneOf(NOTIFY_EVENTS)).optional(),
+    timeout: duration({ positive: true }).optional(),
+    attempts: z.number().int().min(1).max(20).optional(),
+  }).optional(),
 });
 
 /** The YAML file as written (before durations are parsed). */
@@ -766,7 +829,7 @@ const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])
   ['holdTtl', 'etcd.holdTTL', '<duration>', 'lease TTL of a held slot; must outlast a reboot (1h)'],
   ['strategy', 'strategy', '<strategy>', 'etcd-lock, reboot, off or best-effort (etcd-lock)'],
   ['window', 'windows', '<spec>', 'reboot window, e.g. "Mon-Fri 22:00-02:00"; repeatable'],
-  ['windowZone', 'windowZone', '<zone>', 'time zone of windows that name none (default UTC)'],
+  ['windowZone', 'windowZone', '<zone>', 'zone of windows that name none, or local (UTC)'],
   ['updateEngine', 'sources.updateEngine', 'bool+no', 'follow update_engine over D-Bus (on)'],
   ['sentinel', 'sources.sentinel', '<file>', 'reboot while this file exists; "off" to ignore'],
   ['sourceCommand', 'sources.command.run', '<command>', 'command whose exit 0 means reboot'],
@@ -891,6 +954,10 @@ export interface LoadOptions {
   machineIdFile?: string;
   /** The default host name, instead of `os.hostname()`. */
   hostname?: string;
+  /** Where the local zone is read when `TZ` is unset. Default `/etc/localtime`. */
+  localtimeFile?: string;
+  /** The tz database directory, for naming a copied localtime file. Default `/usr/share/zoneinfo`. */
+  zoneinfoDir?: string;
 }
 
 /** Where one setting came from: a label for messages and the file, variable or flag at fault. */
@@ -905,6 +972,8 @@ interface RawLayer {
   origins: Map<string, Origin>;
   /** The origin of anything `origins` does not list (the whole file). */
   fallback?: Origin;
+  /** For the YAML file: the line a setting (or the nearest key above it) is written on. */
+  lineOf?: (path: readonly PropertyKey[]) => number | undefined;
 }
 
 /** Paths whose values replace rather than merge with lower layers, and are one origin. */
@@ -947,7 +1016,10 @@ function displayPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const part of path) {
     if (typeof part === 'number') out += `[${part}]`;
-    else out += out === '' ? String(part) : `.${String(part)}`;
+    else {
+      const key = PLAIN_KEY.test(String(part)) ? String(part) : '(key not shown)';
+      out += out === '' ? key : `.${key}`;
+    }
   }
   return out;
 }
@@ -992,7 +1064,10 @@ function parseLayer(layer: RawLayer): LayerValues {
   const parsed = AgentConfigFileSchema.safeParse(layer.raw);
   if (!parsed.success) {
     const { path, message } = explain(pickIssue(parsed.error.issues));
-    throw configError(originOf(layer, path), displayPath(path), message);
+    const line = layer.lineOf?.(path);
+    const where = originOf(layer, path);
+    const at = line === undefined ? where : { ...where, label: `${where.label}, line ${line}` };
+    throw configError(at, displayPath(path), message);
   }
   const values = parsed.data;
   // The etcd fields come from the shared schema, whose defaults would fill in keys this layer
@@ -1029,7 +1104,9 @@ function mergeOrigins(target: Map<string, Origin>, layer: RawLayer): void {
     for (const existing of [...target.keys()]) {
       if (existing.startsWith(`${path}.`)) target.delete(existing);
     }
-    target.set(path, originOf(layer, path.split('.')));
+    const origin = originOf(layer, path.split('.'));
+    const line = layer.lineOf?.(path.split('.'));
+    target.set(path, line === undefined ? origin : { ...origin, label: `${origin.label}:${line}` });
   }
 }
 
@@ -1057,6 +1134,31 @@ function envLayer(env: NodeJS.ProcessEnv): RawLayer {
     const value = env[name]!;
     setPath(raw, setting.path, convert(setting.kind, value));
     origins.set(setting.path, { label: `environment ${name}`, where: name });
+  }
+  // locksmithd's own window variables, read as locksmithd read them: the LOCKSMITHD_ name when
+  // set and not empty, else the old one; start and length together.
+  const pick = (names: string[]) => names.find((n) => env[n] !== undefined && env[n] !== '');
+  const start = pick(['LOCKSMITHD_REBOOT_WINDOW_START', 'REBOOT_WINDOW_START']);
+  const length = pick(['LOCKSMITHD_REBOOT_WINDOW_LENGTH', 'REBOOT_WINDOW_LENGTH']);
+  if (start !== undefined || length !== undefined) {
+    const name = (start ?? length)!;
+    const origin = { label: `environment ${name}`, where: name };
+    if (start === undefined || length === undefined) {
+      throw configError(
+        origin,
+        'windows',
+        `${name} is set without ${start === undefined ? 'LOCKSMITHD_REBOOT_WINDOW_START' : 'LOCKSMITHD_REBOOT_WINDOW_LENGTH'}; set both or neither, as locksmithd required`,
+      );
+    }
+    if (raw.windows !== undefined) {
+      throw configError(
+        origin,
+        'windows',
+        `both ${origins.get('windows')?.where} and ${name} are set; keep one of them`,
+      );
+    }
+    raw.windows = [{ start: env[start]!, length: env[length]! }];
+    origins.set('windows', origin);
   }
   return { raw, origins };
 }
@@ -1090,10 +1192,47 @@ function flagLayer(flags: AgentFlags): RawLayer {
   return { raw, origins };
 }
 
-async function readOptional(path: string): Promise<string | undefined> {
+/**
+ * Reads a configuration file of at most MAX_CONFIG_FILE_BYTES; never reads more than that, so a
+ * huge file (or a device) costs nothing. Throws a SluiceError naming the file when it is larger.
+ */
+async function readCapped(path: string, label: string): Promise<string> {
+  return (await readCappedBytes(path, label)).toString('utf8');
+}
+
+async function readCappedBytes(path: string, label: string): Promise<Buffer> {
+  const handle = await open(path, 'r');
   try {
-    return await readFile(path, 'utf8');
+    const buffer = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > MAX_CONFIG_FILE_BYTES) {
+      throw new SluiceError(
+        'invalid-config',
+        `${label}: the file is larger than ${MAX_CONFIG_FILE_BYTES / 1024} KiB; a configuration file is a few KiB`,
+        path,
+      );
+    }
+    return buffer.subarray(0, length);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  return (await readOptionalBytes(path))?.toString('utf8');
+}
+
+/** Reads a file of at most MAX_CONFIG_FILE_BYTES; undefined when it does not exist. */
+async function readOptionalBytes(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readCappedBytes(path, path);
   } catch (cause) {
+    if (isSluiceError(cause)) throw cause;
     const code = (cause as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw new SluiceError('invalid-config', `cannot read ${path} (${code ?? cause})`, path, {
@@ -1102,19 +1241,30 @@ async function readOptional(path: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * Reads locksmith's update.conf files as one layer, in order (a later file wins), as systemd
+ * reads them for locksmithd.service. Missing files are skipped.
+ */
 async function updateConfLayer(
-  path: string,
+  paths: readonly string[],
+  secrets: Set<string>,
 ): Promise<{ layer: RawLayer; warnings: string[] } | undefined> {
-  const content = await readOptional(path);
-  if (content === undefined) return undefined;
-  const parsed = parseUpdateConf(content, path);
+  const files: { path: string; content: Buffer }[] = [];
+  for (const path of paths) {
+    const content = await readOptionalBytes(path);
+    if (content !== undefined) files.push({ path, content });
+  }
+  if (files.length === 0) return undefined;
+  const parsed = parseUpdateConfs(files);
   if (!parsed.ok) throw parsed.error;
   const { settings, origins: lines, warnings } = parsed.value;
+  addSecrets(settings.password, true, secrets);
+  for (const endpoint of settings.endpoints ?? []) addSecrets(endpoint, false, secrets);
   const raw: Record<string, unknown> = {};
   const origins = new Map<string, Origin>();
   const note = (yamlPath: string, field: keyof typeof lines) => {
     const at = lines[field]!;
-    origins.set(yamlPath, { label: `${path}:${at.line} (${at.key})`, where: path });
+    origins.set(yamlPath, { label: `${at.path}:${at.line} (${at.key})`, where: at.path });
   };
   if (settings.strategy !== undefined) {
     raw.strategy = settings.strategy;
@@ -1147,14 +1297,20 @@ async function fileLayer(
   const origin: Origin = { label: `config file ${path}`, where: path };
   let content: string;
   try {
-    content = await readFile(path, 'utf8');
+    content = await readCapped(path, origin.label);
   } catch (cause) {
+    if (isSluiceError(cause)) throw cause;
     const code = (cause as NodeJS.ErrnoException).code ?? String(cause);
     if (explicit === undefined && code === 'ENOENT') return undefined;
     const named = explicit ? ` (named by ${explicit.label})` : '';
     throw configError(origin, '', `cannot read it${named}: ${code}`, cause);
   }
-  const doc = parseDocument(content, { uniqueKeys: true });
+  // Composing a document recurses once per level: refuse deep nesting before that happens.
+  if (nestingBound(content) > NESTING_SCAN_LIMIT) {
+    throw configError(origin, '', `the YAML is nested more than ${MAX_CONFIG_DEPTH} levels`);
+  }
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(content, { uniqueKeys: true, lineCounter });
   const problem = doc.errors[0];
   if (problem) {
     // The first line only: the rest quotes the file, which may hold the password.
@@ -1170,7 +1326,85 @@ async function fileLayer(
   if (!isPlainObject(raw)) {
     throw configError(origin, '', `expected a mapping of settings, got ${typeOf(raw)}`);
   }
-  return { raw, origins: new Map(), fallback: origin };
+  if (depthOf(raw) > MAX_CONFIG_DEPTH) {
+    throw configError(origin, '', `the YAML is nested more than ${MAX_CONFIG_DEPTH} levels`);
+  }
+  const lineOf = (path: readonly PropertyKey[]) => {
+    const offset = offsetOf(doc, path);
+    return offset === undefined ? undefined : lineCounter.linePos(offset).line;
+  };
+  return { raw, origins: new Map(), fallback: origin, lineOf };
+}
+
+/** The lexical nesting above which a file is refused unread (see `nestingBound`). */
+const NESTING_SCAN_LIMIT = 256;
+
+/**
+ * An upper bound on how deeply a YAML text nests, from its tokens alone (no recursion): flow
+ * brackets open, plus, per line, twice its indentation and block indicators (`-`, `?`, `:`). A
+ * block collection nests deeper only by indenting or by an indicator on its line, and at most two
+ * levels share a column (a list as a mapping's value). Stops counting once past the scan limit.
+ */
+function nestingBound(text: string): number {
+  let flow = 0;
+  let indent = 0;
+  let indicators = 0;
+  let lineStart = true;
+  let bound = 0;
+  for (const token of new Lexer().lex(text)) {
+    if (token === '[' || token === '{') flow++;
+    else if (token === ']' || token === '}') flow = Math.max(0, flow - 1);
+    else if (token === '\n' || token === '\r\n') {
+      lineStart = true;
+      indent = 0;
+      indicators = 0;
+      continue;
+    } else if (token === '-' || token === '?' || token === ':') indicators++;
+    else if (lineStart && /^ +$/.test(token)) indent = token.length;
+    lineStart = false;
+    bound = Math.max(bound, flow + 2 * (indent + indicators));
+    if (bound > NESTING_SCAN_LIMIT) return bound;
+  }
+  return bound;
+}
+
+/** How deeply a parsed value nests mappings and lists (a scalar is 0). Iterative. */
+function depthOf(value: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  const seen = new Set<object>();
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (typeof node !== 'object' || node === null || seen.has(node)) continue;
+    seen.add(node);
+    max = Math.max(max, depth + 1);
+    if (max > MAX_CONFIG_DEPTH) return max;
+    for (const child of Object.values(node)) stack.push([child, depth + 1]);
+  }
+  return max;
+}
+
+/** Where a setting's key (or the nearest one above it) starts in the file, as an offset. */
+function offsetOf(doc: Document, path: readonly PropertyKey[]): number | undefined {
+  let node: unknown = doc.contents;
+  let offset: number | undefined;
+  for (const part of path) {
+    const items = (node as { items?: unknown[] } | null)?.items;
+    if (!Array.isArray(items)) break;
+    if (typeof part === 'number') {
+      node = items[part];
+      const range = (node as { range?: number[] } | undefined)?.range;
+      if (range) offset = range[0];
+      continue;
+    }
+    const pair = items.find(
+      (p) => String((p as { key?: { value?: unknown } }).key?.value) === String(part),
+    ) as { key?: { range?: number[] }; value?: unknown } | undefined;
+    if (!pair) break;
+    if (pair.key?.range) offset = pair.key.range[0];
+    node = pair.value;
+  }
+  return offset;
 }
 
 /**
@@ -1180,8 +1414,109 @@ async function fileLayer(
  * part of a message.
  */
 export async function loadAgentConfig(opts: LoadOptions = {}): Promise<AgentConfig> {
+  const secrets = new Set<string>();
+  try {
+    const config = await loadLayers(opts, secrets);
+    return { ...config, warnings: config.warnings.map((w) => scrub(w, secrets)) };
+  } catch (error) {
+    if (!isSluiceError(error)) throw error;
+    // Whatever went wrong and wherever a secret was pasted, the message does not carry it. A
+    // layer that failed may come before the one holding the password: look at all of them.
+    await harvestSecrets(opts, secrets);
+    // The cause is dropped: it may quote the same values.
+    throw new SluiceError(error.kind, scrub(error.message, secrets), error.where);
+  }
+}
+
+/** Best effort, never throws: the secrets in every file the configuration would be read from. */
+async function harvestSecrets(opts: LoadOptions, secrets: Set<string>): Promise<void> {
+  const env = opts.env ?? process.env;
+  const file = opts.configFile ?? opts.flags?.config ?? (env.SLUICE_CONFIG || DEFAULT_CONFIG_FILE);
+  const text = await readCapped(file, file).catch(() => undefined);
+  if (text !== undefined && nestingBound(text) <= NESTING_SCAN_LIMIT) {
+    try {
+      collectSecrets(
+        parseDocument(text, { uniqueKeys: false }).toJS({ maxAliasCount: 0 }),
+        secrets,
+      );
+    } catch {
+      // Unreadable YAML: its error message quotes nothing from the file.
+    }
+  }
+  for (const path of opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES) {
+    const conf = await readCapped(path, path).catch(() => undefined);
+    if (conf === undefined) continue;
+    const parsed = parseUpdateConfs([{ path, content: conf }]);
+    if (parsed.ok) addSecrets(parsed.value.settings.password, true, secrets);
+    for (const match of conf.matchAll(/PASSWORD\s*=\s*["']?([^\n"']*)/g)) {
+      addSecrets(match[1], true, secrets);
+    }
+    addSecrets(conf, false, secrets);
+  }
+}
+
+/** Keys whose values are secrets, wherever they appear in a layer. */
+const SECRET_KEY = /pass(word)?|secret|token|credential/i;
+
+/** `user:password@` in a URL, with or without a scheme, valid URL or not. */
+const USERINFO = /(?:^|\/\/|\s|["'[,])([^\s/"'[\],]*)@/g;
+
+/** Adds the secrets a value may carry: all of it when `whole`, and any URL credentials. */
+function addSecrets(value: unknown, whole: boolean, secrets: Set<string>): void {
+  if (typeof value !== 'string' && typeof value !== 'number') return;
+  const text = String(value);
+  const candidates: string[] = whole ? [text] : [];
+  for (const match of text.matchAll(USERINFO)) {
+    const userinfo = match[1] ?? '';
+    candidates.push(userinfo);
+    const colon = userinfo.indexOf(':');
+    if (colon !== -1) candidates.push(userinfo.slice(colon + 1));
+  }
+  for (const candidate of candidates) {
+    // A value that ran to the end of the file (an unclosed quote) is scrubbed line by line too,
+    // and a secret with spaces word by word, so no long part of it shows either.
+    const words = candidate.split(/\s+/).filter((w) => w.length >= 6);
+    for (const piece of [candidate, ...candidate.split(/\r?\n/), ...words]) {
+      if (piece.trim().length >= 3) secrets.add(piece.trim());
+    }
+  }
+}
+
+/** Collects secrets from a raw layer: values under secret-looking keys, and URL credentials. */
+function collectSecrets(raw: unknown, secrets: Set<string>): void {
+  const stack: [unknown, boolean][] = [[raw, false]];
+  let budget = 100_000;
+  while (stack.length > 0 && budget-- > 0) {
+    const [node, secret] = stack.pop()!;
+    if (Array.isArray(node)) {
+      for (const item of node) stack.push([item, secret]);
+    } else if (isPlainObject(node)) {
+      for (const [key, value] of Object.entries(node)) {
+        addSecrets(key, false, secrets);
+        stack.push([value, secret || SECRET_KEY.test(key)]);
+      }
+    } else {
+      addSecrets(node, secret, secrets);
+    }
+  }
+}
+
+/** Replaces every secret in a message, longest first. */
+function scrub(text: string, secrets: ReadonlySet<string>): string {
+  let out = text;
+  for (const secret of [...secrets].sort((a, b) => b.length - a.length)) {
+    if (out.includes(secret)) out = out.split(secret).join(REDACTED);
+  }
+  return out;
+}
+
+async function loadLayers(opts: LoadOptions, secrets: Set<string>): Promise<AgentConfig> {
   const env = opts.env ?? process.env;
   const flags = opts.flags ?? {};
+  for (const [name, value] of Object.entries(env)) {
+    addSecrets(value, SECRET_KEY.test(name), secrets);
+  }
+  collectSecrets(flags, secrets);
 
   let explicit: Origin | undefined;
   if (opts.configFile !== undefined) {
@@ -1195,16 +1530,15 @@ export async function loadAgentConfig(opts: LoadOptions = {}): Promise<AgentConf
 
   const layers: RawLayer[] = [];
   const warnings: string[] = [];
-  for (const path of opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES) {
-    const found = await updateConfLayer(path);
-    if (found) {
-      layers.push(found.layer);
-      warnings.push(...found.warnings);
-    }
+  const found = await updateConfLayer(opts.updateConfFiles ?? DEFAULT_UPDATE_CONF_FILES, secrets);
+  if (found) {
+    layers.push(found.layer);
+    warnings.push(...found.warnings);
   }
   const file = await fileLayer(configFile, explicit);
   if (file) layers.push(file);
   layers.push(envLayer(env), flagLayer(flags));
+  for (const layer of layers) collectSecrets(layer.raw, secrets);
 
   let merged: Record<string, unknown> = {};
   const origins = new Map<string, Origin>();
@@ -1256,6 +1590,7 @@ async function resolve(
       );
     }
     id = machineId;
+    origins.set('node.id', { label: `file ${file}`, where: file });
   }
   const hostname = m.node?.hostname ?? opts.hostname ?? osHostname();
   const tokenFile = m.node?.tokenFile ?? defaultTokenFile(opts.env ?? process.env);
@@ -1282,8 +1617,32 @@ async function resolve(
   const strategy: Strategy =
     chosen === 'best-effort' ? (origins.has('etcd.endpoints') ? 'etcd-lock' : 'reboot') : chosen;
 
-  // windows: all entries form one spec, in windowZone unless an entry names its own zone.
-  const windows = resolveWindows(m.windows ?? [], m.windowZone ?? 'UTC', origin('windows'));
+  // windows: all entries form one spec, in their zone unless an entry names its own.
+  const entries = m.windows ?? [];
+  const needLocal =
+    m.windowZone === 'local' ||
+    (m.windowZone === undefined && entries.some((e) => typeof e !== 'string'));
+  const zones: WindowZones = needLocal
+    ? await windowZones(m.windowZone, origin('windowZone').label, () =>
+        localZone({
+          env: opts.env ?? process.env,
+          ...(opts.localtimeFile !== undefined ? { localtimeFile: opts.localtimeFile } : {}),
+          ...(opts.zoneinfoDir !== undefined ? { zoneinfoDir: opts.zoneinfoDir } : {}),
+        }).catch((error: unknown) => {
+          if (isSluiceError(error)) throw configError(origin('windows'), 'windows', error.message);
+          throw error;
+        }),
+      )
+    : (() => {
+        // No locksmith-syntax entry: the local zone is not needed (nor read).
+        const zone =
+          m.windowZone === undefined
+            ? { zone: 'UTC', from: 'default' }
+            : { zone: m.windowZone, from: origin('windowZone').label };
+        return { sluice: zone, locksmith: zone };
+      })();
+  if (zones.warning) warnings.push(zones.warning);
+  const windows = resolveWindows(entries, zones, origin('windows'));
 
   // sources
   let command: AgentConfig['sources']['command'] = null;
@@ -1312,6 +1671,10 @@ async function resolve(
     }
   }
 
+  const template = m.notify?.template ?? DEFAULT_NOTIFY.template;
+  const templateProblem = template === null ? null : checkTemplate(template);
+  if (templateProblem) throw fail('notify.template', templateProblem);
+
   return {
     node: { id, hostname, tokenFile },
     clock: { maxSkewMs: m.clock?.maxSkew ?? DEFAULTS.maxClockSkewMs },
@@ -1322,6 +1685,7 @@ async function resolve(
     },
     strategy,
     windows,
+    windowZones: zones,
     sources: {
       updateEngine: m.sources?.updateEngine ?? true,
       sentinel: m.sources?.sentinel === undefined ? DEFAULTS.sentinel : m.sources.sentinel,
@@ -1350,6 +1714,13 @@ async function resolve(
     dbus: { address: m.dbus?.address ?? 'system' },
     metrics: { listen, allowRemote },
     log: { level: m.log?.level ?? 'info' },
+    notify: {
+      webhooks: m.notify?.webhooks ?? DEFAULT_NOTIFY.webhooks,
+      template,
+      events: m.notify?.events ?? DEFAULT_NOTIFY.events,
+      timeoutMs: m.notify?.timeout ?? DEFAULT_NOTIFY.timeoutMs,
+      attempts: m.notify?.attempts ?? DEFAULT_NOTIFY.attempts,
+    },
     origins: Object.fromEntries([...origins].map(([path, o]) => [path, o.label])),
     warnings,
   };
@@ -1385,9 +1756,43 @@ function resolveOsSources(sources: LayerValues['sources']): OsSources {
 
 type WindowEntry = string | { start: string; length: string };
 
+/**
+ * The zones window entries that name none are read in: `windowZone` when it is set (`local`
+ * meaning the node's zone), else UTC for sluice's syntax and the node's local zone for
+ * locksmith's (`{ start, length }`, update.conf, `LOCKSMITHD_REBOOT_WINDOW_*`), as locksmithd
+ * read its window in `time.Local`.
+ */
+export interface WindowZones {
+  /** The zone of sluice-syntax entries, and where that was decided. */
+  sluice: { zone: string; from: string };
+  /** The zone of locksmith-syntax entries, and where that was decided. */
+  locksmith: { zone: string; from: string };
+  /** Set when the local zone fell back to UTC by Go's rules (an unknown TZ, say). */
+  warning?: string;
+}
+
+async function windowZones(
+  windowZone: string | undefined,
+  windowZoneFrom: string,
+  local: () => Promise<LocalZone>,
+): Promise<WindowZones> {
+  if (windowZone !== undefined && windowZone !== 'local') {
+    const set = { zone: windowZone, from: windowZoneFrom };
+    return { sluice: set, locksmith: set };
+  }
+  const found = await local();
+  const node = { zone: found.zone, from: `local zone: ${found.from}` };
+  const warning = found.warning === undefined ? {} : { warning: found.warning };
+  if (windowZone === 'local') {
+    const set = { zone: found.zone, from: `${windowZoneFrom} (local zone: ${found.from})` };
+    return { sluice: set, locksmith: set, ...warning };
+  }
+  return { sluice: { zone: 'UTC', from: 'default' }, locksmith: node, ...warning };
+}
+
 function resolveWindows(
   entries: readonly WindowEntry[],
-  zone: string,
+  zones: WindowZones,
   origin: Origin,
 ): WindowSpec[] {
   const source = `${origin.label}: windows`;
@@ -1403,12 +1808,18 @@ function resolveWindows(
     return configError(origin, 'windows', `invalid reboot window: ${why}`, error);
   };
   const all: WeeklyWindow[] = [];
-  const spec = parseWindowSpec(texts.join('\n'), source, zone);
-  if (!spec.ok) throw rethrow(spec.error);
-  all.push(...spec.value.windows);
+  for (const text of texts) {
+    // Each entry on its own, so a blank one is refused rather than skipped as a blank line.
+    const spec = parseWindowSpec(text, source, zones.sluice.zone);
+    if (!spec.ok) throw rethrow(spec.error);
+    all.push(...spec.value.windows);
+  }
+  if (all.length > MAX_WINDOW_ENTRIES) {
+    throw configError(origin, 'windows', `at most ${MAX_WINDOW_ENTRIES} window entries in all`);
+  }
   for (const entry of entries) {
     if (typeof entry === 'string') continue;
-    const window = parseLocksmithWindow(entry.start, entry.length, source, zone);
+    const window = parseLocksmithWindow(entry.start, entry.length, source, zones.locksmith.zone);
     if (!window.ok) throw rethrow(window.error);
     all.push(...window.value.windows);
   }
@@ -1457,9 +1868,98 @@ function redactCheck(check: CheckSpec): CheckSpec {
   return check.type === 'command' ? check : { ...check, url: redactUrl(check.url) };
 }
 
+/** One resolved setting, for `sluiced --check-config`. */
+export interface SettingReport {
+  /** The YAML path, such as `etcd.group`. */
+  key: string;
+  /** The value as the agent will use it, in the YAML file's notation; secrets redacted. */
+  value: string;
+  /** Where it came from: `default`, `flag --group`, `environment SLUICE_GROUP`, `file:line`. */
+  from: string;
+}
+
+/**
+ * Every setting of a loaded configuration with where it came from, secrets redacted: what
+ * `sluiced --check-config` prints. Windows are shown in canonical form, each entry with its zone,
+ * and the zone's own origin is given with them.
+ */
+export function describeConfig(config: AgentConfig): SettingReport[] {
+  const safe = redactConfig(config);
+  const from = (path: string): string => {
+    const parts = path.split('.');
+    for (let n = parts.length; n > 0; n--) {
+      const found = config.origins[parts.slice(0, n).join('.')];
+      if (found) return found;
+    }
+    return 'default';
+  };
+  const rows: SettingReport[] = [];
+  const add = (key: string, value: unknown) => {
+    if (value === undefined) return;
+    const text =
+      value === null ? 'off' : Array.isArray(value) ? value.join(', ') || '(none)' : String(value);
+    rows.push({ key, value: text, from: from(key) });
+  };
+  const seconds = (n: number) => formatDuration(n * 1000);
+  const { etcd } = safe;
+  add('node.id', safe.node.id);
+  add('node.hostname', safe.node.hostname);
+  add('node.tokenFile', safe.node.tokenFile);
+  add('etcd.endpoints', etcd.endpoints);
+  for (const field of ['cacert', 'cert', 'key', 'username', 'password', 'passwordFile'] as const) {
+    add(`etcd.${field}`, etcd[field]);
+  }
+  add('etcd.prefix', etcd.prefix);
+  add('etcd.group', etcd.group);
+  add('etcd.sessionTTL', seconds(etcd.sessionTTL));
+  add('etcd.holdTTL', seconds(etcd.holdTTL));
+  add('strategy', safe.strategy);
+  const windows = safe.windows.flatMap((spec) => spec.windows);
+  add('windows', windows.length === 0 ? 'always' : windows.map(describeWindow).join('; '));
+  const zones = safe.windowZones;
+  rows.push({ key: 'windowZone', value: zones.sluice.zone, from: zones.sluice.from });
+  if (zones.locksmith.from !== zones.sluice.from) {
+    rows.push({
+      key: 'windowZone (locksmith syntax)',
+      value: zones.locksmith.zone,
+      from: zones.locksmith.from,
+    });
+  }
+  add('sources.updateEngine', safe.sources.updateEngine);
+  add('sources.sentinel', safe.sources.sentinel);
+  add('sources.command', safe.sources.command?.run ?? null);
+  if (safe.sources.command) {
+    add('sources.command.interval', formatDuration(safe.sources.command.intervalMs));
+  }
+  add('sources.manual', safe.sources.manual);
+  add('reboot.method', safe.reboot.method);
+  add('reboot.command', safe.reboot.command);
+  add('reboot.warnDelay', formatDuration(safe.reboot.warnDelayMs));
+  add('reboot.warnMessage', safe.reboot.warnMessage);
+  add(
+    'checks.pre',
+    safe.checks.pre.map((c) => c.name),
+  );
+  add('checks.drain', safe.checks.drain?.name ?? null);
+  add(
+    'checks.post',
+    safe.checks.post.map((c) => c.name),
+  );
+  add('checks.postDeadline', formatDuration(safe.checks.postDeadlineMs));
+  add('checks.postInterval', formatDuration(safe.checks.postIntervalMs));
+  add('checks.releaseDelay', formatDuration(safe.checks.releaseDelayMs));
+  add('dbus.address', safe.dbus.address);
+  add('metrics.listen', safe.metrics.listen);
+  add('metrics.allowRemote', safe.metrics.allowRemote);
+  add('clock.maxSkew', formatDuration(safe.clock.maxSkewMs));
+  add('log.level', safe.log.level);
+  return rows;
+}
+
 /**
  * A copy of the configuration that is safe to log: the etcd password and passwords inside check
- * URLs are replaced by `(redacted)`. Commands are kept as written.
+ * URLs are replaced by `(redacted)`, and so are the paths of webhook URLs (Slack's and others'
+ * carry their token there). Commands are kept as written.
  */
 export function redactConfig(config: AgentConfig): AgentConfig {
   return {
@@ -1471,5 +1971,14 @@ export function redactConfig(config: AgentConfig): AgentConfig {
       drain: config.checks.drain && redactCheck(config.checks.drain),
       post: config.checks.post.map(redactCheck),
     },
+    notify: { ...config.notify, webhooks: config.notify.webhooks.map(redactWebhook) },
   };
+}
+
+function redactWebhook(value: string): string {
+  try {
+    return `${new URL(value).origin}/${REDACTED}`;
+  } catch {
+    return REDACTED;
+  }
 }

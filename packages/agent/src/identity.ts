@@ -69,3 +69,26 @@ export async function instanceToken(
   }
   return { token, created: true };
 }
+
+/** Where Linux keeps the id of the current boot. */
+export const DEFAULT_BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
+
+/**
+ * Reads the boot id. Without one the agent cannot tell a reboot from a restart, and could ask
+ * for the same reboot on every boot: an unreadable or empty file is a config error.
+ */
+export async function readBootId(path = DEFAULT_BOOT_ID_FILE): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    throw new SluiceError(
+      'invalid-config',
+      `cannot read the boot id from ${path}: ${why} (set --boot-id-file or SLUICE_BOOT_ID_FILE)`,
+    );
+  }
+  const id = text.trim();
+  if (id === '') throw new SluiceError('invalid-config', `the boot id file ${path} is empty`);
+  return id;
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type LocksmithSettings, parseUpdateConf } from './locksmith.js';
+import { type LocksmithSettings, parseUpdateConf, parseUpdateConfs } from './locksmith.js';
 
 const PATH = '/etc/flatcar/update.conf';
 
@@ -70,13 +70,13 @@ describe('parseUpdateConf: locksmith compatibility', () => {
     {
       name: 'mutual TLS, user, password and group',
       text: [
-        'export LOCKSMITHD_ENDPOINT="https://etcd:2379"',
+        'LOCKSMITHD_ENDPOINT="https://etcd:2379"',
         'LOCKSMITHD_ETCD_CAFILE=/etc/ssl/ca.pem',
         'LOCKSMITHD_ETCD_CERTFILE=/etc/ssl/client.pem',
         'LOCKSMITHD_ETCD_KEYFILE=/etc/ssl/client-key.pem',
         'LOCKSMITHD_ETCD_USERNAME=locksmith',
         "LOCKSMITHD_ETCD_PASSWORD='s3cr3t with spaces'",
-        'LOCKSMITHD_GROUP=workers   # trailing comment',
+        'LOCKSMITHD_GROUP=workers   ',
       ].join('\n'),
       settings: {
         endpoints: ['https://etcd:2379'],
@@ -115,8 +115,8 @@ describe('parseUpdateConf: locksmith compatibility', () => {
     const parsed = parse(
       'GROUP=stable\n\nREBOOT_STRATEGY=reboot\nREBOOT_WINDOW_START=04:00\nREBOOT_WINDOW_LENGTH=1h\n',
     );
-    expect(parsed.origins.strategy).toEqual({ line: 3, key: 'REBOOT_STRATEGY' });
-    expect(parsed.origins.windowStart).toEqual({ line: 4, key: 'REBOOT_WINDOW_START' });
+    expect(parsed.origins.strategy).toEqual({ path: PATH, line: 3, key: 'REBOOT_STRATEGY' });
+    expect(parsed.origins.windowStart).toEqual({ path: PATH, line: 4, key: 'REBOOT_WINDOW_START' });
   });
 
   it('warns about unknown LOCKSMITHD_ and REBOOT_ keys, and ignores other programs’ keys', () => {
@@ -152,23 +152,52 @@ describe('parseUpdateConf: errors name the file and line', () => {
     expect(failure('REBOOT_WINDOW_START=04:00\nREBOOT_WINDOW_LENGTH=1d\n')).toMatch(/:1: .*"d"/);
   });
 
-  it('refuses lines that are not assignments', () => {
-    expect(failure('GROUP=stable\nthis is not valid\n')).toBe(
-      `${PATH}:2: expected KEY=value (a shell variable assignment)`,
-    );
+  it('skips lines that are not assignments, as systemd does, with a warning', () => {
+    const parsed = parse('GROUP=stable\nthis is not valid\nexport REBOOT_STRATEGY=off\n');
+    expect(parsed.settings).toEqual({});
+    expect(parsed.warnings).toEqual([
+      `${PATH}:2: ignoring a line without "=" (systemd ignores it too)`,
+      `${PATH}:3: ignoring an assignment to an invalid variable name (systemd ignores it too; "export" is shell syntax, not an EnvironmentFile's)`,
+    ]);
   });
 
-  it('refuses unterminated quotes and stray words without quoting the value', () => {
+  it('reads unterminated quotes and unquoted spaces as systemd does, never quoting the value', () => {
     const secret = 'hunter2-secret';
+    expect(parse(`LOCKSMITHD_ETCD_PASSWORD=${secret} more\n`).settings.password).toBe(
+      `${secret} more`,
+    );
     for (const text of [
       `LOCKSMITHD_ETCD_PASSWORD="${secret}\n`,
       `LOCKSMITHD_ETCD_PASSWORD='${secret}\n`,
-      `LOCKSMITHD_ETCD_PASSWORD=${secret} more\n`,
     ]) {
-      const message = failure(text);
-      expect(message).toMatch(/^\/etc\/flatcar\/update\.conf:1: LOCKSMITHD_ETCD_PASSWORD: /);
-      expect(message).not.toContain(secret);
+      const parsed = parse(text);
+      expect(parsed.settings.password).toBe(`${secret}\n`);
+      expect(parsed.warnings).toHaveLength(1);
+      expect(parsed.warnings[0]).toMatch(
+        /:1: the quote opened in LOCKSMITHD_ETCD_PASSWORD's value/,
+      );
+      expect(parsed.warnings[0]).not.toContain(secret);
     }
+  });
+
+  it('reads several files in order, as locksmithd.service does, the later one winning', () => {
+    const result = parseUpdateConfs([
+      { path: '/usr/share/flatcar/update.conf', content: 'REBOOT_STRATEGY=reboot\nGROUP=stable\n' },
+      { path: PATH, content: 'REBOOT_STRATEGY=etcd-lock\nLOCKSMITHD_GROUP=web\n' },
+    ]);
+    expect(result.ok && result.value.settings).toEqual({ strategy: 'etcd-lock', group: 'web' });
+    expect(result.ok && result.value.origins.strategy).toEqual({
+      path: PATH,
+      line: 1,
+      key: 'REBOOT_STRATEGY',
+    });
+  });
+
+  it('uses REBOOT_WINDOW_START when LOCKSMITHD_REBOOT_WINDOW_START is empty, as locksmithd does', () => {
+    const parsed = parse(
+      'LOCKSMITHD_REBOOT_WINDOW_START=\nREBOOT_WINDOW_START=Thu 04:00\nREBOOT_WINDOW_LENGTH=1h\n',
+    );
+    expect(parsed.settings).toEqual({ windowStart: 'Thu 04:00', windowLength: '1h' });
   });
 
   it('refuses an endpoint list with no endpoint', () => {

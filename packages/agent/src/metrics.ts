@@ -2,7 +2,7 @@
  * The agent's Prometheus metrics (prom-client), served on loopback at /metrics, with /healthz.
  */
 import { createServer, type Server } from 'node:http';
-import { STATE_NAMES, type StateName } from '@sluice/core';
+import { type AgentState, STATE_NAMES, type StateName } from '@sluice/core';
 import { Counter, Gauge, Registry } from 'prom-client';
 
 /** Every metric the agent exports. One instance per agent. */
@@ -12,6 +12,22 @@ export class AgentMetrics {
     name: 'sluice_agent_state',
     help: 'The lifecycle state the agent is in (1 for the current state, 0 for the others)',
     labelNames: ['state'],
+    registers: [this.registry],
+  });
+  readonly stateSince = new Gauge({
+    name: 'sluice_agent_state_since_timestamp_seconds',
+    help: 'When the agent entered its current lifecycle state (Unix time)',
+    registers: [this.registry],
+  });
+  readonly postChecksFailing = new Gauge({
+    name: 'sluice_agent_post_checks_failing',
+    help: '1 while post-reboot checks keep failing past their deadline (the slot is kept)',
+    registers: [this.registry],
+  });
+  readonly info = new Gauge({
+    name: 'sluice_agent_info',
+    help: "Always 1; the labels name this agent's node and group",
+    labelNames: ['node', 'group'],
     registers: [this.registry],
   });
   readonly transitions = new Counter({
@@ -24,7 +40,7 @@ export class AgentMetrics {
   queuePositionSource: (() => number | null) | null = null;
   readonly queuePosition = new Gauge({
     name: 'sluice_agent_queue_position',
-    help: 'Places ahead of this node in the queue (0 = next), -1 when not queued',
+    help: 'Waiters ahead of this node in the queue (0 = next to be admitted), -1 when not queued',
     registers: [this.registry],
     collect: () => {
       // Read at scrape time from the local mirror of the group: exact, and free between scrapes.
@@ -58,6 +74,12 @@ export class AgentMetrics {
     help: 'etcd calls that failed',
     registers: [this.registry],
   });
+  readonly notifications = new Counter({
+    name: 'sluice_agent_notifications_total',
+    help: 'Notifications by event and outcome: sent, failed, or duplicate (another agent sent it)',
+    labelNames: ['event', 'outcome'],
+    registers: [this.registry],
+  });
   readonly dbusErrors = new Counter({
     name: 'sluice_agent_dbus_errors_total',
     help: 'D-Bus calls and connections that failed',
@@ -85,11 +107,22 @@ export class AgentMetrics {
     this.slotHeld.set(0);
     this.identityConflict.set(0);
     this.clockProblem.set(0);
+    this.postChecksFailing.set(0);
+    this.stateSince.set(Date.now() / 1000);
   }
 
   /** Marks `current` as the state; every other state reads 0. */
   setState(current: StateName): void {
     for (const s of STATE_NAMES) this.state.set({ state: s }, s === current ? 1 : 0);
+  }
+
+  /**
+   * Follows a transition (the agent calls its transition listeners with each): when the state
+   * began, and whether post-reboot checks fail past their deadline.
+   */
+  observe(state: AgentState, previous: StateName, at: Date): void {
+    if (state.name !== previous) this.stateSince.set(at.getTime() / 1000);
+    this.postChecksFailing.set(state.name === 'post-checking' && state.failed ? 1 : 0);
   }
 
   /**

@@ -6,7 +6,7 @@
  *
  * It is the same lifecycle as `sluiced`, run until it settles.
  */
-import type { AgentState } from '@sluice/core';
+import type { AgentState, Edge } from '@sluice/core';
 import type { Logger } from 'pino';
 import type { AgentConfig } from './config.js';
 import { type RunningAgent, startAgent } from './wire.js';
@@ -37,8 +37,6 @@ export interface OnceOptions {
   signal?: AbortSignal;
 }
 
-const SETTLE_MS = 300;
-
 /** Runs the lifecycle once, until it settles, and says how it ended. */
 export async function rebootIfNeeded(
   config: AgentConfig,
@@ -52,9 +50,10 @@ export async function rebootIfNeeded(
       ...(opts.bootIdFile ? { bootIdFile: opts.bootIdFile } : {}),
       ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
       noSources: opts.releaseOnly ?? false,
+      program: `sluicectl reboot-if-needed${opts.releaseOnly ? ' --release-only' : ''}`,
     },
   );
-  const edges: string[] = [];
+  const edges: Edge[] = [];
   running.agent.onTransition((_state, edge) => edges.push(edge));
   try {
     await running.ready;
@@ -64,35 +63,45 @@ export async function rebootIfNeeded(
   }
 }
 
-async function settle(
-  running: RunningAgent,
-  edges: string[],
-  opts: OnceOptions,
-): Promise<OnceResult> {
-  const deadline = Date.now() + (opts.waitMs ?? 10 * 60_000);
-  let last: AgentState | null = null;
-  let stableSince = Date.now();
-  for (;;) {
-    if (opts.signal?.aborted) return leave(running, 'timed-out', 'stopped by a signal');
-    const state = running.agent.state;
-    if (state !== last) {
-      last = state;
-      stableSince = Date.now();
-    }
-    const stable = Date.now() - stableSince >= SETTLE_MS;
-    const result = outcomeOf(state, edges, stable, running.agent.rebootsRequested);
-    if (result) return result;
-    if (Date.now() > deadline) {
-      return leave(running, 'timed-out', `gave up after waiting in state ${state.name}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/**
+ * Waits, without polling, until the run has an outcome: a transition or the agent settling (no
+ * event waiting, no effect running) says so, or the time is up.
+ */
+function settle(running: RunningAgent, edges: Edge[], opts: OnceOptions): Promise<OnceResult> {
+  const agent = running.agent;
+  return new Promise<OnceResult>((resolve) => {
+    let done = false;
+    const finish = (result: OnceResult | Promise<OnceResult>) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      offTransition();
+      offSettle();
+      opts.signal?.removeEventListener('abort', onAbort);
+      void Promise.resolve(result).then(resolve);
+    };
+    const look = () => {
+      const result = outcomeOf(agent.state, edges, agent.settled, agent.rebootsRequested);
+      if (result) finish(result);
+    };
+    const onAbort = () => finish(leave(running, 'timed-out', 'stopped by a signal'));
+    const timer = setTimeout(
+      () =>
+        finish(leave(running, 'timed-out', `gave up after waiting in state ${agent.state.name}`)),
+      opts.waitMs ?? 10 * 60_000,
+    );
+    const offTransition = agent.onTransition(() => look());
+    const offSettle = agent.onSettle(() => look());
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (opts.signal?.aborted) onAbort();
+    else look();
+  });
 }
 
 function outcomeOf(
   state: AgentState,
-  edges: string[],
-  stable: boolean,
+  edges: readonly Edge[],
+  settled: boolean,
   reboots: number,
 ): OnceResult | null {
   switch (state.name) {
@@ -102,12 +111,12 @@ function outcomeOf(
         ? { outcome: 'rebooting', code: 0, detail: 'the reboot was asked for' }
         : null;
     case 'idle':
-      if (!stable) return null;
+      if (!settled) return null;
       return edges.includes('released')
         ? { outcome: 'released', code: 0, detail: 'post-reboot checks passed; slot released' }
         : { outcome: 'nothing-to-do', code: 0, detail: 'no reboot needed' };
     case 'waiting-window':
-      return stable && !state.held
+      return settled
         ? {
             outcome: 'window-closed',
             code: 0,
@@ -115,7 +124,7 @@ function outcomeOf(
           }
         : null;
     case 'update-staged':
-      return stable && state.lastError
+      return settled && state.lastError
         ? { outcome: 'checks-failed', code: 1, detail: state.lastError }
         : null;
     case 'post-checking':

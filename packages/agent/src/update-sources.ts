@@ -3,10 +3,8 @@
  * made with `sluicectl request-reboot` (a key in etcd). Both implement the UpdateSource interface
  * of sources.ts.
  */
-import { type GroupKeys, RebootRequestSchema } from '@sluice/core';
+import { type GroupSettings, RebootRequestSchema } from '@sluice/core';
 import { NEED_REBOOT, UpdateEngineClient, type UpdateStatus } from '@sluice/dbus';
-import { Mirror } from '@sluice/etcd';
-import type { Etcd3 } from 'etcd3';
 import type { UpdateSignal, UpdateSource } from './sources.js';
 
 const NOT_NEEDED = (source: string, detail: string): UpdateSignal => ({
@@ -79,57 +77,59 @@ export class UpdateEngineSource implements UpdateSource {
 
 /**
  * A reboot requested for this node with `sluicectl request-reboot`: needed while the key
- * `groups/<g>/requests/<node>` exists. Watches that one key; clear() deletes it once acted on.
+ * `groups/<g>/requests/<node>` exists and its `expiresAt` (if any) has not passed. Follows that
+ * one key through the group's settings port and turns not-needed when the request lapses; the
+ * agent deletes it (`clear-request`) right before the reboot that serves it.
  */
 export class ManualRequestSource implements UpdateSource {
   readonly name = 'manual';
   #signal: UpdateSignal = NOT_NEEDED('manual', 'no request');
-  /** The request key, mirrored: read once, then watched, and read again after any outage. */
-  #mirror: Mirror | null = null;
+  /** Fires when the current request lapses (its `expiresAt`). */
+  #expiry: NodeJS.Timeout | undefined;
 
-  constructor(
-    private readonly client: Etcd3,
-    private readonly keys: GroupKeys,
-    private readonly node: string,
-  ) {}
+  constructor(private readonly settings: GroupSettings) {}
 
   #apply(value: string | null, onChange: (s: UpdateSignal) => void): void {
+    clearTimeout(this.#expiry);
     if (value === null) {
       this.#signal = NOT_NEEDED('manual', 'no request');
     } else {
       let reason = 'requested with sluicectl';
+      let expiresAt: number | null = null;
       try {
         const parsed = RebootRequestSchema.safeParse(JSON.parse(value));
-        if (parsed.success) reason = parsed.data.reason || reason;
+        if (parsed.success) {
+          reason = parsed.data.reason || reason;
+          if (parsed.data.expiresAt) expiresAt = Date.parse(parsed.data.expiresAt);
+        }
       } catch {
         // Any value is a request; an unreadable one just has no reason to show.
       }
-      this.#signal = { needed: true, source: 'manual', detail: reason };
+      if (expiresAt !== null && expiresAt <= Date.now()) {
+        // Lapsed: its lease may not have run out in etcd yet, but it asks for nothing now.
+        this.#signal = NOT_NEEDED('manual', 'the request expired');
+      } else {
+        this.#signal = { needed: true, source: 'manual', detail: reason };
+        if (expiresAt !== null) {
+          const delay = Math.min(expiresAt - Date.now() + 1, 2 ** 31 - 1);
+          this.#expiry = setTimeout(() => this.#apply(value, onChange), delay);
+          this.#expiry.unref?.();
+        }
+      }
     }
     onChange(this.#signal);
   }
 
   async start(onChange: (s: UpdateSignal) => void): Promise<void> {
-    const key = this.keys.request(this.node);
-    const mirror = await Mirror.start(this.client, { key });
-    await this.#mirror?.close();
-    this.#mirror = mirror;
-    const apply = () => this.#apply(mirror.get(key)?.value ?? null, onChange);
-    mirror.onChange(apply);
-    apply();
+    await this.settings.followRequest((value) => this.#apply(value, onChange));
   }
 
   current(): UpdateSignal {
     return this.#signal;
   }
 
-  /** Deletes the request: called just before the reboot it asked for. */
-  async clear(): Promise<void> {
-    await this.client.delete().key(this.keys.request(this.node)).exec();
-  }
-
   async close(): Promise<void> {
-    await this.#mirror?.close();
-    this.#mirror = null;
+    // The settings port stops following with the agent.
+    clearTimeout(this.#expiry);
   }
 }

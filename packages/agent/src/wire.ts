@@ -5,14 +5,24 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { GroupKeys } from '@sluice/core';
-import { checkClock, connectEtcd, connectionOptions, NodeRegistry, Semaphore } from '@sluice/etcd';
-import type { Etcd3 } from 'etcd3';
+import { formatWindowSpec, GroupKeys } from '@sluice/core';
+import {
+  checkClock,
+  connectEtcd,
+  connectionOptions,
+  describeError,
+  type EtcdClient,
+  EtcdGroupSettings,
+  NodeRegistry,
+  Semaphore,
+} from '@sluice/etcd';
 import { type Logger, pino } from 'pino';
 import { Agent, readBootId } from './agent.js';
+import { BlockerLog } from './blocker-log.js';
 import { type AgentConfig, redactConfig } from './config.js';
 import { instanceToken } from './identity.js';
 import { AgentMetrics } from './metrics.js';
+import { Notifier, NotifyObserver } from './notify.js';
 import { osSources } from './os-sources.js';
 import { RebootLoopGuard } from './reboot-guard.js';
 import { CommandSource, SentinelFileSource, type UpdateSource } from './sources.js';
@@ -29,6 +39,8 @@ export interface RunOptions {
   machineUuidFile?: string;
   /** The clock, for tests; default the system's. */
   now?: () => Date;
+  /** The program, as the agent's start and stop lines name it. Default `sluiced`. */
+  program?: string;
 }
 
 /** A started agent and everything to stop with it. */
@@ -44,6 +56,20 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+/**
+ * The agent's logger: pino JSON lines with the node on each, and `time` in ISO-8601 UTC as
+ * journald and log shippers read it (`2026-12-01T15:34:00.123Z`). To stdout unless `destination`
+ * (a file descriptor) says otherwise.
+ */
+export function agentLogger(config: AgentConfig, destination?: number): Logger {
+  const options = {
+    level: config.log.level,
+    base: { node: config.node.id },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  return destination === undefined ? pino(options) : pino(options, pino.destination(destination));
+}
+
 /** Starts an agent for `config`. Rejects on an error a restart cannot fix (bad TLS files). */
 export async function startAgent(
   config: AgentConfig,
@@ -51,16 +77,23 @@ export async function startAgent(
 ): Promise<RunningAgent> {
   // Before anything else: without a boot id the agent must not run at all (exit 2).
   const bootId = await readBootId(opts.bootIdFile);
-  const logger = opts.logger ?? pino({ level: config.log.level, base: { node: config.node.id } });
+  const logger = opts.logger ?? agentLogger(config);
   logger.info({ config: redactConfig(config) }, 'configuration');
+  // The node's own window in words, every entry with its zone (and where that zone came from).
+  const windows = config.windows.map(formatWindowSpec).join('; ') || 'always';
+  logger.info(
+    { windows, windowZones: config.windowZones },
+    `reboot window of this node: ${windows}`,
+  );
   const metrics = new AgentMetrics();
   const server = config.metrics.listen ? await metrics.serve(config.metrics.listen) : null;
   const address = server?.address();
   const metricsAddress =
     address && typeof address === 'object' ? `${address.address}:${address.port}` : null;
 
-  let client: Etcd3 | null = null;
+  let client: EtcdClient | null = null;
   let semaphore: Semaphore | null = null;
+  let settings: EtcdGroupSettings | null = null;
   let registry: NodeRegistry | null = null;
   let clockCheck: (() => Promise<string | null>) | null = null;
   const sources: UpdateSource[] = [];
@@ -74,6 +107,9 @@ export async function startAgent(
     const all = problems.size > 0 ? [...problems.values()].join('; ') : null;
     return registry?.setProblem(all).catch(() => {}) ?? Promise.resolve();
   };
+  /** Hears the semaphore's decisions for notifications, once it exists (see below). */
+  let observer: NotifyObserver | null = null;
+  const blockers = new BlockerLog(logger, config.node.id);
   if (config.strategy === 'etcd-lock') {
     const { token, created } = await instanceToken(config.node.tokenFile, opts.machineUuidFile);
     if (created) logger.info({ file: config.node.tokenFile }, 'made a new instance token');
@@ -119,19 +155,51 @@ export async function startAgent(
       sessionTTL: config.etcd.sessionTTL,
       holdTTL: config.etcd.holdTTL,
       localWindows: config.windows,
+      onDecision: (decision) => {
+        // The group as this node's mirror has it: for the log and notifications, not admission.
+        const view = semaphore?.groupView();
+        if (!view) return;
+        blockers.decision(decision, view);
+        observer?.decision(decision, view);
+      },
       onRetry: (error) => {
         metrics.etcdErrors.inc();
-        logger.warn(
-          { err: error instanceof Error ? error.message : String(error) },
-          'etcd error while waiting for a slot; retrying',
-        );
+        logger.warn({ err: describeError(error) }, 'etcd error while waiting for a slot; retrying');
       },
+    });
+    settings = new EtcdGroupSettings(client, semaphore.keys, config.node.id, {
+      onInvalidWindow: (message) =>
+        logger.error({ err: message }, 'group window is invalid; not rebooting'),
+      onReadError: (error) => {
+        metrics.etcdErrors.inc();
+        logger.warn({ err: describeError(error) }, 'cannot read the group window from etcd');
+      },
+      onFollowError: (error) =>
+        logger.warn({ err: describeError(error) }, 'cannot watch the group window'),
     });
     const waiting = semaphore;
     metrics.queuePositionSource = () => waiting.position();
     if (wantSources && config.sources.manual) {
-      sources.push(new ManualRequestSource(client, semaphore.keys, config.node.id));
+      sources.push(new ManualRequestSource(settings));
     }
+  }
+  // Notifications, when webhooks are configured: what the agent observes, claimed in etcd (with
+  // the etcd-lock strategy) so that each event is sent once fleet-wide, and sent without ever
+  // holding up the lifecycle.
+  const keys = new GroupKeys(config.etcd.prefix, config.etcd.group);
+  const notifier =
+    config.notify.webhooks.length > 0
+      ? new Notifier({
+          settings: config.notify,
+          client,
+          keys,
+          node: config.node.id,
+          logger,
+          onOutcome: (event, outcome) => metrics.notifications.inc({ event, outcome }),
+        })
+      : null;
+  if (notifier) {
+    observer = new NotifyObserver({ notifier, client, keys, node: config.node.id, logger });
   }
   if (wantSources && config.sources.updateEngine) {
     sources.push(
@@ -157,9 +225,9 @@ export async function startAgent(
 
   const agent = new Agent({
     config,
-    client,
-    semaphore,
-    registry,
+    lock: semaphore,
+    settings,
+    registration: registry,
     clockCheck,
     now,
     sources,
@@ -173,11 +241,19 @@ export async function startAgent(
     ),
     reportProblem: (kind, problem) => void reportProblem(kind, problem),
     ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
+    ...(opts.program ? { program: opts.program } : {}),
   });
   // The agent is meant to run until stopped, even while nothing else keeps the event loop busy
   // (a sentinel-only agent with metrics off): a handle that keeps the process alive, so it
   // never exits 0 on its own and the unit's restart policy never has to guess.
   const alive = setInterval(() => {}, 2 ** 30);
+  metrics.info.set({ node: config.node.id, group: config.etcd.group }, 1);
+  let previous = agent.state.name;
+  agent.onTransition((state, edge) => {
+    metrics.observe(state, previous, new Date());
+    previous = state.name;
+    observer?.transition(state, edge);
+  });
   // Recovery waits out an etcd outage, so it runs in the background: SIGTERM works meanwhile.
   const ready = agent.start();
   ready.catch((error: unknown) => logger.error({ err: String(error) }, 'agent failed to start'));
@@ -190,6 +266,7 @@ export async function startAgent(
     async stop() {
       clearInterval(alive);
       await agent.stop();
+      await notifier?.close();
       client?.close();
       await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     },

@@ -18,7 +18,7 @@ export const LOCKSMITH_FLAGS: Readonly<Record<string, string>> = {
 /**
  * Rewrites locksmithctl flags in `argv` (without the node and script paths): `-endpoint URL`,
  * `-endpoint=URL` and `--endpoint URL` become `--endpoints URL`, and likewise for the other
- * flags in LOCKSMITH_FLAGS. Everything after `--` is left alone.
+ * flags in LOCKSMITH_FLAGS; `-help` becomes `--help`. Everything after `--` is left alone.
  */
 export function rewriteLocksmithFlags(argv: readonly string[]): string[] {
   const out: string[] = [];
@@ -27,6 +27,11 @@ export function rewriteLocksmithFlags(argv: readonly string[]): string[] {
     if (arg === '--') {
       out.push(...argv.slice(i));
       break;
+    }
+    // Go's flag package (locksmithctl) takes -help and -h.
+    if (arg === '-help') {
+      out.push('--help');
+      continue;
     }
     const match = /^--?([a-z-]+)(=.*)?$/.exec(arg);
     const name = match?.[1];

@@ -5,7 +5,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
-import { GroupKeys, isSluiceError, isValidName, SluiceError } from '@sluice/core';
+import {
+  DEFAULT_GROUP,
+  GroupKeys,
+  isSluiceError,
+  isValidName,
+  quoteValue,
+  SluiceError,
+} from '@sluice/core';
 import type { connectEtcd, EtcdSettings } from '@sluice/etcd';
 
 /** Where the CLI reads its environment and writes its output. `main.ts` passes the process's. */
@@ -33,7 +40,7 @@ export const EXIT = {
   refused: 1,
   /** Usage or configuration error, including invalid values. */
   usage: 2,
-  /** etcd is unreachable or denied the request. */
+  /** etcd is unreachable, or refused or denied the request. */
   etcd: 3,
 } as const;
 
@@ -47,6 +54,7 @@ export function exitCodeFor(error: unknown): number {
       return EXIT.usage;
     case 'etcd-unavailable':
     case 'etcd-denied':
+    case 'etcd-refused':
       return EXIT.etcd;
     default:
       return EXIT.refused;
@@ -70,6 +78,8 @@ export interface GlobalOptions {
   passwordFile?: string;
   prefix?: string;
   group?: string;
+  /** Let a write start a group that has no keys yet (see `Context.requireGroup`). */
+  create?: boolean;
   output: OutputFormat;
 }
 
@@ -170,13 +180,23 @@ export class Context {
    */
   async client(): Promise<EtcdClient> {
     if (this.#client) return this.#client;
-    const settings = await this.settings();
-    const { connectEtcd, connectionOptions } = await import('@sluice/etcd');
-    const options = await connectionOptions(settings, this.#where);
+    const options = await this.connection();
+    const { connectEtcd } = await import('@sluice/etcd');
     const client = await connectEtcd({ ...options, callTimeoutMs: 3000, retryAttempts: 1 });
     this.#client = client;
     this.defer(() => client.close());
     return client;
+  }
+
+  /**
+   * How to reach etcd, as `client()` connects: endpoints, TLS files checked to be PEM, and the
+   * password read from its file. For the rare call that is not made through etcd3 (etcd's v2 keys
+   * API, which locksmith used).
+   */
+  async connection(): Promise<import('@sluice/etcd').EtcdConnectionOptions> {
+    const settings = await this.settings();
+    const { connectionOptions } = await import('@sluice/etcd');
+    return connectionOptions(settings, this.#where);
   }
 
   /** Runs `fn` at `close()`, before everything deferred earlier. */
@@ -194,6 +214,41 @@ export class Context {
         // Closing is best effort: the process exits next.
       }
     }
+  }
+
+  /**
+   * Refuses to act on a group nobody uses: a mistyped `--group` must not pause, configure or
+   * lock a new, empty group while the real one goes on rebooting. A group is known when any key
+   * sits under `<prefix>groups/<group>/` (agents register under `nodes/`), and `default` always
+   * is. For a `write` to an unknown group this throws a usage error (exit 2) unless `--create`
+   * was given; for a `read` it throws a refusal (exit 1), since showing an empty group as healthy
+   * would mislead. Either way the message lists the known groups. A read of `default` under a
+   * prefix that holds nothing at all warns about the prefix on stderr and goes on.
+   */
+  async requireGroup(mode: 'read' | 'write'): Promise<void> {
+    const keys = await this.keys();
+    const { groupExists, listGroupNames } = await import('@sluice/etcd');
+    const client = await this.client();
+    if (await groupExists(client, keys)) return;
+    if (keys.group === DEFAULT_GROUP) {
+      if (mode === 'read' && (await listGroupNames(client, keys.prefix, 1)).names.length === 0) {
+        this.err(
+          `sluicectl: note: nothing is stored under ${keys.prefix} yet: no agent has registered there (a mistyped --prefix?)`,
+        );
+      }
+      return;
+    }
+    if (mode === 'write' && this.options.create) return;
+    const { names, more } = await listGroupNames(client, keys.prefix);
+    const known = [...new Set([DEFAULT_GROUP, ...names])].sort();
+    const list = `${known.join(', ')}${more ? ', …' : ''}`;
+    const message = `no such group ${JSON.stringify(keys.group)} (known groups: ${list})`;
+    if (mode === 'read') throw new SluiceError('refused', message, '--group');
+    throw new SluiceError(
+      'invalid-config',
+      `${message}; add --create to start a new group`,
+      '--group',
+    );
   }
 
   /**
@@ -255,7 +310,7 @@ export function checkNodeName(node: string, where: string): string {
   if (!isValidName(node)) {
     throw new SluiceError(
       'invalid-config',
-      `${where}: ${JSON.stringify(node)} is not a valid node id (letters, digits, . _ : @ -)`,
+      `${where}: ${quoteValue(node)} is not a valid node id (letters, digits, . _ : @ -)`,
       where,
     );
   }

@@ -60,7 +60,35 @@ export function windowLine(status: GroupStatus, now: Date): string {
     return 'closed: the window spec is invalid (see errors)';
   }
   const change = w.nextChange ? `, ${w.open ? 'closes' : 'opens'} ${until(w.nextChange, now)}` : '';
-  return `${state}${change}  [${w.spec}]`;
+  return `${state}${change}  [${w.canonical ?? w.spec}]`;
+}
+
+/**
+ * What can be admitted now, with the one reason when it is nothing: `2`, or
+ * `0: paused by ann@ops since 2026-12-01 15:34:00Z (5m ago): BIOS update`.
+ */
+export function availableLine(status: GroupStatus, now: Date): string {
+  const b = status.blocker;
+  if (!b) return String(status.available);
+  switch (b.kind) {
+    case 'invalid-value':
+      return `0: nobody is admitted while ${b.key} is invalid (see errors)`;
+    case 'halted': {
+      const lost = b.lost.length > 0 ? ` (lost: ${b.lost.join(', ')})` : '';
+      return `0: halted${b.since ? ` since ${since(b.since, now)}` : ''}: ${b.reason}${lost}; unlock the lost node with --force, then resume`;
+    }
+    case 'paused':
+      return `0: paused${b.by ? ` by ${b.by}` : ''}${b.since ? ` since ${since(b.since, now)}` : ''}: ${b.reason}`;
+    case 'window-closed':
+      return b.opensAt
+        ? `0: the reboot window is closed until ${until(b.opensAt, now)}`
+        : '0: the reboot window is closed and does not open in the next 16 days';
+    case 'full':
+      if (b.max === 0) return '0: max is 0, admissions are stopped';
+      return status.holdersOverMax > 0
+        ? `0: ${b.holders} holders for max ${b.max}, ${status.holdersOverMax} admitted before max was lowered (draining)`
+        : `0: all ${b.max} slot(s) taken`;
+  }
 }
 
 /**
@@ -68,13 +96,14 @@ export function windowLine(status: GroupStatus, now: Date): string {
  * holders, the waiters and any unreadable keys.
  */
 export function formatStatus(status: GroupStatus, now: Date): string {
-  const paused = status.paused
-    ? `yes${status.paused.since ? `, since ${since(status.paused.since, now)}` : ''}: ${status.paused.reason}`
+  const p = status.paused;
+  const paused = p
+    ? `yes${p.by ? `, by ${p.by}` : ''}${p.since ? `, since ${since(p.since, now)}` : ''}: ${p.reason}`
     : 'no';
   const lines = [
     `Group:      ${status.group}`,
     `Max:        ${status.max ?? 'invalid (see errors; nobody is admitted)'}`,
-    `Available:  ${status.available ?? '-'}`,
+    `Available:  ${availableLine(status, now)}`,
     `Paused:     ${paused}`,
     `Window:     ${windowLine(status, now)}`,
     `Nodes:      ${status.registered} registered`,
@@ -90,13 +119,22 @@ export function formatStatus(status: GroupStatus, now: Date): string {
         status.holders.map((h) => [
           h.node,
           h.hostname || '-',
-          h.state,
+          h.aboveMax ? `${h.state} (above max)` : h.state,
           since(h.since, now),
           h.leaseSecondsLeft === null ? '-' : human(h.leaseSecondsLeft * 1000),
           h.reason || '-',
         ]),
       ),
     );
+    const above = status.holders.filter((h) => h.aboveMax).map((h) => h.node);
+    if (above.length > 0) {
+      lines.push(
+        `${above.join(', ')} ${above.length === 1 ? 'was' : 'were'} admitted before max was lowered to ${status.max}; draining: nobody new is admitted until the holders are fewer than max`,
+      );
+    }
+    for (const h of status.holders.filter((h) => h.problem && h.state !== 'lost')) {
+      lines.push(`${h.node}: ${h.problem}`);
+    }
   }
   lines.push('');
   if (status.waiting.length === 0) {
@@ -123,6 +161,22 @@ export function formatStatus(status: GroupStatus, now: Date): string {
       table(
         ['NODE', 'HOSTNAME', 'PROBLEM'],
         status.nodeProblems.map((p) => [p.node, p.hostname || '-', p.problem]),
+      ),
+    );
+  }
+  if (status.requests.length > 0) {
+    lines.push(
+      '',
+      'REQUESTS',
+      table(
+        ['NODE', 'SINCE', 'EXPIRES', 'BY', 'REASON'],
+        status.requests.map((r) => [
+          r.node,
+          since(r.requestedAt, now),
+          r.expiresAt ? until(r.expiresAt, now) : 'never',
+          r.by || '-',
+          r.reason || '-',
+        ]),
       ),
     );
   }

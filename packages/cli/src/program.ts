@@ -57,8 +57,8 @@ export function buildProgram(
       writeErr: (s) => io.stderr.write(s),
     })
     .showHelpAfterError('(run with --help for usage)')
-    .helpOption('-h, --help', 'show help')
-    .addHelpCommand(false)
+    .helpOption('-h, --help', 'show help (also -help, help and help COMMAND)')
+    .helpCommand('help [command]', 'show help for a command')
     .option(
       '--endpoints <urls>',
       'etcd client URLs, comma separated [SLUICE_ENDPOINTS, LOCKSMITHCTL_ENDPOINT]',
@@ -72,6 +72,10 @@ export function buildProgram(
     .option('--password-file <file>', 'file holding the etcd password [SLUICE_PASSWORD_FILE]')
     .option('--prefix <prefix>', 'etcd key prefix (default /sluice/v1/) [SLUICE_PREFIX]')
     .option('--group <name>', 'reboot group (default "default") [SLUICE_GROUP]')
+    .option(
+      '--create',
+      'let a write start a group that has no keys yet (without it, an unknown --group is refused)',
+    )
     .addOption(
       new Option('-o, --output <format>', 'output format')
         .choices(['table', 'json'])
@@ -81,7 +85,7 @@ export function buildProgram(
       'after',
       `
 Exit codes: 0 done; 1 refused (group full, nothing held, lost a race, a check failed);
-2 usage or configuration error; 3 etcd unreachable or access denied.
+2 usage or configuration error; 3 etcd unreachable, or it refused or denied the request.
 Flags override environment variables; locksmithctl's -endpoint URL form is accepted.`,
     );
 
@@ -89,7 +93,11 @@ Flags override environment variables; locksmithctl's -endpoint URL form is accep
     .command('status')
     .description('show max, free slots, pause, window, holders, waiters and unreadable keys')
     .option('--all-groups', 'show every group under the prefix (JSON: an array); not with --group')
-    .action(async (opts: { allGroups?: boolean }, cmd: Command) =>
+    .option(
+      '--check',
+      'only say whether the group is healthy: exit 1 when paused, halted, with invalid keys, holders above max or failing post-checks',
+    )
+    .action(async (opts: { allGroups?: boolean; check?: boolean }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/status.js')).status(ctx, opts)),
     );
 
@@ -191,11 +199,32 @@ with who did it (see "sluicectl history").`,
       reasonText,
       'requested with sluicectl',
     )
+    .option(
+      '--ttl <duration>',
+      'how long the request stands if the agent does not act on it',
+      '24h',
+    )
+    .option('--allow-unknown', 'request a node that is not registered, queued or holding a slot')
+    .option('--cancel', "withdraw the node's request (as cancel-request does)")
     .action(
-      async (node: string | undefined, opts: { node?: string; reason: string }, cmd: Command) =>
+      async (
+        node: string | undefined,
+        opts: import('./commands/request-reboot.js').RequestRebootOptions,
+        cmd: Command,
+      ) =>
         exec(cmd, async (ctx) =>
           (await import('./commands/request-reboot.js')).requestReboot(ctx, node, opts),
         ),
+    );
+
+  program
+    .command('cancel-request')
+    .description('take back a reboot request made with request-reboot')
+    .argument('<node>', 'node whose request to remove')
+    .action(async (node: string, _opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) =>
+        (await import('./commands/request-reboot.js')).cancelRequest(ctx, node),
+      ),
     );
 
   program
@@ -249,7 +278,7 @@ with who did it (see "sluicectl history").`,
     .command('set')
     .description('set the group\'s window spec, e.g. "Mon-Fri 22:00-02:00 Europe/Berlin"')
     .argument('<spec>', 'window spec; several entries separated by ";"')
-    .option('--zone <zone>', 'time zone for entries that name none', 'UTC')
+    .option('--zone <zone>', 'time zone for entries that name none (an IANA zone)', 'UTC')
     .action(async (spec: string, opts: { zone: string }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/windows.js')).setWindows(ctx, spec, opts)),
     );
@@ -265,20 +294,67 @@ with who did it (see "sluicectl history").`,
     .argument('<spec>', 'window spec, or with --length locksmith\'s start ("Thu 04:00")')
     .option('--at <time>', 'ISO-8601 instant to check (default: now)')
     .option('--length <duration>', "treat SPEC as locksmith's REBOOT_WINDOW_START with this length")
-    .option('--zone <zone>', 'time zone for entries that name none', 'UTC')
+    .option(
+      '--zone <zone>',
+      "zone for entries that name none, or local; default UTC, and this node's zone with --length",
+    )
     .action(
-      async (spec: string, opts: { at?: string; length?: string; zone: string }, cmd: Command) =>
+      async (spec: string, opts: { at?: string; length?: string; zone?: string }, cmd: Command) =>
         exec(cmd, async (ctx) =>
           (await import('./commands/windows.js')).checkWindows(ctx, spec, opts),
         ),
     );
 
   program
+    .command('migrate-locksmith')
+    .description(
+      "take over a group from a live locksmith: its holders become sluice slots, sluice's max is locksmith's, and locksmith admits nobody more",
+    )
+    .option('--dry-run', 'say what it would do, and write nothing')
+    .option('--overwrite', "set sluice's max to locksmith's even when it is set already")
+    .option('--api <api>', 'where locksmith keeps its semaphore: v2 or v3 (default: look in both)')
+    .option('--max <n>', "sluice's max to set instead of locksmith's")
+    .addHelpText(
+      'after',
+      `
+Reads locksmith's semaphore for the group (coreos.com/updateengine/rebootlock/semaphore, or
+.../groups/<group>/semaphore; --group default is locksmith's default semaphore) from etcd's v3
+keyspace or v2 keys API. In one guarded step it records each locksmith holder as a migrated
+sluice slot, sets sluice's max, and sets locksmith's max to 0 with a compare-and-swap (holders
+kept), so nodes still on locksmithd take no slot while nodes switch to sluiced. A migrated slot
+is given back by that node's sluiced when it starts. See deploy/README.md.`,
+    )
+    .action(async (opts: import('./commands/migrate-locksmith.js').MigrateOptions, cmd: Command) =>
+      exec(cmd, async (ctx) =>
+        (await import('./commands/migrate-locksmith.js')).migrate(ctx, opts),
+      ),
+    );
+
+  program
     .command('history')
-    .description('finished reboots: node, start, end, duration, outcome (released, forced, lost)')
+    .description(
+      'finished reboots (node, start, end, duration, outcome) and operator actions (who, when, what)',
+    )
     .option('--limit <n>', 'how many, newest first', '20')
-    .action(async (opts: { limit: string }, cmd: Command) =>
+    .option(
+      '--kind <kind>',
+      'reboot, action, or one action: set-max, pause, resume, windows-set, windows-clear, lock, request-reboot, cancel-request, migrate-locksmith, halt',
+    )
+    .option('--since <when>', 'only from then on: a duration back (7d, 36h) or an instant')
+    .action(async (opts: { limit: string; kind?: string; since?: string }, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/history.js')).history(ctx, opts)),
+    );
+
+  program
+    .command('report')
+    .description(
+      "write the group's fleet timeline as an HTML page: reboots per node, nodes down against max, operator actions, pauses",
+    )
+    .requiredOption('--html <file>', 'where to write the page')
+    .option('--since <duration>', 'how far back', '7d')
+    .option('--zone <zone>', "time zone of the wall-clock times (default: this machine's)")
+    .action(async (opts: import('./commands/report.js').ReportOptions, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/report.js')).report(ctx, opts)),
     );
 
   program
@@ -286,6 +362,27 @@ with who did it (see "sluicectl history").`,
     .description('live status, redrawn on every etcd change, until Ctrl-C')
     .action(async (_opts: unknown, cmd: Command) =>
       exec(cmd, async (ctx) => (await import('./commands/watch.js')).watch(ctx)),
+    );
+
+  program
+    .command('exporter')
+    .description(
+      'serve group metrics for Prometheus (paused, halted, lost holders, holders over max, queue) until Ctrl-C',
+    )
+    .option(
+      '--listen <host:port>',
+      'where to serve /metrics (loopback unless --allow-remote)',
+      '127.0.0.1:9467',
+    )
+    .option('--all-groups', 'export every group under the prefix; not with --group')
+    .option(
+      '--discover-every <duration>',
+      'with --all-groups: how often to look for new groups',
+      '5m',
+    )
+    .option('--allow-remote', 'allow a --listen address beyond this host')
+    .action(async (opts: import('./commands/exporter.js').ExporterCommandOptions, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/exporter.js')).exporter(ctx, opts)),
     );
 
   program

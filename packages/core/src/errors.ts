@@ -14,10 +14,15 @@ export type ErrorKind =
   | 'invalid-window'
   /** The operation was refused: the group is full, the node does not hold a slot, a race was lost. */
   | 'refused'
-  /** etcd could not be reached, timed out, or denied the request. */
+  /** etcd could not be reached or timed out: a retry may well work. */
   | 'etcd-unavailable'
   /** etcd rejected our credentials or permissions. */
   | 'etcd-denied'
+  /**
+   * etcd answered and refused the request (an invalid argument, a txn with too many operations,
+   * a compacted revision): the same request again will be refused again.
+   */
+  | 'etcd-refused'
   /** A D-Bus peer could not be reached or answered with an error. */
   | 'dbus-unavailable'
   /** A pre- or post-reboot check failed. */
@@ -27,19 +32,45 @@ export type ErrorKind =
 
 const brand = Symbol.for('sluice.error');
 
+/** What a SluiceError may carry besides its kind and message. */
+export interface SluiceErrorOptions {
+  cause?: unknown;
+  /** Whether trying the same again may work. Default: only for `etcd-unavailable` and `dbus-unavailable`. */
+  retryable?: boolean;
+  /** The etcd key at fault. */
+  key?: string;
+  /** The setting or record field at fault, e.g. `etcd.endpoints` or `windows`. */
+  field?: string;
+  /**
+   * A machine-readable cause within the kind, for callers that act on it (e.g. `no-user`,
+   * `auth-disabled`, `compacted`, `too-large`, `timeout`): never parse the message.
+   */
+  reason?: string;
+}
+
 /** An error with a kind and, where it helps, the key, file or flag it is about. */
 export class SluiceError extends Error {
   readonly [brand] = true;
   override readonly name = 'SluiceError';
+  /** Whether trying the same again may work (a retry policy asks this). */
+  readonly retryable: boolean;
+  readonly key: string | undefined;
+  readonly field: string | undefined;
+  readonly reason: string | undefined;
 
   constructor(
     readonly kind: ErrorKind,
     message: string,
     /** The etcd key, file path, environment variable or flag at fault, if there is one. */
     readonly where?: string,
-    options?: { cause?: unknown },
+    options: SluiceErrorOptions = {},
   ) {
-    super(message, options);
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.retryable =
+      options.retryable ?? (kind === 'etcd-unavailable' || kind === 'dbus-unavailable');
+    this.key = options.key;
+    this.field = options.field;
+    this.reason = options.reason;
   }
 
   /** A plain object for JSON output and structured logs. */

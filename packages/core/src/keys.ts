@@ -10,7 +10,7 @@
  * <prefix>groups/<g>/loss-budget      lost holders tolerated before the group halts (default 0)
  * <prefix>groups/<g>/queue/<node>     JSON QueueRecord, on a lease
  * <prefix>groups/<g>/holding/<node>   JSON HoldingMarker, no lease: written at admission
- * <prefix>groups/<g>/requests/<node>  JSON RebootRequest from `sluicectl request-reboot`
+ * <prefix>groups/<g>/requests/<node>  JSON RebootRequest from `sluicectl request-reboot`, on a lease
  * <prefix>groups/<g>/nodes/<node>     JSON NodeRegistration of the live agent, on its lease
  * <prefix>groups/<g>/conflicts/<node> JSON NodeRegistration of a second agent with that id
  * <prefix>history/<g>/<ms>-<node>     JSON HistoryRecord, capped per group
@@ -93,6 +93,14 @@ export class GroupKeys {
   /** A history key that sorts by time: `<ms, 15 digits>-<node>`. */
   history(atMs: number, node: string): string {
     return `${this.historyPrefix}${String(atMs).padStart(15, '0')}-${node}`;
+  }
+
+  /**
+   * The history key of an operator action: `<ms>-@<action>-<suffix>`. No node id starts with
+   * `@`, so it never meets a reboot's key; the suffix keeps two actions in one millisecond apart.
+   */
+  actionHistory(atMs: number, action: string, suffix: string): string {
+    return this.history(atMs, `@${action}-${suffix}`);
   }
 
   /** The keys whose values steer admission; the admission txn is guarded on all of them. */

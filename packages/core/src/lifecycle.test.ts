@@ -3,8 +3,12 @@ import {
   type AgentEvent,
   type AgentState,
   type Context,
+  EDGES,
   INITIAL_STATE,
+  renderTransitions,
+  STATE_NAMES,
   type Step,
+  TRANSITIONS,
   transition,
   type UpdateInfo,
 } from './lifecycle.js';
@@ -49,7 +53,8 @@ describe('lifecycle', () => {
     expect(s.state.name).toBe('draining');
     expect(s.effects).toEqual([
       { type: 'record-state', state: 'draining', confirm: false },
-      { type: 'drain' },
+      { type: 'run-checks', phase: 'drain' },
+      { type: 'warn-users' },
     ]);
     s = transition(s.state, { type: 'drained' }, ctx());
     expect(s.state.name).toBe('rebooting');
@@ -65,20 +70,20 @@ describe('lifecycle', () => {
     expect(s.effects).toEqual([{ type: 'wake-at', at: '2026-11-26T04:00:00.000Z' }]);
     const opened = transition(s.state, { type: 'tick' }, ctx());
     expect(opened.state.name).toBe('checking');
-    expect(opened.edge).toBe('window-opened');
+    expect(opened.edge).toBe('window-open');
   });
 
   it('releases the slot when the window shut before the reboot', () => {
     const draining: AgentState = { name: 'draining', update, revision: 7 };
     const s = transition(draining, { type: 'drained' }, ctx({ window: closed }));
-    expect(s.state).toMatchObject({ name: 'waiting-window', held: true });
+    expect(s.state).toMatchObject({ name: 'returning-slot', cancelled: false });
     expect(s.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
     // The window opening again does nothing until the release is done.
-    expect(transition(s.state, { type: 'tick' }, ctx()).state.name).toBe('waiting-window');
+    expect(transition(s.state, { type: 'tick' }, ctx()).state.name).toBe('returning-slot');
     // The slot is back while the window is still shut: wait for it, and start over when it opens.
     const back = transition(s.state, { type: 'released' }, ctx({ window: closed }));
     expect(back.edge).toBe('slot-returned');
-    expect(back.state).toMatchObject({ name: 'waiting-window', held: false });
+    expect(back.state).toMatchObject({ name: 'waiting-window' });
     expect(back.effects).toEqual([{ type: 'wake-at', at: '2026-11-26T04:00:00.000Z' }]);
     expect(transition(back.state, { type: 'tick' }, ctx()).state.name).toBe('checking');
     // The slot is back and the window has opened again meanwhile: straight to the pre-checks.
@@ -88,14 +93,7 @@ describe('lifecycle', () => {
   });
 
   it('retries giving back a slot whose release failed, and goes idle if the update went away', () => {
-    const held: AgentState = {
-      name: 'waiting-window',
-      update,
-      nextOpen: null,
-      held: true,
-      releaseRetryAt: null,
-      cancelled: false,
-    };
+    const held: AgentState = { name: 'returning-slot', update, cancelled: false, retryAt: null };
     let s = transition(
       held,
       { type: 'effect-failed', effect: 'release-slot', detail: 'etcd down' },
@@ -148,7 +146,7 @@ describe('lifecycle', () => {
       ctx({ strategy: 'reboot' }),
     );
     expect(r.state.name).toBe('draining');
-    expect(r.effects).toEqual([{ type: 'drain' }]);
+    expect(r.effects).toEqual([{ type: 'run-checks', phase: 'drain' }, { type: 'warn-users' }]);
     const drained = transition(r.state, { type: 'drained' }, ctx({ strategy: 'reboot' }));
     expect(drained.effects).toEqual([{ type: 'reboot' }]);
     const off = transition({ name: 'idle' }, { type: 'update', update }, ctx({ strategy: 'off' }));
@@ -327,7 +325,7 @@ describe('lifecycle', () => {
     };
     const retried = transition(rebooting, { type: 'tick' }, ctx({ window: closed }));
     expect(retried.edge).toBe('window-closed');
-    expect(retried.state).toMatchObject({ name: 'waiting-window', held: true });
+    expect(retried.state).toMatchObject({ name: 'returning-slot' });
     expect(retried.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
     expect(transition(rebooting, { type: 'tick' }, ctx()).effects).toContainEqual({
       type: 'reboot',
@@ -345,7 +343,7 @@ describe('lifecycle', () => {
       { type: 'recovered', own, bootId: 'boot-1' },
       ctx({ window: closed }),
     );
-    expect(recovered.state).toMatchObject({ name: 'waiting-window', held: true });
+    expect(recovered.state).toMatchObject({ name: 'returning-slot' });
     expect(recovered.effects).toEqual([{ type: 'release-slot', outcome: 'abandoned', delayMs: 0 }]);
   });
 
@@ -372,7 +370,7 @@ describe('lifecycle', () => {
       { type: 'drained' },
       ctx({ window: unknown }),
     );
-    expect(drained.state.name).toBe('waiting-window');
+    expect(drained.state.name).toBe('returning-slot');
   });
 
   it('records the post-check failure in etcd once, when the deadline passes', () => {
@@ -411,24 +409,17 @@ describe('lifecycle', () => {
   // to a state's own data with a null edge would be dropped (a node once stayed in waiting-window
   // forever because its `held` flag was never cleared).
   it('changes nothing in any step without an edge name', () => {
-    const waiting = (held: boolean, cancelled: boolean, releaseRetryAt: string | null) =>
-      ({
-        name: 'waiting-window',
-        update,
-        nextOpen: '2026-11-26T04:00:00.000Z',
-        held,
-        releaseRetryAt,
-        cancelled,
-      }) as const;
+    const returning = (cancelled: boolean, retryAt: string | null) =>
+      ({ name: 'returning-slot', update, cancelled, retryAt }) as const;
     const states: AgentState[] = [
       { name: 'idle' },
       { name: 'update-staged', update, notBefore: null, lastError: null },
       { name: 'update-staged', update, notBefore: '2026-11-25T03:05:00.000Z', lastError: 'x' },
-      waiting(false, false, null),
-      waiting(true, false, null),
-      waiting(true, true, null),
-      waiting(true, false, '2026-11-25T02:00:00.000Z'),
-      waiting(true, false, '2026-11-25T04:00:00.000Z'),
+      { name: 'waiting-window', update, nextOpen: '2026-11-26T04:00:00.000Z' },
+      returning(false, null),
+      returning(true, null),
+      returning(false, '2026-11-25T02:00:00.000Z'),
+      returning(false, '2026-11-25T04:00:00.000Z'),
       { name: 'checking', update },
       { name: 'queued', update },
       { name: 'holding', update, revision: 3 },
@@ -455,18 +446,18 @@ describe('lifecycle', () => {
       { type: 'update', update },
       { type: 'update', update: other },
       { type: 'tick' },
-      ...(['pre', 'admitted', 'post'] as const).flatMap((phase): AgentEvent[] => [
+      { type: 'tick', due: '2026-11-25T04:00:00.000Z' },
+      ...(['pre', 'admitted', 'drain', 'post'] as const).flatMap((phase): AgentEvent[] => [
         { type: 'checks-passed', phase },
         { type: 'checks-failed', phase, detail: 'no' },
       ]),
       { type: 'admitted', revision: 9 },
       { type: 'slot-lost', detail: 'gone' },
       { type: 'drained' },
-      { type: 'drain-failed', detail: 'no' },
       { type: 'reboot-failed', detail: 'no' },
       { type: 'released' },
       { type: 'left-queue' },
-      ...(['acquire-slot', 'release-slot', 'record-state', 'drain'] as const).map(
+      ...(['acquire-slot', 'release-slot', 'record-state', 'warn-users'] as const).map(
         (effect): AgentEvent => ({ type: 'effect-failed', effect, detail: 'etcd down' }),
       ),
     ];
@@ -475,11 +466,18 @@ describe('lifecycle', () => {
       ctx({ strategy, window: closed }),
     ]);
     let unnamed = 0;
+    const seen = new Set<string>();
     for (const state of states) {
       for (const event of events) {
         for (const c of contexts) {
           const step = transition(state, event, c);
-          if (step.edge !== null) continue;
+          if (step.edge !== null) {
+            // Every named step is a row of the table the docs' diagram is drawn from.
+            const row = { from: state.name, edge: step.edge, to: step.state.name };
+            expect(TRANSITIONS, JSON.stringify({ event, row })).toContainEqual(row);
+            seen.add(JSON.stringify(row));
+            continue;
+          }
           unnamed++;
           expect({ state, event, step }).toEqual({
             state,
@@ -490,5 +488,25 @@ describe('lifecycle', () => {
       }
     }
     expect(unnamed).toBeGreaterThan(100); // The sample covers plenty of ignored events.
+    expect(seen.size).toBeGreaterThan(TRANSITIONS.length / 2);
+  });
+
+  it('names only edges from EDGES, and every edge appears in the table', () => {
+    for (const row of TRANSITIONS) {
+      expect(EDGES).toContain(row.edge);
+      expect(STATE_NAMES).toContain(row.from);
+      expect(STATE_NAMES).toContain(row.to);
+    }
+    for (const edge of EDGES) expect(TRANSITIONS.map((t) => t.edge)).toContain(edge);
+  });
+
+  it('is drawn in docs/sluiced.md exactly as the table says (npm run docs updates it)', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const doc = await readFile(new URL('../../../docs/sluiced.md', import.meta.url), 'utf8');
+    const block =
+      /<!-- lifecycle:begin -->\n```mermaid\n([\s\S]*?)\n```\n<!-- lifecycle:end -->/.exec(doc);
+    expect(block?.[1], 'the diagram in docs/sluiced.md is stale: run npm run docs').toBe(
+      renderTransitions(),
+    );
   });
 });

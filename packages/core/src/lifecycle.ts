@@ -4,15 +4,9 @@
  * The agent runtime executes effects (etcd, D-Bus, checks, timers) and feeds their outcomes back
  * as events. Nothing here does I/O, so every edge is testable on its own.
  *
- * ```
- *   idle ──update──▶ update-staged ──window open──▶ checking ──ok──▶ queued ──admitted──▶ holding
- *     ▲                 │   ▲                         │ fail (retry later)                   │ checks ok
- *     │                 ▼   │ opens                   ▼                                      ▼
- *     │             waiting-window ◀──window closed── (queued / holding / draining)       draining
- *     │                                                                                      │ drained, window open
- *     │                                                                                      ▼
- *   releasing ◀──ok── post-checking ◀──rebooted── recovering (on start)               rebooting
- * ```
+ * Every edge is a name from `EDGES`, and every step it may take is a row of `TRANSITIONS` (from,
+ * edge, to). A test checks each step `transition()` returns against that table, and the state
+ * diagram in docs/sluiced.md is drawn from it (`renderTransitions()`), so the three agree.
  */
 import type { NodeState } from './records.js';
 
@@ -36,17 +30,7 @@ export type AgentState =
       notBefore: string | null;
       lastError: string | null;
     }
-  | {
-      name: 'waiting-window';
-      update: UpdateInfo;
-      nextOpen: string | null;
-      /** True while the slot taken before the window shut is being given back. */
-      held: boolean;
-      /** After a failed release: when to try again. */
-      releaseRetryAt: string | null;
-      /** The update went away while the slot was being given back: go idle once it is. */
-      cancelled: boolean;
-    }
+  | { name: 'waiting-window'; update: UpdateInfo; nextOpen: string | null }
   | { name: 'checking'; update: UpdateInfo }
   | { name: 'queued'; update: UpdateInfo }
   | { name: 'holding'; update: UpdateInfo; revision: number | null }
@@ -63,6 +47,18 @@ export type AgentState =
        * The slot is kept until `Context.inhibitorWaitMs` has passed, then given back.
        */
       blocked?: { since: string; by: string } | null;
+    }
+  | {
+      /**
+       * Giving back a slot taken for `update` because the window shut before the reboot: then on
+       * like a node whose update was just staged (or to idle once `cancelled`).
+       */
+      name: 'returning-slot';
+      update: UpdateInfo;
+      /** The update went away meanwhile: idle once the slot is back. */
+      cancelled: boolean;
+      /** After a failed release: when to try again. */
+      retryAt: string | null;
     }
   | { name: 'recovering' }
   | {
@@ -91,9 +87,115 @@ export const STATE_NAMES: readonly StateName[] = [
   'holding',
   'draining',
   'rebooting',
+  'returning-slot',
   'recovering',
   'post-checking',
   'releasing',
+];
+
+/** Every edge: the name of a transition, in logs, metrics (`edge` label) and the docs. */
+export const EDGES = [
+  'recovered-idle',
+  'recovered-queued',
+  'recovered-holding',
+  'recovered-rebooting',
+  'recovered-rebooted',
+  'recovered-update-gone',
+  'update-staged',
+  'update-changed',
+  'update-cleared',
+  'window-open',
+  'window-closed',
+  'window-moved',
+  'pre-checks-passed',
+  'pre-checks-failed',
+  'queue-failed',
+  'admitted',
+  'admitted-checks-passed',
+  'admitted-checks-failed',
+  'slot-lost',
+  'drained',
+  'drain-failed',
+  'reboot-failed',
+  'reboot-blocked',
+  'inhibitor-timeout',
+  'reboot-retry',
+  'release-failed',
+  'release-retry',
+  'slot-returned',
+  'post-checks-passed',
+  'post-checks-retry',
+  'post-checks-failed',
+  'post-checks-run',
+  'released',
+] as const;
+
+/** An edge name from `EDGES`. */
+export type Edge = (typeof EDGES)[number];
+
+/**
+ * Every step the lifecycle may take: from a state, by an edge, to a state. `transition()` takes
+ * no step outside this table (a test checks it), and the docs' diagram is drawn from it.
+ */
+export const TRANSITIONS: readonly { from: StateName; edge: Edge; to: StateName }[] = [
+  { from: 'recovering', edge: 'recovered-idle', to: 'idle' },
+  { from: 'recovering', edge: 'recovered-queued', to: 'queued' },
+  { from: 'recovering', edge: 'recovered-holding', to: 'holding' },
+  { from: 'recovering', edge: 'recovered-rebooting', to: 'rebooting' },
+  { from: 'recovering', edge: 'window-closed', to: 'returning-slot' },
+  { from: 'recovering', edge: 'recovered-rebooted', to: 'post-checking' },
+  { from: 'recovering', edge: 'recovered-update-gone', to: 'releasing' },
+  { from: 'idle', edge: 'update-staged', to: 'update-staged' },
+  { from: 'idle', edge: 'update-staged', to: 'waiting-window' },
+  { from: 'idle', edge: 'update-staged', to: 'checking' },
+  { from: 'update-staged', edge: 'update-changed', to: 'update-staged' },
+  { from: 'update-staged', edge: 'update-cleared', to: 'idle' },
+  { from: 'update-staged', edge: 'window-open', to: 'checking' },
+  { from: 'update-staged', edge: 'window-closed', to: 'waiting-window' },
+  { from: 'waiting-window', edge: 'update-changed', to: 'waiting-window' },
+  { from: 'waiting-window', edge: 'update-cleared', to: 'idle' },
+  { from: 'waiting-window', edge: 'window-open', to: 'checking' },
+  { from: 'waiting-window', edge: 'window-moved', to: 'waiting-window' },
+  { from: 'checking', edge: 'pre-checks-passed', to: 'queued' },
+  { from: 'checking', edge: 'pre-checks-passed', to: 'draining' },
+  { from: 'checking', edge: 'pre-checks-failed', to: 'update-staged' },
+  { from: 'checking', edge: 'update-cleared', to: 'idle' },
+  { from: 'queued', edge: 'admitted', to: 'holding' },
+  { from: 'queued', edge: 'update-cleared', to: 'idle' },
+  { from: 'queued', edge: 'window-closed', to: 'waiting-window' },
+  { from: 'queued', edge: 'queue-failed', to: 'update-staged' },
+  { from: 'holding', edge: 'admitted-checks-passed', to: 'draining' },
+  { from: 'holding', edge: 'admitted-checks-failed', to: 'update-staged' },
+  { from: 'holding', edge: 'update-cleared', to: 'releasing' },
+  { from: 'holding', edge: 'slot-lost', to: 'update-staged' },
+  { from: 'draining', edge: 'drained', to: 'rebooting' },
+  { from: 'draining', edge: 'window-closed', to: 'returning-slot' },
+  { from: 'draining', edge: 'window-closed', to: 'waiting-window' },
+  { from: 'draining', edge: 'drain-failed', to: 'update-staged' },
+  { from: 'draining', edge: 'slot-lost', to: 'update-staged' },
+  { from: 'rebooting', edge: 'reboot-failed', to: 'rebooting' },
+  { from: 'rebooting', edge: 'reboot-blocked', to: 'rebooting' },
+  { from: 'rebooting', edge: 'inhibitor-timeout', to: 'update-staged' },
+  { from: 'rebooting', edge: 'reboot-retry', to: 'rebooting' },
+  { from: 'rebooting', edge: 'window-closed', to: 'returning-slot' },
+  { from: 'rebooting', edge: 'window-closed', to: 'waiting-window' },
+  { from: 'rebooting', edge: 'slot-lost', to: 'update-staged' },
+  { from: 'returning-slot', edge: 'update-changed', to: 'returning-slot' },
+  { from: 'returning-slot', edge: 'update-cleared', to: 'returning-slot' },
+  { from: 'returning-slot', edge: 'update-cleared', to: 'idle' },
+  { from: 'returning-slot', edge: 'release-failed', to: 'returning-slot' },
+  { from: 'returning-slot', edge: 'release-retry', to: 'returning-slot' },
+  { from: 'returning-slot', edge: 'slot-returned', to: 'update-staged' },
+  { from: 'returning-slot', edge: 'slot-returned', to: 'waiting-window' },
+  { from: 'returning-slot', edge: 'slot-returned', to: 'checking' },
+  { from: 'post-checking', edge: 'post-checks-passed', to: 'releasing' },
+  { from: 'post-checking', edge: 'post-checks-retry', to: 'post-checking' },
+  { from: 'post-checking', edge: 'post-checks-failed', to: 'post-checking' },
+  { from: 'post-checking', edge: 'post-checks-run', to: 'post-checking' },
+  { from: 'post-checking', edge: 'slot-lost', to: 'idle' },
+  { from: 'releasing', edge: 'released', to: 'idle' },
+  { from: 'releasing', edge: 'release-failed', to: 'releasing' },
+  { from: 'releasing', edge: 'release-retry', to: 'releasing' },
 ];
 
 /** What the node's own etcd record said at start-up. */
@@ -133,7 +235,6 @@ export type AgentEvent =
   | { type: 'admitted'; revision: number }
   | { type: 'slot-lost'; detail: string }
   | { type: 'drained' }
-  | { type: 'drain-failed'; detail: string }
   | { type: 'reboot-failed'; detail: string }
   /** A logind block inhibitor lock on shutdown is held by something else: who, in words. */
   | { type: 'reboot-blocked'; detail: string }
@@ -141,10 +242,13 @@ export type AgentEvent =
   | { type: 'left-queue' }
   | { type: 'effect-failed'; effect: Effect['type']; detail: string };
 
-/** Which checks: before queueing, once admitted, or after boot. */
-export type CheckPhase = 'pre' | 'admitted' | 'post';
+/** Which checks: before queueing, once admitted, the drain, or after boot. */
+export type CheckPhase = 'pre' | 'admitted' | 'drain' | 'post';
 
-/** Work for the runtime. Each ends in an event fed back to `transition()`. */
+/**
+ * Work for the runtime, run in order; an effect whose outcome is a failure (checks failed, the
+ * slot lost, an error) stops the ones after it in the same step.
+ */
 export type Effect =
   | { type: 'run-checks'; phase: CheckPhase }
   | { type: 'acquire-slot'; update: UpdateInfo }
@@ -162,7 +266,10 @@ export type Effect =
    * `reboot-blocked` if there are (and the effects after it do not run), nothing if not.
    */
   | { type: 'check-inhibitors' }
-  | { type: 'drain' }
+  /** Tell logged-in users about the coming reboot and wait the warning delay; then `drained`. */
+  | { type: 'warn-users' }
+  /** Delete this node's reboot request: the reboot about to happen serves it. Never fails. */
+  | { type: 'clear-request' }
   | { type: 'reboot' }
   | { type: 'wake-at'; at: string };
 
@@ -173,9 +280,11 @@ export interface Context {
   /**
    * Whether the node's and the group's windows are both open now, and when that changes.
    * `unknown` when the group's window could not be read (etcd unreachable): closed for any
-   * decision to reboot, but no reason to give up a place in the queue.
+   * decision to reboot, but no reason to give up a place in the queue. See `windowContext()`.
    */
   window: { open: boolean; nextOpen: Date | null; unknown?: boolean };
+  /** True while a reboot request from `sluicectl request-reboot` is pending for this node. */
+  requested?: boolean;
   /** Back-off before trying again after a failed check, drain or etcd call. */
   retryDelayMs: number;
   postDeadlineMs: number;
@@ -189,16 +298,16 @@ export interface Context {
   inhibitorRecheckMs?: number;
 }
 
-/** The result of a transition: the next state, effects to run, and the edge's name for logs. */
+/** The result of a transition: the next state, effects to run, and the edge's name. */
 export interface Step {
   state: AgentState;
   effects: Effect[];
-  /** The transition taken, e.g. `window-opened`; null when the event changed nothing. */
-  edge: string | null;
+  /** The transition taken, e.g. `window-open`; null when the event changed nothing. */
+  edge: Edge | null;
 }
 
 const stay = (state: AgentState): Step => ({ state, effects: [], edge: null });
-const go = (edge: string, state: AgentState, ...effects: Effect[]): Step => ({
+const go = (edge: Edge, state: AgentState, ...effects: Effect[]): Step => ({
   state,
   effects,
   edge,
@@ -235,51 +344,48 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       return stay(state);
 
     case 'waiting-window':
-      if (event.type === 'update' && !event.update) {
-        return state.held
-          ? go('update-cleared', { ...state, cancelled: true }) // Idle once the slot is back.
-          : go('update-cleared', { name: 'idle' });
-      }
+      if (event.type === 'update' && !event.update) return go('update-cleared', { name: 'idle' });
       if (event.type === 'update' && event.update) {
+        return sameUpdate(state.update, event.update)
+          ? stay(state)
+          : go('update-changed', { ...state, update: event.update });
+      }
+      if (event.type === 'tick' && ctx.window.open) return preChecks('window-open', state.update);
+      if (
+        event.type === 'tick' &&
+        state.nextOpen !== (ctx.window.nextOpen?.toISOString() ?? null)
+      ) {
+        return waitForWindow('window-moved', state.update, ctx);
+      }
+      return stay(state);
+
+    case 'returning-slot':
+      if (event.type === 'update') {
+        if (!event.update) {
+          return state.cancelled
+            ? stay(state)
+            : go('update-cleared', { ...state, cancelled: true });
+        }
         return sameUpdate(state.update, event.update) && !state.cancelled
           ? stay(state)
           : go('update-changed', { ...state, update: event.update, cancelled: false });
       }
-      if (event.type === 'released' && state.held) {
+      if (event.type === 'released') {
         if (state.cancelled) return go('update-cleared', { name: 'idle' });
         // The slot is back: carry on like a node whose update was just staged (wait for the
         // window, or start over at once if it has opened again meanwhile).
         const staged = { update: state.update, notBefore: null, lastError: null };
-        return { ...evaluate({ name: 'update-staged', ...staged }, ctx), edge: 'slot-returned' };
+        const next = evaluate({ name: 'update-staged', ...staged }, ctx);
+        return next.edge === null
+          ? go('slot-returned', next.state)
+          : { ...next, edge: 'slot-returned' };
       }
-      if (event.type === 'effect-failed' && event.effect === 'release-slot' && state.held) {
-        const releaseRetryAt = later(ctx, ctx.retryDelayMs);
-        return go(
-          'release-failed',
-          { ...state, releaseRetryAt },
-          { type: 'wake-at', at: releaseRetryAt },
-        );
+      if (event.type === 'effect-failed' && event.effect === 'release-slot') {
+        const retryAt = later(ctx, ctx.retryDelayMs);
+        return go('release-failed', { ...state, retryAt }, { type: 'wake-at', at: retryAt });
       }
-      if (event.type === 'tick' && state.held && due(state.releaseRetryAt, ctx, event)) {
-        return go(
-          'release-retry',
-          { ...state, releaseRetryAt: null },
-          releaseEffect('abandoned', 0),
-        );
-      }
-      if (event.type === 'tick' && ctx.window.open && !state.held) {
-        return go(
-          'window-opened',
-          { name: 'checking', update: state.update },
-          { type: 'run-checks', phase: 'pre' },
-        );
-      }
-      if (
-        event.type === 'tick' &&
-        !state.held &&
-        state.nextOpen !== (ctx.window.nextOpen?.toISOString() ?? null)
-      ) {
-        return waitForWindow(state.update, ctx, false);
+      if (event.type === 'tick' && due(state.retryAt, ctx, event)) {
+        return go('release-retry', { ...state, retryAt: null }, releaseEffect('abandoned', 0));
       }
       return stay(state);
 
@@ -287,19 +393,19 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       if (event.type === 'checks-passed' && event.phase === 'pre') {
         if (ctx.strategy === 'reboot') {
           return go(
-            'checks-passed',
+            'pre-checks-passed',
             { name: 'draining', update: state.update, revision: null },
-            { type: 'drain' },
+            ...DRAIN,
           );
         }
         return go(
-          'checks-passed',
+          'pre-checks-passed',
           { name: 'queued', update: state.update },
           { type: 'acquire-slot', update: state.update },
         );
       }
       if (event.type === 'checks-failed' && event.phase === 'pre')
-        return retry(state.update, event.detail, ctx, 'checks-failed');
+        return retry(state.update, event.detail, ctx, 'pre-checks-failed');
       if (event.type === 'update' && !event.update) return go('update-cleared', { name: 'idle' });
       return stay(state);
 
@@ -315,9 +421,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         return go('update-cleared', { name: 'idle' }, { type: 'leave-queue' });
       if (event.type === 'tick' && !ctx.window.open && !ctx.window.unknown) {
         // Our own window closed while waiting: give our place up rather than block the queue.
-        return go('window-closed', waitingWindow(state.update, ctx, false), {
-          type: 'leave-queue',
-        });
+        return go('window-closed', waitingWindow(state.update, ctx), { type: 'leave-queue' });
       }
       if (event.type === 'effect-failed' && event.effect === 'acquire-slot') {
         return retry(state.update, event.detail, ctx, 'queue-failed');
@@ -327,14 +431,14 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
     case 'holding':
       if (event.type === 'checks-passed' && event.phase === 'admitted') {
         return go(
-          'checks-passed',
+          'admitted-checks-passed',
           { name: 'draining', update: state.update, revision: state.revision },
           { type: 'record-state', state: 'draining', confirm: false },
-          { type: 'drain' },
+          ...DRAIN,
         );
       }
       if (event.type === 'checks-failed' && event.phase === 'admitted') {
-        return releaseAndRetry(state.update, event.detail, ctx, 'checks-failed');
+        return releaseAndRetry(state.update, event.detail, ctx, 'admitted-checks-failed');
       }
       if (event.type === 'update' && !event.update) {
         // Nothing to reboot for any more (say, a request withdrawn): give the slot back.
@@ -350,7 +454,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
     case 'draining':
       if (event.type === 'drained')
         return rebootInWindow('drained', state.update, state.revision, 1, ctx);
-      if (event.type === 'drain-failed') {
+      if (event.type === 'checks-failed' && event.phase === 'drain') {
         return ctx.strategy === 'etcd-lock'
           ? releaseAndRetry(state.update, event.detail, ctx, 'drain-failed')
           : retry(state.update, event.detail, ctx, 'drain-failed');
@@ -386,7 +490,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
     case 'post-checking':
       if (event.type === 'checks-passed' && event.phase === 'post') {
         return go(
-          'checks-passed',
+          'post-checks-passed',
           { name: 'releasing', revision: state.revision, retryAt: null },
           releaseEffect('released', ctx.releaseDelayMs),
         );
@@ -438,11 +542,18 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
 }
 
 /**
+ * What a drain consists of: the drain check (a command such as `kubectl drain`; it passes when
+ * none is configured), then the warning to logged-in users and its delay, which ends in `drained`.
+ * The window is checked once more after both, right before the reboot.
+ */
+const DRAIN: readonly Effect[] = [{ type: 'run-checks', phase: 'drain' }, { type: 'warn-users' }];
+
+/**
  * Reboots now if the window is open: it is checked once more right before every reboot call.
  * If it has shut, give the slot back and wait for the next window (Flatcar#407).
  */
 function rebootInWindow(
-  edge: string,
+  edge: Edge,
   update: UpdateInfo,
   revision: number | null,
   attempt: number,
@@ -450,11 +561,13 @@ function rebootInWindow(
   blocked: { since: string; by: string } | null = null,
 ): Step {
   if (!ctx.window.open) {
-    const held = ctx.strategy === 'etcd-lock';
+    if (ctx.strategy !== 'etcd-lock') {
+      return waitForWindow('window-closed', update, ctx);
+    }
     return go(
       'window-closed',
-      waitingWindow(update, ctx, held),
-      ...(held ? [releaseEffect('abandoned', 0)] : []),
+      { name: 'returning-slot', update, cancelled: false, retryAt: null },
+      releaseEffect('abandoned', 0),
     );
   }
   return go(
@@ -476,10 +589,12 @@ function rebootInWindow(
  * after it runs). With a slot, then rewrite the record as `rebooting`, guarded on the key's
  * create revision: that write succeeding is the proof, right before the reboot, that the slot is
  * still ours. If it fails the runtime stops and the reboot does not happen. After a wait for an
- * inhibitor, the same write clears the wait from the record.
+ * inhibitor, the same write clears the wait from the record. A pending reboot request is cleared
+ * just before: this reboot serves it.
  */
 function rebootEffects(ctx: Context, wasBlocked = false): Effect[] {
   const check: Effect[] = ctx.checkInhibitors ? [{ type: 'check-inhibitors' }] : [];
+  const request: Effect[] = ctx.requested ? [{ type: 'clear-request' }] : [];
   return ctx.strategy === 'etcd-lock'
     ? [
         ...check,
@@ -489,9 +604,10 @@ function rebootEffects(ctx: Context, wasBlocked = false): Effect[] {
           confirm: true,
           ...(wasBlocked ? { problem: null } : {}),
         },
+        ...request,
         { type: 'reboot' },
       ]
-    : [...check, { type: 'reboot' }];
+    : [...check, ...request, { type: 'reboot' }];
 }
 
 /**
@@ -550,13 +666,11 @@ function releaseEffect(outcome: 'released' | 'abandoned', delayMs: number): Effe
   return { type: 'release-slot', outcome, delayMs };
 }
 
-/** A staged update: decide at once what to do about it. */
+/** A staged update: decide at once what to do about it, as one `update-staged` edge. */
 function stage(update: UpdateInfo, ctx: Context): Step {
   const staged: AgentState = { name: 'update-staged', update, notBefore: null, lastError: null };
   const next = evaluate(staged, ctx);
-  return next.edge === null
-    ? go('update-staged', staged)
-    : { ...next, edge: `update-staged, ${next.edge}` };
+  return next.edge === null ? go('update-staged', staged) : { ...next, edge: 'update-staged' };
 }
 
 /** update-staged: wait out a back-off, then the window, then run the pre-checks. */
@@ -566,41 +680,29 @@ function evaluate(
   fired?: string,
 ): Step {
   if (ctx.strategy === 'off') return stay(state); // Report only: never reboot.
-  if (
-    state.notBefore &&
-    state.notBefore !== fired &&
-    ctx.now.getTime() < Date.parse(state.notBefore)
-  ) {
-    return stay(state);
-  }
-  if (!ctx.window.open) return waitForWindow(state.update, ctx, false);
-  return go(
-    'window-open',
-    { name: 'checking', update: state.update },
-    { type: 'run-checks', phase: 'pre' },
-  );
+  const backingOff = state.notBefore !== null && state.notBefore !== fired;
+  if (backingOff && ctx.now.getTime() < Date.parse(state.notBefore!)) return stay(state);
+  if (!ctx.window.open) return waitForWindow('window-closed', state.update, ctx);
+  return preChecks('window-open', state.update);
 }
 
-function waitingWindow(update: UpdateInfo, ctx: Context, held: boolean): AgentState {
-  return {
-    name: 'waiting-window',
-    update,
-    nextOpen: ctx.window.nextOpen?.toISOString() ?? null,
-    held,
-    releaseRetryAt: null,
-    cancelled: false,
-  };
+function preChecks(edge: Edge, update: UpdateInfo): Step {
+  return go(edge, { name: 'checking', update }, { type: 'run-checks', phase: 'pre' });
 }
 
-function waitForWindow(update: UpdateInfo, ctx: Context, held: boolean): Step {
-  const state = waitingWindow(update, ctx, held);
+function waitingWindow(update: UpdateInfo, ctx: Context): AgentState {
+  return { name: 'waiting-window', update, nextOpen: ctx.window.nextOpen?.toISOString() ?? null };
+}
+
+function waitForWindow(edge: Edge, update: UpdateInfo, ctx: Context): Step {
+  const state = waitingWindow(update, ctx);
   return ctx.window.nextOpen
-    ? go('window-closed', state, { type: 'wake-at', at: ctx.window.nextOpen.toISOString() })
-    : go('window-closed', state);
+    ? go(edge, state, { type: 'wake-at', at: ctx.window.nextOpen.toISOString() })
+    : go(edge, state);
 }
 
 /** Back to update-staged, to try again after the back-off. */
-function retry(update: UpdateInfo, detail: string, ctx: Context, edge: string): Step {
+function retry(update: UpdateInfo, detail: string, ctx: Context, edge: Edge): Step {
   const notBefore = later(ctx, ctx.retryDelayMs);
   return go(
     edge,
@@ -610,7 +712,7 @@ function retry(update: UpdateInfo, detail: string, ctx: Context, edge: string): 
 }
 
 /** Give the slot back (fail closed), then try again after the back-off. */
-function releaseAndRetry(update: UpdateInfo, detail: string, ctx: Context, edge: string): Step {
+function releaseAndRetry(update: UpdateInfo, detail: string, ctx: Context, edge: Edge): Step {
   const step = retry(update, detail, ctx, edge);
   // The timer first: if the release fails (etcd down), the retry still comes.
   return { ...step, effects: [...step.effects, releaseEffect('abandoned', 0)] };
@@ -678,5 +780,37 @@ function recover(
 
 /** True in states where the node holds, or may hold, a slot. */
 export function holdsSlot(state: AgentState): boolean {
-  return ['holding', 'draining', 'rebooting', 'post-checking', 'releasing'].includes(state.name);
+  return [
+    'holding',
+    'draining',
+    'rebooting',
+    'returning-slot',
+    'post-checking',
+    'releasing',
+  ].includes(state.name);
+}
+
+/**
+ * Draws the lifecycle from `TRANSITIONS` as a Mermaid state diagram, for docs/sluiced.md: one
+ * arrow per (from, to) pair, labelled with its edges.
+ */
+export function renderTransitions(): string {
+  const arrows = new Map<string, Edge[]>();
+  for (const t of TRANSITIONS) {
+    const key = `${t.from} --> ${t.to}`;
+    const edges = arrows.get(key) ?? [];
+    if (!edges.includes(t.edge)) edges.push(t.edge);
+    arrows.set(key, edges);
+  }
+  const id = (name: string) => name.replaceAll('-', '_');
+  const lines = ['stateDiagram-v2'];
+  for (const name of STATE_NAMES) {
+    if (name.includes('-')) lines.push(`  state "${name}" as ${id(name)}`);
+  }
+  lines.push('  [*] --> recovering');
+  for (const [key, edges] of arrows) {
+    const [from, to] = key.split(' --> ') as [string, string];
+    lines.push(`  ${id(from)} --> ${id(to)}: ${edges.join(', ')}`);
+  }
+  return lines.join('\n');
 }

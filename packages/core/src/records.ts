@@ -57,6 +57,11 @@ export const QueueRecordSchema = z.looseObject({
    * no proof of identity, since cloned machines share their machine-id.
    */
   token: z.string().optional(),
+  /**
+   * When the node first entered each state of this slot (`holding`, `rebooting`, `recovering`,
+   * ...): kept into history, so that the fleet timeline can draw each reboot's phases.
+   */
+  phases: z.record(z.string(), isoDate).optional(),
 });
 export type QueueRecord = z.infer<typeof QueueRecordSchema>;
 
@@ -74,6 +79,18 @@ export const HoldingMarkerSchema = z.looseObject({
   grantedAt: isoDate,
   /** The instance token of the agent that was admitted. */
   token: z.string().optional(),
+  /**
+   * Set on a slot `sluicectl migrate-locksmith` recorded for a holder of locksmith's semaphore.
+   * It has no queue key and is not lost: it counts against max (ahead of every waiter) until the
+   * node's own sluiced releases it at start, as locksmithd would have after its reboot.
+   */
+  migrated: z.literal('locksmith').optional(),
+  /**
+   * True for a slot taken by hand (`sluicectl lock`), with its reason: when its lease runs out it
+   * is reported as an expired manual lock, not as a node lost during its reboot.
+   */
+  manual: z.boolean().optional(),
+  reason: z.string().optional(),
 });
 export type HoldingMarker = z.infer<typeof HoldingMarkerSchema>;
 
@@ -99,16 +116,66 @@ export const HistoryRecordSchema = z.looseObject({
   /** Who ended it when an operator did (`sluicectl unlock`, with or without --force): `user@host`. */
   by: z.string().optional(),
   grantedRevision: z.number().int().positive().optional(),
+  /** True for a slot taken by hand with `sluicectl lock`. */
+  manual: z.boolean().optional(),
+  /** The OS version the node rebooted into, when known. */
+  toVersion: z.string().optional(),
+  /** When the node entered each state of the slot (see QueueRecord). */
+  phases: z.record(z.string(), isoDate).optional(),
 });
 export type HistoryRecord = z.infer<typeof HistoryRecordSchema>;
 
-/** A request for a coordinated reboot of one node, at `groups/<g>/requests/<node>`. */
+/**
+ * Operator actions recorded in history, next to the reboots: `set-max`, `pause`, `resume`,
+ * `windows-set`, `windows-clear`, `lock` (a slot taken by hand; its release is a reboot record
+ * with `by`), `request-reboot`, `cancel-request`, `migrate-locksmith`, and `halt` (the pause
+ * sluice itself writes for a lost node).
+ */
+export const ACTIONS = [
+  'set-max',
+  'pause',
+  'resume',
+  'windows-set',
+  'windows-clear',
+  'lock',
+  'request-reboot',
+  'cancel-request',
+  'migrate-locksmith',
+  'halt',
+] as const;
+export type Action = (typeof ACTIONS)[number];
+
+/** One operator action at `<prefix>history/<g>/<ms>-@<action>-<id>`. */
+export const ActionRecordSchema = z.looseObject({
+  v: z.literal(1),
+  kind: z.literal('action'),
+  action: z.enum(ACTIONS),
+  group: z.string(),
+  at: isoDate,
+  /** Who: `user@host`, or `sluice` for a halt. */
+  by: z.string().default(''),
+  /** The node acted on, for lock and reboot requests. */
+  node: z.string().optional(),
+  /** The value before and after, for set-max and windows (null: absent). */
+  old: z.string().nullable().optional(),
+  new: z.string().nullable().optional(),
+  /** Why: the pause's reason, the lock's, the request's, the halt's. */
+  reason: z.string().optional(),
+});
+export type ActionRecord = z.infer<typeof ActionRecordSchema>;
+
+/**
+ * A request for a coordinated reboot of one node, at `groups/<g>/requests/<node>`. The key sits
+ * on a lease that runs out at `expiresAt`, and readers ignore a request past `expiresAt` even
+ * before etcd deletes it. Requests written before expiry existed have no `expiresAt`.
+ */
 export const RebootRequestSchema = z.looseObject({
   v: z.literal(1),
   node: z.string().min(1),
   reason: z.string().default(''),
   requestedAt: isoDate,
   by: z.string().default(''),
+  expiresAt: isoDate.optional(),
 });
 export type RebootRequest = z.infer<typeof RebootRequestSchema>;
 
@@ -132,6 +199,11 @@ export const NodeRegistrationSchema = z.looseObject({
   problem: z.string().optional(),
 });
 export type NodeRegistration = z.infer<typeof NodeRegistrationSchema>;
+
+/** True when a request has an expiry and it has passed at `now`: act as if it were gone. */
+export function requestExpired(request: RebootRequest, now: Date): boolean {
+  return request.expiresAt !== undefined && Date.parse(request.expiresAt) <= now.getTime();
+}
 
 /** The optional JSON form of `groups/<g>/paused`, written by `sluicectl pause`. */
 export const PauseRecordSchema = z.looseObject({

@@ -219,7 +219,9 @@ describe('groupStatus', () => {
     s.del(keys.queue('b'));
     const status = groupStatus(s.snapshot(), NOW, new Map([['8', 3500]]));
     expect(status.max).toBe(3);
-    expect(status.available).toBe(1);
+    // One of three slots is free, but the lost holder halts the group: nobody can be admitted.
+    expect(status.available).toBe(0);
+    expect(status.blocker).toMatchObject({ kind: 'halted', lost: ['b'] });
     expect(status.holders.map((h) => [h.node, h.state, h.leaseSecondsLeft])).toEqual([
       ['a', 'holding', 3500],
       ['b', 'lost', null],
@@ -228,6 +230,6 @@ describe('groupStatus', () => {
       ['c', 1],
       ['d', 2],
     ]);
-    expect(status.window).toEqual({ open: true, nextChange: null, spec: null });
+    expect(status.window).toEqual({ open: true, nextChange: null, spec: null, canonical: null });
   });
 });

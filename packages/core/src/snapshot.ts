@@ -57,10 +57,12 @@ export interface HoldingEntry {
   modRevision: number;
   marker: HoldingMarker | null;
   orphan: boolean;
+  /** A slot migrated from locksmith: no queue key, not lost, and ahead of every waiter. */
+  migrated: boolean;
 }
 
 /** Everything about one group at one revision. */
-export interface GroupSnapshot extends GroupSettings {
+export interface GroupSnapshot extends ParsedSettings {
   group: string;
   keys: GroupKeys;
   revision: number;
@@ -76,7 +78,7 @@ export interface GroupSnapshot extends GroupSettings {
 }
 
 /** The settings of a group as parsed from its keys, and the errors they gave. */
-export interface GroupSettings {
+export interface ParsedSettings {
   max: Result<number>;
   lossBudget: Result<number>;
   paused: Pause | null;
@@ -90,7 +92,7 @@ export function parseSettings(
   keys: GroupKeys,
   get: (key: string) => RawKV | undefined,
   errors: KeyError[],
-): GroupSettings {
+): ParsedSettings {
   const value = (key: string) => get(key)?.value;
   const max = parseMax(value(keys.max), keys.max);
   const lossBudget = parseLossBudget(value(keys.lossBudget), keys.lossBudget);
@@ -127,6 +129,7 @@ export function parseMarkers(
   for (const kv of kvs) {
     const node = kv.key.slice(keys.holdingPrefix.length);
     const marker = parseJson(HoldingMarkerSchema, kv, errors);
+    const migrated = marker?.migrated === 'locksmith';
     holding.push({
       node,
       key: kv.key,
@@ -134,7 +137,9 @@ export function parseMarkers(
       modRevision: kv.modRevision,
       marker,
       // A malformed marker cannot be matched to its queue key, so it counts as lost: fail closed.
-      orphan: marker === null || liveCreateRevision(node) !== marker.createRevision,
+      // A migrated slot never had a queue key: it is held, not lost.
+      orphan: marker === null || (!migrated && liveCreateRevision(node) !== marker.createRevision),
+      migrated,
     });
   }
   return holding;
@@ -270,7 +275,8 @@ export function lostHolders(group: Pick<GroupSnapshot, 'holding'>): HoldingEntry
 /**
  * A node's rank: how many slots stand ahead of it. That is the queue keys created before its own,
  * plus lost holders whose original queue key was created before its own (a lost holder keeps its
- * place). Ranks only fall: new keys always come later. Returns null when the node is not queued.
+ * place), plus slots migrated from locksmith (ahead of everyone). Ranks only fall: new keys always
+ * come later. Returns null when the node is not queued.
  */
 export function rankOf(snapshot: GroupSnapshot, node: string): number | null {
   const view = admissionView(snapshot, node);
@@ -280,10 +286,15 @@ export function rankOf(snapshot: GroupSnapshot, node: string): number | null {
 function rankIn(view: AdmissionView, self: QueueEntry): number {
   let rank = view.ahead;
   for (const h of view.holding) {
+    if (h.node === self.node) continue;
     // A lost holder whose marker is unreadable has no known place: it counts as ahead of everyone.
-    if (h.orphan && h.node !== self.node) {
-      if (h.marker === null || h.marker.createRevision < self.createRevision) rank++;
-    }
+    if (h.orphan && (h.marker === null || h.marker.createRevision < self.createRevision)) rank++;
+    // A slot migrated from locksmith stands ahead of every waiter, so rank < max alone keeps the
+    // holders within max: the admission txn cannot guard a count of markers, and guards on
+    // nothing of a migrated slot (it has no queue key). Its marker only ever leaves, so ranks
+    // still only fall; the migration itself writes max, which fails every admission txn decided
+    // on a read from before it.
+    else if (h.migrated) rank++;
   }
   return rank;
 }
@@ -293,7 +304,7 @@ function rankIn(view: AdmissionView, self: QueueEntry): number {
  * semaphore reads it from etcd in one round trip (the server decides); `admissionView()` derives
  * it from a full snapshot, as a waiter's local mirror does to know when to ask.
  */
-export interface AdmissionView extends GroupSettings {
+export interface AdmissionView extends ParsedSettings {
   group: string;
   keys: GroupKeys;
   revision: number;
@@ -359,7 +370,7 @@ export function buildAdmissionView(
     : null;
   const holderKeys = new Map<string, number>();
   for (const h of holding) {
-    if (!h.orphan && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
+    if (!h.orphan && !h.migrated && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
   }
   return {
     group: keys.group,
@@ -384,7 +395,7 @@ export function admissionView(snapshot: GroupSnapshot, node: string): AdmissionV
   const live = new Map(snapshot.queue.map((e) => [e.node, e.createRevision]));
   const holderKeys = new Map<string, number>();
   for (const h of snapshot.holding) {
-    if (!h.orphan && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
+    if (!h.orphan && !h.migrated && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
   }
   return {
     group: snapshot.group,
@@ -481,6 +492,12 @@ export function decideAdmission(
     return wait('halted', haltReason(lost));
   }
   const own = view.holding.find((h) => h.node === view.node);
+  if (own?.migrated) {
+    return wait(
+      'lost-marker',
+      `${own.key} is this node's slot migrated from locksmith; its sluiced gives it back when it starts (or: sluicectl unlock ${view.node} --force)`,
+    );
+  }
   if (own) {
     return wait(
       'lost-marker',
@@ -495,9 +512,14 @@ export function decideAdmission(
     }
   }
   if (view.aheadMore || rank >= max.value) {
+    // Numbered as status numbers waiters: 1 is the next to be admitted (holders do not count).
+    const holdersAhead = [...view.holderKeys.values()].filter(
+      (revision) => revision < self.createRevision,
+    ).length;
+    const position = Math.max(0, view.ahead - holdersAhead) + 1;
     return wait(
       'queue',
-      `position ${rank + 1}${view.aheadMore ? ' or later' : ''} in the queue, ${max.value} slot(s)`,
+      `position ${position}${view.aheadMore ? ' or later' : ''} in the queue, all ${max.value} slot(s) taken`,
     );
   }
   if (view.holding.length >= max.value) {
@@ -507,12 +529,27 @@ export function decideAdmission(
   return { kind: 'admit', rank };
 }
 
-/** The pause reason written when lost holders halt a group. */
+/**
+ * The pause reason written when lost holders halt a group. A manual lock (`sluicectl lock`) that
+ * ran out is named as one, with its reason: nobody rebooted there.
+ */
 export function haltReason(lost: readonly HoldingEntry[]): string {
-  const names = lost.map((h) => h.node).join(', ');
-  return lost.length === 1
-    ? `node ${names} lost during reboot`
-    : `nodes ${names} lost during reboot`;
+  const manual = lost.filter((h) => h.marker?.manual);
+  const rebooting = lost.filter((h) => !h.marker?.manual);
+  const parts: string[] = [];
+  if (rebooting.length > 0) {
+    const names = rebooting.map((h) => h.node).join(', ');
+    parts.push(
+      rebooting.length === 1
+        ? `node ${names} lost during reboot`
+        : `nodes ${names} lost during reboot`,
+    );
+  }
+  for (const h of manual) {
+    const why = h.marker?.reason ? ` (${h.marker.reason})` : '';
+    parts.push(`manual lock of ${h.node}${why} expired without sluicectl unlock`);
+  }
+  return parts.join('; ');
 }
 
 /** True when the group has more lost holders than it tolerates and is not paused: it must halt. */

@@ -2,15 +2,19 @@
  * The operator's view of a group, as `sluicectl status` prints it and `-o json` emits it. Built
  * from a snapshot plus the seconds left on each holder's lease; pure.
  */
-import type { NodeState } from './records.js';
+import { type Blocker, describeBlocker, groupAdmission } from './admission.js';
+import { type NodeState, requestExpired } from './records.js';
 import { type GroupSnapshot, lostHolders } from './snapshot.js';
-import { windowStateAll } from './window.js';
+import { formatWindowSpec, windowStateAll } from './window.js';
 
-/** One holder of a slot. Lost holders appear with state `lost`. */
+/**
+ * One holder of a slot. Lost holders appear with state `lost`, slots recorded from locksmith's
+ * semaphore (`sluicectl migrate-locksmith`) with state `migrated`.
+ */
 export interface HolderStatus {
   node: string;
   hostname: string;
-  state: NodeState | 'lost' | 'unknown';
+  state: NodeState | 'lost' | 'migrated' | 'unknown';
   since: string | null;
   /** Seconds left on the hold lease; null when unknown or lost. */
   leaseSecondsLeft: number | null;
@@ -19,6 +23,11 @@ export interface HolderStatus {
   grantedRevision: number | null;
   /** What keeps the holder from finishing (failing post-reboot checks, say); null if nothing. */
   problem: string | null;
+  /**
+   * True for a holder beyond max (in queue order): admitted before max was lowered, it finishes
+   * and drains, and nobody new is admitted meanwhile.
+   */
+  aboveMax: boolean;
 }
 
 /** One node waiting for a slot. */
@@ -31,15 +40,41 @@ export interface WaiterStatus {
   reason: string;
 }
 
+/** A pending reboot request (from `sluicectl request-reboot`) that has not expired. */
+export interface RequestStatus {
+  node: string;
+  reason: string;
+  by: string;
+  requestedAt: string;
+  /** When the request lapses; null for requests written without an expiry. */
+  expiresAt: string | null;
+}
+
 /** The status of one group: the shape of `sluicectl status -o json`. */
 export interface GroupStatus {
   group: string;
   /** null when the max key does not parse (see errors). */
   max: number | null;
-  /** Free slots now: max minus holders, never below 0. null when max does not parse. */
-  available: number | null;
-  paused: { reason: string; since: string | null } | null;
-  window: { open: boolean; nextChange: string | null; spec: string | null };
+  /**
+   * Slots a waiter could take right now: 0 whenever anything blocks admission (a pause, a halt,
+   * an invalid value, a closed window), not only when every slot is taken.
+   */
+  available: number;
+  /** Why nothing (more) can be admitted now, with the same text agents log; null when a slot is free. */
+  blocker: (Blocker & { message: string }) | null;
+  /** Holders beyond max, admitted before it was lowered (they drain). */
+  holdersOverMax: number;
+  paused: { reason: string; since: string | null; by: string | null } | null;
+  /**
+   * The group's window: `spec` as stored in etcd, `canonical` as the agents read it (every entry
+   * with its zone; null when there is none or it does not parse).
+   */
+  window: {
+    open: boolean;
+    nextChange: string | null;
+    spec: string | null;
+    canonical: string | null;
+  };
   holders: HolderStatus[];
   waiting: WaiterStatus[];
   /** How many agents are registered (`nodes/`): live agents of the group. */
@@ -49,6 +84,8 @@ export interface GroupStatus {
    * or a registered agent that reports a problem (its clock is off, say).
    */
   nodeProblems: { node: string; hostname: string; problem: string }[];
+  /** Pending reboot requests, by node. */
+  requests: RequestStatus[];
   errors: { key: string; message: string }[];
   revision: number;
 }
@@ -75,6 +112,7 @@ export function groupStatus(
         reason: record?.reason ?? '',
         grantedRevision: markers.get(entry.node)?.createRevision ?? null,
         problem: record?.problem ?? null,
+        aboveMax: false,
       });
     } else {
       waiting.push({
@@ -86,6 +124,19 @@ export function groupStatus(
       });
     }
   }
+  for (const slot of snapshot.holding.filter((h) => h.migrated)) {
+    holders.push({
+      node: slot.node,
+      hostname: slot.marker?.hostname ?? '',
+      state: 'migrated',
+      since: slot.marker?.grantedAt ?? null,
+      leaseSecondsLeft: null,
+      reason: "held in locksmith's semaphore when it was migrated",
+      grantedRevision: slot.createRevision,
+      problem: null,
+      aboveMax: false,
+    });
+  }
   for (const lost of lostHolders(snapshot)) {
     holders.push({
       node: lost.node,
@@ -93,35 +144,70 @@ export function groupStatus(
       state: 'lost',
       since: lost.marker?.grantedAt ?? null,
       leaseSecondsLeft: null,
-      reason: 'hold lease expired without a release',
+      reason: lost.marker?.manual
+        ? (lost.marker.reason ?? '')
+        : 'hold lease expired without a release',
       grantedRevision: lost.createRevision,
-      problem: 'lost during its reboot: the hold lease expired without a release',
+      problem: lost.marker?.manual
+        ? 'manual lock expired: its hold lease ran out without sluicectl unlock'
+        : 'lost during its reboot: the hold lease expired without a release',
+      aboveMax: false,
     });
   }
+  const admission = groupAdmission(snapshot, now);
+  if (snapshot.max.ok) {
+    // Holders in the order they joined the queue: the last ones beyond max are those above it.
+    const ordered = [...holders].sort(
+      (a, b) =>
+        (a.grantedRevision ?? Number.MAX_SAFE_INTEGER) -
+        (b.grantedRevision ?? Number.MAX_SAFE_INTEGER),
+    );
+    for (const h of ordered.slice(snapshot.max.value)) h.aboveMax = true;
+  }
   const max = snapshot.max.ok ? snapshot.max.value : null;
-  let window: GroupStatus['window'] = { open: true, nextChange: null, spec: windowText };
+  let window: GroupStatus['window'] = {
+    open: true,
+    nextChange: null,
+    spec: windowText,
+    canonical: null,
+  };
   if (!snapshot.windows.ok) {
-    window = { open: false, nextChange: null, spec: windowText };
+    window = { open: false, nextChange: null, spec: windowText, canonical: null };
   } else if (snapshot.windows.value) {
     const state = windowStateAll([snapshot.windows.value], now);
     window = {
       open: state.open,
       nextChange: state.nextChange?.toISOString() ?? null,
       spec: windowText,
+      canonical: formatWindowSpec(snapshot.windows.value),
     };
   }
   return {
     group: snapshot.group,
     max,
-    available: max === null ? null : Math.max(0, max - holders.length),
+    available: admission.admittable,
+    blocker: admission.blocker
+      ? { ...admission.blocker, message: describeBlocker(admission.blocker) }
+      : null,
+    holdersOverMax: admission.overMax,
     paused: snapshot.paused
-      ? { reason: snapshot.paused.reason, since: snapshot.paused.since }
+      ? { reason: snapshot.paused.reason, since: snapshot.paused.since, by: snapshot.paused.by }
       : null,
     window,
     holders,
     waiting,
     registered: snapshot.nodes.size,
     nodeProblems: nodeProblems(snapshot),
+    requests: [...snapshot.requests]
+      .filter(([, r]) => !requestExpired(r, now))
+      .map(([node, r]) => ({
+        node,
+        reason: r.reason,
+        by: r.by,
+        requestedAt: r.requestedAt,
+        expiresAt: r.expiresAt ?? null,
+      }))
+      .sort((a, b) => a.node.localeCompare(b.node)),
     errors: snapshot.errors,
     revision: snapshot.revision,
   };

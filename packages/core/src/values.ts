@@ -8,7 +8,23 @@ import { PauseRecordSchema } from './records.js';
 /** The largest `max` accepted. Anything above it is surely a typo, and fails closed. */
 export const MAX_LIMIT = 10_000;
 
-const DECIMAL = /^[0-9]{1,6}$/;
+/** How many characters of a bad value an error message quotes; the rest is cut. */
+export const MAX_VALUE_ECHO = 40;
+
+/** The longest pause reason kept; a longer one is cut (it only explains the pause). */
+export const MAX_REASON_LENGTH = 1024;
+
+/** A plain decimal: no sign, no leading zeros (`010` might be meant as octal), no exponent. */
+const DECIMAL = /^(0|[1-9][0-9]{0,5})$/;
+
+/**
+ * A value quoted for an error message: JSON-quoted, cut to MAX_VALUE_ECHO characters, with its
+ * full length when it was cut. Use it wherever a message echoes a value someone wrote.
+ */
+export function quoteValue(raw: string): string {
+  if (raw.length <= MAX_VALUE_ECHO) return JSON.stringify(raw);
+  return `${JSON.stringify(`${raw.slice(0, MAX_VALUE_ECHO - 1)}…`)} (${raw.length} characters)`;
+}
 
 function parseCount(
   raw: string | undefined,
@@ -22,7 +38,7 @@ function parseCount(
     return err(
       new SluiceError(
         'invalid-value',
-        `${key} is ${JSON.stringify(raw)}: ${what} must be a whole number from 0 to ${MAX_LIMIT}; nobody is admitted until it is fixed`,
+        `${key} is ${quoteValue(raw)}: ${what} must be a plain decimal from 0 to ${MAX_LIMIT} (no sign or leading zeros); nobody is admitted until it is fixed`,
         key,
       ),
     );
@@ -42,8 +58,9 @@ function parseCount(
 
 /**
  * Parses `groups/<g>/max`: how many nodes may hold a slot at once. Absent means 1. Only a plain
- * decimal from 0 to MAX_LIMIT (surrounding white space allowed) is accepted; `0` stops all
- * admissions.
+ * decimal from 0 to MAX_LIMIT is accepted: digits, no sign, no leading zeros (`02` and `010` are
+ * refused, since `010` may be meant as octal), with white space around it ignored (so the newline
+ * of `echo 3 | etcdctl put ...` is fine). Anything else fails closed. `0` stops all admissions.
  */
 export function parseMax(raw: string | undefined, key: string): Result<number> {
   return parseCount(raw, key, 1, 'max');
@@ -71,13 +88,13 @@ export interface Pause {
  */
 export function parsePaused(raw: string | undefined): Pause | null {
   if (raw === undefined) return null;
-  const text = raw.trim();
+  const text = raw.length > 64 * 1024 ? raw.slice(0, 64 * 1024) : raw.trim();
   if (text.startsWith('{')) {
     try {
       const parsed = PauseRecordSchema.safeParse(JSON.parse(text));
       if (parsed.success) {
         return {
-          reason: parsed.data.reason || '(no reason given)',
+          reason: cutReason(parsed.data.reason) || '(no reason given)',
           since: parsed.data.since ?? null,
           by: parsed.data.by ?? null,
         };
@@ -86,7 +103,13 @@ export function parsePaused(raw: string | undefined): Pause | null {
       // Not JSON after all: the text itself is the reason.
     }
   }
-  return { reason: text || '(no reason given)', since: null, by: null };
+  return { reason: cutReason(text) || '(no reason given)', since: null, by: null };
+}
+
+/** A reason cut to MAX_REASON_LENGTH characters. */
+function cutReason(reason: string): string {
+  const text = reason.trim();
+  return text.length > MAX_REASON_LENGTH ? `${text.slice(0, MAX_REASON_LENGTH - 1)}…` : text;
 }
 
 /** The JSON value `sluicectl pause` writes to `groups/<g>/paused`. */

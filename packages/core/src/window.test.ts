@@ -82,6 +82,7 @@ describe('parseWindowSpec', () => {
     ['MONDAY 04:00 +1h europe/berlin', { days: [1], zone: 'Europe/Berlin' }],
     ['22:00 - 24:00', { startMinute: 1320, endMinute: 1440, lengthMs: 2 * HOUR }],
     ['00:00-24:00', { startMinute: 0, endMinute: 1440, lengthMs: DAY }],
+    ['Mon 04:00-04:00', { days: [1], startMinute: 240, endMinute: 240, lengthMs: DAY }],
     ['Sun 23:00+3h', { days: [7], startMinute: 1380, lengthMs: 3 * HOUR }],
     ['Mon 04:00+168h', { lengthMs: WEEK }],
   ])('reads %j', (text, want) => {
@@ -108,7 +109,7 @@ describe('parseWindowSpec', () => {
     expect(spec('Mon 04:00+1h UTC', 'America/New_York').windows[0]!.zone).toBe('UTC');
   });
 
-  it.each(['', '   ', '\n', 'always', 'ALWAYS'])('reads %j as always open', (text) => {
+  it.each(['always', 'ALWAYS', ' always\n'])('reads %j as always open', (text) => {
     expect(parseWindowSpec(text, SOURCE)).toEqual({
       ok: true,
       value: { windows: [], source: SOURCE },
@@ -129,7 +130,8 @@ describe('parseWindowSpec', () => {
     ['Mon 04:00+', 'invalid length ""'],
     ['Mon 04:00+0s', 'length "0s" must be more than zero'],
     ['Mon 04:00+169h', 'length "169h" is longer than a week'],
-    ['Mon 04:00-04:00', 'end "04:00" equals start "04:00"'],
+    ['', 'the spec is empty; write "always"'],
+    ['  \n ', 'the spec is empty'],
     ['Mon 04:00+1h;;Tue 04:00+1h', 'empty entry'],
     ['Mon 04:00+1h;', 'empty entry'],
     ['Mon 04:00', 'missing end or length after "04:00"'],
@@ -199,11 +201,9 @@ describe('parseLocksmithWindow', () => {
     expect(locksmith.ok && locksmith.value.windows).toEqual(spec('Thu 04:00+1h30m').windows);
   });
 
-  it('is always open when neither is set', () => {
-    expect(parseLocksmithWindow('', ' ', LS)).toEqual({
-      ok: true,
-      value: { windows: [], source: LS },
-    });
+  it('refuses a blank start and length: an unset variable must not mean always open', () => {
+    const result = parseLocksmithWindow('', ' ', LS);
+    expect(result.ok || result.error.message).toContain('are both empty');
   });
 
   it.each([
@@ -251,7 +251,7 @@ describe('describeWindow and formatWindowSpec', () => {
     expect(formatWindowSpec(spec('Mon 04:00+1h\nTue 05:00-06:00 Europe/Berlin'))).toBe(
       'Mon 04:00+1h UTC; Tue 05:00-06:00 Europe/Berlin',
     );
-    expect(formatWindowSpec(spec(''))).toBe('always');
+    expect(formatWindowSpec(spec('always'))).toBe('always');
   });
 });
 

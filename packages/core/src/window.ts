@@ -17,8 +17,10 @@
  * - A `+LENGTH` window lasts that much elapsed time, whatever the clocks do. `Sat 23:00+4h` in
  *   Europe/Berlin on the night the clocks go back ends at 02:00 the second time round.
  * - A `-END` window ends at the END wall-clock time, found by the same two rules. So `01:00-05:00`
- *   lasts 5 real hours on a fall-back night and 3 on a spring-forward night. If START and END
- *   both fall in the same gap the window does not open that day.
+ *   lasts 5 real hours on a fall-back night and 3 on a spring-forward night. An END that is not
+ *   after START is on the next day: `22:00-02:00` crosses midnight, and `04:00-04:00` lasts until
+ *   04:00 the next day (24 hours, or 23 or 25 across a DST change). If START and END both fall in
+ *   the same gap the window does not open that day.
  * - Windows that overlap or touch merge into one open period.
  */
 
@@ -93,7 +95,21 @@ const FULL_DAY_NAMES = [
   'sunday',
 ] as const;
 
-const q = (s: string): string => JSON.stringify(s);
+/**
+ * The longest window spec accepted, in characters. Real specs are a few entries long; a longer
+ * value is refused before it is parsed, so a huge value in etcd costs nothing per decision.
+ */
+export const MAX_WINDOW_SPEC_LENGTH = 2048;
+
+/** The most entries a window spec may have. */
+export const MAX_WINDOW_ENTRIES = 32;
+
+/** How much of a bad token an error message quotes. */
+const QUOTE_LIMIT = 40;
+
+/** Quotes a token for a message, cut to QUOTE_LIMIT characters. */
+const q = (s: string): string =>
+  JSON.stringify(s.length > QUOTE_LIMIT ? `${s.slice(0, QUOTE_LIMIT - 1)}…` : s);
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -105,19 +121,23 @@ const q = (s: string): string => JSON.stringify(s);
  * Grammar:
  *
  * ```text
- * spec   = "" | "always" | entry { (";" | newline) entry }
+ * spec   = "always" | entry { (";" | newline) entry }
  * entry  = [DAYS] START ("-" END | "+" LENGTH) [ZONE]
  * DAYS   = "*" | "daily" | day-item { "," day-item }     (omitted = every day)
  * day-item = DAY | DAY "-" DAY                            (ranges may wrap: Fri-Mon)
  * DAY    = Mon | Tue | Wed | Thu | Fri | Sat | Sun, or the full name, any case
  * START  = HH:MM, 00:00 to 23:59 (the hour may have one digit)
- * END    = HH:MM, 00:00 to 24:00; END <= START means the window ends the next day
+ * END    = HH:MM, 00:00 to 24:00; END <= START means the window ends the next day, so
+ *          04:00-04:00 lasts until 04:00 the next day
  * LENGTH = a Go duration (1h30m, 90m, 45s), more than 0 and at most 168h
  * ZONE   = an IANA time zone name (Europe/Berlin) or UTC; default `defaultZone`
  * ```
  *
- * Blank text or `always` means always open. Blank lines are ignored, but an empty entry between
- * semicolons is an error. Spaces are allowed around `-` and `+` and after commas. Examples:
+ * `always` (any case) means always open. Blank text is refused: an unset variable must not open
+ * every hour, so "always open" is only ever written as `always` (or by removing the window).
+ * Blank lines between entries are ignored, but an empty entry between semicolons is an error.
+ * A spec is at most MAX_WINDOW_SPEC_LENGTH characters and MAX_WINDOW_ENTRIES entries. Spaces are
+ * allowed around `-` and `+` and after commas. Examples:
  * `Mon-Fri 22:00-02:00 Europe/Berlin`, `Sat,Sun 03:00+4h`, `daily 04:00+30m UTC; Sun 12:00-14:00`.
  *
  * Failures are SluiceErrors of kind `invalid-window` with `where = source`; the message quotes
@@ -129,8 +149,14 @@ export function parseWindowSpec(
   defaultZone = 'UTC',
 ): Result<WindowSpec> {
   const fail = (why: string) => err(windowError(source, why));
+  if (text.length > MAX_WINDOW_SPEC_LENGTH) {
+    return fail(
+      `the spec is ${text.length} characters long; at most ${MAX_WINDOW_SPEC_LENGTH} are accepted`,
+    );
+  }
   const whole = text.trim();
-  if (whole === '' || whole.toLowerCase() === 'always') return ok({ windows: [], source });
+  if (whole === '') return fail(BLANK_SPEC);
+  if (whole.toLowerCase() === 'always') return ok({ windows: [], source });
   const zone = canonicalZone(defaultZone);
   if (zone === undefined) return fail(`unknown default time zone ${q(defaultZone)}`);
 
@@ -144,6 +170,9 @@ export function parseWindowSpec(
       if (entry.toLowerCase() === 'always') {
         return fail('"always" cannot be combined with other entries');
       }
+      if (windows.length === MAX_WINDOW_ENTRIES) {
+        return fail(`a spec may have at most ${MAX_WINDOW_ENTRIES} entries`);
+      }
       const parsed = parseEntry(entry, zone);
       if (!parsed.ok) return fail(`${parsed.error} in entry ${q(entry)}`);
       windows.push(parsed.value);
@@ -152,11 +181,17 @@ export function parseWindowSpec(
   return ok({ windows, source });
 }
 
+const BLANK_SPEC =
+  'the spec is empty; write "always" for always open (or remove the window), or a window such as "Mon-Fri 22:00-02:00"';
+
 /**
  * Reads locksmith's window settings, `REBOOT_WINDOW_START` (`Thu 04:00`, or `04:00` for every day;
- * full day names work too) and `REBOOT_WINDOW_LENGTH` (a Go duration such as `1h30m`). Use it
- * when migrating a locksmith configuration. Both empty means always open; one without the other
- * is an error. `zone` is the zone the start time is in (locksmith used the node's local time).
+ * full day names work too, and the hour and minute may have one digit, as locksmith reads them)
+ * and `REBOOT_WINDOW_LENGTH` (a Go duration such as `1h30m`). Use it when migrating a locksmith
+ * configuration. Both must be given: a blank one (empty or white space) is an error, and so is
+ * one without the other, so an unset variable never opens every hour; callers that find neither
+ * setting have no window to parse. `zone` is the zone the start time is in (locksmith used the
+ * node's local time zone).
  */
 export function parseLocksmithWindow(
   start: string,
@@ -167,7 +202,14 @@ export function parseLocksmithWindow(
   const fail = (why: string) => err(windowError(source, why));
   const startText = start.trim();
   const lengthText = length.trim();
-  if (startText === '' && lengthText === '') return ok({ windows: [], source });
+  if (start.length > MAX_WINDOW_SPEC_LENGTH || length.length > MAX_WINDOW_SPEC_LENGTH) {
+    return fail(`a window start or length is longer than ${MAX_WINDOW_SPEC_LENGTH} characters`);
+  }
+  if (startText === '' && lengthText === '') {
+    return fail(
+      'the window start (REBOOT_WINDOW_START) and length (REBOOT_WINDOW_LENGTH) are both empty; set both, or neither for no window',
+    );
+  }
   if (startText === '') {
     return fail(
       `a window length (REBOOT_WINDOW_LENGTH ${q(lengthText)}) is set without a window start (REBOOT_WINDOW_START); set both or neither`,
@@ -191,7 +233,7 @@ export function parseLocksmithWindow(
     if (day === undefined) return fail(`unknown day ${q(tokens[0]!)} in window start`);
     days = [day];
   }
-  const startMinute = parseClock(tokens[tokens.length - 1]!, false);
+  const startMinute = parseLocksmithClock(tokens[tokens.length - 1]!);
   if (!startMinute.ok) return fail(`${startMinute.error} in window start`);
   const lengthMs = parseLength(lengthText);
   if (!lengthMs.ok) return fail(`${lengthMs.error} (REBOOT_WINDOW_LENGTH)`);
@@ -248,9 +290,6 @@ function parseEntry(entry: string, defaultZone: string): Result<WeeklyWindow, st
   const end = parseClock(endText, true);
   if (!end.ok) return end;
   const endMinute = end.value;
-  if (endMinute === startMinute) {
-    return err(`end ${q(endText)} equals start ${q(startText)}`);
-  }
   return ok({
     days: [...days],
     startMinute,
@@ -277,7 +316,10 @@ function nominalLength(startMinute: number, endMinute: number): number {
   return minutes * MINUTE;
 }
 
-/** Parses `HH:MM` into minutes after midnight; `24:00` only when `allow24`. */
+/**
+ * Parses `HH:MM` into minutes after midnight: a START (`allow24` false, 00:00 to 23:59) or an END
+ * (`allow24` true, 00:00 to 24:00, since 24:00 ends a window at midnight).
+ */
 function parseClock(text: string, allow24: boolean): Result<number, string> {
   const match = /^(\d{1,2}):(\d{2})$/.exec(text);
   const hour = Number(match?.[1]);
@@ -286,8 +328,18 @@ function parseClock(text: string, allow24: boolean): Result<number, string> {
     return ok(hour * 60 + minute);
   }
   if (text === '') return err('missing time (HH:MM)');
-  const range = allow24 ? '00:00 to 24:00' : '00:00 to 23:59';
-  return err(`invalid time ${q(text)} (want HH:MM, ${range})`);
+  if (allow24) return err(`invalid time ${q(text)} (want HH:MM, 00:00 to 24:00)`);
+  const hint = /^24:00$/.test(text) ? '; 24:00 can only end a window, as in 22:00-24:00' : '';
+  return err(`invalid time ${q(text)} (want HH:MM, 00:00 to 23:59${hint})`);
+}
+
+/** Parses locksmith's start time: `H:M` with one or two digits each, as locksmith reads it. */
+function parseLocksmithClock(text: string): Result<number, string> {
+  const match = /^(\d{1,2}):(\d{1,2})$/.exec(text);
+  const hour = Number(match?.[1]);
+  const minute = Number(match?.[2]);
+  if (match && hour < 24 && minute < 60) return ok(hour * 60 + minute);
+  return err(`invalid time ${q(text)} (want HH:MM, 00:00 to 23:59)`);
 }
 
 /** Parses a window length: a Go duration, more than 0 and at most a week. */
@@ -335,9 +387,10 @@ const zoneNames = new Map<string, string | undefined>();
 /**
  * The zone name to store: the user's spelling with the tz database's capitalisation
  * (`europe/berlin` becomes `Europe/Berlin`; aliases such as `US/Eastern` are kept as written).
- * Undefined if the zone is unknown.
+ * Undefined if the tz database does not know the zone. Use it to check a zone name before
+ * putting it into a spec.
  */
-function canonicalZone(name: string): string | undefined {
+export function canonicalZone(name: string): string | undefined {
   if (zoneNames.has(name)) return zoneNames.get(name);
   let result: string | undefined;
   if (/^[A-Za-z][A-Za-z0-9_+\-/]*$/.test(name) && IANAZone.isValidZone(name)) {

@@ -3,7 +3,11 @@
  * release, reboot requests, history. Every write is a guarded txn or a single put, so two
  * operators cannot silently undo each other.
  */
+import { randomUUID } from 'node:crypto';
 import {
+  type Action,
+  type ActionRecord,
+  ActionRecordSchema,
   describeZodError,
   formatPause,
   type GroupKeys,
@@ -14,6 +18,7 @@ import {
   HistoryRecordSchema,
   isSluiceError,
   parseMax,
+  parsePaused,
   type RebootRequest,
   type Result,
   SluiceError,
@@ -44,6 +49,14 @@ export interface HistoryError {
   key: string;
   message: string;
 }
+
+/** One readable history record: a reboot (or a slot given back) or an operator action. */
+export type HistoryEntry =
+  | { kind: 'reboot'; key: string; record: HistoryRecord }
+  | { kind: 'action'; key: string; record: ActionRecord };
+
+/** History records kept per group, reboots and actions together. */
+const HISTORY_LIMIT = 500;
 
 /** Options of `GroupAdmin.watch()`. */
 export interface WatchOptions {
@@ -170,50 +183,170 @@ export class GroupAdmin {
     };
   }
 
-  /** Sets max, after validating it like the agents will. Returns the old raw value. */
-  async setMax(value: string): Promise<{ old: string | null; new: number }> {
-    const parsed: Result<number> = parseMax(value, this.keys.max);
-    if (!parsed.ok) throw new SluiceError('invalid-config', parsed.error.message, 'N');
-    const res = await etcdCall(`a write of ${this.keys.max}`, () =>
-      this.client.put(this.keys.max).value(String(parsed.value)).getPrevious(),
-    );
-    // etcd3's getPrevious() always returns an object; `value` is missing when the key was absent.
-    const previous = (res as { value?: Buffer } | undefined)?.value;
-    return { old: previous === undefined ? null : previous.toString(), new: parsed.value };
+  /** An operator action's history key and value, at `now`. */
+  #action(
+    action: Action,
+    by: string,
+    fields: Partial<Omit<ActionRecord, 'v' | 'kind' | 'action' | 'group' | 'at' | 'by'>>,
+    now: Date,
+  ): { key: string; value: string } {
+    const record: ActionRecord = {
+      v: 1,
+      kind: 'action',
+      action,
+      group: this.keys.group,
+      at: now.toISOString(),
+      by,
+      ...fields,
+    };
+    const key = this.keys.actionHistory(now.getTime(), action, randomUUID().slice(0, 8));
+    return { key, value: JSON.stringify(record) };
   }
 
-  /** Pauses the group: no new slots until `resume()`. Returns false if it was already paused. */
+  /** A key's value and mod revision (0 when absent). */
+  async #read(key: string): Promise<{ value: string | null; mod: number }> {
+    const res = await etcdCall(`a read of ${key}`, () => this.client.get(key).exec());
+    const kv = res.kvs[0];
+    return kv
+      ? { value: kv.value.toString(), mod: Number(kv.mod_revision) }
+      : { value: null, mod: 0 };
+  }
+
+  /**
+   * Changes one settings key and records the action in history, in one txn guarded on the value
+   * read before (so the old value in history is the one replaced). `change` gets the old value
+   * and returns the new one (null: delete), or undefined to do nothing. Tries again a few times
+   * when another write got in between.
+   */
+  async #change(
+    key: string,
+    what: string,
+    change: (
+      old: string | null,
+    ) => { next: string | null; record: { key: string; value: string } } | undefined,
+  ): Promise<{ old: string | null; changed: boolean }> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const { value: old, mod } = await this.#read(key);
+      const plan = change(old);
+      if (!plan) return { old, changed: false };
+      const write =
+        plan.next === null ? this.client.delete().key(key) : this.client.put(key).value(plan.next);
+      const res = await etcdCall(what, () =>
+        this.client
+          .if(key, 'Mod', '==', mod)
+          .then(write, this.client.put(plan.record.key).value(plan.record.value))
+          .commit(),
+      );
+      if (res.succeeded) {
+        await pruneHistory(this.client, this.keys, HISTORY_LIMIT);
+        return { old, changed: true };
+      }
+    }
+    throw new SluiceError(
+      'refused',
+      `${key} kept changing while writing it; run the command again`,
+      key,
+    );
+  }
+
+  /**
+   * Sets max, after validating it like the agents will, and records `set-max` (old → new, by) in
+   * history in the same txn. Returns the old raw value.
+   */
+  async setMax(value: string, by = ''): Promise<{ old: string | null; new: number }> {
+    const parsed: Result<number> = parseMax(value, this.keys.max);
+    if (!parsed.ok) throw new SluiceError('invalid-config', parsed.error.message, 'N');
+    const next = String(parsed.value);
+    const now = this.now();
+    const { old } = await this.#change(this.keys.max, `a write of ${this.keys.max}`, (old) => ({
+      next,
+      record: this.#action('set-max', by, { old, new: next }, now),
+    }));
+    return { old, new: parsed.value };
+  }
+
+  /**
+   * Pauses the group: no new slots until `resume()`. Records `pause` with its reason in history.
+   * Returns false if it was already paused.
+   */
   async pause(reason: string, by: string): Promise<boolean> {
+    const now = this.now();
+    const record = this.#action('pause', by, { reason }, now);
     const res = await etcdCall(`a write of ${this.keys.paused}`, () =>
       this.client
         .if(this.keys.paused, 'Create', '==', 0)
-        .then(this.client.put(this.keys.paused).value(formatPause(reason, by, this.now())))
+        .then(
+          this.client.put(this.keys.paused).value(formatPause(reason, by, now)),
+          this.client.put(record.key).value(record.value),
+        )
         .commit(),
     );
+    if (res.succeeded) await pruneHistory(this.client, this.keys, HISTORY_LIMIT);
     return res.succeeded;
   }
 
-  /** Resumes the group. Returns false if it was not paused. */
-  async resume(): Promise<boolean> {
-    const res = await etcdCall(`a delete of ${this.keys.paused}`, () =>
-      this.client.delete().key(this.keys.paused).exec(),
+  /**
+   * Resumes the group, recording `resume` in history with the reason of the pause it lifted.
+   * Returns false if it was not paused.
+   */
+  async resume(by = ''): Promise<boolean> {
+    const now = this.now();
+    const { changed } = await this.#change(
+      this.keys.paused,
+      `a delete of ${this.keys.paused}`,
+      (old) =>
+        old === null
+          ? undefined
+          : {
+              next: null,
+              record: this.#action(
+                'resume',
+                by,
+                { reason: parsePaused(old)?.reason ?? old, old },
+                now,
+              ),
+            },
     );
-    return Number(res.deleted) > 0;
+    return changed;
   }
 
-  /** Sets the group's window spec (validated by the caller). */
-  async setWindows(spec: string): Promise<void> {
-    await etcdCall(`a write of ${this.keys.windows}`, () =>
-      this.client.put(this.keys.windows).value(spec).exec(),
-    );
+  /** Sets the group's window spec (validated by the caller), recording old → new in history. */
+  async setWindows(spec: string, by = ''): Promise<void> {
+    const now = this.now();
+    await this.#change(this.keys.windows, `a write of ${this.keys.windows}`, (old) => ({
+      next: spec,
+      record: this.#action('windows-set', by, { old, new: spec }, now),
+    }));
   }
 
-  /** Removes the group's window: always open. */
-  async clearWindows(): Promise<boolean> {
-    const res = await etcdCall(`a delete of ${this.keys.windows}`, () =>
-      this.client.delete().key(this.keys.windows).exec(),
+  /** Removes the group's window (always open), recording the old spec in history. */
+  async clearWindows(by = ''): Promise<boolean> {
+    const now = this.now();
+    const { changed } = await this.#change(
+      this.keys.windows,
+      `a delete of ${this.keys.windows}`,
+      (old) =>
+        old === null
+          ? undefined
+          : { next: null, record: this.#action('windows-clear', by, { old, new: null }, now) },
     );
-    return Number(res.deleted) > 0;
+    return changed;
+  }
+
+  /**
+   * Records an operator action that is not a change of a settings key (a manual lock taken, a
+   * migration from locksmith) in history.
+   */
+  async recordAction(
+    action: Action,
+    by: string,
+    fields: { node?: string; reason?: string; old?: string | null; new?: string | null } = {},
+  ): Promise<void> {
+    const record = this.#action(action, by, fields, this.now());
+    await etcdCall(`a write of ${record.key}`, () =>
+      this.client.put(record.key).value(record.value).exec(),
+    );
+    await pruneHistory(this.client, this.keys, HISTORY_LIMIT);
   }
 
   /**
@@ -234,13 +367,17 @@ export class GroupAdmin {
       group: this.keys.group,
       outcome: marker?.orphan ? 'lost' : 'forced',
       endedAt: now.toISOString(),
-      reason: entry?.record?.reason ?? '',
+      reason: entry?.record?.reason || marker?.marker?.reason || '',
       by,
     };
     if (entry?.record?.enqueuedAt) history.enqueuedAt = entry.record.enqueuedAt;
     const grantedAt = entry?.record?.grantedAt ?? marker?.marker?.grantedAt;
     if (grantedAt) history.grantedAt = grantedAt;
     if (marker) history.grantedRevision = marker.createRevision;
+    // An expired manual lock stays a manual lock in history, with its reason.
+    if (entry?.record?.manual || marker?.marker?.manual) history.manual = true;
+    if (entry?.record?.toVersion) history.toVersion = entry.record.toVersion;
+    if (entry?.record?.phases) history.phases = entry.record.phases;
 
     let txn = this.client.if(this.keys.queue(node), 'Mod', '==', entry?.modRevision ?? 0);
     txn = txn.and(this.keys.holding(node), 'Mod', '==', marker?.modRevision ?? 0);
@@ -312,6 +449,7 @@ export class GroupAdmin {
       endedAt: now.toISOString(),
       reason: record.reason,
       by,
+      manual: true,
     };
     if (record.enqueuedAt) history.enqueuedAt = record.enqueuedAt;
     const grantedAt = record.grantedAt ?? marker?.marker?.grantedAt;
@@ -333,62 +471,130 @@ export class GroupAdmin {
     return { outcome: 'released' };
   }
 
-  /** Asks a node's agent for a coordinated reboot. */
-  async requestReboot(request: RebootRequest): Promise<void> {
-    await etcdCall(`a write of ${this.keys.request(request.node)}`, () =>
-      this.client.put(this.keys.request(request.node)).value(JSON.stringify(request)).exec(),
+  /**
+   * Asks a node's agent for a coordinated reboot, and records `request-reboot` in history in the
+   * same txn. With `ttlSeconds` the request sits on a lease of its own that nobody renews, so etcd
+   * deletes it when it runs out (set `expiresAt` to match: readers ignore a request past it even
+   * before etcd gets round to the delete).
+   */
+  async requestReboot(request: RebootRequest, ttlSeconds?: number): Promise<void> {
+    const key = this.keys.request(request.node);
+    const value = JSON.stringify(request);
+    const record = this.#action(
+      'request-reboot',
+      request.by,
+      { node: request.node, reason: request.reason },
+      this.now(),
     );
+    const lease =
+      ttlSeconds === undefined ? null : this.client.lease(ttlSeconds, { autoKeepAlive: false });
+    try {
+      const leaseId = lease ? await etcdCall(`a lease for ${key}`, () => lease.grant()) : null;
+      const put = this.client.put(key).value(value);
+      await etcdCall(`a write of ${key}`, () =>
+        this.client
+          // Always true: a txn only so that the request and its record are written together.
+          .if(key, 'Version', '>', -1)
+          .then(
+            leaseId === null ? put : put.lease(leaseId),
+            this.client.put(record.key).value(record.value),
+          )
+          .commit(),
+      );
+    } finally {
+      // Stop the local handle only: the lease itself runs on in etcd until its TTL is up.
+      lease?.release();
+    }
+    await pruneHistory(this.client, this.keys, HISTORY_LIMIT);
   }
 
-  /** Clears a node's reboot request (the agent does this once it has acted on it). */
-  async clearRebootRequest(node: string): Promise<void> {
-    await etcdCall(`a delete of ${this.keys.request(node)}`, () =>
-      this.client.delete().key(this.keys.request(node)).exec(),
-    );
+  /**
+   * Withdraws a reboot request an operator made, recording `cancel-request` in history. Returns
+   * false when the node had no request (its agent may have acted on it already).
+   */
+  async cancelRebootRequest(node: string, by: string): Promise<boolean> {
+    const now = this.now();
+    const key = this.keys.request(node);
+    const { changed } = await this.#change(key, `a delete of ${key}`, (old) => {
+      if (old === null) return undefined;
+      let reason = '';
+      try {
+        reason = String((JSON.parse(old) as { reason?: unknown }).reason ?? '');
+      } catch {
+        // A hand-written request: no reason to keep.
+      }
+      return { next: null, record: this.#action('cancel-request', by, { node, reason }, now) };
+    });
+    return changed;
   }
 
-  /** The newest `limit` readable history records, newest first. See `readHistory()`. */
+  /** The newest `limit` readable reboot records, newest first. See `readHistory()`. */
   async history(limit = 20): Promise<HistoryRecord[]> {
     return (await this.readHistory(limit)).records;
   }
 
   /**
-   * The newest `limit` readable history records, newest first, and every unreadable record met on
-   * the way (a hand-written value, say), by key. Unreadable records do not count against `limit`:
-   * it reads on, page by page, until it has `limit` good ones or the history ends.
+   * The newest `limit` readable reboot records (no operator actions), newest first, and every
+   * unreadable record met on the way. See `readEntries()`.
    */
-  async readHistory(limit = 20): Promise<{ records: HistoryRecord[]; errors: HistoryError[] }> {
-    const records: HistoryRecord[] = [];
+  async readHistory(
+    limit = 20,
+    since: Date | null = null,
+  ): Promise<{ records: HistoryRecord[]; errors: HistoryError[] }> {
+    const { entries, errors } = await this.readEntries(limit, since, (e) => e.kind === 'reboot');
+    return {
+      records: entries.flatMap((e) => (e.kind === 'reboot' ? [e.record] : [])),
+      errors,
+    };
+  }
+
+  /**
+   * The newest `limit` readable history entries (reboots and operator actions) that `keep`
+   * accepts, newest first, and every unreadable record met on the way (a hand-written value,
+   * say), by key. Neither unreadable nor skipped records count against `limit`: it reads on, page
+   * by page, until it has `limit` or the history ends. With `since`, only records written from
+   * then on.
+   */
+  async readEntries(
+    limit = 20,
+    since: Date | null = null,
+    keep: (entry: HistoryEntry) => boolean = () => true,
+  ): Promise<{ entries: HistoryEntry[]; errors: HistoryError[] }> {
+    const entries: HistoryEntry[] = [];
     const errors: HistoryError[] = [];
-    const prefix = Range.prefix(this.keys.historyPrefix);
+    const whole = Range.prefix(this.keys.historyPrefix);
+    // Keys start with their time in ms: records from `since` on sort from its key on.
+    const prefix = since
+      ? new Range(this.keys.history(since.getTime(), '').slice(0, -1), whole.end)
+      : whole;
     // Keys sort by time: each page reads below the oldest key of the one before.
     let end = prefix.end;
-    while (records.length < limit) {
+    while (entries.length < limit) {
       const range = new Range(prefix.start, end);
       const res = await etcdCall(`a read of ${this.keys.historyPrefix}`, () =>
         this.client
           .getAll()
           .inRange(range)
           .sort('Key', 'Descend')
-          .limit(limit - records.length)
+          .limit(limit - entries.length)
           .exec(),
       );
       for (const kv of res.kvs) {
         const key = kv.key.toString();
-        const parsed = parseHistory(kv.value.toString());
-        if ('record' in parsed) records.push(parsed.record);
-        else errors.push({ key, message: parsed.error });
+        const parsed = parseHistory(key, kv.value.toString());
+        if ('error' in parsed) errors.push({ key, message: parsed.error });
+        else if (keep(parsed)) entries.push(parsed);
       }
       const last = res.kvs.at(-1);
       if (!res.more || !last) break;
       end = last.key;
     }
-    return { records, errors };
+    return { entries, errors };
   }
 }
 
-/** Parses one history value: the record, or why it cannot be read. */
-function parseHistory(text: string): { record: HistoryRecord } | { error: string } {
+/** Parses one history value: a reboot or an action, or why it cannot be read. */
+function parseHistory(key: string, text: string): HistoryEntry | { error: string } {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -397,7 +603,12 @@ function parseHistory(text: string): { record: HistoryRecord } | { error: string
       error: `not JSON: ${JSON.stringify(text.length > 60 ? `${text.slice(0, 60)}…` : text)}`,
     };
   }
+  if ((json as { kind?: unknown } | null)?.kind === 'action') {
+    const action = ActionRecordSchema.safeParse(json);
+    if (action.success) return { kind: 'action', key, record: action.data };
+    return { error: `not an action record: ${describeZodError(action.error)}` };
+  }
   const parsed = HistoryRecordSchema.safeParse(json);
-  if (parsed.success) return { record: parsed.data };
+  if (parsed.success) return { kind: 'reboot', key, record: parsed.data };
   return { error: `not a history record: ${describeZodError(parsed.error)}` };
 }

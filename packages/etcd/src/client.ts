@@ -12,6 +12,7 @@ import {
   retry,
 } from 'cockatiel';
 import { Etcd3, type IOptions, isRecoverableError } from 'etcd3';
+import { noteEtcdUser } from './errors.js';
 
 /** How to reach etcd. The same fields back the agent's config and the CLI's flags. */
 export interface EtcdConnectionOptions {
@@ -98,7 +99,12 @@ function normalizeEndpoint(endpoint: string, tls: boolean): string {
   return `${tls ? 'https' : 'http'}://${e}`;
 }
 
+/** An etcd client, for packages that should not name the etcd3 library themselves. */
+export type EtcdClient = Etcd3;
+
 /** Opens a client. Close it with `client.close()`. */
 export async function connectEtcd(opts: EtcdConnectionOptions): Promise<Etcd3> {
-  return new Etcd3(await etcdClientOptions(opts));
+  const client = new Etcd3(await etcdClientOptions(opts));
+  noteEtcdUser(opts.username || null);
+  return client;
 }

@@ -2,7 +2,7 @@
  * Reads that stay within gRPC's 4 MiB message limit however big a group grows: a prefix read in
  * pages at one fixed revision, and the few small ranges an admission decision needs.
  */
-import type { RawKV } from '@sluice/core';
+import { isSluiceError, type RawKV } from '@sluice/core';
 import type { Etcd3, IKeyValue, IRangeRequest, IRangeResponse } from 'etcd3';
 import { etcdCall } from './errors.js';
 
@@ -32,21 +32,14 @@ export function prefixEnd(prefix: string): Buffer {
 /** Keys per page of a prefix read; pages shrink when values are big. */
 const PAGE_KEYS = 500;
 
-/** The error an etcd call failed with, under the SluiceError that `etcdCall` wrapped it in. */
-function rootCause(error: unknown): unknown {
-  return (error as { cause?: unknown } | null)?.cause ?? error;
-}
-
 /** True for gRPC's "message larger than max" (code 8, RESOURCE_EXHAUSTED). */
 function tooBig(error: unknown): boolean {
-  const e = rootCause(error);
-  return e instanceof Error && /RESOURCE_EXHAUSTED|larger than max/i.test(e.message);
+  return isSluiceError(error) && error.reason === 'too-large';
 }
 
 /** True for etcd's answer to a read at a revision that was compacted away. */
 function compacted(error: unknown): boolean {
-  const e = rootCause(error);
-  return e instanceof Error && /compacted/i.test(e.message);
+  return isSluiceError(error) && error.reason === 'compacted';
 }
 
 /**

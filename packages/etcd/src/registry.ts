@@ -14,16 +14,12 @@ import {
   type GroupKeys,
   type NodeRegistration,
   NodeRegistrationSchema,
+  type Registered,
+  type Registration,
 } from '@sluice/core';
 import type { Etcd3 } from 'etcd3';
 import { etcdCall } from './errors.js';
 import { Session } from './session.js';
-
-/** The outcome of `register()`. */
-export type Registered =
-  | { ok: true }
-  /** Another live agent has this node id; `other` is its registration (null if unreadable). */
-  | { ok: false; other: NodeRegistration | null; reason: string };
 
 /** Parses a registration value; null when it is not one. */
 export function parseRegistration(text: string): NodeRegistration | null {
@@ -45,11 +41,21 @@ export function registrationProblem(text: string): string | null {
   }
 }
 
+/** True when a queue record was written under `token` on the boot `bootId`. */
+function previousBoot(text: string, token: string, bootId: string): boolean {
+  try {
+    const record = JSON.parse(text) as { token?: unknown; bootId?: unknown };
+    return record.token === token && record.bootId === bootId;
+  } catch {
+    return false;
+  }
+}
+
 /** How long `register()` watches another boot's live lease under our token, at most, in ms. */
 const LIVENESS_PROBE_MS = 15_000;
 
-/** This agent's registration in its group. */
-export class NodeRegistry {
+/** This agent's registration in its group: the etcd implementation of `Registration`. */
+export class NodeRegistry implements Registration {
   #session: Session | null = null;
   #record: NodeRegistration;
   #registered = false;
@@ -66,7 +72,8 @@ export class NodeRegistry {
     this.#record = { ...record, v: 1 } as NodeRegistration;
   }
 
-  get #key(): string {
+  /** Where the agent registers: `groups/<g>/nodes/<node>`. */
+  get key(): string {
     return this.keys.registration(this.#record.node);
   }
 
@@ -90,13 +97,14 @@ export class NodeRegistry {
       this.#session = await Session.open(this.client, this.ttl);
     }
     const session = this.#session;
-    const key = this.#key;
+    const key = this.key;
     const value = JSON.stringify(this.#record);
+    const queueKey = this.keys.queue(this.#record.node);
     const res = await etcdCall(`registering at ${key}`, () =>
       this.client
         .if(key, 'Create', '==', 0)
         .then(this.client.put(key).value(value).lease(session.id))
-        .else(this.client.get(key))
+        .else(this.client.get(key), this.client.get(queueKey))
         .commit(),
     );
     if (res.succeeded) return this.#done();
@@ -108,13 +116,18 @@ export class NodeRegistry {
     if (other?.token !== this.#record.token) {
       return this.#conflict(other, 'another agent with this node id is registered');
     }
-    if (other.bootId !== this.#record.bootId && (await this.#leaseKeptAlive(lease))) {
-      // Our token, another boot, and someone still refreshing its lease: the token file was
-      // cloned with the machine. That is a second agent, not our previous process.
-      return this.#conflict(
-        other,
-        'another live agent on another boot registered with this instance token (was the token file cloned with the machine?)',
-      );
+    if (other.bootId !== this.#record.bootId) {
+      // Our token on another boot. After a reboot the slot's record proves it was our own
+      // previous boot: it holds that boot id under our token. Without that proof, someone still
+      // refreshing the lease is a second agent (the token file was cloned with the machine).
+      const record = res.responses[1]?.response_range?.kvs[0]?.value.toString();
+      const ours = record !== undefined && previousBoot(record, this.#record.token, other.bootId);
+      if (!ours && (await this.#leaseKeptAlive(lease))) {
+        return this.#conflict(
+          other,
+          'another live agent on another boot registered with this instance token (was the token file cloned with the machine?)',
+        );
+      }
     }
     // Our own previous process: take the key over, guarded on what we read.
     const taken = await etcdCall(`taking over ${key}`, () =>
@@ -184,7 +197,7 @@ export class NodeRegistry {
     this.#record = problem === null ? rest : { ...rest, problem };
     const session = this.#session;
     if (!this.#registered || !session?.alive) return;
-    const key = this.#key;
+    const key = this.key;
     await etcdCall(`a write of ${key}`, () =>
       this.client
         .if(key, 'Lease', '==', session.id)

@@ -10,7 +10,9 @@
  * GroupWatch) only says when asking again may be worth it; a slow jittered backstop asks anyway,
  * so that no missed event can leave a free slot untaken.
  */
+import { randomUUID } from 'node:crypto';
 import {
+  type ActionRecord,
   type AdmissionView,
   buildSnapshot,
   DEFAULT_GROUP,
@@ -18,6 +20,7 @@ import {
   type Decision,
   decide,
   decideAdmission,
+  type Grant,
   GroupKeys,
   type GroupSnapshot,
   type HistoryRecord,
@@ -29,7 +32,11 @@ import {
   type NodeState,
   type QueueEntry,
   type QueueRecord,
+  queuePosition,
   rankOf,
+  type SlotLock,
+  type SlotRecovery,
+  type SlotRequest,
   SluiceError,
   throwIfAborted,
   type WindowSpec,
@@ -94,22 +101,7 @@ export interface SemaphoreOptions {
   onRetry?: (error: unknown) => void;
 }
 
-/** Why the node wants a slot; stored in its queue record. */
-export interface SlotRequest {
-  reason?: string;
-  fromVersion?: string;
-  toVersion?: string;
-  manual?: boolean;
-  bootId?: string;
-}
-
-/** A granted slot. `revision` is the fencing token: the revision of the admission txn. */
-export interface Grant {
-  node: string;
-  revision: number;
-  createRevision: number;
-  record: QueueRecord;
-}
+export type { Grant, SlotRequest } from '@sluice/core';
 
 /** The node's own key as found in etcd, for recovery after a restart or reboot. */
 export interface OwnEntry {
@@ -138,8 +130,8 @@ const DEFAULT_BACKSTOP_MS = 60_000;
 /** How soon a node held back by its clock asks again. */
 const CLOCK_RECHECK_MS = 30_000;
 
-/** One node's view of one group's reboot semaphore. */
-export class Semaphore {
+/** One node's view of one group's reboot semaphore: the etcd implementation of `SlotLock`. */
+export class Semaphore implements SlotLock {
   readonly keys: GroupKeys;
   readonly stats: SemaphoreStats = {
     reads: 0,
@@ -233,12 +225,75 @@ export class Semaphore {
    * stays paused if it was halted for it. A marker of another agent with this node id is left
    * alone. Returns the lost marker it found, cleared or not, too.
    */
-  async recover(): Promise<{ own: OwnEntry | null; lost: HoldingEntry | null; cleared: boolean }> {
+  async readOwn(): Promise<{ own: OwnEntry | null; lost: HoldingEntry | null; cleared: boolean }> {
     const snapshot = await this.ownSnapshot();
+    // A slot recorded from locksmith's semaphore for this node: given back now, as locksmithd gave
+    // back its lock when it started after the reboot.
+    const migrated = snapshot.holding.find((h) => h.node === this.node && h.migrated);
+    if (migrated) await this.#releaseMigrated(migrated);
     const own = this.own(snapshot);
     const lost = snapshot.holding.find((h) => h.node === this.node && h.orphan) ?? null;
     if (!lost) return { own, lost, cleared: false };
     return { own, lost, cleared: await this.#clearLost(lost) };
+  }
+
+  /**
+   * What this node has in the group when its agent starts (see `SlotLock.recover`): its own key,
+   * re-attached to this process's leases so that its place and slot are kept, unless it is
+   * another agent's (another instance token) or a manual lock, which are left alone. A lost
+   * marker of the node's own is cleared first (see `readOwn`).
+   */
+  async recover(bootId: string, signal?: AbortSignal): Promise<SlotRecovery> {
+    throwIfAborted(signal);
+    const { own: found, lost, cleared } = await this.readOwn();
+    const recovery: SlotRecovery = {
+      own: null,
+      lost: lost ? { key: lost.key, outcome: cleared ? 'cleared' : 'foreign' } : null,
+      leftAlone: null,
+    };
+    if (!found) return recovery;
+    const foreign = !this.#mine(found.record?.token);
+    if (foreign || found.record?.manual) {
+      recovery.leftAlone = {
+        key: found.entry.key,
+        why: foreign ? 'foreign' : 'manual',
+        hostname: found.record?.hostname ?? '',
+        bootId: found.record?.bootId ?? '',
+      };
+      return recovery;
+    }
+    // Move the key onto this process's leases, keeping its place and slot.
+    const own = await this.enqueue({ bootId: found.record?.bootId ?? bootId }, signal);
+    recovery.own = { record: own.record, holding: own.holding, grant: own.grant };
+    return recovery;
+  }
+
+  /** `SlotLock.confirm`: see `setState`. */
+  confirm(
+    grant: Grant,
+    state: NodeState,
+    patch: Partial<QueueRecord> = {},
+    signal?: AbortSignal,
+  ): Promise<Grant> {
+    throwIfAborted(signal);
+    return this.setState(grant, state, patch);
+  }
+
+  /** Releases this node's slot migrated from locksmith, recording `released` in history. */
+  async #releaseMigrated(slot: HoldingEntry): Promise<boolean> {
+    const history = this.#history('released', null, slot.marker, slot.createRevision);
+    history.record.reason = "slot migrated from locksmith's semaphore";
+    const res = await etcdCall(`releasing migrated slot ${slot.key}`, () =>
+      this.#client
+        .if(slot.key, 'Mod', '==', slot.modRevision)
+        .then(
+          this.#client.delete().key(slot.key),
+          this.#client.put(history.key).value(JSON.stringify(history.record)),
+        )
+        .commit(),
+    );
+    if (res.succeeded) await this.#pruneHistory();
+    return res.succeeded;
   }
 
   /** Clears this node's own lost marker, recording `returned`. False if it is not ours. */
@@ -313,7 +368,7 @@ export class Semaphore {
         )
         .commit(),
     );
-    const { own } = await this.recover();
+    const { own } = await this.readOwn();
     if (!own) {
       // Our key vanished between the txn and the read (an operator removed it): try once more.
       if (!res.succeeded) return this.enqueue(req, signal);
@@ -397,12 +452,22 @@ export class Semaphore {
   }
 
   /**
-   * This node's place while `acquire()` waits: the number of places ahead of it (0 = next in
-   * line), from the local mirror of the group, so it costs no etcd call. Null when not waiting.
+   * This node's place while `acquire()` waits: the number of waiters ahead of it (0 = next to be
+   * admitted; `sluicectl status` shows it plus one), from the local mirror of the group, so it
+   * costs no etcd call. Null when not waiting.
    */
   position(): number | null {
     const watch = this.#waiting;
-    return watch ? rankOf(watch.snapshot, this.node) : null;
+    const place = watch ? queuePosition(watch.snapshot, this.node) : null;
+    return place === null ? null : place - 1;
+  }
+
+  /**
+   * The group as the local mirror has it while `acquire()` waits, for observers of decisions
+   * (logs, notifications): a view, never a ground for admission. Null when not waiting.
+   */
+  groupView(): GroupSnapshot | null {
+    return this.#waiting?.snapshot ?? null;
   }
 
   #waitLoop(
@@ -661,9 +726,12 @@ export class Semaphore {
     const hold = await this.#holdLease();
     const holdingKey = this.keys.holding(this.node);
     const now = this.#now().toISOString();
+    const base = this.#record('holding', {}, self.record);
     const record: QueueRecord = {
-      ...this.#record('holding', {}, self.record),
+      ...base,
       grantedAt: now,
+      // The slot's phases start here; each state adds its first time (see setState).
+      phases: { waiting: base.enqueuedAt, holding: now },
     };
     const marker: HoldingMarker = {
       v: 1,
@@ -673,6 +741,11 @@ export class Semaphore {
       grantedAt: now,
     };
     if (this.#opts.token !== undefined) marker.token = this.#opts.token;
+    // A manual lock that expires is reported as one, with its reason.
+    if (self.record?.manual) {
+      marker.manual = true;
+      marker.reason = self.record.reason;
+    }
     const res = await etcdCall(`taking a slot at ${self.key}`, () =>
       this.#client.kv.txn({
         compare: admissionGuard(view),
@@ -715,11 +788,13 @@ export class Semaphore {
   async setState(grant: Grant, state: NodeState, patch: Partial<QueueRecord> = {}): Promise<Grant> {
     const hold = await this.#holdLease();
     const key = this.keys.queue(this.node);
+    const now = this.#now().toISOString();
     const record: QueueRecord = {
       ...grant.record,
       ...patch,
       state,
-      since: grant.record.state === state ? grant.record.since : this.#now().toISOString(),
+      since: grant.record.state === state ? grant.record.since : now,
+      phases: { ...grant.record.phases, [state]: grant.record.phases?.[state] ?? now },
     };
     if (this.#opts.token !== undefined) record.token = this.#opts.token;
     const res = await etcdCall(`updating ${key}`, () =>
@@ -746,7 +821,9 @@ export class Semaphore {
   async release(
     grant: Grant | null = null,
     outcome: 'released' | 'abandoned' = 'released',
+    signal?: AbortSignal,
   ): Promise<boolean> {
+    throwIfAborted(signal);
     const snapshot = await this.ownSnapshot();
     const own = this.own(snapshot);
     const marker = snapshot.holding.find((h) => h.node === this.node);
@@ -834,7 +911,11 @@ export class Semaphore {
    * (as `abandoned`) instead of lingering. A lost marker from an earlier slot of this node is not
    * this key's and never goes with it.
    */
-  async leave(ifAdmitted: 'keep' | 'release' = 'keep'): Promise<'left' | 'held' | 'released'> {
+  async leave(
+    ifAdmitted: 'keep' | 'release' = 'keep',
+    signal?: AbortSignal,
+  ): Promise<'left' | 'held' | 'released'> {
+    throwIfAborted(signal);
     const snapshot = await this.ownSnapshot();
     const own = this.own(snapshot);
     if (own?.holding) {
@@ -885,6 +966,10 @@ export class Semaphore {
     const grantedAt = record?.grantedAt ?? marker?.grantedAt;
     if (grantedAt) history.grantedAt = grantedAt;
     if (markerRevision) history.grantedRevision = markerRevision;
+    if (record?.toVersion) history.toVersion = record.toVersion;
+    if (record?.manual || marker?.manual) history.manual = true;
+    if (!record?.reason && marker?.reason) history.reason = marker.reason;
+    if (record?.phases) history.phases = record.phases;
     return { key: this.keys.history(now.getTime(), this.node), record: history };
   }
 
@@ -923,9 +1008,26 @@ export async function haltGroup(client: Etcd3, view: HaltView): Promise<boolean>
   let txn = client.if(keys.paused, 'Create', '==', 0);
   for (const h of lost) txn = txn.and(h.key, 'Mod', '==', h.modRevision);
   const reason = haltReason(lost);
-  const value = JSON.stringify({ reason, since: new Date().toISOString(), by: 'sluice' });
+  const now = new Date();
+  const value = JSON.stringify({ reason, since: now.toISOString(), by: 'sluice' });
+  // The halt goes into history with the pause, so the fleet timeline can shade it.
+  const action: ActionRecord = {
+    v: 1,
+    kind: 'action',
+    action: 'halt',
+    group: keys.group,
+    at: now.toISOString(),
+    by: 'sluice',
+    reason,
+  };
+  const historyKey = keys.actionHistory(now.getTime(), 'halt', randomUUID().slice(0, 8));
   const res = await etcdCall(`pausing ${keys.root} for lost holders`, () =>
-    txn.then(client.put(keys.paused).value(value)).commit(),
+    txn
+      .then(
+        client.put(keys.paused).value(value),
+        client.put(historyKey).value(JSON.stringify(action)),
+      )
+      .commit(),
   );
   return res.succeeded;
 }

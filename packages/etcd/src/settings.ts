@@ -20,7 +20,12 @@ export const DEFAULT_ENDPOINT = 'http://127.0.0.1:2379';
 export function endpointProblem(endpoint: string): string | null {
   const text = endpoint.trim();
   const expected = 'expected http://HOST:PORT or https://HOST:PORT (or HOST:PORT)';
-  const shown = JSON.stringify(text);
+  // Anything before an "@" in the authority is a user and password: never echoed, and refused
+  // first, whether or not the rest is a valid URL.
+  if (CREDENTIALS.test(text)) {
+    return 'an endpoint URL must not carry a user or password: set the user and a password file instead (--user and --password-file, or etcd.username and etcd.passwordFile)';
+  }
+  const shown = JSON.stringify(text.length > 60 ? `${text.slice(0, 59)}…` : text);
   const scheme = /^([^:/?#]*):\/\//.exec(text)?.[1];
   if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
     if (scheme === '') return `${shown} has no scheme before "://"; ${expected}`;
@@ -42,6 +47,9 @@ export function endpointProblem(endpoint: string): string | null {
   }
   return null;
 }
+
+/** A user (and password) in an endpoint: `user:pw@host`, with or without a scheme. */
+const CREDENTIALS = /^(?:[^:/]*:\/\/)?[^/\s]*@/;
 
 /** One endpoint, checked with `endpointProblem()`. */
 const EndpointSchema = z.string().superRefine((endpoint, ctx) => {

@@ -4,38 +4,49 @@
  * figures of the rollout, the invariant check and the path of an HTML timeline.
  *
  *   npm run demo -- --nodes 8 --max 2 --reboot-seconds 3
- *   npm run demo -- --os fcos     # Fedora CoreOS nodes: rpm-ostree, finalization locked
+ *   npm run demo -- --os fcos       # Fedora CoreOS nodes: rpm-ostree, finalization locked
+ *   npm run demo -- --stay          # keep the fleet and etcd up after the rollout, until Ctrl-C
  *
  * Every process it starts (etcd, dbus-daemons, agents) is stopped at the end, on Ctrl-C, and on
- * SIGTERM. Exit status: 0 when the rollout finished and every invariant held, 1 otherwise, 2 on a
- * usage error.
+ * SIGTERM. Exit status: 0 when the rollout finished and every invariant held (with `--stay`, also
+ * when Ctrl-C ends the stay), 1 otherwise, 2 on a usage error, 130 on Ctrl-C during the rollout.
  */
-import { writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { parseWindowSpec } from '@sluice/core';
+import { compactSteps, describeMaxOverTime, isValidZone, maxSeries } from '@sluice/report';
 import { startEtcd } from '@sluice/testkit';
 import { Fleet } from './fleet.js';
 import { renderTimeline } from './html.js';
 import { formatReport } from './invariants.js';
 import type { SimOs } from './node.js';
-import { installShutdownHandlers, onShutdown } from './procs.js';
+import { installShutdownHandlers, onShutdown, setSignalExitCode } from './procs.js';
 import { ProgressDisplay } from './progress.js';
 import { freshSeed, Random } from './random.js';
 import { ms, rolloutStats, sampleEtcd, secs } from './report.js';
+
+// npm links sluicectl into the repository's node_modules/.bin, where npx finds it.
+const repo = fileURLToPath(new URL('../../..', import.meta.url)).replace(/\/$/, '');
+/** Where the HTML timelines go by default: next to the repository, ignored by git. */
+const OUTPUT_DIR = join(repo, 'demo-output');
 
 const USAGE = `usage: npm run demo -- [options]
 
   --nodes N            simulated nodes (default 8)
   --max N              nodes that may reboot at once (default 2)
   --reboot-seconds S   how long a reboot keeps a node down (default 3)
-  --window SPEC        a group window spec written to etcd, e.g. "Mon-Sun 00:00-24:00 UTC"
+  --window SPEC        a group window spec written to etcd, e.g. "Mon-Fri 22:00-24:00 UTC"
+                       (START is 00:00 to 23:59; END may be 24:00; see docs/sluiced.md)
   --members N          etcd members: 1 or 3 (default 1)
   --os OS              flatcar (update_engine, logind) or fcos (rpm-ostree, finalization
                        locked: finalized once a node holds its slot) (default flatcar)
   --seed N             seed for the order in which nodes learn of the update
-  --html FILE          where to write the HTML timeline (default: a file in ${tmpdir()})
+  --html FILE          where to write the HTML timeline (default: a new file in ./demo-output/)
+  --zone ZONE          time zone of the timeline's wall-clock times (default: this machine's)
+  --stay               after the rollout, keep the fleet and etcd running until Ctrl-C, so that
+                       sluicectl commands keep working against them
   --timeout S          give up after this many seconds (default 300)
   --plain              print plain progress lines even on a terminal
   --keep               keep the agents' logs and configs
@@ -59,6 +70,8 @@ function parse() {
       os: { type: 'string', default: 'flatcar' },
       seed: { type: 'string' },
       html: { type: 'string' },
+      zone: { type: 'string' },
+      stay: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '300' },
       plain: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
@@ -84,6 +97,12 @@ function number(name: string, text: string, min: number, max: number): number {
   return n;
 }
 
+// The agents read the window with this parser: refuse a bad one now, with the parser's words.
+if (args.window !== undefined) {
+  const parsed = parseWindowSpec(args.window, '--window');
+  if (!parsed.ok) fail(parsed.error.message);
+}
+
 const nodes = Math.floor(number('nodes', args.nodes, 1, 200));
 const max = Math.floor(number('max', args.max, 0, 10_000));
 const rebootSeconds = number('reboot-seconds', args['reboot-seconds'], 0.1, 600);
@@ -92,6 +111,8 @@ if (args.os !== 'flatcar' && args.os !== 'fcos')
   fail(`--os must be flatcar or fcos, got "${args.os}"`);
 const os: SimOs = args.os;
 const timeoutMs = number('timeout', args.timeout, 1, 86_400) * 1000;
+const zone = args.zone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+if (!isValidZone(zone)) fail(`--zone ${JSON.stringify(zone)} is not an IANA time zone`);
 const seed =
   args.seed === undefined ? freshSeed() : Math.floor(number('seed', args.seed, 0, 2 ** 32 - 1));
 const random = new Random(seed);
@@ -128,12 +149,13 @@ say(
 );
 if (args.keep) say(`agent logs and configs: ${fleet.dir}/<node>/`);
 say();
-// npm links sluicectl into the repository's node_modules/.bin, where npx finds it.
-const repo = fileURLToPath(new URL('../../..', import.meta.url)).replace(/\/$/, '');
 say(`In another terminal, in ${repo}, watch the group or steer it:`);
 say(`  npx sluicectl --endpoints ${endpoint} --prefix ${prefix} --group ${group} status`);
 say(`  npx sluicectl --endpoints ${endpoint} --prefix ${prefix} --group ${group} watch`);
 say(`  etcdctl --endpoints ${endpoint} put ${fleet.keys.max} 3`);
+say('or set the connection once for that shell, and leave the flags out:');
+say(`  export SLUICE_ENDPOINTS=${endpoint} SLUICE_PREFIX=${prefix} SLUICE_GROUP=${group}`);
+say('  npx sluicectl status; npx sluicectl set-max 3; npx sluicectl pause --reason test');
 say();
 
 const before = await sampleEtcd(etcd, () => fleet.revision());
@@ -173,32 +195,42 @@ const stats = rolloutStats({
   before,
   after,
 });
-const endAt = Date.now();
-const html =
+const html = resolve(
   args.html ??
-  join(tmpdir(), `sluice-demo-${new Date(startAt).toISOString().replace(/[:.]/g, '-')}.html`);
-await writeFile(
-  html,
-  renderTimeline({
-    title: `sluice demo: ${nodes} nodes, max ${max}, ${rebootSeconds} s reboots`,
-    nodes: fleet.nodes.map((n) => n.id),
-    startAt,
-    endAt,
-    timeline: fleet.timeline,
-    reboots: fleet.reboots,
-    stages: fleet.stages,
-    events: fleet.events,
-    stats,
-    invariants: report,
-    notes: [`etcd ${endpoint}, prefix ${prefix}, group ${group}, seed ${seed}`],
-  }),
+    join(OUTPUT_DIR, `sluice-demo-${new Date(startAt).toISOString().replace(/[:.]/g, '-')}.html`),
+);
+/** Writes the timeline from the start of the rollout to now. */
+async function writeTimeline(): Promise<void> {
+  await mkdir(dirname(html), { recursive: true });
+  await writeFile(
+    html,
+    renderTimeline({
+      title: `sluice demo: ${nodes} nodes, max ${max}, ${rebootSeconds} s reboots`,
+      nodes: fleet.nodes.map((n) => n.id),
+      startAt,
+      endAt: Date.now(),
+      timeline: fleet.timeline,
+      reboots: fleet.reboots,
+      stages: fleet.stages,
+      events: fleet.events,
+      stats,
+      invariants: report,
+      zone,
+      notes: [`etcd ${endpoint}, prefix ${prefix}, group ${group}, seed ${seed}`],
+    }),
+  );
+}
+await writeTimeline();
+// Max as admission obeyed it during the rollout, every value it took: `2`, or `2 → 3`.
+const maxOverTime = describeMaxOverTime(
+  compactSteps(maxSeries(fleet.timeline.maxChanges.filter((c) => c.at <= Date.now()))),
 );
 
 say();
 say(
   `rollout time:            ${secs(stats.makespanMs)} (ideal ceil(${nodes}/${max}) × ${rebootSeconds} s = ${secs(stats.idealMs)}; ${(stats.efficiency * 100).toFixed(0)} % of ideal)`,
 );
-say(`peak nodes down at once: ${report.peakDown} (max ${max})`);
+say(`peak nodes down at once: ${report.peakDown} (max ${maxOverTime})`);
 say(
   `etcd writes per reboot:  ${stats.revisionsPerReboot?.toFixed(1) ?? '-'} (revision delta ${after.revision - before.revision} over ${stats.reboots} reboots; ${stats.proposalsPerReboot?.toFixed(1) ?? '-'} raft proposals per reboot incl. lease grants and revokes)`,
 );
@@ -207,10 +239,35 @@ say(
 );
 say(`invariant check:         ${formatReport(report, startAt)}`);
 for (const note of report.notes) say(`  note: ${note}`);
-say(`HTML timeline:           ${html}`);
+say(`HTML timeline:           ${pathToFileURL(html).href}`);
+const status = finished && report.ok ? 0 : 1;
 
 stopProgress();
+if (args.stay) {
+  say();
+  say(
+    'The fleet and etcd keep running (--stay): the commands above still work. Ctrl-C stops everything.',
+  );
+  // Whatever happens while staying (a request-reboot, a pause) goes into the timeline on the way out.
+  setSignalExitCode(status);
+  onShutdown(async () => {
+    await writeTimeline().catch(() => {});
+    say(`HTML timeline, up to now:  ${pathToFileURL(html).href}`);
+  });
+  // Changes while staying are printed as plain lines, below the figures.
+  const stayProgress = new ProgressDisplay(fleet, {
+    out,
+    target,
+    origin: startAt,
+    tty: false,
+    changesOnly: true,
+  });
+  stayProgress.start();
+  onShutdown(() => stayProgress.stop(false));
+  // Until a signal ends the process through the shutdown handlers.
+  await new Promise(() => setInterval(() => {}, 2 ** 30));
+}
 await fleet.stop();
 stopEtcd();
 await etcd.stop();
-process.exit(finished && report.ok ? 0 : 1);
+process.exit(status);

@@ -36,7 +36,9 @@ import {
   type MaxSetEntry,
   type RebootEntry,
   type StageEntry,
+  type UnlockEntry,
 } from './invariants.js';
+import { AgentLink } from './links.js';
 import { SimNode, type SimNodeHooks, type SimOs } from './node.js';
 import { onShutdown } from './procs.js';
 import type { Random } from './random.js';
@@ -94,6 +96,15 @@ export interface FleetOptions {
   extraYaml?: string;
   /** What the machines run: update_engine (`flatcar`, default) or rpm-ostree (`fcos`). */
   os?: SimOs;
+  /**
+   * Each agent reaches etcd through a link of its own (a fault proxy per member, see
+   * {@link AgentLink}), which `link(id)` returns. Default off: agents dial the members.
+   */
+  links?: boolean;
+  /** Agents run under libfaketime, so that `setClock()` can set their clocks off. Default off. */
+  fakeClocks?: boolean;
+  /** The group's loss budget, written before the agents start. Default: left unset (0). */
+  lossBudget?: number;
 }
 
 /** Something the simulator did or saw, for logs and the HTML timeline. */
@@ -137,9 +148,26 @@ export interface CommandResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * What a node whose record says `rebooting` is doing: `booting` when the machine came back up
+ * after the record was written (the agent runs again and has yet to move on), `rebooting` before
+ * that (the reboot is confirmed and about to be asked for, or the machine is going down).
+ * `recordAt` is when the record turned `rebooting`, `lastUpAt` when the node last booted.
+ */
+export function rebootingOrBooting(
+  recordAt: number | null,
+  lastUpAt: number | null,
+): 'rebooting' | 'booting' {
+  return recordAt !== null && lastUpAt !== null && lastUpAt >= recordAt ? 'booting' : 'rebooting';
+}
+
 /** A running fleet. Create with {@link Fleet.start}; always `stop()` it. */
 export class Fleet {
   readonly nodes: SimNode[] = [];
+  /** Cloned machines (another node's id) added with `addClone()`; not part of the rollout. */
+  readonly clones: SimNode[] = [];
+  /** Every operator `unlock --force` the fleet ran, for the checker. */
+  readonly unlocks: UnlockEntry[] = [];
   readonly reboots: RebootEntry[] = [];
   readonly stages: StageEntry[] = [];
   readonly maxSets: MaxSetEntry[] = [];
@@ -153,6 +181,8 @@ export class Fleet {
   etcd!: EtcdCluster;
   #ownsEtcd = false;
   #client: Etcd3 | null = null;
+  readonly #links = new Map<string, AgentLink>();
+  #hooks!: SimNodeHooks;
   #dir = '';
   #stopping: Promise<void> | null = null;
   #unregister: () => void = () => {};
@@ -190,8 +220,15 @@ export class Fleet {
     this.#client = new Etcd3(simClientOptions(this.endpoints));
     if (o.max !== undefined) await this.setMax(o.max);
     if (o.window !== undefined) await this.setWindow(o.window);
+    if (o.lossBudget !== undefined) {
+      await this.#client.put(this.keys.lossBudget).value(String(o.lossBudget));
+    }
     this.timeline = await GroupTimeline.start(this.endpoints, this.keys);
-    this.observer = await HolderObserver.start(this.endpoints, this.keys.root);
+    this.observer = await HolderObserver.start(
+      this.endpoints,
+      this.keys.root,
+      simClientOptions(this.endpoints),
+    );
     const hooks: SimNodeHooks = {
       reboot: (node) => this.#onReboot(node),
       booted: (node) => this.#onBooted(node),
@@ -208,37 +245,137 @@ export class Fleet {
         }
       },
     };
+    this.#hooks = hooks;
     const width = Math.max(2, String(o.nodes).length);
-    const baseMs = (o.rebootSeconds ?? 3) * 1000;
     for (let i = 1; i <= o.nodes; i++) {
-      const id = `${o.nodeName ?? 'n'}${String(i).padStart(width, '0')}`;
-      const jitter = o.rebootJitter && o.random ? o.random.between(-1, 1) * o.rebootJitter : 0;
-      this.nodes.push(
-        new SimNode(
-          {
-            id,
-            dir: join(this.#dir, id),
-            endpoints: this.endpoints,
-            prefix: this.keys.prefix,
-            group: this.keys.group,
-            sessionTTL: o.sessionTTL ?? 3,
-            // The hold lease must outlast a reboot, or every rebooting node counts as lost.
-            holdTTL: o.holdTTL ?? Math.max(30, Math.ceil(2 * (o.rebootSeconds ?? 3) + 10)),
-            retryDelay: o.retryDelay ?? '1s',
-            metrics: o.metrics ?? false,
-            logLevel: o.logLevel ?? 'info',
-            version: o.version ?? '1.0.0',
-            rebootMs: Math.round(baseMs * (1 + jitter)),
-            ...(o.extraYaml ? { extraYaml: o.extraYaml } : {}),
-            ...(o.os ? { os: o.os } : {}),
-          },
-          hooks,
-        ),
-      );
+      this.nodes.push(await this.#machine(`${o.nodeName ?? 'n'}${String(i).padStart(width, '0')}`));
     }
     await Promise.all(this.nodes.map((n) => n.setup()));
     await Promise.all(this.nodes.map((n) => this.startAgent(n.id)));
     this.note('fleet-started', undefined, `${o.nodes} nodes`);
+  }
+
+  /** A new machine named `id` (not set up yet), with its link when the fleet has links. */
+  async #machine(id: string, nodeId?: string): Promise<SimNode> {
+    const o = this.opts;
+    const baseMs = (o.rebootSeconds ?? 3) * 1000;
+    const jitter = o.rebootJitter && o.random ? o.random.between(-1, 1) * o.rebootJitter : 0;
+    let endpoints = this.endpoints;
+    if (o.links) {
+      const link = await AgentLink.start(this.endpoints);
+      this.#links.set(id, link);
+      endpoints = link.endpoints;
+    }
+    return new SimNode(
+      {
+        id,
+        ...(nodeId ? { nodeId } : {}),
+        dir: join(this.#dir, id),
+        endpoints,
+        prefix: this.keys.prefix,
+        group: this.keys.group,
+        sessionTTL: o.sessionTTL ?? 3,
+        // The hold lease must outlast a reboot, or every rebooting node counts as lost.
+        holdTTL: o.holdTTL ?? Math.max(30, Math.ceil(2 * (o.rebootSeconds ?? 3) + 10)),
+        retryDelay: o.retryDelay ?? '1s',
+        metrics: o.metrics ?? false,
+        logLevel: o.logLevel ?? 'info',
+        version: o.version ?? '1.0.0',
+        rebootMs: Math.round(baseMs * (1 + jitter)),
+        ...(o.extraYaml ? { extraYaml: o.extraYaml } : {}),
+        ...(o.fakeClocks ? { fakeClock: true } : {}),
+        ...(o.os ? { os: o.os } : {}),
+      },
+      this.#hooks,
+    );
+  }
+
+  /**
+   * Adds a cloned machine: a machine of its own (bus, update_engine, logind) whose agent runs
+   * with the node id of `of`, as a VM cloned from another's image would (same /etc/machine-id).
+   * It is not part of the rollout; `removeClone()` takes it away again. Its agent starts at once
+   * unless `start` is false (then `startAgent(clone.id)` starts it). Returns it.
+   */
+  async addClone(of: string, opts: { start?: boolean } = {}): Promise<SimNode> {
+    const original = this.node(of);
+    const name = `${original.id}-clone${this.clones.filter((c) => c.nodeId === of).length + 1}`;
+    const clone = await this.#machine(name, original.nodeId);
+    this.clones.push(clone);
+    await clone.setup();
+    this.note('clone', name, `a second machine with node id ${original.nodeId}`);
+    if (opts.start !== false) await this.startAgent(name);
+    return clone;
+  }
+
+  /** Takes a cloned machine away: its agent is killed and its bus stopped. Idempotent. */
+  async removeClone(name: string): Promise<void> {
+    const clone = this.clones.find((c) => c.id === name);
+    if (!clone || this.#removed.has(name)) return;
+    this.#removed.add(name);
+    this.note('clone-removed', name);
+    await clone.stop();
+    await this.#links.get(name)?.stop();
+  }
+
+  readonly #removed = new Set<string>();
+
+  /** A machine's link to etcd (fleets started with `links`). */
+  link(id: string): AgentLink {
+    const link = this.#links.get(id);
+    if (!link) throw new Error(`${id} has no link of its own (start the fleet with links: true)`);
+    return link;
+  }
+
+  /** Sets a machine's agent clock `seconds` off the real one (fleets with `fakeClocks`). */
+  async setClock(id: string, seconds: number): Promise<void> {
+    await this.node(id).setClockOffset(seconds);
+    this.note('clock', id, `${seconds >= 0 ? '+' : ''}${seconds} s`);
+  }
+
+  /** SIGSTOPs a machine's agent (`why` goes to the event log); `thawAgent()` continues it. */
+  freezeAgent(id: string, why = ''): void {
+    const node = this.node(id);
+    if (!node.agentRunning || node.frozen) return;
+    this.note('freeze', id, `in state ${node.agentState}${why ? ` for ${why}` : ''}`);
+    node.freeze();
+  }
+
+  /** SIGCONTs a frozen agent. */
+  thawAgent(id: string): void {
+    const node = this.node(id);
+    if (!node.frozen) return;
+    node.thaw();
+    this.note('thaw', id);
+  }
+
+  /** Thaws every frozen agent at once. */
+  thawAll(): void {
+    for (const node of this.machines) {
+      if (!node.frozen) continue;
+      node.thaw();
+      this.note('thaw', node.id);
+    }
+  }
+
+  /**
+   * Releases a node's slot as an operator would, with `sluicectl unlock --force` (and `--yes`
+   * where sluicectl asks for it), and records it for the checker. Returns the exit code.
+   */
+  async forceUnlock(node: string): Promise<number> {
+    const at = Date.now();
+    const args = ['unlock', node, '--force', ...((await this.#unlockNeedsYes()) ? ['--yes'] : [])];
+    const res = await this.sluicectl(args);
+    this.unlocks.push({ node, at, doneAt: Date.now(), code: res.code });
+    this.note('unlock', node, `sluicectl ${args.join(' ')}: exit ${res.code}`);
+    return res.code;
+  }
+
+  #yes: Promise<boolean> | null = null;
+
+  /** Whether this sluicectl's unlock has a `--yes` (its confirmation for a live reboot). */
+  #unlockNeedsYes(): Promise<boolean> {
+    this.#yes ??= this.sluicectl(['unlock', '--help']).then((r) => r.stdout.includes('--yes'));
+    return this.#yes;
   }
 
   /** The etcd client URLs. */
@@ -251,9 +388,14 @@ export class Fleet {
     return this.#dir;
   }
 
-  /** The node with this id; throws if there is none. */
+  /** Every machine: the fleet's nodes and any clones. */
+  get machines(): SimNode[] {
+    return [...this.nodes, ...this.clones];
+  }
+
+  /** The machine with this name (a node or a clone); throws if there is none. */
   node(id: string): SimNode {
-    const node = this.nodes.find((n) => n.id === id);
+    const node = this.machines.find((n) => n.id === id);
     if (!node) throw new Error(`no node ${id} in the fleet`);
     return node;
   }
@@ -278,8 +420,9 @@ export class Fleet {
 
   #onReboot(node: SimNode): Promise<void> {
     const entry: RebootEntry = {
-      node: node.id,
-      seq: this.reboots.filter((r) => r.node === node.id).length + 1,
+      node: node.nodeId,
+      machine: node.id,
+      seq: this.reboots.filter((r) => (r.machine ?? r.node) === node.id).length + 1,
       downAt: Date.now(),
       upAt: null,
       versionBefore: node.version,
@@ -300,7 +443,9 @@ export class Fleet {
   }
 
   #onBooted(node: SimNode): void {
-    const entry = this.reboots.filter((r) => r.node === node.id && r.upAt === null).at(-1);
+    const entry = this.reboots
+      .filter((r) => (r.machine ?? r.node) === node.id && r.upAt === null)
+      .at(-1);
     if (entry) entry.upAt = Date.now();
     this.note('up', node.id, node.version);
   }
@@ -341,7 +486,12 @@ export class Fleet {
       targets.map(async (node) => {
         const delay = opts.spreadMs && opts.random ? opts.random.between(0, opts.spreadMs) : 0;
         if (delay > 0) await sleep(delay);
-        this.stages.push({ node: node.id, version, at: Date.now() });
+        this.stages.push({
+          node: node.id,
+          version,
+          at: Date.now(),
+          ...(this.clones.includes(node) ? { optional: true } : {}),
+        });
         this.note('staged', node.id, version);
         await node.stageUpdate(version);
       }),
@@ -366,11 +516,25 @@ export class Fleet {
     this.note('max', undefined, `max ${text} (${via})`);
   }
 
-  /** Writes (or with null deletes) the group's window spec with etcdctl. */
-  async setWindow(spec: string | null): Promise<void> {
-    if (spec === null) await this.etcd.etcdctl(['del', this.keys.windows]);
-    else await this.etcd.etcdctl(['put', this.keys.windows, spec]);
-    this.note('window', undefined, spec ?? 'removed (always open)');
+  /**
+   * Writes (or with null deletes) the group's window spec. `via` picks the tool: etcdctl
+   * (default), the simulator's client, or `sluicectl windows set/clear`.
+   */
+  async setWindow(
+    spec: string | null,
+    via: 'client' | 'etcdctl' | 'sluicectl' = 'etcdctl',
+  ): Promise<void> {
+    if (via === 'sluicectl') {
+      await this.sluicectlOk(spec === null ? ['windows', 'clear'] : ['windows', 'set', spec]);
+    } else if (via === 'client') {
+      if (spec === null) await this.#client!.delete().key(this.keys.windows).exec();
+      else await this.#client!.put(this.keys.windows).value(spec).exec();
+    } else if (spec === null) {
+      await this.etcd.etcdctl(['del', this.keys.windows]);
+    } else {
+      await this.etcd.etcdctl(['put', this.keys.windows, spec]);
+    }
+    this.note('window', undefined, `${spec ?? 'removed (always open)'} (${via})`);
   }
 
   /** True when the built sluicectl exists. */
@@ -489,12 +653,16 @@ export class Fleet {
       const q = queue.get(n.id);
       let state: string;
       if (n.machine === 'down') state = lost.has(n.id) ? 'down, lost' : 'down';
-      else if (q && q.state === 'rebooting') state = n.agentRunning ? 'booting' : 'rebooting';
-      else if (q) state = q.state;
+      else if (q && q.state === 'rebooting') {
+        state = rebootingOrBooting(
+          this.timeline.records.get(n.id)?.at(-1)?.at ?? null,
+          this.reboots.filter((r) => r.node === n.id && r.upAt !== null).at(-1)?.upAt ?? null,
+        );
+      } else if (q) state = q.state;
       else if (lost.has(n.id)) state = 'lost';
       else if (n.staged !== null) {
         state = ['recovering', 'idle', 'stopped'].includes(n.agentState) ? 'staged' : n.agentState;
-      } else if (this.reboots.some((r) => r.node === n.id)) state = 'updated';
+      } else if (this.reboots.some((r) => (r.machine ?? r.node) === n.id)) state = 'updated';
       else state = 'idle';
       if (!n.agentRunning && n.machine === 'up') state = `${state} (agent down)`;
       return {
@@ -506,7 +674,7 @@ export class Fleet {
         machine: n.machine,
         agentRunning: n.agentRunning,
         agentState: n.agentState,
-        reboots: this.reboots.filter((r) => r.node === n.id).length,
+        reboots: this.reboots.filter((r) => (r.machine ?? r.node) === n.id).length,
       };
     });
   }
@@ -525,14 +693,29 @@ export class Fleet {
   }
 
   /** Checks the invariants over everything recorded so far (see invariants.ts). */
-  check(opts: { complete?: boolean } = {}): InvariantReport {
+  check(opts: { complete?: boolean; leftover?: string[] } = {}): InvariantReport {
     return checkInvariants({
       reboots: this.reboots,
       stages: this.stages,
       maxSets: this.maxSets,
+      unlocks: this.unlocks,
       timeline: this.timeline,
+      observerGap: this.observer?.gaps.length ? new Error(this.observer.gaps.join('; ')) : null,
       complete: opts.complete ?? true,
+      ...(opts.leftover ? { leftover: opts.leftover } : {}),
     });
+  }
+
+  /**
+   * The group's slot keys left in etcd (queue keys and holding markers), read directly with the
+   * simulator's own client: once a rollout is over there must be none.
+   */
+  async leftoverSlots(): Promise<string[]> {
+    const read = async (prefix: string) =>
+      (await this.#client!.getAll().prefix(prefix).keys()).map((k) =>
+        k.slice(this.keys.root.length),
+      );
+    return [...(await read(this.keys.queuePrefix)), ...(await read(this.keys.holdingPrefix))];
   }
 
   /** Waits until every reboot's slot check has finished (see `confirmSlot`). */
@@ -551,7 +734,8 @@ export class Fleet {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       this.#unregister();
-      await Promise.all(this.nodes.map((n) => n.stop().catch(() => {})));
+      await Promise.all(this.machines.map((n) => n.stop().catch(() => {})));
+      await Promise.all([...this.#links.values()].map((l) => l.stop().catch(() => {})));
       await this.observer?.stop().catch(() => {});
       await this.timeline?.stop().catch(() => {});
       this.#client?.close();

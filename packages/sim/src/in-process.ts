@@ -26,7 +26,7 @@ import {
   type UpdateSource,
 } from '@sluice/agent';
 import { GroupKeys } from '@sluice/core';
-import { connectEtcd, Semaphore } from '@sluice/etcd';
+import { connectEtcd, EtcdGroupSettings, Semaphore } from '@sluice/etcd';
 import { type EtcdCluster, HolderObserver } from '@sluice/testkit';
 import { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
@@ -229,8 +229,8 @@ export class InProcessFleet {
     );
     const agent: Agent = new Agent({
       config,
-      client: node.client,
-      semaphore,
+      lock: semaphore,
+      settings: new EtcdGroupSettings(node.client, semaphore.keys, node.id),
       sources: [source],
       logger,
       metrics: new AgentMetrics(),

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { checkInvariants, type RebootEntry, type TimelineData } from './invariants.js';
+import {
+  checkInvariants,
+  openIntervals,
+  type RebootEntry,
+  type TimelineData,
+} from './invariants.js';
 import { effectiveMax, type MarkerInterval, type TimelineEvent } from './timeline.js';
 
 const ROOT = '/p/groups/g/';
@@ -74,9 +79,15 @@ function timeline(script: [string, 'put' | 'delete', string?][], initialMax = '2
     { revision: 0, at: 0, raw: initialMax, value: effectiveMax(initialMax) },
   ];
   const pausedChanges = [{ revision: 0, at: 0, raw: null as string | null }];
+  const windowChanges = [{ revision: 0, at: 0, raw: null as string | null }];
+  const budgetChanges = [{ revision: 0, at: 0, raw: null as string | null }];
   const markers: MarkerInterval[] = [];
   for (const e of events) {
-    if (e.key === keys.max) {
+    if (e.key === `${ROOT}windows`) {
+      windowChanges.push({ revision: e.revision, at: e.at, raw: e.value });
+    } else if (e.key === `${ROOT}loss-budget`) {
+      budgetChanges.push({ revision: e.revision, at: e.at, raw: e.value });
+    } else if (e.key === keys.max) {
       maxChanges.push({
         revision: e.revision,
         at: e.at,
@@ -112,10 +123,30 @@ function timeline(script: [string, 'put' | 'delete', string?][], initialMax = '2
     pausedChanges,
     markers,
     keys,
+    windowChanges,
     maxAt: (r) => at(maxChanges, r).value,
     maxAtTime: (t) => maxChanges.filter((c) => c.at <= t).at(-1)!.value,
     pausedAt: (r) => at(pausedChanges, r).raw,
+    windowsAt: (r) => at(windowChanges, r).raw,
+    lossBudgetAt: (r) => Number(at(budgetChanges, r).raw ?? '0'),
   };
+}
+
+/**
+ * A queue key of `node` that is deleted without its marker (its lease ran out): the holder is
+ * lost. Appends both events to a script's timeline, at the next revisions.
+ */
+function lose(t: TimelineData, node: string): void {
+  const events = t.events as TimelineEvent[];
+  const revision = events.length + 1;
+  events.push({
+    revision,
+    at: revision * 100,
+    key: `${ROOT}queue/${node}`,
+    type: 'delete',
+    value: null,
+    createRevision: 0,
+  });
 }
 
 /** A reboot of `node` down at `downAt` ms for 1 s, on the marker created at `admission`. */
@@ -240,6 +271,122 @@ describe('checkInvariants', () => {
     expect(report.peakDown).toBe(3);
   });
 
+  it('flags an admission while more holders are lost than the loss budget allows', () => {
+    const input = { reboots: [], stages: [], maxSets: [], complete: false };
+    // b is admitted after a was lost: with budget 0 the group should have halted.
+    const admitted = timeline([['holding/a', 'put']], '3');
+    lose(admitted, 'a');
+    const events = admitted.events as TimelineEvent[];
+    const revision = events.length + 1;
+    events.push(
+      {
+        revision,
+        at: revision * 100,
+        key: `${ROOT}queue/b`,
+        type: 'put',
+        value: '{}',
+        createRevision: revision,
+      },
+      {
+        revision: revision + 1,
+        at: (revision + 1) * 100,
+        key: `${ROOT}holding/b`,
+        type: 'put',
+        value: JSON.stringify({ createRevision: revision }),
+        createRevision: revision + 1,
+      },
+    );
+    const found = checkInvariants({ ...input, timeline: admitted }).violations;
+    expect(found.map((v) => `${v.check}:${v.node}`)).toContain('halt:b');
+    // With a loss budget of 1 the same admission is fine (a still counts as a place ahead).
+    const tolerant = { ...admitted, lossBudgetAt: () => 1 };
+    const ok = checkInvariants({ ...input, timeline: tolerant }).violations;
+    expect(ok.map((v) => v.check)).not.toContain('halt');
+  });
+
+  it('flags two machines rebooting on one slot, and lets a clone skip its update', () => {
+    const t = timeline([['holding/a', 'put']], '2');
+    const clone = { ...reboot('a', 1100, 2), machine: 'a-clone1' };
+    const report = checkInvariants({
+      reboots: [reboot('a', 1000, 2), clone],
+      stages: [...stages('a'), { node: 'a-clone1', version: '2', at: 0, optional: true }],
+      maxSets: [],
+      timeline: t,
+      complete: true,
+    });
+    expect(report.violations.map((v) => v.check)).toEqual(['slot-at-reboot']);
+    expect(report.violations[0]!.message).toContain('a, a-clone1');
+    const alone = checkInvariants({
+      reboots: [reboot('a', 1000, 2)],
+      stages: [...stages('a'), { node: 'a-clone1', version: '2', at: 0, optional: true }],
+      maxSets: [],
+      timeline: t,
+      complete: true,
+    });
+    expect(alone.ok).toBe(true);
+  });
+
+  it('excuses a reboot whose slot an operator force-unlocked at that moment', () => {
+    const t = timeline([['holding/b', 'put']], '1');
+    const base = { stages: stages('a', 'b'), maxSets: [], timeline: t, complete: false };
+    const bare = [reboot('a', 1000, null), reboot('b', 1100, 2)];
+    expect(checkInvariants({ ...base, reboots: bare }).violations.map((v) => v.check)).toEqual([
+      'down',
+      'slot-at-reboot',
+      'slot-at-reboot',
+    ]);
+    const unlocks = [{ node: 'a', at: 900, doneAt: 1400, code: 0 }];
+    const excused = checkInvariants({ ...base, reboots: bare, unlocks });
+    expect(excused.violations).toEqual([]);
+    expect(excused.notes.join('\n')).toContain('force-unlocked');
+    // An unlock long before the reboot excuses nothing.
+    const early = [{ node: 'a', at: 0, doneAt: -5000, code: 0 }];
+    expect(checkInvariants({ ...base, reboots: bare, unlocks: early }).ok).toBe(false);
+  });
+
+  it('flags an admission and a reboot while the group window is shut', () => {
+    // The timeline's clock is revision × 100 ms after the epoch, a Thursday: Thursday 00:00
+    // for a minute is open, a Monday window is shut.
+    const open = timeline([
+      ['windows', 'put', 'Thu 00:00+1m UTC'],
+      ['holding/a', 'put'],
+    ]);
+    expect(
+      checkInvariants({
+        reboots: [reboot('a', 20_000, 3)],
+        stages: stages('a'),
+        maxSets: [],
+        timeline: open,
+        complete: false,
+      }).ok,
+    ).toBe(true);
+    const shut = timeline([
+      ['windows', 'put', 'Mon 04:00+1h UTC'],
+      ['holding/a', 'put'],
+    ]);
+    const report = checkInvariants({
+      reboots: [reboot('a', 20_000, 3)],
+      stages: stages('a'),
+      maxSets: [],
+      timeline: shut,
+      complete: false,
+    });
+    expect(report.violations.map((v) => `${v.check}:${v.node}`)).toEqual(['window:a', 'window:a']);
+  });
+
+  it('flags slot keys left over and a watcher that missed revisions', () => {
+    const t = { ...timeline([]), gap: new Error('compacted') };
+    const report = checkInvariants({
+      reboots: [],
+      stages: [],
+      maxSets: [],
+      timeline: t,
+      complete: true,
+      leftover: ['holding/a'],
+    });
+    expect(report.violations.map((v) => v.check)).toEqual(['leak', 'observer']);
+  });
+
   it('requires exactly one reboot per staged update once the rollout is complete', () => {
     const t = timeline([['holding/a', 'put']]);
     const base = { reboots: [reboot('a', 1000, 2)], maxSets: [], timeline: t };
@@ -249,5 +396,22 @@ describe('checkInvariants', () => {
     expect(checkInvariants({ ...base, stages: stages('a', 'b'), complete: false }).ok).toBe(true);
     const unstaged = checkInvariants({ ...base, stages: [], complete: false });
     expect(unstaged.violations.map((v) => `${v.check}:${v.node}`)).toEqual(['once:a']);
+  });
+});
+
+describe('openIntervals', () => {
+  it('reads the simple specs the simulator writes, and nothing else', () => {
+    // 2024-01-01 was a Monday.
+    const monday = Date.UTC(2024, 0, 1);
+    const spec = 'Mon,Wed 04:00+30m UTC; Sun 23:50+20m UTC';
+    const open = openIntervals(spec, monday, monday + 7 * 86_400_000);
+    expect(open?.map(([a, b]) => [new Date(a).toISOString(), (b - a) / 60_000])).toEqual([
+      ['2024-01-01T04:00:00.000Z', 30],
+      ['2024-01-03T04:00:00.000Z', 30],
+      // The Sunday before runs into Monday.
+      ['2023-12-31T23:50:00.000Z', 20],
+      ['2024-01-07T23:50:00.000Z', 20],
+    ]);
+    expect(openIntervals('Mon 04:00-05:00 Europe/Berlin', monday, monday + 1)).toBeNull();
   });
 });

@@ -34,14 +34,42 @@
  *    finds it (its create revision is recorded as the reboot's admission; see slot-check.ts for
  *    why both answers are sound although they come a little after the call). The timeline must
  *    hold that marker stint too.
- * 5. **once**: every node reboots exactly once for each update staged on it (at most once while a
- *    rollout is unfinished), and never without an update.
+ * 5. **once**: every machine reboots exactly once for each update staged on it (at most once while
+ *    a rollout is unfinished, or for a cloned machine, which is not part of the rollout), and never
+ *    without an update. Two machines rebooting on one slot (one marker stint, which a cloned node
+ *    id makes possible) is a reboot without a slot of its own (reported under slot-at-reboot).
+ * 6. **halt** (exact, in revision order): no admission at a revision where more holders are lost
+ *    (markers whose queue key is gone or newer) than the loss budget allows. Whether someone then
+ *    pauses the group is a liveness question the chaos soak asks itself, with a grace period.
+ * 7. **window**: no admission while the group's window at that revision is shut, and no reboot
+ *    while every window in effect around it is shut. Time here is the simulator's: an admission
+ *    is dated when the watcher saw it, so each check allows {@link WINDOW_SLACK_MS} either way and
+ *    fires only for a window shut throughout. A node whose clock is set far off (hours) is caught;
+ *    a few seconds of skew are within the slack. Only the simple specs the simulator writes
+ *    (`Mon,Tue 04:00+30m UTC`; several joined by `;`) are evaluated, independently of core.
+ * 8. **leak**: once a rollout is complete no queue key or holding marker is left (read directly
+ *    from etcd by the caller, passed in as `leftover`).
+ * 9. **observer**: the watchers saw every revision (etcd did not cancel a watch for compaction);
+ *    otherwise nothing above can be vouched for.
+ *
+ * An operator's `sluicectl unlock --force` that was in flight at a node's Reboot call can take
+ * the slot away between the agent's confirmation and the call: that reboot is the operator's
+ * explicit doing, noted and not counted (see {@link UnlockEntry}).
  */
 import type { MarkerInterval, MaxChange, SettingChange, TimelineEvent } from './timeline.js';
 
+/** How far (ms) an admission's or reboot's time may be off for the window check. */
+export const WINDOW_SLACK_MS = 10_000;
+
+/** How close (ms) to a Reboot call an operator's force-unlock counts as in flight at it. */
+const UNLOCK_RACE_MS = 1000;
+
 /** One reboot in the simulator's log. */
 export interface RebootEntry {
+  /** The node id the machine's agent runs with (whose holding marker is its slot). */
   node: string;
+  /** The machine that went down, when it is not simply `node` (a cloned machine). */
+  machine?: string;
   /** 1-based count of this node's reboots. */
   seq: number;
   /** When logind's Reboot was called (the agent was killed then). */
@@ -61,11 +89,24 @@ export interface RebootEntry {
   admissionRevision: number | null;
 }
 
-/** An update staged on a node. */
+/** An update staged on a machine. */
 export interface StageEntry {
+  /** The machine's name. */
   node: string;
   version: string;
   at: number;
+  /** A machine outside the rollout (a clone): at most one reboot, none required. */
+  optional?: boolean;
+}
+
+/** An operator's `sluicectl unlock --force` of a node's slot. */
+export interface UnlockEntry {
+  node: string;
+  /** When the command was started and when it returned. */
+  at: number;
+  doneAt: number;
+  /** Its exit code. */
+  code: number;
 }
 
 /** A change of max made by the simulator (or by a test through it). */
@@ -88,9 +129,15 @@ export interface TimelineData {
   pausedChanges: readonly SettingChange[];
   markers: readonly MarkerInterval[];
   keys: { max: string; paused: string; holdingPrefix: string; queuePrefix: string };
+  /** The windows key over time (its raw spec; null while absent). */
+  windowChanges: readonly SettingChange[];
   maxAt(revision: number): number;
   maxAtTime(at: number): number;
   pausedAt(revision: number): string | null;
+  windowsAt(revision: number): string | null;
+  lossBudgetAt(revision: number): number;
+  /** Set when the watcher's watch was cancelled: the timeline has a hole. */
+  gap?: Error | null;
 }
 
 /** Everything the checker reads. */
@@ -101,11 +148,27 @@ export interface InvariantInput {
   timeline: TimelineData;
   /** True once the rollout is over: every staged update must then have exactly one reboot. */
   complete: boolean;
+  /** Operator force-unlocks, each of which may excuse a reboot it raced with. */
+  unlocks?: readonly UnlockEntry[];
+  /** Set when the HolderObserver's watch was cancelled. */
+  observerGap?: Error | null;
+  /** Queue keys and markers found in etcd once the rollout was over (should be none). */
+  leftover?: readonly string[];
 }
 
 /** One broken invariant. */
 export interface Violation {
-  check: 'slots' | 'rank' | 'paused' | 'down' | 'slot-at-reboot' | 'once';
+  check:
+    | 'slots'
+    | 'rank'
+    | 'paused'
+    | 'down'
+    | 'slot-at-reboot'
+    | 'once'
+    | 'halt'
+    | 'window'
+    | 'leak'
+    | 'observer';
   node: string | null;
   revision: number | null;
   at: number | null;
@@ -131,8 +194,32 @@ export function checkInvariants(input: InvariantInput): InvariantReport {
   const notes: string[] = [];
   const slots = checkSlots(input.timeline, violations);
   const peakDown = checkDown(input, violations);
-  checkSlotAtReboot(input, violations);
+  checkSlotAtReboot(input, violations, notes);
   checkOnce(input, violations);
+  checkWindows(input, violations, notes);
+  if (input.complete && input.leftover && input.leftover.length > 0) {
+    violations.push({
+      check: 'leak',
+      node: null,
+      revision: null,
+      at: null,
+      message: `slot keys left in etcd after the rollout: ${input.leftover.join(', ')}`,
+    });
+  }
+  for (const [who, gap] of [
+    ['the timeline', input.timeline.gap],
+    ['the holder observer', input.observerGap],
+  ] as const) {
+    if (gap) {
+      violations.push({
+        check: 'observer',
+        node: null,
+        revision: null,
+        at: null,
+        message: `${who} missed revisions (its watch was cancelled: ${gap.message}); nothing after that is checked`,
+      });
+    }
+  }
   for (const set of input.maxSets) {
     const seen = input.timeline.maxChanges.some(
       (c) => c.raw !== null && c.raw.trim() === set.value.trim() && c.at >= set.at - 1000,
@@ -221,6 +308,26 @@ function checkSlots(t: TimelineData, violations: Violation[]): { peak: number } 
       });
     }
   };
+  /** Holders other than `node` that are lost: their marker's queue key is gone or newer. */
+  const lostBesides = (node: string) =>
+    [...holders.keys()].filter((other) => {
+      if (other === node) return false;
+      const place = places.get(other) ?? null;
+      return place === null || queue.get(other) !== place;
+    });
+  const checkHalt = (node: string, revision: number, at: number) => {
+    const lost = lostBesides(node);
+    const budget = t.lossBudgetAt(revision);
+    if (lost.length > budget) {
+      violations.push({
+        check: 'halt',
+        node,
+        revision,
+        at,
+        message: `${node} was admitted at revision ${revision} although ${lost.length} holder(s) were lost (${lost.join(', ')}), beyond the loss budget ${budget}: the group should have halted`,
+      });
+    }
+  };
   for (const e of t.events) {
     if (e.key.startsWith(t.keys.queuePrefix)) {
       const node = e.key.slice(t.keys.queuePrefix.length);
@@ -248,6 +355,7 @@ function checkSlots(t: TimelineData, violations: Violation[]): { peak: number } 
         });
       }
       checkRank(node, e.revision, e.at);
+      checkHalt(node, e.revision, e.at);
       check(e.revision, e.at, node);
     } else if (e.key === t.keys.max) {
       check(e.revision, e.at, null);
@@ -262,6 +370,18 @@ function stintOf(t: TimelineData, r: RebootEntry): MarkerInterval | undefined {
   return t.markers.find((m) => m.node === r.node && m.createdRevision === r.admissionRevision);
 }
 
+/** The machine a reboot entry is about. */
+function machineOf(r: RebootEntry): string {
+  return r.machine ?? r.node;
+}
+
+/** An operator's force-unlock of the node that was in flight at the reboot call, if any. */
+function forcedAt(input: InvariantInput, r: RebootEntry): UnlockEntry | undefined {
+  return input.unlocks?.find(
+    (u) => u.node === r.node && u.at <= r.downAt + 100 && u.doneAt >= r.downAt - UNLOCK_RACE_MS,
+  );
+}
+
 function checkDown(input: InvariantInput, violations: Violation[]): number {
   const t = input.timeline;
   const stints = new Map<RebootEntry, MarkerInterval | undefined>();
@@ -274,33 +394,44 @@ function checkDown(input: InvariantInput, violations: Violation[]): number {
     const max = t.maxAtTime(at);
     const counted = down.filter((o) => {
       const stint = stints.get(o);
-      // No slot at all is counted (and reported by the slot-at-reboot check).
-      if (!stint) return true;
+      // No slot at all is counted (and reported by the slot-at-reboot check), unless an
+      // operator's force-unlock took it away right at the reboot.
+      if (!stint) return !forcedAt(input, o);
       if (stint.deletedAt !== null && stint.deletedAt <= at) return false;
       return t.maxAt(stint.createdRevision) <= max;
     });
     if (counted.length > max) {
       violations.push({
         check: 'down',
-        node: r.node,
+        node: machineOf(r),
         revision: null,
         at,
-        message: `${counted.length} nodes down at once against max ${max} when ${r.node} went down: ${counted.map((o) => o.node).join(', ')}`,
+        message: `${counted.length} nodes down at once against max ${max} when ${machineOf(r)} went down: ${counted.map(machineOf).join(', ')}`,
       });
     }
   }
   return peak;
 }
 
-function checkSlotAtReboot(input: InvariantInput, violations: Violation[]): void {
+function checkSlotAtReboot(input: InvariantInput, violations: Violation[], notes: string[]): void {
+  const bySlot = new Map<string, RebootEntry[]>();
   for (const r of input.reboots) {
+    const who = r.machine && r.machine !== r.node ? `${r.machine} (node id ${r.node})` : r.node;
+    const missing = r.slotSeen === false || r.admissionRevision === null;
+    const forced = missing ? forcedAt(input, r) : undefined;
+    if (forced) {
+      notes.push(
+        `${who} rebooted (#${r.seq}) as an operator force-unlocked its slot (sluicectl unlock --force, exit ${forced.code})`,
+      );
+      continue;
+    }
     if (r.slotSeen === false) {
       violations.push({
         check: 'slot-at-reboot',
         node: r.node,
         revision: null,
         at: r.downAt,
-        message: `${r.node} rebooted (#${r.seq}) without the observer seeing its holding marker`,
+        message: `${who} rebooted (#${r.seq}) without the observer seeing its holding marker`,
       });
     }
     if (r.admissionRevision === null) {
@@ -309,7 +440,7 @@ function checkSlotAtReboot(input: InvariantInput, violations: Violation[]): void
         node: r.node,
         revision: null,
         at: r.downAt,
-        message: `${r.node} rebooted (#${r.seq}) with no holding marker in etcd`,
+        message: `${who} rebooted (#${r.seq}) with no holding marker in etcd`,
       });
     } else if (!stintOf(input.timeline, r)) {
       violations.push({
@@ -317,41 +448,131 @@ function checkSlotAtReboot(input: InvariantInput, violations: Violation[]): void
         node: r.node,
         revision: r.admissionRevision,
         at: r.downAt,
-        message: `${r.node} rebooted (#${r.seq}) on a marker (revision ${r.admissionRevision}) the timeline never saw`,
+        message: `${who} rebooted (#${r.seq}) on a marker (revision ${r.admissionRevision}) the timeline never saw`,
+      });
+    } else {
+      const slot = `${r.node}@${r.admissionRevision}`;
+      bySlot.set(slot, [...(bySlot.get(slot) ?? []), r]);
+    }
+  }
+  for (const [slot, reboots] of bySlot) {
+    const machines = [...new Set(reboots.map(machineOf))];
+    if (machines.length < 2) continue;
+    const [node, revision] = slot.split('@') as [string, string];
+    violations.push({
+      check: 'slot-at-reboot',
+      node,
+      revision: Number(revision),
+      at: reboots[1]!.downAt,
+      message: `${machines.length} machines rebooted on one slot (${node}'s, admitted at revision ${revision}): ${machines.join(', ')}`,
+    });
+  }
+}
+
+function checkOnce(input: InvariantInput, violations: Violation[]): void {
+  const staged = new Map<string, StageEntry>();
+  for (const s of input.stages) staged.set(`${s.node}\0${s.version}`, s);
+  const counts = new Map<string, number>();
+  for (const r of input.reboots) {
+    const key = `${machineOf(r)}\0${r.versionAfter}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+    if (!staged.has(key)) {
+      violations.push({
+        check: 'once',
+        node: machineOf(r),
+        revision: null,
+        at: r.downAt,
+        message: `${machineOf(r)} rebooted (#${r.seq}) with no update staged (${r.versionBefore} -> ${r.versionAfter})`,
+      });
+    }
+  }
+  for (const [key, stage] of staged) {
+    const n = counts.get(key) ?? 0;
+    if (n > 1 || (input.complete && n === 0 && !stage.optional)) {
+      violations.push({
+        check: 'once',
+        node: stage.node,
+        revision: null,
+        at: null,
+        message: `${stage.node} rebooted ${n} times for update ${stage.version}; expected ${stage.optional ? 'at most' : 'exactly'} once`,
       });
     }
   }
 }
 
-function checkOnce(input: InvariantInput, violations: Violation[]): void {
-  const staged = new Set(input.stages.map((s) => `${s.node}\0${s.version}`));
-  const counts = new Map<string, number>();
-  for (const r of input.reboots) {
-    const key = `${r.node}\0${r.versionAfter}`;
-    counts.set(key, (counts.get(key) ?? 0) + 1);
-    if (!staged.has(key)) {
+function checkWindows(input: InvariantInput, violations: Violation[], notes: string[]): void {
+  const t = input.timeline;
+  const slack = WINDOW_SLACK_MS;
+  const unreadable = new Set<string>();
+  const shut = (spec: string, from: number, to: number): boolean => {
+    const open = openIntervals(spec, from - 8 * DAY_MS, to + 8 * DAY_MS);
+    if (open === null) {
+      unreadable.add(spec);
+      return false;
+    }
+    return !open.some(([a, b]) => a < to && b > from);
+  };
+  for (const m of t.markers) {
+    const spec = t.windowsAt(m.createdRevision);
+    if (spec === null || m.createdRevision <= t.startRevision) continue;
+    if (shut(spec, m.createdAt - slack, m.createdAt + slack)) {
       violations.push({
-        check: 'once',
-        node: r.node,
+        check: 'window',
+        node: m.node,
+        revision: m.createdRevision,
+        at: m.createdAt,
+        message: `${m.node} was admitted at revision ${m.createdRevision} while the group window (${spec}) was shut`,
+      });
+    }
+  }
+  for (const r of input.reboots) {
+    const from = r.downAt - slack;
+    const changes = t.windowChanges;
+    const before = changes.filter((c) => c.at <= from).at(-1) ?? changes[0];
+    const specs = [before, ...changes.filter((c) => c.at > from && c.at <= r.downAt)]
+      .filter((c): c is SettingChange => c !== undefined)
+      .map((c) => c.raw);
+    if (specs.length === 0 || specs.some((spec) => spec === null)) continue;
+    if (specs.every((spec) => shut(spec!, from, r.downAt + slack))) {
+      violations.push({
+        check: 'window',
+        node: machineOf(r),
         revision: null,
         at: r.downAt,
-        message: `${r.node} rebooted (#${r.seq}) with no update staged (${r.versionBefore} -> ${r.versionAfter})`,
+        message: `${machineOf(r)} rebooted (#${r.seq}) while the group window was shut (${specs.join(' | ')})`,
       });
     }
   }
-  for (const key of staged) {
-    const [node, version] = key.split('\0') as [string, string];
-    const n = counts.get(key) ?? 0;
-    if (n > 1 || (input.complete && n === 0)) {
-      violations.push({
-        check: 'once',
-        node,
-        revision: null,
-        at: null,
-        message: `${node} rebooted ${n} times for update ${version}; expected exactly once`,
-      });
+  for (const spec of unreadable) notes.push(`window spec not checked (not a simple spec): ${spec}`);
+}
+
+const DAY_MS = 86_400_000;
+const DAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'];
+
+/**
+ * The open periods of a simple window spec between `from` and `to` (ms), or null when the spec
+ * is not of the simple form: `;`-separated entries `Day[,Day...] HH:MM+N(m|h) UTC`.
+ */
+export function openIntervals(spec: string, from: number, to: number): [number, number][] | null {
+  const out: [number, number][] = [];
+  for (const entry of spec.split(';')) {
+    const m =
+      /^\s*([A-Za-z]{3}(?:,[A-Za-z]{3})*) ([0-9]{2}):([0-9]{2})\+([0-9]+)([mh]) UTC\s*$/.exec(
+        entry,
+      );
+    if (!m) return null;
+    const days = m[1]!.split(',').map((d) => DAYS.indexOf(d));
+    if (days.some((d) => d < 0)) return null;
+    const start = (Number(m[2]) * 60 + Number(m[3])) * 60_000;
+    const length = Number(m[4]) * (m[5] === 'h' ? 3_600_000 : 60_000);
+    for (let day = Math.floor(from / DAY_MS) - 1; day * DAY_MS <= to; day++) {
+      // Day 0 of the epoch was a Thursday: ISO weekday index (Mon = 0) is (day + 3) mod 7.
+      if (!days.includes((((day + 3) % 7) + 7) % 7)) continue;
+      const a = day * DAY_MS + start;
+      if (a + length > from && a < to) out.push([a, a + length]);
     }
   }
+  return out;
 }
 
 /** Formats a report for people: one line when all is well, one line per violation otherwise. */

@@ -9,7 +9,7 @@
  * update_engine idle on the new version, and `sluiced` starts again.
  */
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,11 +26,28 @@ import { exited, killChild, spawnTracked } from './procs.js';
 /** The built agent the simulator runs: `npx turbo run build` makes it. */
 export const SLUICED = fileURLToPath(new URL('../../agent/dist/main.js', import.meta.url));
 
+/**
+ * libfaketime, which the simulator preloads into an agent to set its clock off: where Debian's
+ * `faketime` package puts it on this machine's architecture.
+ */
+export const LIBFAKETIME =
+  [
+    '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1',
+    '/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1',
+  ].find((path) => existsSync(path)) ?? '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+
 /** How one node is set up; the fleet fills it in. */
 export interface SimNodeOptions {
+  /** The machine's name (its hostname, and the node id unless `nodeId` says otherwise). */
   id: string;
+  /**
+   * The node id the agent runs with (its machine-id file). Default `id`; a cloned machine has
+   * another machine's.
+   */
+  nodeId?: string;
   /** A directory of its own: machine id, boot id, config, log. */
   dir: string;
+  /** The etcd endpoints the agent is given (the members', or proxies in front of them). */
   endpoints: string[];
   prefix: string;
   group: string;
@@ -51,6 +68,11 @@ export interface SimNodeOptions {
   extraYaml?: string;
   /** The operating system the machine runs (see {@link SimOs}). Default `flatcar`. */
   os?: SimOs;
+  /**
+   * Run the agent under libfaketime, with its clock offset read from a file in the node's
+   * directory (see `setClockOffset`). Default off.
+   */
+  fakeClock?: boolean;
 }
 
 /**
@@ -110,12 +132,18 @@ export class SimNode {
   agentState = 'stopped';
   /** The edge of that transition. */
   agentEdge = '';
+  /** When the agent took it (ms, on the simulator's clock). */
+  agentSince = 0;
   /** True while a machine that went down should stay down (a node that never comes back). */
   stuck = false;
   /** Reboot calls still to refuse with a D-Bus error, as a logind that is busy might. */
   refuseReboots = 0;
   /** Starts of the agent process, kills by the simulator, and exits it did on its own. */
-  readonly counts = { starts: 0, kills: 0, crashes: 0 };
+  readonly counts = { starts: 0, kills: 0, crashes: 0, freezes: 0 };
+  /** True while the agent process is stopped with SIGSTOP. */
+  frozen = false;
+  /** The agent's clock offset in seconds (libfaketime; 0 without `fakeClock`). */
+  clockOffset = 0;
   #child: ChildProcess | null = null;
   #killing = new Set<ChildProcess>();
   #log: WriteStream | null = null;
@@ -131,9 +159,14 @@ export class SimNode {
     this.version = opts.version;
   }
 
-  /** The node id. */
+  /** The machine's name. */
   get id(): string {
     return this.opts.id;
+  }
+
+  /** The node id its agent uses: its own name, or another machine's when cloned. */
+  get nodeId(): string {
+    return this.opts.nodeId ?? this.opts.id;
   }
 
   /** The agent's PID while it runs. */
@@ -165,8 +198,9 @@ export class SimNode {
   async setup(): Promise<void> {
     const o = this.opts;
     await mkdir(o.dir, { recursive: true });
-    await writeFile(join(o.dir, 'machine-id'), `${o.id}\n`);
+    await writeFile(join(o.dir, 'machine-id'), `${this.nodeId}\n`);
     await this.#writeBootId();
+    if (o.fakeClock) await this.setClockOffset(this.clockOffset);
     this.#log = createWriteStream(this.logFile, { flags: 'a' });
     this.bus = await startDbusDaemon();
     this.#os = await this.#startOs(this.bus.address);
@@ -175,7 +209,7 @@ export class SimNode {
     await this.logind.start();
     const yaml = [
       'node:',
-      `  id: ${o.id}`,
+      `  id: ${this.nodeId}`,
       `  hostname: ${o.id}`,
       'etcd:',
       `  endpoints: [${o.endpoints.join(', ')}]`,
@@ -227,7 +261,25 @@ export class SimNode {
   }
 
   async #writeBootId(): Promise<void> {
-    await writeFile(join(this.opts.dir, 'boot_id'), `boot-${this.boot}\n`);
+    // Unique per machine, as real boot ids are: a clone must not find its twin's boot id.
+    await writeFile(join(this.opts.dir, 'boot_id'), `${this.opts.id}-boot-${this.boot}\n`);
+  }
+
+  /** libfaketime's offset file for this node's agent. */
+  get clockFile(): string {
+    return join(this.opts.dir, 'faketime');
+  }
+
+  /**
+   * Sets the agent's clock `seconds` off the real one (needs `fakeClock`). A running agent sees
+   * the change within a second (libfaketime re-reads the file); its timers are unaffected (the
+   * monotonic clock is left alone).
+   */
+  async setClockOffset(seconds: number): Promise<void> {
+    if (!this.opts.fakeClock) throw new Error(`${this.id} was not set up with a fake clock`);
+    const s = Math.round(seconds);
+    await writeFile(this.clockFile, `${s >= 0 ? '+' : ''}${s}\n`);
+    this.clockOffset = s;
   }
 
   /**
@@ -254,14 +306,21 @@ export class SimNode {
       o.retryDelay,
     ];
     // Only PATH and HOME: SLUICE_* variables of whoever runs the simulator must not leak in.
-    const child = spawnTracked(process.execPath, args, {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-    });
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME };
+    if (o.fakeClock) {
+      Object.assign(env, {
+        LD_PRELOAD: LIBFAKETIME,
+        FAKETIME_TIMESTAMP_FILE: this.clockFile,
+        FAKETIME_CACHE_DURATION: '1',
+        FAKETIME_DONT_FAKE_MONOTONIC: '1',
+      });
+    }
+    const child = spawnTracked(process.execPath, args, env);
     this.#child = child;
     this.counts.starts++;
     this.agentState = 'recovering';
     this.agentEdge = 'start';
+    this.agentSince = Date.now();
     let resolve!: () => void;
     const promise = new Promise<void>((r) => {
       resolve = r;
@@ -287,6 +346,7 @@ export class SimNode {
     });
     child.once('exit', (code, signal) => {
       resolve();
+      this.frozen = false;
       this.#write(`--- ${new Date().toISOString()} sim: sluiced exited (${code ?? signal})\n`);
       if (this.#child === child) {
         this.#child = null;
@@ -323,8 +383,9 @@ export class SimNode {
       const from = typeof entry.from === 'string' ? entry.from : '';
       this.agentState = entry.to;
       this.agentEdge = entry.edge;
-      // pino's own timestamp: when the agent took the transition, not when we read the line.
-      const at = typeof entry.time === 'number' ? entry.time : Date.now();
+      // pino's own timestamp: when the agent took the transition, not when we read the line
+      // (on the real clock: a fake one is set off by a known offset).
+      const at = typeof entry.time === 'number' ? entry.time - this.clockOffset * 1000 : Date.now();
       this.hooks.transition(this, from, entry.to, entry.edge, at);
       if (from === 'recovering') this.#ready?.resolve();
     }
@@ -339,6 +400,29 @@ export class SimNode {
     this.#killing.add(child);
     this.counts.kills++;
     await killChild(child);
+  }
+
+  /**
+   * Stops the agent process with SIGSTOP, as a hung VM or a stalled disk would: it keeps its
+   * connections and leases but answers nothing. `thaw()` lets it go on. No-op without an agent.
+   */
+  freeze(): void {
+    const child = this.#child;
+    if (!child?.pid || this.frozen) return;
+    child.kill('SIGSTOP');
+    this.frozen = true;
+    this.counts.freezes++;
+    this.#write(`--- ${new Date().toISOString()} sim: sluiced stopped (SIGSTOP)\n`);
+  }
+
+  /** Lets a frozen agent go on (SIGCONT). */
+  thaw(): void {
+    const child = this.#child;
+    if (!this.frozen) return;
+    this.frozen = false;
+    if (!child?.pid) return;
+    child.kill('SIGCONT');
+    this.#write(`--- ${new Date().toISOString()} sim: sluiced continued (SIGCONT)\n`);
   }
 
   /** Runs `fn` after `ms` unless the node is stopped first. */

@@ -75,6 +75,16 @@ type Cleanup = () => Promise<void> | void;
 const cleanups: Cleanup[] = [];
 let installed = false;
 let shuttingDown: Promise<void> | null = null;
+/** The exit code a signal ends the simulator with, when not the signal's own (130, 143). */
+let signalExitCode: number | null = null;
+
+/**
+ * From now on, SIGINT and SIGTERM end the simulator with `code` after the cleanup, not with 130
+ * or 143: for a demo that finished its work and only stayed up until Ctrl-C. `null` undoes it.
+ */
+export function setSignalExitCode(code: number | null): void {
+  signalExitCode = code;
+}
 
 /**
  * Registers `fn` to run when the simulator is interrupted. Returns a function that unregisters
@@ -106,7 +116,7 @@ export function shutdown(): Promise<void> {
 
 /**
  * For entry points: on SIGINT or SIGTERM, stop everything (see {@link shutdown}) and exit with
- * 130 or 143. A second signal while stopping is ignored: the cleanup is already under way and
+ * 130 or 143 (or the code given to {@link setSignalExitCode}). A second signal while stopping is ignored: the cleanup is already under way and
  * kills by PID, so nothing is left behind.
  */
 export function installShutdownHandlers(write: (text: string) => void = () => {}): void {
@@ -116,7 +126,7 @@ export function installShutdownHandlers(write: (text: string) => void = () => {}
     process.on(signal, () => {
       if (shuttingDown) return;
       write(`\n${signal}: stopping every process of the simulation...\n`);
-      void shutdown().finally(() => process.exit(code));
+      void shutdown().finally(() => process.exit(signalExitCode ?? code));
     });
   };
   handle('SIGINT', 130);

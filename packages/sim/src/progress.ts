@@ -29,6 +29,8 @@ export interface ProgressOptions {
   intervalMs?: number;
   /** Times are shown relative to this (ms). Default: when the fleet started. */
   origin?: number;
+  /** Plain mode: print only changes from the states at `start()`, not those states themselves. */
+  changesOnly?: boolean;
 }
 
 /** Shows a fleet's progress until stopped. */
@@ -39,6 +41,7 @@ export class ProgressDisplay {
   readonly #target: string;
   readonly #interval: number;
   readonly #origin: number;
+  readonly #changesOnly: boolean;
   #timer: NodeJS.Timeout | undefined;
   #drawn = 0;
   #last = new Map<string, string>();
@@ -52,6 +55,7 @@ export class ProgressDisplay {
     this.#target = opts.target;
     this.#interval = opts.intervalMs ?? 200;
     this.#origin = opts.origin ?? fleet.startedAt;
+    this.#changesOnly = opts.changesOnly ?? false;
   }
 
   /** Starts drawing (TTY) or printing changes (plain). */
@@ -60,6 +64,9 @@ export class ProgressDisplay {
       this.#timer = setInterval(() => this.#draw(), this.#interval);
       this.#draw();
     } else {
+      if (this.#changesOnly) {
+        for (const v of this.#fleet.view()) this.#last.set(v.id, lineState(v));
+      }
       this.#unsubscribe = this.#fleet.onEvent((e) => this.#event(e));
       this.#timer = setInterval(() => this.#lines(), 100);
     }
@@ -121,7 +128,7 @@ export class ProgressDisplay {
   #lines(): void {
     const views = this.#fleet.view();
     for (const v of views) {
-      const text = `${v.state}${v.position ? ` #${v.position}` : ''}`;
+      const text = lineState(v);
       const before = this.#last.get(v.id);
       if (before === text) continue;
       this.#last.set(v.id, text);
@@ -139,6 +146,11 @@ export class ProgressDisplay {
       `${this.#elapsed(e.at)} ${e.node ? `${e.node} ` : ''}[${e.kind}]${e.detail ? ` ${e.detail}` : ''}\n`,
     );
   }
+}
+
+/** A node's state as a plain line shows it: `waiting #2`. */
+function lineState(v: NodeView): string {
+  return `${v.state}${v.position ? ` #${v.position}` : ''}`;
 }
 
 /** The reason of a paused value: sluicectl's JSON form or plain text. */

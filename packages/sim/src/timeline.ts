@@ -6,11 +6,15 @@
  * HTML timeline can show each node's record states over time.
  *
  * Events are processed one by one in revision order, not per watch response: a response may batch
- * several revisions, and a check on the batch's end state could miss a brief over-admission.
+ * several revisions, and a check on the batch's end state could miss a brief over-admission. The
+ * watch is the testkit's {@link RevisionWatch}: it resumes after the last revision applied, never
+ * from a response header, so a stream that drops in the middle of a catch-up (responses of at most
+ * 1000 revisions after a partition or a burst of writes) loses nothing.
  */
 import type { GroupKeys } from '@sluice/core';
+import { RevisionWatch } from '@sluice/testkit';
 import { ExponentialBackoff } from 'cockatiel';
-import { Etcd3, type IKeyValue, type IOptions, type Watcher } from 'etcd3';
+import { Etcd3, type IKeyValue, type IOptions } from 'etcd3';
 
 /** A key as it stands in the simulator's mirror. */
 export interface MirrorKV {
@@ -78,11 +82,13 @@ export interface QueueView {
 /**
  * Client options for the simulator's own etcd clients: etcd3's default watch back-off grows to
  * 30 s while etcd is unreachable, which would leave the simulator blind for that long after an
- * outage; the simulator retries its watches at least every second.
+ * outage; the simulator retries its watches at least every second. Unary calls get a deadline.
  */
 export function simClientOptions(endpoints: string[]): IOptions {
   return {
     hosts: endpoints,
+    // A read or write that hangs (etcd is down, a member is cut off) fails after 5 s instead.
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 5000 }),
     faultHandling: {
       // etcd3 wants a first back-off step (it calls next() on it), not the factory.
       watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }).next(),
@@ -107,9 +113,7 @@ export class GroupTimeline {
   readonly #client: Etcd3;
   readonly #mirror = new Map<string, MirrorKV>();
   readonly #listeners = new Set<() => void>();
-  #watcher: Watcher | null = null;
-  /** The revision of the last event applied per key, to drop events replayed after a reconnect. */
-  readonly #applied = new Map<string, number>();
+  #watch: RevisionWatch | null = null;
   /** Every event seen, in revision order. */
   readonly events: TimelineEvent[] = [];
   /** The keys found by the first read, as puts at their own revisions. */
@@ -120,6 +124,8 @@ export class GroupTimeline {
   readonly pausedChanges: SettingChange[] = [];
   /** The windows key over time. */
   readonly windowChanges: SettingChange[] = [];
+  /** The loss-budget key over time. */
+  readonly lossBudgetChanges: SettingChange[] = [];
   /** Holding-marker stints, in the order they began. */
   readonly markers: MarkerInterval[] = [];
   /** Each node's record states over time. */
@@ -128,10 +134,23 @@ export class GroupTimeline {
   startRevision = 0;
   /** When the first read was made. */
   startAt = 0;
-  /** The highest revision seen so far. */
-  revision = 0;
-  /** Watch disconnections seen (each was resumed from the last revision seen). */
-  disconnects = 0;
+  /** The last revision applied (the start revision until the first change). */
+  get revision(): number {
+    return Math.max(this.startRevision, this.#watch?.lastRevision ?? 0);
+  }
+
+  /** Watch disconnections seen (each was resumed from the revision after the last one applied). */
+  get disconnects(): number {
+    return this.#watch?.disconnects ?? 0;
+  }
+
+  /**
+   * Set when etcd cancelled the watch (its revision was compacted): the timeline has a hole and
+   * the checker cannot vouch for anything after it.
+   */
+  get gap(): Error | null {
+    return this.#watch?.gap ?? null;
+  }
 
   private constructor(
     readonly endpoints: string[],
@@ -157,11 +176,9 @@ export class GroupTimeline {
     const at = Date.now();
     this.startAt = at;
     this.startRevision = Number(res.header.revision);
-    this.revision = this.startRevision;
     for (const kv of res.kvs) {
       const key = kv.key.toString();
       this.#mirror.set(key, toMirror(kv));
-      this.#applied.set(key, Number(kv.mod_revision));
       this.initial.push({
         revision: Number(kv.mod_revision),
         at,
@@ -178,35 +195,30 @@ export class GroupTimeline {
     }
     if (!this.pausedChanges.length) this.pausedChanges.push({ revision: rev, at, raw: null });
     if (!this.windowChanges.length) this.windowChanges.push({ revision: rev, at, raw: null });
-    const watcher = await this.#client
-      .watch()
-      .prefix(this.keys.root)
-      .startRevision(String(rev + 1))
-      .create();
-    this.#watcher = watcher;
-    watcher.on('disconnected', () => {
-      this.disconnects++;
-    });
-    watcher.on('error', () => {});
-    watcher.on('data', (data) => {
-      const seen = Date.now();
-      for (const event of data.events) {
-        const key = event.kv.key.toString();
-        const revision = Number(event.kv.mod_revision);
-        if (revision <= this.startRevision || revision <= (this.#applied.get(key) ?? 0)) continue;
-        this.#applied.set(key, revision);
-        if (event.type === 'Delete') {
-          this.#mirror.delete(key);
-          this.#note(key, 'delete', null, revision, seen, false, 0);
-        } else {
-          this.#mirror.set(key, toMirror(event.kv));
-          const created = Number(event.kv.create_revision);
-          this.#note(key, 'put', event.kv.value.toString(), revision, seen, false, created);
+    if (!this.lossBudgetChanges.length) {
+      this.lossBudgetChanges.push({ revision: rev, at, raw: null });
+    }
+    this.#watch = await RevisionWatch.start(this.#client, this.keys.root, {
+      startRevision: rev + 1,
+      onRevision: (change) => {
+        for (const event of change.events) {
+          const key = event.key;
+          if (event.type === 'delete') {
+            this.#mirror.delete(key);
+            this.#note(key, 'delete', null, change.revision, change.at, false, 0);
+          } else {
+            this.#mirror.set(key, {
+              value: event.value ?? '',
+              createRevision: event.createRevision,
+              modRevision: event.modRevision,
+              lease: event.lease,
+            });
+            const value = event.value ?? '';
+            this.#note(key, 'put', value, change.revision, change.at, false, event.createRevision);
+          }
         }
-        this.revision = Math.max(this.revision, revision);
-      }
-      this.revision = Math.max(this.revision, Number(data.header.revision));
-      for (const listener of this.#listeners) listener();
+        for (const listener of this.#listeners) listener();
+      },
     });
   }
 
@@ -230,6 +242,8 @@ export class GroupTimeline {
       this.pausedChanges.push({ revision: rev, at, raw: value });
     } else if (key === keys.windows) {
       this.windowChanges.push({ revision: rev, at, raw: value });
+    } else if (key === keys.lossBudget) {
+      this.lossBudgetChanges.push({ revision: rev, at, raw: value });
     } else if (key.startsWith(keys.holdingPrefix)) {
       const node = key.slice(keys.holdingPrefix.length);
       if (type === 'put') {
@@ -285,6 +299,15 @@ export class GroupTimeline {
     return settingAt(this.pausedChanges, revision)?.raw ?? null;
   }
 
+  /**
+   * The loss budget admission obeys at `revision`: absent 0, and anything but a plain decimal
+   * also 0 (an unreadable budget admits nobody; 0 is the strictest reading).
+   */
+  lossBudgetAt(revision: number): number {
+    const raw = settingAt(this.lossBudgetChanges, revision)?.raw ?? null;
+    return raw !== null && /^[0-9]{1,6}$/.test(raw.trim()) ? Number(raw.trim()) : 0;
+  }
+
   /** The windows key's raw value at `revision` (null: no group window). */
   windowsAt(revision: number): string | null {
     return settingAt(this.windowChanges, revision)?.raw ?? null;
@@ -320,9 +343,22 @@ export class GroupTimeline {
     return this.markers.find((m) => m.node === node && m.deletedRevision === null);
   }
 
-  /** Holders whose queue key is gone: lost during their reboot. */
+  /**
+   * Holders lost during their reboot: the queue key their marker belongs to is gone (or is a
+   * newer one, the node having queued again), or the marker is unreadable.
+   */
   get lost(): string[] {
-    return this.holders.filter((node) => !this.#mirror.has(this.keys.queue(node)));
+    return this.holders.filter((node) => {
+      const marker = this.get(this.keys.holding(node));
+      const queued = this.#mirror.get(this.keys.queue(node));
+      let place: unknown;
+      try {
+        place = (JSON.parse(marker ?? '') as { createRevision?: unknown }).createRevision;
+      } catch {
+        return true;
+      }
+      return queued === undefined || queued.createRevision !== place;
+    });
   }
 
   /** The queue now, in queue order (by create revision). */
@@ -350,10 +386,10 @@ export class GroupTimeline {
 
   /** Stops watching and closes the client. Idempotent. */
   async stop(): Promise<void> {
-    const watcher = this.#watcher;
-    this.#watcher = null;
+    const watch = this.#watch;
+    this.#watch = null;
     this.#listeners.clear();
-    await watcher?.cancel().catch(() => {});
+    await watch?.close();
     this.#client.close();
   }
 }

@@ -61,6 +61,8 @@ export class EtcdMember {
     readonly initialCluster: string,
     readonly clusterState: 'new' | 'existing',
     readonly options: EtcdMemberOptions = {},
+    /** The peer port other members dial: `peerPort` itself, or a proxy's in front of it. */
+    readonly advertisedPeerPort: number = peerPort,
   ) {}
 
   get scheme(): string {
@@ -100,7 +102,7 @@ export class EtcdMember {
       `--listen-client-urls=${this.endpoint}`,
       `--advertise-client-urls=${this.endpoint}`,
       `--listen-peer-urls=http://127.0.0.1:${this.peerPort}`,
-      `--initial-advertise-peer-urls=http://127.0.0.1:${this.peerPort}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${this.advertisedPeerPort}`,
       `--listen-metrics-urls=http://127.0.0.1:${this.metricsPort}`,
       `--initial-cluster=${this.initialCluster}`,
       `--initial-cluster-state=${this.clusterState}`,
@@ -228,6 +230,12 @@ export class EtcdCluster {
 export interface StartEtcdOptions extends EtcdMemberOptions {
   /** Number of members (1 or 3 usually). Default 1. */
   members?: number;
+  /**
+   * Routes peer traffic, for tests that cut members off from each other: called once per member,
+   * before any starts, with its name and the port it listens on for peers; returns the port its
+   * peers dial instead (a proxy's that forwards to `peerPort`). Default: peers dial it directly.
+   */
+  peerRoute?: (member: { name: string; peerPort: number }) => Promise<number>;
 }
 
 /** Starts etcd on loopback with free ports and a temp data dir. */
@@ -238,7 +246,13 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
   for (let i = 0; i < count; i++) {
     ports.push({ client: await freePort(), peer: await freePort(), metrics: await freePort() });
   }
-  const initialCluster = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`).join(',');
+  const advertised: number[] = [];
+  for (const [i, p] of ports.entries()) {
+    advertised.push(
+      options.peerRoute ? await options.peerRoute({ name: `m${i}`, peerPort: p.peer }) : p.peer,
+    );
+  }
+  const initialCluster = advertised.map((port, i) => `m${i}=http://127.0.0.1:${port}`).join(',');
   const members = ports.map(
     (p, i) =>
       new EtcdMember(
@@ -250,6 +264,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
         initialCluster,
         'new',
         options,
+        advertised[i],
       ),
   );
   const cluster = new EtcdCluster(members, root);

@@ -1,6 +1,7 @@
 export * from './dbus-daemon.js';
 export * from './etcd.js';
 export * from './fake-logind.js';
+export * from './fake-ports.js';
 export * from './fake-rpm-ostree.js';
 export * from './fake-systemd.js';
 export * from './fake-tools.js';
@@ -8,3 +9,4 @@ export * from './fake-update-engine.js';
 export * from './observer.js';
 export * from './peer-server.js';
 export * from './proxy.js';
+export * from './watch.js';

@@ -4,15 +4,16 @@
  * Safety tests assert on what it saw.
  *
  * It counts holders after every revision, not after every watch response: a catch-up response
- * carries up to 1000 events, and a marker may come and go inside one. It tracks the revision of
- * the last event it applied (never a response header, which carries the store's current revision)
- * and, when its stream goes down, watches again from the event after that one, so it misses
- * nothing across reconnects. If etcd compacted past that point it cannot know what it missed:
- * `gaps` says so, and `check()` throws.
+ * carries up to 1000 revisions, and a marker may come and go inside one. Its watch is a
+ * {@link RevisionWatch}: it tracks the revision of the last event applied (never a response
+ * header, which carries the store's current revision) and resumes after it, so it misses nothing
+ * across reconnects. If etcd compacted past that point it cannot know what it missed: `gaps` says
+ * so, and `check()` throws.
  */
-import { Etcd3, type IWatchResponse, type Watcher } from 'etcd3';
+import { Etcd3, type IOptions } from 'etcd3';
+import { RevisionWatch } from './watch.js';
 
-/** One change the observer saw: the markers that existed after revision `revision`. */
+/** One change the observer saw: who held a marker after revision `revision`. */
 export interface ObservedChange {
   revision: number;
   at: number;
@@ -23,92 +24,76 @@ export interface ObservedChange {
 export class HolderObserver {
   readonly #client: Etcd3;
   readonly #held = new Set<string>();
+  /** One entry per revision that changed who holds. */
   readonly timeline: ObservedChange[] = [];
   /** Every node ever seen holding, in the order their markers appeared. */
   readonly grants: string[] = [];
-  /** Compactions that cut the observer off from events it never saw. */
-  readonly gaps: string[] = [];
+  /** Most markers at one revision. */
   peak = 0;
-  /** The revision of the last event applied: the watch resumes after it. */
-  #revision = 0;
-  #watcher: Watcher | null = null;
-  #stopped = false;
+  #watch: RevisionWatch | null = null;
 
   private constructor(
-    endpoints: string[],
+    options: IOptions,
     readonly groupRoot: string,
   ) {
-    this.#client = new Etcd3({ hosts: endpoints });
+    this.#client = new Etcd3(options);
   }
 
-  get #prefix(): string {
-    return `${this.groupRoot}holding/`;
-  }
-
-  /** Starts watching from the current revision. */
-  static async start(endpoints: string[], groupRoot: string): Promise<HolderObserver> {
-    const observer = new HolderObserver(endpoints, groupRoot);
-    const prefix = observer.#prefix;
-    const res = await observer.#client.getAll().prefix(prefix).exec();
-    for (const kv of res.kvs) observer.#held.add(kv.key.toString().slice(prefix.length));
-    observer.peak = observer.#held.size;
-    observer.#revision = Number(res.header.revision);
-    await observer.#watch();
+  /**
+   * Starts watching from the current revision. `options` are the observer's own client options
+   * (the hosts default to `endpoints`).
+   */
+  static async start(
+    endpoints: string[],
+    groupRoot: string,
+    options: Partial<IOptions> = {},
+  ): Promise<HolderObserver> {
+    const observer = new HolderObserver({ ...options, hosts: endpoints }, groupRoot);
+    const prefix = `${groupRoot}holding/`;
+    try {
+      const res = await observer.#client.getAll().prefix(prefix).exec();
+      for (const kv of res.kvs) observer.#held.add(kv.key.toString().slice(prefix.length));
+      observer.peak = observer.#held.size;
+      observer.#watch = await RevisionWatch.start(observer.#client, prefix, {
+        startRevision: Number(res.header.revision) + 1,
+        onRevision: (change) => {
+          for (const event of change.events) {
+            const node = event.key.slice(prefix.length);
+            if (event.type === 'delete') observer.#held.delete(node);
+            else if (!observer.#held.has(node)) {
+              observer.#held.add(node);
+              observer.grants.push(node);
+            }
+          }
+          observer.peak = Math.max(observer.peak, observer.#held.size);
+          observer.timeline.push({
+            revision: change.revision,
+            at: change.at,
+            holders: [...observer.#held],
+          });
+        },
+      });
+    } catch (error) {
+      observer.#client.close();
+      throw error;
+    }
     return observer;
-  }
-
-  async #watch(): Promise<void> {
-    if (this.#stopped) return;
-    const watcher = await this.#client
-      .watch()
-      .prefix(this.#prefix)
-      .startRevision(String(this.#revision + 1))
-      .create();
-    if (this.#stopped) {
-      await watcher.cancel().catch(() => {});
-      return;
-    }
-    this.#watcher = watcher;
-    watcher.on('data', (data) => this.#apply(data));
-    // etcd3 would resume from the last response header + 1, which skips the rest of a catch-up
-    // batch. Start a watcher of our own from the last event we applied instead.
-    const again = () => {
-      if (this.#watcher !== watcher) return;
-      this.#watcher = null;
-      void watcher.cancel().catch(() => {});
-      setTimeout(() => void this.#watch().catch(again), 100);
-    };
-    watcher.on('disconnected', again);
-    watcher.on('error', (error: Error) => {
-      if (/compact/i.test(error.message)) this.gaps.push(error.message);
-      again();
-    });
-  }
-
-  #apply(data: IWatchResponse): void {
-    const prefix = this.#prefix;
-    const events = data.events;
-    for (const [i, event] of events.entries()) {
-      const revision = Number(event.kv.mod_revision);
-      if (revision <= this.#revision) continue; // Seen before a reconnect.
-      const node = event.kv.key.toString().slice(prefix.length);
-      if (event.type === 'Delete') this.#held.delete(node);
-      else if (!this.#held.has(node)) {
-        this.#held.add(node);
-        this.grants.push(node);
-      }
-      // One txn's events share a revision: count once the revision is complete.
-      const next = events[i + 1];
-      if (next && Number(next.kv.mod_revision) === revision) continue;
-      this.#revision = revision;
-      this.peak = Math.max(this.peak, this.#held.size);
-      this.timeline.push({ revision, at: Date.now(), holders: [...this.#held] });
-    }
   }
 
   /** Nodes holding a slot now, as far as the observer has seen. */
   get holders(): string[] {
     return [...this.#held];
+  }
+
+  /** The last revision the observer has applied. */
+  get revision(): number {
+    return this.#watch?.lastRevision ?? 0;
+  }
+
+  /** Why etcd cancelled the observer's watch (it compacted past it): what it shows is stale. */
+  get gaps(): string[] {
+    const gap = this.#watch?.gap;
+    return gap ? [gap.message] : [];
   }
 
   /** The most holders at any one revision. Throws if the observer may have missed events. */
@@ -124,7 +109,9 @@ export class HolderObserver {
     const deadline = Date.now() + timeoutMs;
     while (!predicate(this.holders)) {
       if (Date.now() > deadline) {
-        throw new Error(`observer: condition not met in ${timeoutMs} ms; holders: ${this.holders}`);
+        const shown = this.holders.slice(0, 20).join(', ');
+        const more = this.#held.size > 20 ? ` and ${this.#held.size - 20} more` : '';
+        throw new Error(`observer: condition not met in ${timeoutMs} ms; holders: ${shown}${more}`);
       }
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -132,10 +119,7 @@ export class HolderObserver {
 
   /** Stops watching and closes the observer's client. */
   async stop(): Promise<void> {
-    this.#stopped = true;
-    const watcher = this.#watcher;
-    this.#watcher = null;
-    await watcher?.cancel().catch(() => {});
+    await this.#watch?.close();
     this.#client.close();
   }
 }

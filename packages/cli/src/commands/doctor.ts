@@ -35,6 +35,10 @@ function kindOf(error: unknown): SluiceError['kind'] | null {
   return isSluiceError(error) ? error.kind : null;
 }
 
+function reasonOf(error: unknown): string | undefined {
+  return isSluiceError(error) ? error.reason : undefined;
+}
+
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -85,9 +89,6 @@ export async function doctor(
   return ok ? EXIT.ok : EXIT.refused;
 }
 
-/** What etcd 3.4+ answers a request without a user when its auth is on. */
-const NO_USER = /user name is empty|invalid auth token/i;
-
 /**
  * Without a user, whether etcd lets us in: a status request needs no auth, so read one key under
  * the prefix. etcd refuses that without a user when its auth is on. With a client certificate, its
@@ -98,7 +99,8 @@ async function checkAnonymous(client: EtcdClient, settings: EtcdSettings): Promi
   try {
     await etcdCall(`a read of ${root}`, () => client.getAll().prefix(root).limit(1).keys());
   } catch (error) {
-    if (kindOf(error) === 'etcd-denied' && NO_USER.test(messageOf(error))) {
+    // What etcd 3.4+ answers a request without a user when its auth is on.
+    if (kindOf(error) === 'etcd-denied' && reasonOf(error) === 'no-user') {
       return {
         name: 'auth',
         result: 'fail',
@@ -154,7 +156,7 @@ async function checkEtcd(
       ],
     };
   } catch (error) {
-    if (/authentication is not enabled/i.test(messageOf(error))) {
+    if (reasonOf(error) === 'auth-disabled') {
       return {
         reachable: true,
         authenticated: false,

@@ -51,6 +51,7 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
     );
   }
   const node = await ctx.selfNode(opts.node);
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const client = await ctx.client();
   let lastDetail = '';
@@ -113,6 +114,13 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
     }
   }
 
+  if (!before?.holding) {
+    // Who took it and why, in history; its release is recorded when it is unlocked.
+    await new GroupAdmin(client, keys).recordAction('lock', ctx.operator, {
+      node,
+      reason: opts.reason,
+    });
+  }
   const expiresAt = new Date(Date.now() + holdTTL * 1000);
   if (ctx.json) {
     ctx.outJson({
@@ -160,6 +168,7 @@ export async function unlock(
   opts: UnlockOptions,
 ): Promise<number> {
   const target = nodeArg ? checkNodeName(nodeArg, 'NODE') : await ctx.selfNode(opts.node);
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const forceCommand = ctx.command('unlock', target, '--force');
   if (opts.force) {

@@ -7,6 +7,7 @@ import { type Context, EXIT } from '../context.js';
 
 /** Pauses the group. An existing pause is left as it is (its reason is kept). */
 export async function pause(ctx: Context, opts: { reason: string }): Promise<number> {
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const client = await ctx.client();
   const done = await new GroupAdmin(client, keys).pause(opts.reason, ctx.operator);
@@ -29,6 +30,7 @@ export async function pause(ctx: Context, opts: { reason: string }): Promise<num
  * holders still exceed the loss budget: the next reader would halt the group again at once.
  */
 export async function resume(ctx: Context): Promise<number> {
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
   const client = await ctx.client();
   const snapshot = await readGroup(client, keys);
@@ -44,7 +46,7 @@ export async function resume(ctx: Context): Promise<number> {
     );
     return EXIT.refused;
   }
-  const resumed = await new GroupAdmin(client, keys).resume();
+  const resumed = await new GroupAdmin(client, keys).resume(ctx.operator);
   if (ctx.json) ctx.outJson({ group: keys.group, paused: false, changed: resumed });
   else if (resumed) ctx.out(`resumed group ${keys.group}: slots are granted again`);
   else ctx.out(`group ${keys.group} was not paused`);

@@ -25,7 +25,6 @@ export async function rebootIfNeeded(ctx: Context, opts: RebootIfNeededOptions):
   const wait = parseDuration(opts.wait, '--wait');
   if (!wait.ok) throw wait.error;
   const agent = await import('@sluice/agent');
-  const { pino } = await import('pino');
   const g = ctx.options;
   const config = await agent.loadAgentConfig({
     env: ctx.io.env,
@@ -53,10 +52,7 @@ export async function rebootIfNeeded(ctx: Context, opts: RebootIfNeededOptions):
     return EXIT.ok;
   }
   // Logs go to stderr, so stdout carries only the result.
-  const logger = pino(
-    { level: config.log.level, base: { node: config.node.id } },
-    pino.destination(2),
-  );
+  const logger = agent.agentLogger(config, 2);
   const result = await agent.rebootIfNeeded(config, {
     releaseOnly: opts.releaseOnly ?? false,
     waitMs: wait.value,

@@ -1,7 +1,7 @@
 /**
  * `sluicectl set-max N`: how many nodes of the group may hold a slot at once.
  */
-import { MAX_LIMIT, parseMax, SluiceError } from '@sluice/core';
+import { MAX_LIMIT, parseMax, quoteValue, SluiceError } from '@sluice/core';
 import { GroupAdmin } from '@sluice/etcd';
 import { type Context, EXIT } from '../context.js';
 
@@ -16,11 +16,12 @@ export async function setMax(ctx: Context, n: string): Promise<number> {
   if (!parsed.ok) {
     throw new SluiceError(
       'invalid-config',
-      `N is ${JSON.stringify(n)}: max must be a whole number from 0 to ${MAX_LIMIT} (0 stops all admissions)`,
+      `N is ${quoteValue(n)}: max must be a plain decimal from 0 to ${MAX_LIMIT}, without a sign or leading zeros (0 stops all admissions)`,
       'N',
     );
   }
-  const result = await new GroupAdmin(await ctx.client(), keys).setMax(n);
+  await ctx.requireGroup('write');
+  const result = await new GroupAdmin(await ctx.client(), keys).setMax(n, ctx.operator);
   if (ctx.json) {
     // Both as numbers. `old` is null when the key was unset (agents then use 1) or did not parse;
     // `oldInvalid` keeps the text in the second case.

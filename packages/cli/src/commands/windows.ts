@@ -5,6 +5,7 @@
 import {
   describeWindow,
   formatWindowSpec,
+  parseInstant as parseInstantText,
   parseLocksmithWindow,
   parseWindowSpec,
   type Result,
@@ -76,6 +77,7 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
     );
   }
   const { etcdCall } = await import('@sluice/etcd');
+  await ctx.requireGroup('read');
   const keys = await ctx.keys();
   const client = await ctx.client();
   const text = await etcdCall(`a read of ${keys.windows}`, () => client.get(keys.windows).string());
@@ -156,18 +158,29 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
   return EXIT.ok;
 }
 
-/** Validates SPEC with the agent's parser and stores it in canonical form. */
+/**
+ * Validates SPEC with the agent's parser and stores it in canonical form, every entry with its
+ * zone. A group's window is shared by nodes in many zones, so `--zone local` is refused.
+ */
 export async function setWindows(
   ctx: Context,
   text: string,
   opts: { zone: string },
 ): Promise<number> {
+  if (opts.zone === 'local') {
+    throw new SluiceError(
+      'invalid-config',
+      '--zone local: a group window needs an explicit zone, since it is shared by nodes in many zones; name one, e.g. --zone Europe/Berlin (the default is UTC)',
+      '--zone',
+    );
+  }
   const parsed = parseWindowSpec(text, 'SPEC', opts.zone);
   if (!parsed.ok) throw parsed.error;
   const canonical = formatWindowSpec(parsed.value);
   const { GroupAdmin } = await import('@sluice/etcd');
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
-  await new GroupAdmin(await ctx.client(), keys).setWindows(canonical);
+  await new GroupAdmin(await ctx.client(), keys).setWindows(canonical, ctx.operator);
   const state = windowState(parsed.value, new Date());
   if (ctx.json) {
     ctx.outJson({
@@ -190,40 +203,51 @@ export async function setWindows(
 /** Removes the group's window: reboots may happen at any time. */
 export async function clearWindows(ctx: Context): Promise<number> {
   const { GroupAdmin } = await import('@sluice/etcd');
+  await ctx.requireGroup('write');
   const keys = await ctx.keys();
-  const removed = await new GroupAdmin(await ctx.client(), keys).clearWindows();
+  const removed = await new GroupAdmin(await ctx.client(), keys).clearWindows(ctx.operator);
   if (ctx.json) ctx.outJson({ group: keys.group, key: keys.windows, removed });
   else if (removed) ctx.out(`removed the window of group ${keys.group}: always open now`);
   else ctx.out(`group ${keys.group} had no window: always open`);
   return EXIT.ok;
 }
 
-const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i;
-
-/** Parses `--at`: an ISO-8601 instant with a zone (`Z` or an offset), so it is never ambiguous. */
+/**
+ * Parses `--at`: an existing ISO-8601 instant with a zone (`Z` or an offset), so it is never
+ * ambiguous. See `parseInstant` in `@sluice/core`.
+ */
 export function parseInstant(text: string, flag: string): Result<Date> {
-  const date = new Date(text);
-  if (!ISO_INSTANT.test(text.trim()) || Number.isNaN(date.getTime())) {
-    return {
-      ok: false,
-      error: new SluiceError(
-        'invalid-config',
-        `${flag} ${JSON.stringify(text)}: want an ISO-8601 instant with Z or an offset, e.g. 2025-03-30T01:30:00Z or 2025-03-30T03:30:00+02:00`,
-        flag,
-      ),
-    };
-  }
-  return { ok: true, value: date };
+  return parseInstantText(text, flag);
+}
+
+/**
+ * The zone entries without one are read in, and where it came from: `--zone` (where `local`
+ * means this node's zone), else this node's local zone for locksmith's syntax (as locksmithd
+ * read its window in the local time), else UTC.
+ */
+async function checkZone(
+  ctx: Context,
+  zone: string | undefined,
+  locksmith: boolean,
+): Promise<{ zone: string; from: string }> {
+  if (zone !== undefined && zone !== 'local') return { zone, from: '--zone' };
+  if (zone === undefined && !locksmith) return { zone: 'UTC', from: 'default' };
+  // The module alone: the whole agent package takes half a second to load.
+  const { localZone } = await import('@sluice/agent/localzone');
+  const found = await localZone({ env: ctx.io.env });
+  if (found.warning) ctx.err(`sluicectl: warning: ${found.warning}`);
+  return { zone: found.zone, from: found.from };
 }
 
 /**
  * Evaluates a spec at `--at` (default now) without etcd. With `--length`, SPEC is locksmith's
- * REBOOT_WINDOW_START (`Thu 04:00`) and the length its REBOOT_WINDOW_LENGTH.
+ * REBOOT_WINDOW_START (`Thu 04:00`) and the length its REBOOT_WINDOW_LENGTH, read in this node's
+ * local zone unless `--zone` is given.
  */
 export async function checkWindows(
   ctx: Context,
   text: string,
-  opts: { at?: string; length?: string; zone: string },
+  opts: { at?: string; length?: string; zone?: string },
 ): Promise<number> {
   let at = new Date();
   if (opts.at !== undefined) {
@@ -231,20 +255,25 @@ export async function checkWindows(
     if (!parsed.ok) throw parsed.error;
     at = parsed.value;
   }
+  const locksmith = opts.length !== undefined;
+  const zone = await checkZone(ctx, opts.zone, locksmith);
   const parsed =
     opts.length === undefined
-      ? parseWindowSpec(text, 'SPEC', opts.zone)
-      : parseLocksmithWindow(text, opts.length, 'SPEC and --length', opts.zone);
+      ? parseWindowSpec(text, 'SPEC', zone.zone)
+      : parseLocksmithWindow(text, opts.length, 'SPEC and --length', zone.zone);
   if (!parsed.ok) throw parsed.error;
   const spec = parsed.value;
   const state = windowState(spec, at);
   const nextStart = state.nextStart?.toISOString() ?? null;
   const nextEnd = state.nextEnd?.toISOString() ?? null;
   if (ctx.json) {
-    ctx.outJson({ open: state.open, nextStart, nextEnd });
+    ctx.outJson({ open: state.open, nextStart, nextEnd, zone: zone.zone, zoneFrom: zone.from });
     return EXIT.ok;
   }
   ctx.out(`window: ${formatWindowSpec(spec)}`);
+  if (zone.from !== 'default' && zone.from !== '--zone') {
+    ctx.out(`zone:   ${zone.zone} (this node's local zone, from ${zone.from})`);
+  }
   if (spec.windows.length === 0) {
     ctx.out(`at ${instant(at)}: open (always)`);
     return EXIT.ok;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { shutdownBlockers } from './reboot-methods.js';
+import { shutdownBlockers } from './reboot.js';
 
 describe('shutdownBlockers', () => {
   it('names block locks on shutdown held by others; delay locks and other locks are not blockers', () => {

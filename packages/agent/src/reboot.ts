@@ -18,6 +18,7 @@
  */
 import { execFile } from 'node:child_process';
 import { type Inhibitor, LogindClient, REBOOT_FLAGS } from '@sluice/dbus';
+import type { AgentConfig } from './config.js';
 
 /** What actually reboots the machine. */
 export interface Rebooter {
@@ -64,6 +65,18 @@ export function rebooterFor(method: RebootMethod, settings: RebooterSettings): R
   }
 }
 
+/** The Rebooter for a reboot method, as configured (logind, soft-reboot, kexec or command). */
+export function configuredRebooter(
+  config: AgentConfig,
+  method: RebootMethod = config.reboot.method,
+): Rebooter {
+  return rebooterFor(method, {
+    dbusAddress: config.dbus.address,
+    command: config.reboot.command,
+    enforceInhibitors: config.reboot.inhibitors === 'wait',
+  });
+}
+
 /**
  * The block locks on `shutdown` that something other than this process holds, worded for people
  * (`"backup" (writing the nightly snapshot), pid 812`); empty when nothing blocks a reboot.
@@ -108,4 +121,14 @@ export function runShell(command: string): Promise<void> {
       error ? reject(error) : resolve(),
     );
   });
+}
+
+/** The warning for a reboot `delayMs` away, from the configured text (`%s`: the time left). */
+export function warningText(template: string, delayMs: number): string {
+  const minutes = Math.round(delayMs / 60_000);
+  const when =
+    minutes >= 1
+      ? `${minutes} minute${minutes === 1 ? '' : 's'}`
+      : `${Math.round(delayMs / 1000)} seconds`;
+  return template.replace('%s', when);
 }

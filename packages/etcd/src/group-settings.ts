@@ -1,0 +1,118 @@
+/**
+ * The group's shared settings an agent follows, on etcd: the implementation of `GroupSettings`.
+ * The window key is mirrored only while an update is pending (idle agents watch nothing but their
+ * request key); while the mirror is in step with etcd it answers without a read.
+ */
+import {
+  type GroupKeys,
+  type GroupSettings,
+  parseWindowSpec,
+  throwIfAborted,
+  type WindowSpec,
+} from '@sluice/core';
+import type { Etcd3 } from 'etcd3';
+import { etcdCall } from './errors.js';
+import { Mirror } from './mirror.js';
+
+/** What `EtcdGroupSettings` reports besides its answers. */
+export interface GroupSettingsEvents {
+  /** The window key holds an invalid spec (read or mirrored): nobody reboots until it is fixed. */
+  onInvalidWindow?: (message: string) => void;
+  /** The window could not be read from etcd. */
+  onReadError?: (error: unknown) => void;
+  /** The window mirror could not be started (it is tried again on the next follow). */
+  onFollowError?: (error: unknown) => void;
+}
+
+/** A node's view of its group's window and of its own reboot request key. */
+export class EtcdGroupSettings implements GroupSettings {
+  #window: Mirror | null = null;
+  #starting = false;
+  #request: Mirror | null = null;
+  #closed = false;
+
+  constructor(
+    private readonly client: Etcd3,
+    readonly keys: GroupKeys,
+    readonly node: string,
+    private readonly events: GroupSettingsEvents = {},
+  ) {}
+
+  async window(signal?: AbortSignal): Promise<WindowSpec | null | 'unknown'> {
+    throwIfAborted(signal);
+    const mirror = this.#window;
+    // While the mirror is in step with etcd it is as good as a read; otherwise read etcd.
+    if (mirror?.connected) return this.#parse(mirror.get(this.keys.windows)?.value);
+    try {
+      const text = await etcdCall(`a read of ${this.keys.windows}`, () =>
+        this.client.get(this.keys.windows).string(),
+      );
+      return this.#parse(text ?? undefined);
+    } catch (error) {
+      this.events.onReadError?.(error);
+      return 'unknown';
+    }
+  }
+
+  #parse(text: string | undefined): WindowSpec | null | 'unknown' {
+    if (text === undefined) return null;
+    const parsed = parseWindowSpec(text, `etcd key ${this.keys.windows}`);
+    if (parsed.ok) return parsed.value;
+    this.events.onInvalidWindow?.(parsed.error.message);
+    return 'unknown';
+  }
+
+  followWindow(on: boolean, onChange: () => void): void {
+    if (!on || this.#closed) {
+      const mirror = this.#window;
+      this.#window = null;
+      void mirror?.close();
+      return;
+    }
+    if (this.#window || this.#starting) return;
+    this.#starting = true;
+    Mirror.start(this.client, { key: this.keys.windows }).then(
+      (mirror) => {
+        this.#starting = false;
+        if (this.#closed) {
+          void mirror.close();
+          return;
+        }
+        this.#window = mirror;
+        mirror.onChange(() => onChange());
+      },
+      (error: unknown) => {
+        this.#starting = false;
+        this.events.onFollowError?.(error);
+      },
+    );
+  }
+
+  async followRequest(
+    onChange: (request: string | null) => void,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    throwIfAborted(signal);
+    const key = this.keys.request(this.node);
+    const mirror = await Mirror.start(this.client, { key });
+    await this.#request?.close();
+    this.#request = mirror;
+    const tell = () => onChange(mirror.get(key)?.value ?? null);
+    mirror.onChange(tell);
+    tell();
+  }
+
+  async clearRequest(signal?: AbortSignal): Promise<void> {
+    throwIfAborted(signal);
+    const key = this.keys.request(this.node);
+    await etcdCall(`a delete of ${key}`, () => this.client.delete().key(key).exec());
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const mirrors = [this.#window, this.#request];
+    this.#window = null;
+    this.#request = null;
+    await Promise.all(mirrors.map((m) => m?.close()));
+  }
+}

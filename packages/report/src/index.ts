@@ -1,0 +1,3 @@
+export * from './html.js';
+export * from './model.js';
+export * from './time.js';
