@@ -17,6 +17,7 @@ import {
   holdsSlot,
   INITIAL_STATE,
   isSluiceError,
+  neededInOrder,
   pickUpdate,
   type RecoveredRecord,
   type Registration,
@@ -26,18 +27,26 @@ import {
   type UpdateInfo,
   windowContext,
 } from '@sluice/core';
+import { LogindClient, SystemdClient } from '@sluice/dbus';
 import { Backoff } from '@sluice/etcd';
 import type { Logger } from 'pino';
 import { runChecks } from './checks.js';
 import type { AgentConfig, CheckSpec } from './config.js';
 import { readBootId } from './identity.js';
 import type { AgentMetrics } from './metrics.js';
-import { configuredRebooter, type Rebooter, wall, warningText } from './reboot.js';
+import {
+  configuredRebooter,
+  type Rebooter,
+  shutdownBlockers,
+  viaLogind,
+  warningText,
+  warnUsers,
+} from './reboot.js';
+import type { RebootLoopGuard } from './reboot-guard.js';
 import type { UpdateSignal, UpdateSource } from './sources.js';
 import { after, describe, sleep } from './time.js';
 
 export { DEFAULT_BOOT_ID_FILE, readBootId } from './identity.js';
-export { configuredRebooter, type Rebooter } from './reboot.js';
 
 /** What the agent is built from. `wire.ts` builds it on etcd; tests pass fakes. */
 export interface AgentDeps {
@@ -65,15 +74,43 @@ export interface AgentDeps {
   bootId?: string;
   /** Back-off after a failed check, drain or etcd call. Default 60 s. */
   retryDelayMs?: number;
-  /** How to reboot. Default: the configured method (`configuredRebooter`). */
+  /**
+   * How to reboot. Default: the configured method (`configuredRebooter`), and a soft reboot
+   * instead when `reboot.softReboot` is `auto` and the sources say that is enough. A Rebooter
+   * given here is used for every reboot, and nothing is asked of logind or systemd unless
+   * `inhibitors` or `softReboots` are given too.
+   */
   rebooter?: Rebooter;
+  /**
+   * Lists who holds a block inhibitor lock on shutdown, right before a reboot (empty: nothing
+   * blocks). Default: logind's `ListInhibitors`, for the logind methods with `reboot.inhibitors:
+   * wait`; null: never look.
+   */
+  inhibitors?: ((signal: AbortSignal) => Promise<string[]>) | null;
+  /**
+   * Reads systemd's soft-reboot count, to recognise a soft reboot (which keeps the boot id).
+   * Default: `SystemdClient` on the configured bus; null (or an error): not known.
+   */
+  softReboots?: (() => Promise<number | null>) | null;
+  /** The guard against reboot loops (see reboot-guard.ts); none when absent. */
+  rebootGuard?: RebootLoopGuard | null;
+  /**
+   * Reports a problem of this agent by kind (`reboot-loop`), or clears it with null: shown in
+   * `sluicectl status` with the node's registration.
+   */
+  reportProblem?: (kind: string, problem: string | null) => void;
   /** The program, as its start and stop lines name it. Default `sluiced`. */
   program?: string;
   now?: () => Date;
 }
 
 /** Events whose arrival means the effects after them in the same step must not run. */
-const STOPS: readonly AgentEvent['type'][] = ['checks-failed', 'slot-lost', 'reboot-failed'];
+const STOPS: readonly AgentEvent['type'][] = [
+  'checks-failed',
+  'slot-lost',
+  'reboot-failed',
+  'reboot-blocked',
+];
 
 /** One node's agent. `start()` it once; `stop()` on SIGTERM. */
 export class Agent {
@@ -81,8 +118,17 @@ export class Agent {
   readonly #deps: AgentDeps;
   readonly #log: Logger;
   readonly #rebooter: Rebooter;
+  /** The Rebooter for a soft reboot, when sources may ask for one (`reboot.softReboot: auto`). */
+  readonly #softRebooter: Rebooter | null;
+  /** logind, for its inhibitor locks and the users' warning; null without the logind methods. */
+  readonly #logind: LogindClient | null;
+  readonly #inhibitors: ((signal: AbortSignal) => Promise<string[]>) | null;
   #grant: Grant | null = null;
   #bootId = '';
+  /** systemd's soft-reboot count at start; null when not known. */
+  #softReboots: number | null = null;
+  /** The reboot-loop guard's reason to hold this node back, as last reported. */
+  #halted: string | null = null;
   #rebootsRequested = 0;
   #update: UpdateInfo | null = null;
   readonly #signals = new Map<string, UpdateSignal>();
@@ -105,7 +151,22 @@ export class Agent {
   constructor(deps: AgentDeps) {
     this.#deps = deps;
     this.#log = deps.logger;
-    this.#rebooter = deps.rebooter ?? configuredRebooter(deps.config);
+    const cfg = deps.config;
+    const own = deps.rebooter === undefined;
+    this.#rebooter = deps.rebooter ?? configuredRebooter(cfg);
+    this.#softRebooter =
+      own && cfg.reboot.softReboot === 'auto' && cfg.reboot.method === 'logind'
+        ? configuredRebooter(cfg, 'soft-reboot')
+        : null;
+    this.#logind =
+      own && viaLogind(cfg.reboot.method) ? new LogindClient({ address: cfg.dbus.address }) : null;
+    const logind = this.#logind;
+    this.#inhibitors =
+      deps.inhibitors !== undefined
+        ? deps.inhibitors
+        : logind && cfg.reboot.inhibitors === 'wait'
+          ? async (signal) => shutdownBlockers(await logind.listInhibitors(signal))
+          : null;
   }
 
   /** How many reboots logind (or the reboot command) accepted in this run. */
@@ -155,11 +216,15 @@ export class Agent {
   /** Registers, recovers from the etcd record, then starts following the update sources. */
   async start(): Promise<void> {
     this.#bootId = this.#deps.bootId ?? (await readBootId(this.#deps.bootIdFile));
+    // Read alongside the rest of the start; only recovery needs it.
+    const softReboots = this.#readSoftReboots();
     // The logger names the node on every line already.
     this.#log.info(
       { bootId: this.#bootId, strategy: this.#deps.config.strategy },
       `${this.#deps.program ?? 'sluiced'} starting`,
     );
+    const guardProblem = await this.#deps.rebootGuard?.load();
+    if (guardProblem) this.#log.warn(guardProblem);
     // One node, one agent: nothing else happens until this agent holds its node id.
     if (this.#deps.registration) await this.#register(this.#deps.registration);
     if (this.#stopped) return;
@@ -170,10 +235,15 @@ export class Agent {
       ...this.#deps.sources.map((source) => this.#startSource(source)),
     ]);
     const known = started.every(Boolean);
+    this.#softReboots = await softReboots;
+    if (this.#softReboots !== null) {
+      this.#log.info({ softReboots: this.#softReboots }, "systemd's soft-reboot count");
+    }
     this.#dispatch({
       type: 'recovered',
       own,
       bootId: this.#bootId,
+      softReboots: this.#softReboots,
       ...(known ? { update: this.#update } : {}),
     });
     // A source that could not be read says nothing yet: no "not needed" from it. It is told once
@@ -309,6 +379,7 @@ export class Agent {
           holding: own.holding,
           state: record?.state ?? (own.holding ? 'holding' : 'waiting'),
           bootId: record?.bootId ?? null,
+          softReboots: record?.softReboots ?? null,
           revision: own.grant?.revision ?? null,
           update: { source: 'recovered', detail: record?.reason ?? '', version: record?.toVersion },
         };
@@ -327,13 +398,60 @@ export class Agent {
 
   #onSignal(signal: UpdateSignal): void {
     this.#signals.set(signal.source, signal);
-    const update = pickUpdate(this.#signals.values());
+    const update = this.#guardUpdate(pickUpdate(this.#signals.values()));
     this.#deps.metrics.updateStaged.set(update ? 1 : 0);
     const changed = JSON.stringify(update) !== JSON.stringify(this.#update);
     this.#update = update;
     if (changed) {
       this.#log.info({ update, signal }, update ? 'reboot needed' : 'no reboot needed');
       this.#dispatch({ type: 'update', update });
+    }
+  }
+
+  /**
+   * The reboot-loop guard: an update still needed after `reboot.loopLimit` reboots in a row is
+   * not acted on (null), and the reason is reported. Once every source has read and none needs a
+   * reboot or is unsure, the count is cleared.
+   */
+  #guardUpdate(update: UpdateInfo | null): UpdateInfo | null {
+    const guard = this.#deps.rebootGuard;
+    if (!guard) return update;
+    const reason = update ? guard.halted(update) : null;
+    if (reason !== this.#halted) {
+      this.#halted = reason;
+      if (reason) this.#log.error({ update }, reason);
+      else this.#log.info('the reboot loop guard lets this node reboot again');
+      this.#deps.reportProblem?.('reboot-loop', reason);
+    }
+    // Only once every source has spoken, and none is unsure: one that has not read yet (or
+    // cannot) may be the one that still wants the reboot.
+    const allKnown =
+      this.#deps.sources.every((s) => this.#signals.has(s.name)) &&
+      [...this.#signals.values()].every((s) => !s.unknown);
+    if (update === null && allKnown) {
+      guard
+        .clear()
+        .catch((error: unknown) =>
+          this.#log.warn({ err: describe(error) }, 'cannot clear the reboot loop count'),
+        );
+    }
+    return reason ? null : update;
+  }
+
+  /** systemd's soft-reboot count, or null when it cannot be read (an old systemd, no bus). */
+  async #readSoftReboots(): Promise<number | null> {
+    const read =
+      this.#deps.softReboots !== undefined
+        ? this.#deps.softReboots
+        : this.#deps.rebooter === undefined
+          ? () => new SystemdClient({ address: this.#deps.config.dbus.address }).softRebootsCount()
+          : null;
+    if (!read) return null;
+    try {
+      return await read();
+    } catch (error) {
+      this.#log.debug({ err: describe(error) }, "cannot read systemd's soft-reboot count");
+      return null;
     }
   }
 
@@ -403,6 +521,9 @@ export class Agent {
       postDeadlineMs: cfg.checks.postDeadlineMs,
       postIntervalMs: cfg.checks.postIntervalMs,
       releaseDelayMs: cfg.checks.releaseDelayMs,
+      checkInhibitors: this.#inhibitors !== null,
+      inhibitorWaitMs: cfg.reboot.inhibitorWaitMs,
+      inhibitorRecheckMs: Math.min(15_000, Math.max(200, cfg.reboot.inhibitorWaitMs / 10)),
     };
   }
 
@@ -499,7 +620,10 @@ export class Agent {
         try {
           this.#grant = await lock.confirm(this.#grant, effect.state, {
             bootId: this.#grant.record.bootId ?? this.#bootId,
-            ...(effect.problem !== undefined ? { problem: effect.problem } : {}),
+            // This boot's count: a higher one after a restart means a soft reboot happened.
+            ...(this.#softReboots !== null ? { softReboots: this.#softReboots } : {}),
+            // null clears an earlier problem (undefined drops the key from the JSON).
+            ...(effect.problem !== undefined ? { problem: effect.problem ?? undefined } : {}),
           });
         } catch (error) {
           if (isSluiceError(error) && error.kind === 'refused') {
@@ -520,6 +644,13 @@ export class Agent {
           this.#log.warn({ err: describe(error) }, 'cannot clear the reboot request');
         });
         return null;
+      case 'check-inhibitors': {
+        const blockers = await this.#inhibitors?.(signal);
+        if (!blockers || blockers.length === 0) return null;
+        const detail = blockers.join('; ');
+        this.#log.warn({ blockers }, `reboot held back by an inhibitor lock: ${detail}`);
+        return { type: 'reboot-blocked', detail };
+      }
       case 'reboot':
         return this.#reboot(cfg.reboot.method);
       case 'wake-at':
@@ -555,12 +686,22 @@ export class Agent {
     return { type: 'checks-failed', phase, detail };
   }
 
-  /** Tells logged-in users about the coming reboot and waits `warnDelay` (abortable). */
+  /**
+   * Tells logged-in users about the coming reboot and waits `warnDelay` (abortable): through
+   * logind's scheduled shutdown and wall message where it answers (a dry run: logind warns, the
+   * agent reboots), else with `wall`. Stopped during the wait, it cancels logind's warning.
+   */
   async #warnUsers(): Promise<void> {
     const { warnDelayMs, warnMessage } = this.#deps.config.reboot;
     if (warnDelayMs <= 0) return;
-    await wall(warningText(warnMessage, warnDelayMs));
-    await sleep(warnDelayMs, this.#stop.signal);
+    const message = warningText(warnMessage, warnDelayMs);
+    const how = await warnUsers(this.#logind, message, new Date(Date.now() + warnDelayMs));
+    try {
+      await sleep(warnDelayMs, this.#stop.signal);
+    } catch (error) {
+      if (how === 'logind') await this.#logind?.cancelScheduledShutdown().catch(() => {});
+      throw error;
+    }
   }
 
   async #reboot(method: string): Promise<AgentEvent | null> {
@@ -570,11 +711,54 @@ export class Agent {
     const skew = await this.#deps.clockCheck?.();
     if (skew) return { type: 'reboot-failed', detail: skew };
     throwIfAborted(this.#stop.signal);
+    const needed = neededInOrder(this.#signals.values());
+    // Automatic soft reboots only where one can be told from a restart afterwards.
+    const softReboot =
+      this.#softRebooter !== null &&
+      this.#softReboots !== null &&
+      needed.length > 0 &&
+      needed.every((s) => s.softReboot === true);
+    const chosen = softReboot ? 'soft-reboot' : method;
+    if (chosen === 'soft-reboot' && this.#softReboots === null) {
+      // After it the boot id would be the same: the agent could not tell it happened.
+      return {
+        type: 'reboot-failed',
+        detail:
+          "cannot soft-reboot: systemd's SoftRebootsCount cannot be read (systemd 254 or newer is needed), so the agent could not tell the soft reboot happened",
+      };
+    }
+    const guard = this.#deps.rebootGuard;
+    const update = this.#update ?? (this.#state.name === 'rebooting' ? this.#state.update : null);
+    let uncount = async () => {};
+    if (guard && update) {
+      uncount = await guard.noteReboot(update, this.#now()).catch((error: unknown) => {
+        this.#log.warn({ err: describe(error), file: guard.file }, 'cannot count this reboot');
+        return async () => {};
+      });
+    }
     this.#deps.metrics.reboots.inc();
-    this.#log.warn({ method, grant: this.#grant?.revision }, 'rebooting now');
     try {
-      await this.#rebooter.reboot(this.#stop.signal);
+      // An update held back until now (finalization locked) is let go only here: the slot is
+      // held and was just confirmed. Applying may reboot the machine by itself.
+      for (const reading of needed) {
+        const source = this.#deps.sources.find((s) => s.name === reading.source);
+        if (!source?.apply) continue;
+        const applied = await source.apply(this.#stop.signal);
+        if (applied === 'rebooting') {
+          this.#log.warn(
+            { source: source.name, grant: this.#grant?.revision },
+            `rebooting now: ${source.name} applies the update and reboots`,
+          );
+          this.#rebootsRequested++;
+          return null;
+        }
+      }
+      this.#log.warn({ method: chosen, grant: this.#grant?.revision }, 'rebooting now');
+      await (softReboot ? this.#softRebooter! : this.#rebooter).reboot(this.#stop.signal);
     } catch (error) {
+      // No reboot happened: it does not count towards a loop.
+      await uncount().catch(() => {});
+      if (this.#stop.signal.aborted) throw error;
       this.#deps.metrics.dbusErrors.inc();
       return { type: 'reboot-failed', detail: describe(error) };
     }

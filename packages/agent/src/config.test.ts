@@ -107,10 +107,19 @@ describe('loadAgentConfig: defaults', () => {
         sentinel: '/run/reboot-required',
         command: null,
         manual: true,
+        rpmOstree: false,
+        bootc: null,
+        sysupdate: null,
+        needrestart: null,
+        dnf: null,
       },
       reboot: {
         method: 'logind',
         command: 'systemctl reboot',
+        softReboot: 'auto',
+        inhibitors: 'wait',
+        inhibitorWaitMs: 600_000,
+        loopLimit: 3,
         warnDelayMs: 0,
         warnMessage: 'System reboot in %s: OS update applied (sluice)',
       },
@@ -330,6 +339,10 @@ describe('loadAgentConfig: precedence', () => {
     expect(cfg.reboot).toEqual({
       method: 'command',
       command: 'shutdown -r now',
+      softReboot: 'auto',
+      inhibitors: 'wait',
+      inhibitorWaitMs: 600_000,
+      loopLimit: 3,
       warnDelayMs: 300_000,
       warnMessage: 'bye in %s',
     });
@@ -338,6 +351,11 @@ describe('loadAgentConfig: precedence', () => {
       sentinel: null,
       command: { run: 'test -e /x', intervalMs: 60_000 },
       manual: false,
+      rpmOstree: false,
+      bootc: null,
+      sysupdate: null,
+      needrestart: null,
+      dnf: null,
     });
     expect(cfg.checks).toMatchObject({
       releaseDelayMs: 30_000,

@@ -47,9 +47,18 @@
  *   sentinel: /run/reboot-required # null or "off" to ignore
  *   command: { run: /usr/local/bin/needs-reboot, interval: 5m }  # exit 0 = reboot needed; default null
  *   manual: true                  # honour `sluicectl request-reboot`
+ *   rpmOstree: false              # follow rpm-ostreed over D-Bus (Fedora CoreOS, RHEL for Edge)
+ *   bootc: false                  # or true, or { interval: 5m, path: /usr/bin/bootc, timeout: 2m }
+ *   sysupdate: false              # systemd-sysupdate pending; also takes component: NAME
+ *   needrestart: false            # needrestart -b (Debian, Ubuntu)
+ *   dnf: false                    # dnf needs-restarting -r (Fedora, RHEL)
  * reboot:
- *   method: logind                # logind | command
+ *   method: logind                # logind | soft-reboot | kexec | command
  *   command: systemctl reboot     # used when method is command
+ *   softReboot: auto              # auto: soft-reboot when the source says userspace is enough; never
+ *   inhibitors: wait              # wait: hold off while a block inhibitor lock is on shutdown; ignore
+ *   inhibitorWait: 10m            # longest such wait, holding the slot; then it is given back
+ *   loopLimit: 3                  # stop rebooting for an update still needed after 3 reboots; 0 = off
  *   warnDelay: 0s                 # warn logged-in users this long before rebooting
  *   warnMessage: "System reboot in %s: OS update applied (sluice)"
  * checks:
@@ -119,6 +128,7 @@ import { defaultTokenFile } from './identity.js';
 import { type LocalZone, localZone } from './localzone.js';
 import { parseUpdateConfs } from './locksmith.js';
 import { checkTemplate, DEFAULT_NOTIFY, NOTIFY_EVENTS, type NotifySettings } from './notify.js';
+import { REBOOT_METHODS, type RebootMethod } from './reboot.js';
 
 // ---------------------------------------------------------------------------------------------
 // The resolved configuration
@@ -196,11 +206,19 @@ export interface AgentConfig {
     command: { run: string; intervalMs: number } | null;
     /** Follow reboot requests made with `sluicectl request-reboot`. */
     manual: boolean;
-  };
+  } & OsSources;
   reboot: {
-    method: 'logind' | 'command';
+    method: RebootMethod;
     /** The shell command for method `command`. */
     command: string;
+    /** `auto`: soft-reboot instead when every source that wants the reboot says that is enough. */
+    softReboot: 'auto' | 'never';
+    /** `wait`: while a logind block inhibitor is on shutdown, hold off (logind methods only). */
+    inhibitors: 'wait' | 'ignore';
+    /** The longest wait for inhibitors, holding the slot; then the slot is given back. */
+    inhibitorWaitMs: number;
+    /** Reboots in a row for one update after which this node stops rebooting for it; 0 = off. */
+    loopLimit: number;
     /** Warn logged-in users this long before rebooting; 0 = no warning. */
     warnDelayMs: number;
     /** The warning; `%s` becomes the time left. */
@@ -267,6 +285,40 @@ const DEFAULTS = {
   postIntervalMs: 10_000,
   metricsListen: '127.0.0.1:9466',
   maxClockSkewMs: 60_000,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Update sources and reboot methods beyond update_engine: one schema fragment each (below, in
+// the file schema), resolved by `resolveOsSources`.
+
+/** A preset source that asks a tool every `intervalMs` (see sources-packages.ts). */
+export interface PresetConfig {
+  intervalMs: number;
+  /** The tool, when it is not where the distribution installs it. */
+  path?: string;
+  timeoutMs?: number;
+}
+
+/** The sources for image-based and package-based systems; each off (false / null) by default. */
+export interface OsSources {
+  /** Follow rpm-ostreed over D-Bus. */
+  rpmOstree: boolean;
+  /** `bootc status --json`. */
+  bootc: PresetConfig | null;
+  /** `systemd-sysupdate pending`, optionally for one component. */
+  sysupdate: (PresetConfig & { component?: string }) | null;
+  /** `needrestart -b`. */
+  needrestart: PresetConfig | null;
+  /** `dnf needs-restarting -r`. */
+  dnf: PresetConfig | null;
+}
+
+const OS_DEFAULTS = {
+  presetIntervalMs: 5 * 60_000,
+  softReboot: 'auto',
+  inhibitors: 'wait',
+  inhibitorWaitMs: 10 * 60_000,
+  loopLimit: 3,
 } as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -542,6 +594,39 @@ function isZone(zone: string): boolean {
   }
 }
 
+/** A preset source: true / false / null, or its settings (which turn it on). */
+function presetSchema<T extends z.ZodRawShape>(extra: T) {
+  return z
+    .union(
+      [
+        bool,
+        z.null(),
+        section({
+          interval: duration({ positive: true }).optional(),
+          path: text
+            .refine((p) => p.startsWith('/'), 'expected an absolute path to the program')
+            .optional(),
+          timeout: duration({ positive: true }).optional(),
+          ...extra,
+        }),
+      ],
+      { error: 'expected true, false, null or a mapping such as { interval: 5m }' },
+    )
+    .optional();
+}
+
+/** A whole number of at least 0, from YAML or from a flag's or variable's text. */
+const count = z.union(
+  [
+    z.number().int().min(0),
+    z
+      .string()
+      .regex(/^\d{1,6}$/, 'expected a whole number such as 3')
+      .transform(Number),
+  ],
+  { error: (issue) => `expected a whole number such as 3, got ${typeOf(issue.input)}` },
+);
+
 const etcdShape = EtcdSettingsSchema.shape;
 const ETCD_FIELDS = Object.keys(etcdShape) as (keyof EtcdSettings)[];
 
@@ -591,10 +676,19 @@ export const AgentConfigFileSchema = section({
       .nullable()
       .optional(),
     manual: bool.optional(),
+    rpmOstree: bool.optional(),
+    bootc: presetSchema({}),
+    sysupdate: presetSchema({ component: text.optional() }),
+    needrestart: presetSchema({}),
+    dnf: presetSchema({}),
   }).optional(),
   reboot: section({
-    method: oneOf(['logind', 'command']).optional(),
+    method: oneOf(REBOOT_METHODS).optional(),
     command: text.optional(),
+    softReboot: oneOf(['auto', 'never']).optional(),
+    inhibitors: oneOf(['wait', 'ignore']).optional(),
+    inhibitorWait: duration().optional(),
+    loopLimit: count.optional(),
     warnDelay: duration().optional(),
     warnMessage: z.string().optional(),
   }).optional(),
@@ -667,6 +761,15 @@ export interface AgentFlags {
   manual?: boolean;
   rebootMethod?: string;
   rebootCommand?: string;
+  rpmOstree?: boolean;
+  bootc?: boolean;
+  sysupdate?: boolean;
+  needrestart?: boolean;
+  dnf?: boolean;
+  softReboot?: string;
+  inhibitors?: string;
+  inhibitorWait?: string;
+  rebootLoopLimit?: string;
   warnDelay?: string;
   warnMessage?: string;
   postDeadline?: string;
@@ -732,8 +835,22 @@ const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])
   ['sourceCommand', 'sources.command.run', '<command>', 'command whose exit 0 means reboot'],
   ['sourceCommandInterval', 'sources.command.interval', '<duration>', 'its interval (5m)'],
   ['manual', 'sources.manual', 'bool+no', 'honour sluicectl request-reboot (on)'],
-  ['rebootMethod', 'reboot.method', '<method>', 'logind or command (default logind)'],
+  ['rebootMethod', 'reboot.method', '<method>', 'logind, soft-reboot, kexec or command (logind)'],
   ['rebootCommand', 'reboot.command', '<command>', 'for method command ("systemctl reboot")'],
+  ['rpmOstree', 'sources.rpmOstree', 'bool+no', 'follow rpm-ostreed over D-Bus (off)'],
+  ['bootc', 'sources.bootc', 'bool+no', 'ask bootc status --json every 5m (off)'],
+  ['sysupdate', 'sources.sysupdate', 'bool+no', 'ask systemd-sysupdate pending every 5m (off)'],
+  ['needrestart', 'sources.needrestart', 'bool+no', 'ask needrestart -b every 5m (off)'],
+  ['dnf', 'sources.dnf', 'bool+no', 'ask dnf needs-restarting -r every 5m (off)'],
+  ['softReboot', 'reboot.softReboot', '<when>', 'auto or never: soft-reboot when enough (auto)'],
+  ['inhibitors', 'reboot.inhibitors', '<policy>', 'wait for or ignore block inhibitors (wait)'],
+  [
+    'inhibitorWait',
+    'reboot.inhibitorWait',
+    '<duration>',
+    'longest inhibitor wait, slot held (10m)',
+  ],
+  ['rebootLoopLimit', 'reboot.loopLimit', '<n>', 'stop after n reboots for one update (3; 0 off)'],
   ['warnDelay', 'reboot.warnDelay', '<duration>', 'warn logged-in users this long before (0s)'],
   ['warnMessage', 'reboot.warnMessage', '<text>', 'the warning; %s becomes the time left'],
   ['postDeadline', 'checks.postDeadline', '<duration>', 'time for post-reboot checks (10m)'],
@@ -1574,10 +1691,15 @@ async function resolve(
       sentinel: m.sources?.sentinel === undefined ? DEFAULTS.sentinel : m.sources.sentinel,
       command,
       manual: m.sources?.manual ?? true,
+      ...resolveOsSources(m.sources),
     },
     reboot: {
       method: m.reboot?.method ?? 'logind',
       command: m.reboot?.command ?? DEFAULTS.rebootCommand,
+      softReboot: m.reboot?.softReboot ?? OS_DEFAULTS.softReboot,
+      inhibitors: m.reboot?.inhibitors ?? OS_DEFAULTS.inhibitors,
+      inhibitorWaitMs: m.reboot?.inhibitorWait ?? OS_DEFAULTS.inhibitorWaitMs,
+      loopLimit: m.reboot?.loopLimit ?? OS_DEFAULTS.loopLimit,
       warnDelayMs: m.reboot?.warnDelay ?? 0,
       warnMessage: m.reboot?.warnMessage ?? DEFAULTS.warnMessage,
     },
@@ -1601,6 +1723,34 @@ async function resolve(
     },
     origins: Object.fromEntries([...origins].map(([path, o]) => [path, o.label])),
     warnings,
+  };
+}
+
+/** The OS sources as resolved: presets on (with their defaults) or off. */
+function resolveOsSources(sources: LayerValues['sources']): OsSources {
+  const preset = <E extends object>(
+    value:
+      | boolean
+      | null
+      | ({ interval?: number; path?: string; timeout?: number } & E)
+      | undefined,
+  ): (PresetConfig & Omit<E, 'interval' | 'path' | 'timeout'>) | null => {
+    if (value === undefined || value === null || value === false) return null;
+    if (value === true) return { intervalMs: OS_DEFAULTS.presetIntervalMs } as PresetConfig & E;
+    const { interval, path, timeout, ...rest } = value;
+    return {
+      ...rest,
+      intervalMs: interval ?? OS_DEFAULTS.presetIntervalMs,
+      ...(path !== undefined ? { path } : {}),
+      ...(timeout !== undefined ? { timeoutMs: timeout } : {}),
+    } as PresetConfig & E;
+  };
+  return {
+    rpmOstree: sources?.rpmOstree ?? false,
+    bootc: preset(sources?.bootc),
+    sysupdate: preset(sources?.sysupdate),
+    needrestart: preset(sources?.needrestart),
+    dnf: preset(sources?.dnf),
   };
 }
 

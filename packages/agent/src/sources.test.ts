@@ -50,6 +50,27 @@ describe('SentinelFileSource', () => {
     expect(seen.map((s) => s.needed)).toEqual([false, true, false]);
   });
 
+  it("names the packages of Debian's .pkgs list as the reason, and follows it changing", async () => {
+    const path = join(dir, 'reboot-required');
+    await writeFile(path, '*** System restart required ***\n');
+    await writeFile(`${path}.pkgs`, 'linux-image-6.1.0-18-amd64\nlibc6\nlibc6\n');
+    const source = new SentinelFileSource(path);
+    const seen = await follow(source);
+    expect(seen).toEqual([
+      {
+        needed: true,
+        source: 'sentinel',
+        detail: `${path}: required by linux-image-6.1.0-18-amd64, libc6`,
+      },
+    ]);
+    await writeFile(`${path}.pkgs`, 'linux-image-6.1.0-18-amd64\nlibc6\ndbus\n');
+    await expect
+      .poll(() => source.current().detail, { timeout: 1000, interval: 20 })
+      .toBe(`${path}: required by linux-image-6.1.0-18-amd64, libc6, dbus`);
+    await rm(path);
+    await expect.poll(() => source.current().needed, { timeout: 1000, interval: 20 }).toBe(false);
+  });
+
   it('reports a version on the first line, and an empty file as needed', async () => {
     const path = join(dir, 'reboot-required');
     await writeFile(path, '4081.2.0\nkernel update\n');

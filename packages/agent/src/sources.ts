@@ -1,11 +1,12 @@
 /**
  * Update sources: the ways the agent learns that the node needs a reboot. This module holds the
  * `UpdateSource` interface and the sources that need nothing but the local system: a sentinel
- * file (Debian and Ubuntu write `/run/reboot-required`) and a command. update_engine and manual
- * requests live in update-sources.ts.
+ * file (Debian and Ubuntu write `/run/reboot-required`, openSUSE MicroOS `/run/reboot-needed`)
+ * and a command. update_engine and manual requests live in update-sources.ts, rpm-ostree and
+ * bootc in sources-ostree.ts, systemd-sysupdate, needrestart and dnf in sources-packages.ts.
  *
- * Sources fail closed: when a source cannot tell, it reports "not needed", so an error never
- * causes a reboot.
+ * Sources fail closed: when a source cannot tell, it reports "not needed" (marked `unknown`), so
+ * an error never causes a reboot.
  */
 import { type FSWatcher, statSync, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -23,7 +24,23 @@ export interface UpdateSignal {
   detail: string;
   /** The version the reboot will bring, when the source knows it. */
   version?: string;
+  /**
+   * True when the source could not tell (a tool missing or failing, output it does not
+   * understand): `needed` is then false, and `detail` says why.
+   */
+  unknown?: boolean;
+  /**
+   * True when restarting userspace is enough to apply the update (bootc's `softRebootCapable`
+   * with `/run/nextroot` set up): the agent may soft-reboot instead (`reboot.softReboot: auto`).
+   */
+  softReboot?: boolean;
 }
+
+/**
+ * What {@link UpdateSource.apply} did: `rebooting` when applying the update reboots the machine
+ * by itself (rpm-ostree's FinalizeDeployment), `ready` when the agent's reboot now applies it.
+ */
+export type Applied = 'rebooting' | 'ready';
 
 /**
  * Something that tells the agent whether a reboot is needed. `start` begins following it and
@@ -35,6 +52,14 @@ export interface UpdateSource {
   start(onChange: (s: UpdateSignal) => void): Promise<void>;
   current(): UpdateSignal;
   close(): Promise<void>;
+  /**
+   * For sources whose update is held back until the node's turn (a deployment staged with
+   * finalization locked): makes the update take effect. The agent calls it only while it holds
+   * its slot, right before the reboot and after the slot was confirmed; an admission given back
+   * before then leaves the update held back. Rejects when it cannot (the agent then does not
+   * reboot, and tries again later).
+   */
+  apply?(signal: AbortSignal): Promise<Applied>;
 }
 
 const VERSION = /^v?\d+(?:\.\d+)+(?:[-+~][0-9A-Za-z.+~-]*)?$/;
@@ -45,8 +70,13 @@ function asVersion(line: string): string | undefined {
   return VERSION.test(candidate) ? candidate : undefined;
 }
 
-const sameSignal = (a: UpdateSignal, b: UpdateSignal): boolean =>
-  a.needed === b.needed && a.detail === b.detail && a.version === b.version;
+/** True when two readings say the same (so `onChange` need not fire). */
+export const sameSignal = (a: UpdateSignal, b: UpdateSignal): boolean =>
+  a.needed === b.needed &&
+  a.detail === b.detail &&
+  a.version === b.version &&
+  Boolean(a.unknown) === Boolean(b.unknown) &&
+  Boolean(a.softReboot) === Boolean(b.softReboot);
 
 /** Options for `SentinelFileSource`. */
 export interface SentinelFileOptions {
@@ -58,9 +88,11 @@ export interface SentinelFileOptions {
 }
 
 /**
- * Needed while a file exists, as with Debian's and Ubuntu's `/run/reboot-required`. The file's
- * content (trimmed, first 200 characters) is the detail, and its first line is the version when
- * it looks like one (`4081.2.0`); Debian's `*** System restart required ***` is not a version.
+ * Needed while a file exists, as with Debian's and Ubuntu's `/run/reboot-required` or openSUSE
+ * MicroOS's `/run/reboot-needed`. The file's content (trimmed, first 200 characters) is the
+ * detail, and its first line is the version when it looks like one (`4081.2.0`); Debian's
+ * `*** System restart required ***` is not a version. When `<file>.pkgs` exists too (Debian's
+ * list of the packages that asked for the reboot), the detail names them instead.
  *
  * The parent directory is watched with `fs.watch`, so creation and removal are noticed within
  * moments; every watch event triggers a fresh look. If the directory does not exist (yet), or
@@ -186,7 +218,13 @@ export class SentinelFileSource implements UpdateSource {
       return { needed: true, source: this.name, detail: `${path} exists (unreadable: ${code})` };
     }
     const flat = content.replace(/\s+/g, ' ').trim();
-    const detail = flat === '' ? `${path} exists (empty)` : flat.slice(0, 200);
+    const packages = await readPackages(`${path}.pkgs`);
+    const detail =
+      packages !== null
+        ? `${path}: required by ${packages}`.slice(0, 200)
+        : flat === ''
+          ? `${path} exists (empty)`
+          : flat.slice(0, 200);
     const version = asVersion(content.split('\n', 1)[0] ?? '');
     return {
       needed: true,
@@ -195,6 +233,27 @@ export class SentinelFileSource implements UpdateSource {
       ...(version === undefined ? {} : { version }),
     };
   }
+}
+
+/** Debian's `.pkgs` list next to the sentinel, as `a, b (+3 more)`; null when there is none. */
+async function readPackages(path: string): Promise<string | null> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return null;
+  }
+  const names = [
+    ...new Set(
+      text
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean),
+    ),
+  ];
+  if (names.length === 0) return null;
+  const shown = names.slice(0, 5).join(', ');
+  return names.length > 5 ? `${shown} (+${names.length - 5} more)` : shown;
 }
 
 /** The inode number of a path, or undefined if it does not exist. */

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { formatWindowSpec, GroupKeys } from '@sluice/core';
 import {
   checkClock,
@@ -22,6 +23,8 @@ import { type AgentConfig, redactConfig } from './config.js';
 import { instanceToken } from './identity.js';
 import { AgentMetrics } from './metrics.js';
 import { Notifier, NotifyObserver } from './notify.js';
+import { osSources } from './os-sources.js';
+import { RebootLoopGuard } from './reboot-guard.js';
 import { CommandSource, SentinelFileSource, type UpdateSource } from './sources.js';
 import { ManualRequestSource, UpdateEngineSource } from './update-sources.js';
 
@@ -96,6 +99,14 @@ export async function startAgent(
   const sources: UpdateSource[] = [];
   const wantSources = !opts.noSources;
   const now = opts.now ?? (() => new Date());
+  // This agent's problems by kind (clock, reboot loop), shown together with its registration.
+  const problems = new Map<string, string>();
+  const reportProblem = (kind: string, problem: string | null): Promise<void> => {
+    if (problem) problems.set(kind, problem);
+    else problems.delete(kind);
+    const all = problems.size > 0 ? [...problems.values()].join('; ') : null;
+    return registry?.setProblem(all).catch(() => {}) ?? Promise.resolve();
+  };
   /** Hears the semaphore's decisions for notifications, once it exists (see below). */
   let observer: NotifyObserver | null = null;
   const blockers = new BlockerLog(logger, config.node.id);
@@ -115,7 +126,7 @@ export async function startAgent(
         if (problem) logger.error({ maxSkewMs: config.clock.maxSkewMs }, problem);
         else if (lastSkew) logger.info("this node's clock agrees with etcd's again");
         lastSkew = problem;
-        await registry?.setProblem(problem).catch(() => {});
+        await reportProblem('clock', problem);
       }
       return problem;
     };
@@ -161,16 +172,10 @@ export async function startAgent(
         logger.error({ err: message }, 'group window is invalid; not rebooting'),
       onReadError: (error) => {
         metrics.etcdErrors.inc();
-        logger.warn(
-          { err: error instanceof Error ? error.message : String(error) },
-          'cannot read the group window from etcd',
-        );
+        logger.warn({ err: describeError(error) }, 'cannot read the group window from etcd');
       },
       onFollowError: (error) =>
-        logger.warn(
-          { err: error instanceof Error ? error.message : String(error) },
-          'cannot watch the group window',
-        ),
+        logger.warn({ err: describeError(error) }, 'cannot watch the group window'),
     });
     const waiting = semaphore;
     metrics.queuePositionSource = () => waiting.position();
@@ -204,6 +209,14 @@ export async function startAgent(
       }),
     );
   }
+  if (wantSources) {
+    sources.push(
+      ...osSources(config, (source, error) => {
+        metrics.dbusErrors.inc();
+        logger.warn({ source, err: error.message }, `${source} connection problem`);
+      }),
+    );
+  }
   if (wantSources && config.sources.sentinel)
     sources.push(new SentinelFileSource(config.sources.sentinel));
   if (wantSources && config.sources.command) {
@@ -221,6 +234,12 @@ export async function startAgent(
     logger,
     metrics,
     bootId,
+    // Kept next to the instance token: it must outlast the reboots it counts.
+    rebootGuard: new RebootLoopGuard(
+      join(dirname(config.node.tokenFile), 'reboot-loop.json'),
+      config.reboot.loopLimit,
+    ),
+    reportProblem: (kind, problem) => void reportProblem(kind, problem),
     ...(opts.retryDelayMs !== undefined ? { retryDelayMs: opts.retryDelayMs } : {}),
     ...(opts.program ? { program: opts.program } : {}),
   });

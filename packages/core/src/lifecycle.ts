@@ -42,6 +42,11 @@ export type AgentState =
       attempt: number;
       /** After a failed reboot call: when to ask again. */
       retryAt: string | null;
+      /**
+       * While a logind block inhibitor lock holds the reboot back: since when, and who holds it.
+       * The slot is kept until `Context.inhibitorWaitMs` has passed, then given back.
+       */
+      blocked?: { since: string; by: string } | null;
     }
   | {
       /**
@@ -112,6 +117,8 @@ export const EDGES = [
   'drained',
   'drain-failed',
   'reboot-failed',
+  'reboot-blocked',
+  'inhibitor-timeout',
   'reboot-retry',
   'release-failed',
   'release-retry',
@@ -167,6 +174,8 @@ export const TRANSITIONS: readonly { from: StateName; edge: Edge; to: StateName 
   { from: 'draining', edge: 'drain-failed', to: 'update-staged' },
   { from: 'draining', edge: 'slot-lost', to: 'update-staged' },
   { from: 'rebooting', edge: 'reboot-failed', to: 'rebooting' },
+  { from: 'rebooting', edge: 'reboot-blocked', to: 'rebooting' },
+  { from: 'rebooting', edge: 'inhibitor-timeout', to: 'update-staged' },
   { from: 'rebooting', edge: 'reboot-retry', to: 'rebooting' },
   { from: 'rebooting', edge: 'window-closed', to: 'returning-slot' },
   { from: 'rebooting', edge: 'window-closed', to: 'waiting-window' },
@@ -195,6 +204,8 @@ export interface RecoveredRecord {
   state: NodeState;
   /** The boot id stored when the node went to reboot. */
   bootId: string | null;
+  /** systemd's soft-reboot count stored then, when known: a soft reboot keeps the boot id. */
+  softReboots?: number | null;
   revision: number | null;
   update: UpdateInfo;
 }
@@ -205,6 +216,8 @@ export type AgentEvent =
       type: 'recovered';
       own: RecoveredRecord | null;
       bootId: string;
+      /** systemd's soft-reboot count now, when known. */
+      softReboots?: number | null;
       /**
        * What the update sources said at start: an update, null for none, undefined when some
        * source could not be read yet.
@@ -223,6 +236,8 @@ export type AgentEvent =
   | { type: 'slot-lost'; detail: string }
   | { type: 'drained' }
   | { type: 'reboot-failed'; detail: string }
+  /** A logind block inhibitor lock on shutdown is held by something else: who, in words. */
+  | { type: 'reboot-blocked'; detail: string }
   | { type: 'released' }
   | { type: 'left-queue' }
   | { type: 'effect-failed'; effect: Effect['type']; detail: string };
@@ -243,8 +258,14 @@ export type Effect =
    * Rewrite the node's queue record with `state`, guarded on its key. With `confirm`, the write
    * proves the slot is still held, and its failure stops the effects after it (the reboot).
    * Without, it only informs operators: an etcd error is logged and the next effects run.
+   * `problem` is shown in status; null clears one written before.
    */
-  | { type: 'record-state'; state: NodeState; confirm: boolean; problem?: string }
+  | { type: 'record-state'; state: NodeState; confirm: boolean; problem?: string | null }
+  /**
+   * Look for logind block inhibitor locks on shutdown held by others, right before the reboot.
+   * `reboot-blocked` if there are (and the effects after it do not run), nothing if not.
+   */
+  | { type: 'check-inhibitors' }
   /** Tell logged-in users about the coming reboot and wait the warning delay; then `drained`. */
   | { type: 'warn-users' }
   /** Delete this node's reboot request: the reboot about to happen serves it. Never fails. */
@@ -269,6 +290,12 @@ export interface Context {
   postDeadlineMs: number;
   postIntervalMs: number;
   releaseDelayMs: number;
+  /** Whether to look for logind inhibitor locks before the reboot. Default false. */
+  checkInhibitors?: boolean;
+  /** The longest wait for inhibitors, holding the slot, before giving it back. Default 10 min. */
+  inhibitorWaitMs?: number;
+  /** How often to look again while blocked. Default 15 s. */
+  inhibitorRecheckMs?: number;
 }
 
 /** The result of a transition: the next state, effects to run, and the edge's name. */
@@ -299,7 +326,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
   switch (state.name) {
     case 'recovering':
       return event.type === 'recovered'
-        ? recover(event.own, event.bootId, event.update, ctx)
+        ? recover(event.own, event.bootId, event.update, ctx, event.softReboots ?? null)
         : stay(state);
 
     case 'idle':
@@ -436,9 +463,11 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
       return stay(state);
 
     case 'rebooting':
+      if (event.type === 'reboot-blocked') return rebootBlocked(state, event.detail, ctx);
       if (
         event.type === 'reboot-failed' ||
-        (event.type === 'effect-failed' && event.effect === 'record-state')
+        (event.type === 'effect-failed' &&
+          (event.effect === 'record-state' || event.effect === 'check-inhibitors'))
       ) {
         // The reboot call failed, or etcd could not confirm the slot just before it: keep the
         // slot (the node is drained) and try again after the back-off.
@@ -446,7 +475,14 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         return go('reboot-failed', { ...state, retryAt }, { type: 'wake-at', at: retryAt });
       }
       if (event.type === 'tick' && due(state.retryAt, ctx, event)) {
-        return rebootInWindow('reboot-retry', state.update, state.revision, state.attempt + 1, ctx);
+        return rebootInWindow(
+          'reboot-retry',
+          state.update,
+          state.revision,
+          state.attempt + 1,
+          ctx,
+          state.blocked ?? null,
+        );
       }
       if (event.type === 'slot-lost') return retry(state.update, event.detail, ctx, 'slot-lost');
       return stay(state);
@@ -522,6 +558,7 @@ function rebootInWindow(
   revision: number | null,
   attempt: number,
   ctx: Context,
+  blocked: { since: string; by: string } | null = null,
 ): Step {
   if (!ctx.window.open) {
     if (ctx.strategy !== 'etcd-lock') {
@@ -535,22 +572,81 @@ function rebootInWindow(
   }
   return go(
     edge,
-    { name: 'rebooting', update, revision, attempt, retryAt: null },
-    ...rebootEffects(ctx),
+    {
+      name: 'rebooting',
+      update,
+      revision,
+      attempt,
+      retryAt: null,
+      ...(blocked ? { blocked } : {}),
+    },
+    ...rebootEffects(ctx, blocked !== null),
   );
 }
 
 /**
- * The reboot itself. With a slot, first rewrite the record as `rebooting`, guarded on the key's
+ * The reboot itself. First, when asked to, a look at logind's inhibitor locks (blocked: nothing
+ * after it runs). With a slot, then rewrite the record as `rebooting`, guarded on the key's
  * create revision: that write succeeding is the proof, right before the reboot, that the slot is
- * still ours. If it fails the runtime stops and the reboot does not happen. A pending reboot
- * request is cleared just before: this reboot serves it.
+ * still ours. If it fails the runtime stops and the reboot does not happen. After a wait for an
+ * inhibitor, the same write clears the wait from the record. A pending reboot request is cleared
+ * just before: this reboot serves it.
  */
-function rebootEffects(ctx: Context): Effect[] {
+function rebootEffects(ctx: Context, wasBlocked = false): Effect[] {
+  const check: Effect[] = ctx.checkInhibitors ? [{ type: 'check-inhibitors' }] : [];
   const request: Effect[] = ctx.requested ? [{ type: 'clear-request' }] : [];
   return ctx.strategy === 'etcd-lock'
-    ? [{ type: 'record-state', state: 'rebooting', confirm: true }, ...request, { type: 'reboot' }]
-    : [...request, { type: 'reboot' }];
+    ? [
+        ...check,
+        {
+          type: 'record-state',
+          state: 'rebooting',
+          confirm: true,
+          ...(wasBlocked ? { problem: null } : {}),
+        },
+        ...request,
+        { type: 'reboot' },
+      ]
+    : [...check, ...request, { type: 'reboot' }];
+}
+
+/**
+ * A block inhibitor holds the reboot back: keep the slot and look again shortly, saying who holds
+ * it in the record (once per holder); past the bound, give the slot back (fail closed: the node
+ * queues again later) rather than block the group.
+ */
+function rebootBlocked(
+  state: Extract<AgentState, { name: 'rebooting' }>,
+  by: string,
+  ctx: Context,
+): Step {
+  const since = state.blocked?.since ?? ctx.now.toISOString();
+  const waitMs = ctx.inhibitorWaitMs ?? 600_000;
+  const waited = ctx.now.getTime() - Date.parse(since);
+  if (waited >= waitMs) {
+    const detail = `reboot held back by an inhibitor lock for ${Math.round(waited / 1000)} s, gave the slot back: ${by}`;
+    return ctx.strategy === 'etcd-lock'
+      ? releaseAndRetry(state.update, detail, ctx, 'inhibitor-timeout')
+      : retry(state.update, detail, ctx, 'inhibitor-timeout');
+  }
+  const retryAt = later(ctx, Math.min(ctx.inhibitorRecheckMs ?? 15_000, waitMs - waited));
+  const report: Effect[] =
+    ctx.strategy === 'etcd-lock' && state.blocked?.by !== by
+      ? [
+          {
+            type: 'record-state',
+            state: 'rebooting',
+            confirm: false,
+            problem: `waiting for an inhibitor lock on shutdown (since ${since}, at most ${Math.round(waitMs / 1000)} s): ${by}`,
+          },
+        ]
+      : [];
+  return go(
+    'reboot-blocked',
+    { ...state, retryAt, blocked: { since, by } },
+    { type: 'wake-at', at: retryAt },
+    ...report,
+  );
 }
 
 function sameUpdate(a: UpdateInfo, b: UpdateInfo): boolean {
@@ -628,10 +724,14 @@ function recover(
   bootId: string,
   update: UpdateInfo | null | undefined,
   ctx: Context,
+  softReboots: number | null,
 ): Step {
   if (!own) return go('recovered-idle', { name: 'idle' });
   if (own.holding) {
-    const rebooted = own.bootId !== null && own.bootId !== bootId;
+    // A soft reboot keeps the kernel and so the boot id; only systemd's count of them moves.
+    const softRebooted =
+      own.softReboots != null && softReboots !== null && softReboots > own.softReboots;
+    const rebooted = (own.bootId !== null && own.bootId !== bootId) || softRebooted;
     if (rebooted) {
       // Back from the reboot: check health, then release. The release does not depend on whether
       // another update is staged already (locksmith's Flatcar#408).

@@ -40,6 +40,11 @@ export const QueueRecordSchema = z.looseObject({
   grantedAt: isoDate.optional(),
   /** The kernel boot id when the slot was granted: a different one after restart means a reboot happened. */
   bootId: z.string().optional(),
+  /**
+   * systemd's `SoftRebootsCount` when the record was written: a higher count after restart means a
+   * soft reboot happened (it keeps the boot id).
+   */
+  softReboots: z.number().int().nonnegative().optional(),
   /** The OS version before and after the update, when known. */
   fromVersion: z.string().optional(),
   toVersion: z.string().optional(),

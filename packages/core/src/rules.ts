@@ -13,24 +13,39 @@ export interface SourceReading {
   needed: boolean;
   detail: string;
   version?: string | undefined;
+  /** True when restarting userspace (a soft reboot) is enough for what this source found. */
+  softReboot?: boolean | undefined;
 }
 
 /** Sources in order of preference when several say a reboot is needed. */
-export const SOURCE_ORDER: readonly string[] = ['update-engine', 'manual', 'sentinel', 'command'];
+export const SOURCE_ORDER: readonly string[] = [
+  'update-engine',
+  'rpm-ostree',
+  'bootc',
+  'sysupdate',
+  'manual',
+  'needrestart',
+  'dnf',
+  'sentinel',
+  'command',
+];
 
 /**
  * The update to reboot for, from every source's latest reading: the most preferred source that
  * says a reboot is needed (see SOURCE_ORDER; sources not listed come last), or null.
  */
 export function pickUpdate(readings: Iterable<SourceReading>): UpdateInfo | null {
+  const needed = neededInOrder(readings)[0];
+  return needed ? { source: needed.source, detail: needed.detail, version: needed.version } : null;
+}
+
+/** The readings that say a reboot is needed, most preferred source first (see SOURCE_ORDER). */
+export function neededInOrder<R extends SourceReading>(readings: Iterable<R>): R[] {
   const rank = (source: string) => {
     const i = SOURCE_ORDER.indexOf(source);
     return i === -1 ? SOURCE_ORDER.length : i;
   };
-  const needed = [...readings]
-    .filter((r) => r.needed)
-    .sort((a, b) => rank(a.source) - rank(b.source))[0];
-  return needed ? { source: needed.source, detail: needed.detail, version: needed.version } : null;
+  return [...readings].filter((r) => r.needed).sort((a, b) => rank(a.source) - rank(b.source));
 }
 
 /** The window part of a transition's context, and when it next changes. */

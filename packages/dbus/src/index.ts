@@ -1,9 +1,12 @@
 /**
- * D-Bus adapters for sluice: follow update_engine's status with {@link UpdateEngineClient}, and
- * reboot through systemd-logind with {@link LogindClient}.
+ * D-Bus adapters for sluice: follow update_engine's status with {@link UpdateEngineClient} and
+ * rpm-ostreed's deployments with {@link RpmOstreeClient}; reboot (fully, soft or through kexec),
+ * list inhibitor locks and schedule the users' warning through systemd-logind with
+ * {@link LogindClient}; read systemd's soft-reboot count with {@link SystemdClient}.
  */
 
 export {
+  abortedError,
   type BusAddress,
   type CallOptions,
   callMethod,
@@ -14,12 +17,51 @@ export {
   onBusClosed,
 } from './bus.js';
 export {
+  addMatch,
+  busMethod,
+  DBUS_NAME,
+  DBUS_PATH,
+  dbusErrorName,
+  getAllMessage,
+  getProperty,
+  isNoOwner,
+  isServiceUnknown,
+  isUnknownMember,
+  nameOwnerChangedRule,
+  PROPERTIES_INTERFACE,
+  unwrap,
+} from './helpers.js';
+export {
+  type Inhibitor,
   LOGIND_MANAGER_INTERFACE,
   LOGIND_NAME,
   LOGIND_PATH,
   LogindClient,
   type LogindClientOptions,
+  REBOOT_FLAGS,
 } from './logind.js';
+export { type PeerCall, PeerConnection } from './peer.js';
+export {
+  type Deployment,
+  parseDeployments,
+  pendingDeployment,
+  RPMOSTREE_NAME,
+  RPMOSTREE_OS_INTERFACE,
+  RPMOSTREE_SYSROOT_INTERFACE,
+  RPMOSTREE_SYSROOT_PATH,
+  RPMOSTREE_TRANSACTION_INTERFACE,
+  RpmOstreeClient,
+  type RpmOstreeClientOptions,
+  type RpmOstreeEvents,
+  type SysrootStatus,
+} from './rpm-ostree.js';
+export {
+  SYSTEMD_MANAGER_INTERFACE,
+  SYSTEMD_NAME,
+  SYSTEMD_PATH,
+  SystemdClient,
+  type SystemdClientOptions,
+} from './systemd.js';
 export {
   NEED_REBOOT,
   needsReboot,

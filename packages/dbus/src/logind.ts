@@ -1,6 +1,8 @@
 /**
- * Asking systemd-logind to reboot the machine over D-Bus, and checking beforehand (for
- * `sluicectl doctor`) that logind can be reached at all.
+ * Asking systemd-logind to reboot the machine over D-Bus (a full reboot, a soft reboot or a kexec,
+ * all orderly), listing the inhibitor locks that hold a reboot back, warning logged-in users with a
+ * scheduled shutdown and its wall message, and checking beforehand (for `sluicectl doctor`) that
+ * logind can be reached at all.
  */
 
 import { err, isSluiceError, ok, type Result, SluiceError } from '@sluice/core';
@@ -19,6 +21,33 @@ export const LOGIND_NAME = 'org.freedesktop.login1';
 export const LOGIND_PATH = '/org/freedesktop/login1';
 /** The interface with `Reboot`. */
 export const LOGIND_MANAGER_INTERFACE = 'org.freedesktop.login1.Manager';
+
+/**
+ * Flags of `RebootWithFlags` (systemd's `SD_LOGIND_*`, public API). Soft reboot needs systemd 254
+ * or newer; older logind answers `InvalidArgs` for flags it does not know.
+ */
+export const REBOOT_FLAGS = {
+  /** Enforce block inhibitors even for root, who may otherwise override them. */
+  rootCheckInhibitors: 1n << 0n,
+  /** Reboot into the kernel loaded with `kexec --load` (a normal reboot if none is loaded). */
+  viaKexec: 1n << 1n,
+  /** Restart userspace only, into `/run/nextroot` if one is set up (systemd-soft-reboot.service). */
+  softReboot: 1n << 2n,
+} as const;
+
+/** One inhibitor lock, as `ListInhibitors` reports it. */
+export interface Inhibitor {
+  /** What it inhibits: `shutdown`, `sleep`, `idle`, `handle-power-key`, ... */
+  what: string[];
+  /** Who holds it, in its own words (`Unattended Upgrades`, `GNOME Shell`). */
+  who: string;
+  /** Why. */
+  why: string;
+  /** `block` (the operation waits until the lock goes) or `delay` (logind waits a bounded time). */
+  mode: string;
+  uid: number;
+  pid: number;
+}
 
 /** Options for {@link LogindClient}. */
 export interface LogindClientOptions {
@@ -72,6 +101,103 @@ export class LogindClient {
   }
 
   /**
+   * Asks logind to reboot with flags: `RebootWithFlags(t)` (systemd 248+), such as a soft reboot
+   * or a reboot through kexec ({@link REBOOT_FLAGS}). Orderly like `Reboot`: units are stopped,
+   * polkit and inhibitors apply. Not retried. Resolves once logind has accepted the request.
+   *
+   * @throws SluiceError `dbus-unavailable` when logind cannot be reached or refuses (an older
+   *   logind answers `InvalidArgs` for a flag it does not know); `aborted` when `signal` fires.
+   */
+  async rebootWithFlags(flags: bigint, signal?: AbortSignal): Promise<void> {
+    await this.withBus(signal, 'ask logind to reboot', (bus) =>
+      callMethod(bus, this.manager('RebootWithFlags', 't', [flags]), {
+        signal,
+        timeoutMs: this.callTimeoutMs,
+      }),
+    );
+  }
+
+  /**
+   * Lists the inhibitor locks logind knows: `ListInhibitors() -> a(ssssuu)`.
+   *
+   * @throws SluiceError `dbus-unavailable` when logind cannot be reached or answers something
+   *   else; `aborted` when `signal` fires first.
+   */
+  async listInhibitors(signal?: AbortSignal): Promise<Inhibitor[]> {
+    const reply = await this.withBus(signal, 'list the inhibitor locks', (bus) =>
+      callMethod(bus, this.manager('ListInhibitors', '', []), {
+        signal,
+        timeoutMs: this.callTimeoutMs,
+      }),
+    );
+    const rows = reply.body[0];
+    if (reply.signature !== 'a(ssssuu)' || !Array.isArray(rows)) {
+      throw new SluiceError(
+        'dbus-unavailable',
+        `logind answered ListInhibitors with signature '${reply.signature}', expected 'a(ssssuu)'`,
+        LOGIND_NAME,
+      );
+    }
+    return rows.map((row: unknown[]) => ({
+      what: String(row[0]).split(':').filter(Boolean),
+      who: String(row[1]),
+      why: String(row[2]),
+      mode: String(row[3]),
+      uid: Number(row[4]),
+      pid: Number(row[5]),
+    }));
+  }
+
+  /**
+   * Schedules a shutdown at `at` with `ScheduleShutdown(s type, t usec)`: logind tells logged-in
+   * users (wall messages, more often as the time nears) and, at the time, does it. A `dry-` type
+   * (`dry-reboot`) only warns: nothing is shut down, so the caller keeps control of the reboot.
+   *
+   * @throws SluiceError `dbus-unavailable` when logind cannot be reached or refuses;
+   *   `aborted` when `signal` fires first.
+   */
+  async scheduleShutdown(type: string, at: Date, signal?: AbortSignal): Promise<void> {
+    const usec = BigInt(at.getTime()) * 1000n;
+    await this.withBus(signal, 'schedule a shutdown', (bus) =>
+      callMethod(bus, this.manager('ScheduleShutdown', 'st', [type, usec]), {
+        signal,
+        timeoutMs: this.callTimeoutMs,
+      }),
+    );
+  }
+
+  /**
+   * Cancels a shutdown scheduled with {@link scheduleShutdown}; logind tells users it is off.
+   * Resolves with whether one was scheduled.
+   *
+   * @throws SluiceError `dbus-unavailable` or `aborted`, as {@link scheduleShutdown}.
+   */
+  async cancelScheduledShutdown(signal?: AbortSignal): Promise<boolean> {
+    const reply = await this.withBus(signal, 'cancel the scheduled shutdown', (bus) =>
+      callMethod(bus, this.manager('CancelScheduledShutdown', '', []), {
+        signal,
+        timeoutMs: this.callTimeoutMs,
+      }),
+    );
+    return reply.body[0] === true;
+  }
+
+  /**
+   * Sets the text logind adds to its shutdown wall messages, and whether it sends them:
+   * `SetWallMessage(s, b)`.
+   *
+   * @throws SluiceError `dbus-unavailable` or `aborted`, as {@link scheduleShutdown}.
+   */
+  async setWallMessage(message: string, enable: boolean, signal?: AbortSignal): Promise<void> {
+    await this.withBus(signal, 'set the wall message', (bus) =>
+      callMethod(bus, this.manager('SetWallMessage', 'sb', [message, enable]), {
+        signal,
+        timeoutMs: this.callTimeoutMs,
+      }),
+    );
+  }
+
+  /**
    * Checks that logind answers on the bus, with `org.freedesktop.DBus.Peer.Ping` on its manager
    * object. Starts logind if the bus can activate it.
    *
@@ -108,6 +234,17 @@ export class LogindClient {
           : new SluiceError('dbus-unavailable', String(error), LOGIND_NAME, { cause: error }),
       );
     }
+  }
+
+  private manager(member: string, signature: string, body: unknown[]): Message {
+    return new Message({
+      destination: LOGIND_NAME,
+      path: LOGIND_PATH,
+      interface: LOGIND_MANAGER_INTERFACE,
+      member,
+      signature,
+      body,
+    });
   }
 
   /** Runs `use` on a fresh connection, closes it, and words failures for a person. */

@@ -4,6 +4,7 @@
  * figures of the rollout, the invariant check and the path of an HTML timeline.
  *
  *   npm run demo -- --nodes 8 --max 2 --reboot-seconds 3
+ *   npm run demo -- --os fcos       # Fedora CoreOS nodes: rpm-ostree, finalization locked
  *   npm run demo -- --stay          # keep the fleet and etcd up after the rollout, until Ctrl-C
  *
  * Every process it starts (etcd, dbus-daemons, agents) is stopped at the end, on Ctrl-C, and on
@@ -20,6 +21,7 @@ import { startEtcd } from '@sluice/testkit';
 import { Fleet } from './fleet.js';
 import { renderTimeline } from './html.js';
 import { formatReport } from './invariants.js';
+import type { SimOs } from './node.js';
 import { installShutdownHandlers, onShutdown, setSignalExitCode } from './procs.js';
 import { ProgressDisplay } from './progress.js';
 import { freshSeed, Random } from './random.js';
@@ -38,6 +40,8 @@ const USAGE = `usage: npm run demo -- [options]
   --window SPEC        a group window spec written to etcd, e.g. "Mon-Fri 22:00-24:00 UTC"
                        (START is 00:00 to 23:59; END may be 24:00; see docs/sluiced.md)
   --members N          etcd members: 1 or 3 (default 1)
+  --os OS              flatcar (update_engine, logind) or fcos (rpm-ostree, finalization
+                       locked: finalized once a node holds its slot) (default flatcar)
   --seed N             seed for the order in which nodes learn of the update
   --html FILE          where to write the HTML timeline (default: a new file in ./demo-output/)
   --zone ZONE          time zone of the timeline's wall-clock times (default: this machine's)
@@ -63,6 +67,7 @@ function parse() {
       'reboot-seconds': { type: 'string', default: '3' },
       window: { type: 'string' },
       members: { type: 'string', default: '1' },
+      os: { type: 'string', default: 'flatcar' },
       seed: { type: 'string' },
       html: { type: 'string' },
       zone: { type: 'string' },
@@ -102,6 +107,9 @@ const nodes = Math.floor(number('nodes', args.nodes, 1, 200));
 const max = Math.floor(number('max', args.max, 0, 10_000));
 const rebootSeconds = number('reboot-seconds', args['reboot-seconds'], 0.1, 600);
 const members = Math.floor(number('members', args.members, 1, 5));
+if (args.os !== 'flatcar' && args.os !== 'fcos')
+  fail(`--os must be flatcar or fcos, got "${args.os}"`);
+const os: SimOs = args.os;
 const timeoutMs = number('timeout', args.timeout, 1, 86_400) * 1000;
 const zone = args.zone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
 if (!isValidZone(zone)) fail(`--zone ${JSON.stringify(zone)} is not an IANA time zone`);
@@ -133,9 +141,12 @@ const fleet = await Fleet.start({
   group,
   random,
   keepDir: args.keep,
+  os,
   ...(args.window ? { window: args.window } : {}),
 });
-say(`started ${nodes} nodes, each with its own dbus-daemon, update_engine, logind and sluiced`);
+say(
+  `started ${nodes} nodes, each with its own dbus-daemon, ${os === 'fcos' ? 'rpm-ostreed' : 'update_engine'}, logind and sluiced`,
+);
 if (args.keep) say(`agent logs and configs: ${fleet.dir}/<node>/`);
 say();
 say(`In another terminal, in ${repo}, watch the group or steer it:`);

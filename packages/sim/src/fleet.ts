@@ -39,7 +39,7 @@ import {
   type UnlockEntry,
 } from './invariants.js';
 import { AgentLink } from './links.js';
-import { SimNode, type SimNodeHooks } from './node.js';
+import { SimNode, type SimNodeHooks, type SimOs } from './node.js';
 import { onShutdown } from './procs.js';
 import type { Random } from './random.js';
 import { confirmSlot } from './slot-check.js';
@@ -94,6 +94,8 @@ export interface FleetOptions {
   random?: Random;
   /** Extra YAML for every agent's config. */
   extraYaml?: string;
+  /** What the machines run: update_engine (`flatcar`, default) or rpm-ostree (`fcos`). */
+  os?: SimOs;
   /**
    * Each agent reaches etcd through a link of its own (a fault proxy per member, see
    * {@link AgentLink}), which `link(id)` returns. Default off: agents dial the members.
@@ -282,6 +284,7 @@ export class Fleet {
         rebootMs: Math.round(baseMs * (1 + jitter)),
         ...(o.extraYaml ? { extraYaml: o.extraYaml } : {}),
         ...(o.fakeClocks ? { fakeClock: true } : {}),
+        ...(o.os ? { os: o.os } : {}),
       },
       this.#hooks,
     );

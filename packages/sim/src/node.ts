@@ -1,7 +1,8 @@
 /**
  * One simulated machine: its own dbus-daemon on a private `unix:path=` socket, a simulated
- * update_engine and logind (in the simulator's process), and the real `sluiced` as a child
- * process, configured through a YAML file and flags so that it reads nothing from /etc.
+ * update_engine (or rpm-ostreed, for Fedora CoreOS) and logind (in the simulator's process), and
+ * the real `sluiced` as a child process, configured through a YAML file and flags so that it
+ * reads nothing from /etc.
  *
  * A reboot is what logind's `Reboot` call does to a machine: the agent process is SIGKILLed at
  * once (the machine is gone), the machine stays down for a while, then it boots: a new boot id,
@@ -15,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import {
   type DbusDaemon,
   FakeLogind,
+  FakeRpmOstree,
   FakeUpdateEngine,
   type RebootCall,
   startDbusDaemon,
@@ -64,11 +66,31 @@ export interface SimNodeOptions {
   rebootMs: number;
   /** Extra YAML lines appended to the agent's config file. */
   extraYaml?: string;
+  /** The operating system the machine runs (see {@link SimOs}). Default `flatcar`. */
+  os?: SimOs;
   /**
    * Run the agent under libfaketime, with its clock offset read from a file in the node's
    * directory (see `setClockOffset`). Default off.
    */
   fakeClock?: boolean;
+}
+
+/**
+ * What the simulated machines run: `flatcar` stages updates with update_engine and reboots through
+ * logind; `fcos` (Fedora CoreOS) stages deployments with rpm-ostree, finalization locked, and
+ * rpm-ostree's finalize is the reboot.
+ */
+export type SimOs = 'flatcar' | 'fcos';
+
+/** The simulated OS services of one machine and how they answer the simulator. */
+interface OsFakes {
+  /** The config lines under `sources:` that follow this OS. */
+  sources: string[];
+  /** A version is staged and waits for a reboot. */
+  stage(version: string): Promise<void>;
+  /** The machine booted `version`. */
+  booted(version: string): void;
+  stop(): Promise<void>;
 }
 
 /** What a node tells its fleet. */
@@ -95,6 +117,9 @@ export class SimNode {
   bus: DbusDaemon | null = null;
   updateEngine: FakeUpdateEngine | null = null;
   logind: FakeLogind | null = null;
+  /** rpm-ostreed, on `fcos` machines. */
+  rpmOstree: FakeRpmOstree | null = null;
+  #os: OsFakes | null = null;
   /** Up, or down between a reboot call and the next boot. */
   machine: MachineState = 'up';
   /** The installed OS version. */
@@ -178,8 +203,7 @@ export class SimNode {
     if (o.fakeClock) await this.setClockOffset(this.clockOffset);
     this.#log = createWriteStream(this.logFile, { flags: 'a' });
     this.bus = await startDbusDaemon();
-    this.updateEngine = new FakeUpdateEngine(this.bus.address, { newVersion: o.version });
-    await this.updateEngine.start();
+    this.#os = await this.#startOs(this.bus.address);
     this.logind = new FakeLogind(this.bus.address);
     this.logind.onReboot = (call) => this.#onReboot(call);
     await this.logind.start();
@@ -194,7 +218,7 @@ export class SimNode {
       `  sessionTTL: ${o.sessionTTL}s`,
       `  holdTTL: ${o.holdTTL}s`,
       'sources:',
-      '  updateEngine: true',
+      ...this.#os.sources,
       '  sentinel: off',
       '  manual: false',
       'dbus:',
@@ -206,6 +230,34 @@ export class SimNode {
       o.extraYaml ?? '',
     ];
     await writeFile(this.configFile, `${yaml.join('\n')}\n`);
+  }
+
+  /** Starts the OS's update services on the machine's bus. */
+  async #startOs(address: string): Promise<OsFakes> {
+    const version = this.opts.version;
+    if ((this.opts.os ?? 'flatcar') === 'fcos') {
+      const rpmOstree = new FakeRpmOstree(address, { version });
+      // rpm-ostree reboots the machine once it has finalized: the same as logind's Reboot.
+      rpmOstree.onFinalize = (call) =>
+        this.#onReboot({ at: call.at, interactive: false, method: 'Reboot', kind: 'reboot' });
+      await rpmOstree.start();
+      this.rpmOstree = rpmOstree;
+      return {
+        sources: ['  updateEngine: false', '  rpmOstree: true'],
+        stage: async (v) => void rpmOstree.stage(v, { locked: true }),
+        booted: () => rpmOstree.rebooted(),
+        stop: () => rpmOstree.dispose(),
+      };
+    }
+    const updateEngine = new FakeUpdateEngine(address, { newVersion: version });
+    await updateEngine.start();
+    this.updateEngine = updateEngine;
+    return {
+      sources: ['  updateEngine: true'],
+      stage: (v) => updateEngine.stageUpdate(v, { steps: false }),
+      booted: (v) => updateEngine.setIdle(v),
+      stop: () => updateEngine.stop(),
+    };
   }
 
   async #writeBootId(): Promise<void> {
@@ -382,10 +434,10 @@ export class SimNode {
     this.#timers.add(timer);
   }
 
-  /** Marks a version as staged and has update_engine say a reboot is needed. */
+  /** Marks a version as staged and has update_engine (or rpm-ostree) say a reboot is needed. */
   async stageUpdate(version: string): Promise<void> {
     this.staged = version;
-    await this.updateEngine?.stageUpdate(version, { steps: false });
+    await this.#os?.stage(version);
   }
 
   #onReboot(call: RebootCall): void {
@@ -413,7 +465,7 @@ export class SimNode {
       this.version = this.staged;
       this.staged = null;
     }
-    this.updateEngine?.setIdle(this.version);
+    this.#os?.booted(this.version);
     this.machine = 'up';
     const ready = this.startAgent();
     this.hooks.booted(this);
@@ -438,7 +490,7 @@ export class SimNode {
       await killChild(child);
     }
     await Promise.all([...this.#killing].map((c) => exited(c)));
-    await this.updateEngine?.stop().catch(() => {});
+    await this.#os?.stop().catch(() => {});
     await this.logind?.stop().catch(() => {});
     await this.bus?.stop().catch(() => {});
     await new Promise<void>((resolve) => (this.#log ? this.#log.end(resolve) : resolve()));

@@ -1,8 +1,10 @@
 /**
  * A simulated systemd-logind on a test bus: `org.freedesktop.login1` at `/org/freedesktop/login1`
- * with `org.freedesktop.login1.Manager.Reboot(b interactive)`. It reboots nothing: it records each
- * call in {@link FakeLogind.reboots}, runs {@link FakeLogind.onReboot}, and can be told to answer
- * with a D-Bus error instead.
+ * with `org.freedesktop.login1.Manager`'s `Reboot(b interactive)` and `RebootWithFlags(t)` (soft
+ * reboot, kexec), `ListInhibitors()`, and `ScheduleShutdown(st)`, `CancelScheduledShutdown()` and
+ * `SetWallMessage(sb)`. It reboots nothing: it records each call in {@link FakeLogind.reboots},
+ * runs {@link FakeLogind.onReboot}, and can be told to answer with a D-Bus error instead. Tests
+ * take inhibitor locks with {@link FakeLogind.inhibit}.
  */
 
 import { DBusError, interface as dbusInterface } from 'dbus-next';
@@ -12,14 +14,40 @@ const NAME = 'org.freedesktop.login1';
 const PATH = '/org/freedesktop/login1';
 const INTERFACE = 'org.freedesktop.login1.Manager';
 
-/** One call of `Reboot` received by the fake. */
+/** One call of `Reboot` or `RebootWithFlags` received by the fake. */
 export interface RebootCall {
   /** When the call arrived. */
   at: Date;
-  /** The `interactive` argument. */
+  /** The `interactive` argument (false for `RebootWithFlags`, which has none). */
   interactive: boolean;
+  /** Which method was called. */
+  method: 'Reboot' | 'RebootWithFlags';
+  /** What was asked for: from the flags of `RebootWithFlags`, else a full reboot. */
+  kind: 'reboot' | 'soft-reboot' | 'kexec';
+  /** The flags of `RebootWithFlags`. */
+  flags?: bigint;
   /** The D-Bus error name the fake answered with, if it was told to fail. */
   failedWith?: string;
+}
+
+/** An inhibitor lock held on the fake, as `ListInhibitors` reports it. */
+export interface FakeInhibitor {
+  /** Colon-separated: `shutdown`, `sleep`, `idle`, ... */
+  what: string;
+  who: string;
+  why: string;
+  mode: 'block' | 'delay';
+  uid: number;
+  pid: number;
+}
+
+/** One `ScheduleShutdown` call. */
+export interface ScheduleCall {
+  at: Date;
+  /** The type, such as `reboot` or `dry-reboot`. */
+  type: string;
+  /** When the shutdown was scheduled for. */
+  when: Date;
 }
 
 /** A D-Bus error for the fake to answer `Reboot` with. */
@@ -32,16 +60,55 @@ export interface RebootError {
 
 /** The exported D-Bus interface; the fake decides what a call does. */
 class ManagerInterface extends dbusInterface.Interface {
-  constructor(private readonly handle: (interactive: boolean) => Promise<void>) {
+  constructor(private readonly fake: FakeLogind) {
     super(INTERFACE);
   }
 
   Reboot(interactive: boolean): Promise<void> {
-    return this.handle(interactive);
+    return this.fake.handleReboot('Reboot', interactive, undefined);
+  }
+
+  RebootWithFlags(flags: bigint): Promise<void> {
+    return this.fake.handleReboot('RebootWithFlags', false, BigInt(flags));
+  }
+
+  ListInhibitors(): [string, string, string, string, number, number][] {
+    return this.fake.inhibitors.map((i) => [i.what, i.who, i.why, i.mode, i.uid, i.pid]);
+  }
+
+  ScheduleShutdown(type: string, usec: bigint): void {
+    this.fake.schedules.push({
+      at: new Date(),
+      type,
+      when: new Date(Number(BigInt(usec) / 1000n)),
+    });
+  }
+
+  CancelScheduledShutdown(): boolean {
+    const had = this.fake.schedules.length > this.fake.cancels;
+    this.fake.cancels = this.fake.schedules.length;
+    return had;
+  }
+
+  SetWallMessage(message: string, enable: boolean): void {
+    this.fake.wallMessage = { message, enable };
   }
 }
 
-ManagerInterface.configureMembers({ methods: { Reboot: { inSignature: 'b' } } });
+ManagerInterface.configureMembers({
+  methods: {
+    Reboot: { inSignature: 'b' },
+    RebootWithFlags: { inSignature: 't' },
+    ListInhibitors: { outSignature: 'a(ssssuu)' },
+    ScheduleShutdown: { inSignature: 'st' },
+    CancelScheduledShutdown: { outSignature: 'b' },
+    SetWallMessage: { inSignature: 'sb' },
+  },
+});
+
+const SOFT_REBOOT = 1n << 2n;
+const VIA_KEXEC = 1n << 1n;
+const ROOT_CHECK_INHIBITORS = 1n << 0n;
 
 /**
  * A fake logind. Create it with the test bus address, `await start()`, and `await stop()` in
@@ -57,6 +124,14 @@ export class FakeLogind {
   onReboot: ((call: RebootCall) => void | Promise<void>) | undefined;
   /** When set, `Reboot` answers with this D-Bus error (the call is still recorded). */
   rebootError: RebootError | undefined;
+  /** The inhibitor locks `ListInhibitors` reports; change it with {@link inhibit}. */
+  inhibitors: FakeInhibitor[] = [];
+  /** Every `ScheduleShutdown` call, oldest first. */
+  readonly schedules: ScheduleCall[] = [];
+  /** How many of {@link schedules} `CancelScheduledShutdown` has cancelled. */
+  cancels = 0;
+  /** The last `SetWallMessage`. */
+  wallMessage: { message: string; enable: boolean } | undefined;
   private service: ExportedService | undefined;
 
   constructor(
@@ -75,7 +150,7 @@ export class FakeLogind {
       return;
     }
     await this.service?.close();
-    const iface = new ManagerInterface((interactive) => this.reboot(interactive));
+    const iface = new ManagerInterface(this);
     this.service = await exportService(this.address, NAME, PATH, iface);
   }
 
@@ -86,9 +161,53 @@ export class FakeLogind {
     await service?.close();
   }
 
-  private async reboot(interactive: boolean): Promise<void> {
-    const failure = this.rebootError;
-    const call: RebootCall = { at: new Date(), interactive };
+  /**
+   * Takes an inhibitor lock (by default a `block` lock on `shutdown`) and returns a function that
+   * releases it.
+   */
+  inhibit(lock: Partial<FakeInhibitor> & { who: string }): () => void {
+    const held: FakeInhibitor = {
+      what: 'shutdown',
+      why: 'busy',
+      mode: 'block',
+      uid: 0,
+      pid: 4242,
+      ...lock,
+    };
+    this.inhibitors.push(held);
+    return () => {
+      this.inhibitors = this.inhibitors.filter((i) => i !== held);
+    };
+  }
+
+  /** Handles `Reboot` and `RebootWithFlags`. */
+  async handleReboot(
+    method: RebootCall['method'],
+    interactive: boolean,
+    flags: bigint | undefined,
+  ): Promise<void> {
+    const f = flags ?? 0n;
+    const kind: RebootCall['kind'] =
+      (f & SOFT_REBOOT) !== 0n ? 'soft-reboot' : (f & VIA_KEXEC) !== 0n ? 'kexec' : 'reboot';
+    const blocker =
+      (f & ROOT_CHECK_INHIBITORS) !== 0n
+        ? this.inhibitors.find((i) => i.mode === 'block' && i.what.split(':').includes('shutdown'))
+        : undefined;
+    const failure: RebootError | undefined =
+      this.rebootError ??
+      (blocker
+        ? {
+            name: 'org.freedesktop.login1.BlockedByInhibitorLock',
+            message: `Operation inhibited by "${blocker.who}" (PID ${blocker.pid}), reason is "${blocker.why}".`,
+          }
+        : undefined);
+    const call: RebootCall = {
+      at: new Date(),
+      interactive,
+      method,
+      kind,
+      ...(flags !== undefined ? { flags } : {}),
+    };
     if (failure !== undefined) {
       call.failedWith = failure.name;
     }
