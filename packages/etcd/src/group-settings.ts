@@ -1,7 +1,9 @@
 /**
  * The group's shared settings an agent follows, on etcd: the implementation of `GroupSettings`.
  * The window key is mirrored only while an update is pending (idle agents watch nothing but their
- * request key); while the mirror is in step with etcd it answers without a read.
+ * request key); while the mirror is in step with etcd it answers without a read. Both mirrors check
+ * themselves against etcd every `VERIFY_MS` (one key read), so a watch that went silent after a
+ * partition delays a window change or a request by that much at most.
  */
 import {
   type GroupKeys,
@@ -13,6 +15,9 @@ import {
 import type { Etcd3 } from 'etcd3';
 import { etcdCall } from './errors.js';
 import { Mirror } from './mirror.js';
+
+/** How often the mirrors check themselves against etcd (jittered). */
+export const VERIFY_MS = 15_000;
 
 /** What `EtcdGroupSettings` reports besides its answers. */
 export interface GroupSettingsEvents {
@@ -71,7 +76,7 @@ export class EtcdGroupSettings implements GroupSettings {
     }
     if (this.#window || this.#starting) return;
     this.#starting = true;
-    Mirror.start(this.client, { key: this.keys.windows }).then(
+    Mirror.start(this.client, { key: this.keys.windows }, {}, { verifyMs: VERIFY_MS }).then(
       (mirror) => {
         this.#starting = false;
         if (this.#closed) {
@@ -94,7 +99,7 @@ export class EtcdGroupSettings implements GroupSettings {
   ): Promise<void> {
     throwIfAborted(signal);
     const key = this.keys.request(this.node);
-    const mirror = await Mirror.start(this.client, { key });
+    const mirror = await Mirror.start(this.client, { key }, {}, { verifyMs: VERIFY_MS });
     await this.#request?.close();
     this.#request = mirror;
     const tell = () => onChange(mirror.get(key)?.value ?? null);

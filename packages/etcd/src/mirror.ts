@@ -11,15 +11,29 @@
  *   skips the rest of a catch-up. So a watch that goes down, or that etcd cancels (its start
  *   revision was compacted), is dropped, and the mirror reads etcd again and watches from that
  *   read's revision, backing off while etcd cannot be reached.
+ *
+ * A third is a watch that stays silent: after a partition the client may keep a stream that says
+ * neither `data` nor `disconnected` again. A mirror of one key can be told to check itself
+ * (`verifyMs`): it reads the key now and then, and reads again and re-watches when the key's
+ * revision in etcd is not the one it holds.
  */
 import type { RawKV } from '@sluice/core';
 import type { Etcd3, IWatchResponse, Watcher } from 'etcd3';
-import { Backoff } from './backoff.js';
+import { Backoff, jitter } from './backoff.js';
 import { etcdCall } from './errors.js';
 import { readPrefix, toRawKV } from './reads.js';
 
 /** What to mirror: one key, or every key under a prefix. */
 export type MirrorRange = { key: string } | { prefix: string };
+
+/** How a mirror runs. */
+export interface MirrorOptions {
+  /**
+   * For a mirror of one key: check it against etcd about this often (jittered), and read again
+   * when it is out of step. Off when absent.
+   */
+  verifyMs?: number;
+}
 
 /** Told about each change to the mirror, to keep indexes of its keys. */
 export interface MirrorHooks {
@@ -34,7 +48,7 @@ export interface MirrorHooks {
 /** A mirror of a key or prefix. Start with `Mirror.start()`, stop with `close()`. */
 export class Mirror {
   /** Full reads of the range, the first one included. */
-  readonly stats = { resyncs: 0 };
+  readonly stats = { resyncs: 0, verifies: 0 };
   readonly #kvs = new Map<string, RawKV>();
   readonly #listeners = new Set<(keys: readonly string[] | null) => void>();
   readonly #connectionListeners = new Set<(connected: boolean) => void>();
@@ -48,6 +62,7 @@ export class Mirror {
   readonly #backoff = new Backoff({ initialMs: 200, maxMs: 10_000 });
   #connected = true;
   #closed = false;
+  #verifyTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly client: Etcd3,
@@ -56,10 +71,50 @@ export class Mirror {
   ) {}
 
   /** Reads the range and starts watching it from the next revision. */
-  static async start(client: Etcd3, range: MirrorRange, hooks: MirrorHooks = {}): Promise<Mirror> {
+  static async start(
+    client: Etcd3,
+    range: MirrorRange,
+    hooks: MirrorHooks = {},
+    options: MirrorOptions = {},
+  ): Promise<Mirror> {
     const mirror = new Mirror(client, range, hooks);
     await mirror.resync();
+    if (options.verifyMs !== undefined && 'key' in range) mirror.#verifyEvery(options.verifyMs);
     return mirror;
+  }
+
+  #verifyEvery(ms: number): void {
+    const next = () => {
+      this.#verifyTimer = setTimeout(() => {
+        void this.verify()
+          .catch(() => {})
+          .finally(() => {
+            if (!this.#closed) next();
+          });
+      }, jitter(ms));
+      this.#verifyTimer.unref?.();
+    };
+    next();
+  }
+
+  /**
+   * Checks a mirror of one key against etcd: reads the key, and when its revision there is not
+   * the one the mirror holds (and no event for it is on its way), reads again and re-watches.
+   * Resolves true when the mirror was in step.
+   */
+  async verify(): Promise<boolean> {
+    const range = this.range;
+    if (!('key' in range) || this.#closed || this.#resyncing) return true;
+    this.stats.verifies++;
+    const res = await etcdCall(`a read of ${range.key}`, () =>
+      this.client.kv.range({ key: Buffer.from(range.key), keys_only: true }),
+    );
+    const inEtcd = res.kvs[0] ? Number(res.kvs[0].mod_revision) : 0;
+    const held = this.#kvs.get(range.key)?.modRevision ?? 0;
+    // An event newer than the read may have arrived meanwhile: then the mirror is ahead, not out.
+    if (inEtcd === held || this.revision >= Number(res.header.revision)) return true;
+    await this.resync();
+    return false;
   }
 
   get #label(): string {
@@ -237,6 +292,7 @@ export class Mirror {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#retry) clearTimeout(this.#retry);
+    if (this.#verifyTimer) clearTimeout(this.#verifyTimer);
     this.#retry = null;
     this.#listeners.clear();
     this.#connectionListeners.clear();
