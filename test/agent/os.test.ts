@@ -139,7 +139,7 @@ describe('rpm-ostree with finalization locked', () => {
     await rm(n.path('ok'));
     await holder.release(grant);
     await expect
-      .poll(() => n.edges.includes('update-staged (checks-failed)'), { timeout: 15_000 })
+      .poll(() => n.edges.includes('update-staged (admitted-checks-failed)'), { timeout: 15_000 })
       .toBe(true);
     await expect
       .poll(history, { timeout: 10_000 })
