@@ -6,7 +6,8 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { DEFAULT_NOTIFY, Notifier, type NotifyOutcome, notificationKey } from '@sluice/agent';
+import { DEFAULT_NOTIFY, Notifier, type NotifyOutcome } from '@sluice/agent';
+import { EtcdNotifyStore, notificationKey } from '@sluice/etcd';
 import { type EtcdCluster, startEtcd } from '@sluice/testkit';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -60,7 +61,7 @@ function notifier(
 ) {
   return new Notifier({
     settings: { ...DEFAULT_NOTIFY, webhooks: [url], ...settings },
-    client: env.client(),
+    store: new EtcdNotifyStore(env.client(), env.keys),
     keys: env.keys,
     node,
     logger: pino({ level: 'silent' }),

@@ -34,10 +34,9 @@ import {
   type GroupKeys,
   type GroupSnapshot,
   lostHolders,
-  normalizePrefix,
+  type NotifyStore,
 } from '@sluice/core';
 import { ExponentialBackoff, handleWhen, retry, TimeoutStrategy, timeout, wrap } from 'cockatiel';
-import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { describe } from './time.js';
 
@@ -155,11 +154,6 @@ export function checkTemplate(template: string): string | null {
   return null;
 }
 
-/** The etcd key that claims a notification for one agent. Outside the group prefix. */
-export function notificationKey(prefix: string, group: string, id: string): string {
-  return `${normalizePrefix(prefix)}notifications/${group}/${id}`;
-}
-
 /** How long a claim lives: long after any agent could still observe the same event. */
 const CLAIM_TTL_SECONDS = 7 * 24 * 3600;
 
@@ -170,7 +164,7 @@ export type NotifyOutcome = 'sent' | 'failed' | 'duplicate';
 export interface NotifierOptions {
   settings: NotifySettings;
   /** Claims events fleet-wide; null (no etcd): every observed event is sent. */
-  client: Etcd3 | null;
+  store: NotifyStore | null;
   keys: GroupKeys;
   /** This node's id. */
   node: string;
@@ -314,21 +308,13 @@ export class Notifier {
 
   /** Claims the event for this agent: true when this agent's txn created the key. */
   async #claim(n: Notification): Promise<boolean> {
-    const client = this.#o.client;
-    if (!client) return true;
-    const key = notificationKey(this.#o.keys.prefix, this.#o.keys.group, n.id);
+    const store = this.#o.store;
+    if (!store) return true;
     const value = JSON.stringify({ event: n.event, by: this.#o.node, at: n.at });
-    return this.#policy().execute(async () => {
-      const lease = client.lease(CLAIM_TTL_SECONDS, { autoKeepAlive: false });
-      const id = await lease.grant();
-      const res = await client
-        .if(key, 'Create', '==', 0)
-        .then(client.put(key).value(value).lease(id))
-        .commit();
-      // A lease that holds no key is dropped at once; one that holds the claim expires with it.
-      if (!res.succeeded) await lease.revoke().catch(() => {});
-      return res.succeeded;
-    }, this.#stop.signal);
+    return this.#policy().execute(
+      () => store.claim(n.id, value, CLAIM_TTL_SECONDS),
+      this.#stop.signal,
+    );
   }
 
   async #post(url: string, body: string): Promise<void> {
@@ -375,7 +361,7 @@ function origin(url: string): string {
  */
 export class NotifyObserver {
   readonly #notifier: Notifier;
-  readonly #client: Etcd3 | null;
+  readonly #store: NotifyStore | null;
   readonly #keys: GroupKeys;
   readonly #node: string;
   readonly #log: Logger;
@@ -386,13 +372,13 @@ export class NotifyObserver {
 
   constructor(options: {
     notifier: Notifier;
-    client: Etcd3 | null;
+    store: NotifyStore | null;
     keys: GroupKeys;
     node: string;
     logger: Logger;
   }) {
     this.#notifier = options.notifier;
-    this.#client = options.client;
+    this.#store = options.store;
     this.#keys = options.keys;
     this.#node = options.node;
     this.#log = options.logger;
@@ -469,20 +455,15 @@ export class NotifyObserver {
    * which every agent that finds the group drained at the same time also sees.
    */
   async #checkDrained(): Promise<void> {
-    const client = this.#client;
-    if (!client) return;
+    const store = this.#store;
+    if (!store) return;
     try {
-      const [queued, holding, newest] = await Promise.all([
-        client.getAll().prefix(this.#keys.queuePrefix).count(),
-        client.getAll().prefix(this.#keys.holdingPrefix).count(),
-        client.getAll().prefix(this.#keys.historyPrefix).sort('Key', 'Descend').limit(1).exec(),
-      ]);
-      const last = newest.kvs[0];
-      if (queued > 0 || holding > 0 || !last) return;
+      const { drained, newest: last } = await store.drained();
+      if (!drained || !last) return;
       let version: string | null = null;
       let record: { toVersion?: unknown; reason?: unknown } = {};
       try {
-        record = JSON.parse(last.value.toString());
+        record = JSON.parse(last.value);
       } catch {
         // An unreadable record names no version.
       }
@@ -492,7 +473,7 @@ export class NotifyObserver {
       }
       this.#notifier.notify({
         event: 'rollout-finished',
-        id: `rollout-finished-${last.mod_revision}`,
+        id: `rollout-finished-${last.modRevision}`,
         version,
         summary: `rollout${version ? ` of ${version}` : ''} finished in group ${this.#keys.group}: the last node released its slot and none waits`,
       });

@@ -13,6 +13,7 @@ import {
   describeError,
   type EtcdClient,
   EtcdGroupSettings,
+  EtcdNotifyStore,
   NodeRegistry,
   Semaphore,
 } from '@sluice/etcd';
@@ -187,11 +188,12 @@ export async function startAgent(
   // the etcd-lock strategy) so that each event is sent once fleet-wide, and sent without ever
   // holding up the lifecycle.
   const keys = new GroupKeys(config.etcd.prefix, config.etcd.group);
+  const notifyStore = client ? new EtcdNotifyStore(client, keys) : null;
   const notifier =
     config.notify.webhooks.length > 0
       ? new Notifier({
           settings: config.notify,
-          client,
+          store: notifyStore,
           keys,
           node: config.node.id,
           logger,
@@ -199,7 +201,13 @@ export async function startAgent(
         })
       : null;
   if (notifier) {
-    observer = new NotifyObserver({ notifier, client, keys, node: config.node.id, logger });
+    observer = new NotifyObserver({
+      notifier,
+      store: notifyStore,
+      keys,
+      node: config.node.id,
+      logger,
+    });
   }
   if (wantSources && config.sources.updateEngine) {
     sources.push(

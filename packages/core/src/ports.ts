@@ -121,3 +121,28 @@ export interface Registration {
   /** Removes the registration (the agent stops). */
   deregister(): Promise<void>;
 }
+
+/** The newest history record of a group, as notifications need it. */
+export interface NewestRecord {
+  /** Its mod revision: the same for every agent that reads it, so it can name an event. */
+  modRevision: number;
+  /** Its raw value. */
+  value: string;
+}
+
+/**
+ * Where notifications are claimed, so that each event is sent once fleet-wide, and where an
+ * agent learns that a rollout is over. The etcd implementation is `EtcdNotifyStore`.
+ */
+export interface NotifyStore {
+  /**
+   * Claims the notification `id` for this agent: true when this call created the claim (it lives
+   * `ttlSeconds`), false when another agent holds it.
+   */
+  claim(id: string, value: string, ttlSeconds: number): Promise<boolean>;
+  /**
+   * Whether nobody waits or holds a slot in the group, and the group's newest history record
+   * (null when there is none).
+   */
+  drained(): Promise<{ drained: boolean; newest: NewestRecord | null }>;
+}

@@ -9,6 +9,7 @@ export * from './group-watch.js';
 export * from './known.js';
 export * from './migrate.js';
 export * from './mirror.js';
+export * from './notify-store.js';
 export * from './reads.js';
 export * from './registry.js';
 export * from './semaphore.js';
