@@ -5,6 +5,9 @@
  */
 import { z } from 'zod';
 
+/** The `client` of a node queued by `sluice-fleetlock` for a FleetLock client. */
+export const FLEETLOCK_CLIENT = 'fleetlock';
+
 /** Where a node is in its reboot, as stored in its queue record and shown by `sluicectl status`. */
 export const NODE_STATES = [
   'waiting',
@@ -62,6 +65,11 @@ export const QueueRecordSchema = z.looseObject({
    * ...): kept into history, so that the fleet timeline can draw each reboot's phases.
    */
   phases: z.record(z.string(), isoDate).optional(),
+  /**
+   * How the node takes part, when not through its own sluiced: `fleetlock` for a FleetLock client
+   * (Zincati, Flatcar's fleetlock) queued by `sluice-fleetlock` on its behalf.
+   */
+  client: z.literal(FLEETLOCK_CLIENT).optional(),
 });
 export type QueueRecord = z.infer<typeof QueueRecordSchema>;
 
@@ -122,6 +130,8 @@ export const HistoryRecordSchema = z.looseObject({
   toVersion: z.string().optional(),
   /** When the node entered each state of the slot (see QueueRecord). */
   phases: z.record(z.string(), isoDate).optional(),
+  /** `fleetlock` when the slot was a FleetLock client's (see QueueRecord.client). */
+  client: z.literal(FLEETLOCK_CLIENT).optional(),
 });
 export type HistoryRecord = z.infer<typeof HistoryRecordSchema>;
 

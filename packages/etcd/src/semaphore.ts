@@ -98,6 +98,11 @@ export interface SemaphoreOptions {
   onDecision?: (decision: Decision, source: 'etcd' | 'mirror') => void;
   /** Called for each etcd error that a wait rides out (it retries with back-off). */
   onRetry?: (error: unknown) => void;
+  /**
+   * Set when the node is not a sluiced agent: `fleetlock` for a FleetLock client that
+   * `sluice-fleetlock` queues on its behalf. Written into the queue record and the history.
+   */
+  client?: QueueRecord['client'];
 }
 
 export type { Grant, SlotRequest } from '@sluice/core';
@@ -343,6 +348,7 @@ export class Semaphore implements SlotLock {
       if (req[field] !== undefined) (record as Record<string, unknown>)[field] = req[field];
     }
     if (this.#opts.token !== undefined) record.token = this.#opts.token;
+    if (this.#opts.client !== undefined) record.client = this.#opts.client;
     return record;
   }
 
@@ -683,6 +689,21 @@ export class Semaphore implements SlotLock {
    * the queue again (for `sluicectl lock` without --wait).
    */
   async tryAcquire(req: SlotRequest = {}, signal?: AbortSignal): Promise<Grant | Decision> {
+    const result = await this.tryAdmit(req, signal);
+    if (!('revision' in result)) await this.leave();
+    return result;
+  }
+
+  /**
+   * One admission attempt that keeps the node's place: joins the queue (or re-attaches to the
+   * node's key, which keeps its place and any slot), asks etcd once, and takes the slot when the
+   * answer is yes, through the same guarded txn as `acquire()`. Returns the grant, or the decision
+   * that refused it (an admission txn that lost a race is a `queue` wait), and the node stays
+   * queued on this Semaphore's session lease. `close()` then stops refreshing that lease: the
+   * place lasts `sessionTTL` seconds more unless another attempt refreshes it. For a client that
+   * asks for a slot by polling, as `sluice-fleetlock` does for FleetLock clients.
+   */
+  async tryAdmit(req: SlotRequest = {}, signal?: AbortSignal): Promise<Grant | Decision> {
     const own = await this.enqueue(req, signal);
     if (own.grant) return own.grant;
     const view = await readAdmission(this.#client, this.keys, this.node, {
@@ -695,24 +716,31 @@ export class Semaphore implements SlotLock {
     const skew =
       decision.kind === 'admit' && this.#opts.clockCheck ? await this.#opts.clockCheck() : null;
     if (skew) {
-      await this.leave();
       const rank = decision.kind === 'admit' ? decision.rank : null;
       return { kind: 'wait', reason: 'clock-skew', rank, detail: skew, wakeAt: null };
     }
-    if (decision.kind === 'admit' && !admissionTooBig(view, this.#opts.maxTxnOps)) {
+    if (decision.kind === 'admit') {
+      const tooBig = admissionTooBig(view, this.#opts.maxTxnOps);
+      if (tooBig) {
+        return {
+          kind: 'wait',
+          reason: 'invalid-value',
+          rank: decision.rank,
+          detail: tooBig,
+          wakeAt: null,
+        };
+      }
       const grant = await this.#admit(view);
       if (grant) return grant;
+      return {
+        kind: 'wait',
+        reason: 'queue',
+        rank: decision.rank,
+        detail: 'the group changed while taking the slot',
+        wakeAt: null,
+      };
     }
-    await this.leave();
-    return decision.kind === 'admit'
-      ? {
-          kind: 'wait',
-          reason: 'queue',
-          rank: decision.rank,
-          detail: 'the group changed while taking the slot',
-          wakeAt: null,
-        }
-      : decision;
+    return decision;
   }
 
   /**
@@ -969,6 +997,7 @@ export class Semaphore implements SlotLock {
     if (record?.manual || marker?.manual) history.manual = true;
     if (!record?.reason && marker?.reason) history.reason = marker.reason;
     if (record?.phases) history.phases = record.phases;
+    if (this.#opts.client !== undefined) history.client = this.#opts.client;
     return { key: this.keys.history(now.getTime(), this.node), record: history };
   }
 
