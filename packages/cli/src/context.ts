@@ -14,6 +14,7 @@ import {
   SluiceError,
 } from '@sluice/core';
 import type { connectEtcd, EtcdSettings } from '@sluice/etcd';
+import { type EtcdFlags, etcdSettingsFrom } from './etcd-options.js';
 
 /** Where the CLI reads its environment and writes its output. `main.ts` passes the process's. */
 export interface CliIO {
@@ -68,33 +69,11 @@ export type EtcdClient = Awaited<ReturnType<typeof connectEtcd>>;
 export type OutputFormat = 'table' | 'json';
 
 /** The global options, as commander parses them. */
-export interface GlobalOptions {
-  endpoints?: string[];
-  cacert?: string;
-  cert?: string;
-  key?: string;
-  user?: string;
-  password?: string;
-  passwordFile?: string;
-  prefix?: string;
-  group?: string;
+export interface GlobalOptions extends EtcdFlags {
   /** Let a write start a group that has no keys yet (see `Context.requireGroup`). */
   create?: boolean;
   output: OutputFormat;
 }
-
-/** The flag each settings field comes from, for error messages. */
-const FLAGS: Record<keyof EtcdSettings, string> = {
-  endpoints: '--endpoints',
-  cacert: '--cacert',
-  cert: '--cert',
-  key: '--key',
-  username: '--user',
-  password: '--password',
-  passwordFile: '--password-file',
-  prefix: '--prefix',
-  group: '--group',
-};
 
 /**
  * Per-run state handed to every command. Commands call `connect()` for etcd; everything opened
@@ -138,31 +117,8 @@ export class Context {
    */
   async settings(): Promise<EtcdSettings> {
     if (this.#settings) return this.#settings;
-    const { etcdSettingsFromEnv, parseEtcdSettings } = await import('@sluice/etcd');
-    const env = etcdSettingsFromEnv(this.io.env);
-    const values: Record<string, unknown> = { ...env.values };
-    const where: Record<string, string> = { ...env.sources };
-    const o = this.options;
-    const flags: Partial<Record<keyof EtcdSettings, unknown>> = {
-      endpoints: o.endpoints,
-      cacert: o.cacert,
-      cert: o.cert,
-      key: o.key,
-      username: o.user,
-      password: o.password,
-      passwordFile: o.passwordFile,
-      prefix: o.prefix,
-      group: o.group,
-    };
-    for (const [field, value] of Object.entries(flags) as [keyof EtcdSettings, unknown][]) {
-      if (value === undefined) continue;
-      values[field] = value;
-      where[field] = FLAGS[field];
-    }
-    // A password given as a flag wins over a password file from the environment, and vice versa.
-    if (o.password !== undefined && o.passwordFile === undefined) delete values.passwordFile;
-    if (o.passwordFile !== undefined && o.password === undefined) delete values.password;
-    this.#settings = parseEtcdSettings(values, where);
+    const { settings, where } = await etcdSettingsFrom(this.io.env, this.options);
+    this.#settings = settings;
     this.#where = where;
     return this.#settings;
   }

@@ -4,5 +4,6 @@
  * are `main.ts` and `locksmithctl-main.ts`.
  */
 export { type CliIO, EXIT, exitCodeFor } from './context.js';
+export { addEtcdOptions, type EtcdFlags, etcdSettingsFrom } from './etcd-options.js';
 export { runLocksmithctl } from './locksmithctl.js';
 export { buildProgram, run } from './program.js';

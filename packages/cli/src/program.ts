@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { rewriteLocksmithFlags } from './argv.js';
 import { type CliIO, Context, EXIT, exitCodeFor, type GlobalOptions } from './context.js';
+import { addEtcdOptions } from './etcd-options.js';
 
 function version(): string {
   try {
@@ -15,15 +16,6 @@ function version(): string {
   } catch {
     return 'unknown';
   }
-}
-
-/** Accumulates `--endpoints`: repeatable, each a comma-separated list. */
-function collectEndpoints(value: string, previous: string[] | undefined): string[] {
-  const list = value
-    .split(',')
-    .map((e) => e.trim())
-    .filter(Boolean);
-  return [...(previous ?? []), ...list];
 }
 
 /** Checks a `--reason`: other operators read it in status and history, so it must say something. */
@@ -46,7 +38,8 @@ export function buildProgram(
   io: CliIO,
   exec: (cmd: Command, body: Body) => Promise<void>,
 ): Command {
-  const program = new Command('sluicectl')
+  const program = new Command('sluicectl');
+  program
     .description(
       'Inspect and steer sluice reboot groups in etcd: how many nodes may reboot at once, who holds a slot, who waits, and when.',
     )
@@ -58,20 +51,8 @@ export function buildProgram(
     })
     .showHelpAfterError('(run with --help for usage)')
     .helpOption('-h, --help', 'show help (also -help, help and help COMMAND)')
-    .helpCommand('help [command]', 'show help for a command')
-    .option(
-      '--endpoints <urls>',
-      'etcd client URLs, comma separated [SLUICE_ENDPOINTS, LOCKSMITHCTL_ENDPOINT]',
-      collectEndpoints,
-    )
-    .option('--cacert <file>', 'CA bundle for etcd TLS [SLUICE_CACERT]')
-    .option('--cert <file>', 'client certificate for mutual TLS [SLUICE_CERT]')
-    .option('--key <file>', 'client key for mutual TLS [SLUICE_KEY]')
-    .option('--user <name>', 'etcd user name [SLUICE_USERNAME]')
-    .option('--password <password>', 'etcd password; prefer --password-file [SLUICE_PASSWORD]')
-    .option('--password-file <file>', 'file holding the etcd password [SLUICE_PASSWORD_FILE]')
-    .option('--prefix <prefix>', 'etcd key prefix (default /sluice/v1/) [SLUICE_PREFIX]')
-    .option('--group <name>', 'reboot group (default "default") [SLUICE_GROUP]')
+    .helpCommand('help [command]', 'show help for a command');
+  addEtcdOptions(program)
     .option(
       '--create',
       'let a write start a group that has no keys yet (without it, an unknown --group is refused)',
