@@ -118,7 +118,7 @@ export function formatStatus(status: GroupStatus, now: Date): string {
         ['NODE', 'HOSTNAME', 'STATE', 'SINCE', 'LEASE LEFT', 'REASON'],
         status.holders.map((h) => [
           h.node,
-          h.hostname || '-',
+          h.hostname || (h.client ? `(${h.client})` : '-'),
           h.aboveMax ? `${h.state} (above max)` : h.state,
           since(h.since, now),
           h.leaseSecondsLeft === null ? '-' : human(h.leaseSecondsLeft * 1000),
@@ -147,7 +147,7 @@ export function formatStatus(status: GroupStatus, now: Date): string {
         status.waiting.map((w) => [
           String(w.position),
           w.node,
-          w.hostname || '-',
+          w.hostname || (w.client ? `(${w.client})` : '-'),
           since(w.since, now),
           w.reason || '-',
         ]),

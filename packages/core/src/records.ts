@@ -8,6 +8,12 @@ import { z } from 'zod';
 /** The `client` of a node queued by `sluice-fleetlock` for a FleetLock client. */
 export const FLEETLOCK_CLIENT = 'fleetlock';
 
+/**
+ * The instance token sluice-fleetlock writes into its clients' records and markers: every
+ * replica of the server may act on them, and no sluiced agent takes them for its own.
+ */
+export const FLEETLOCK_TOKEN = 'sluice-fleetlock';
+
 /** Where a node is in its reboot, as stored in its queue record and shown by `sluicectl status`. */
 export const NODE_STATES = [
   'waiting',

@@ -3,7 +3,7 @@
  * from a snapshot plus the seconds left on each holder's lease; pure.
  */
 import { type Blocker, describeBlocker, groupAdmission } from './admission.js';
-import { type NodeState, requestExpired } from './records.js';
+import { FLEETLOCK_CLIENT, FLEETLOCK_TOKEN, type NodeState, requestExpired } from './records.js';
 import { type GroupSnapshot, lostHolders } from './snapshot.js';
 import { formatWindowSpec, windowStateAll } from './window.js';
 
@@ -28,6 +28,8 @@ export interface HolderStatus {
    * and drains, and nobody new is admitted meanwhile.
    */
   aboveMax: boolean;
+  /** `fleetlock` for a FleetLock client served by sluice-fleetlock; null for an agent. */
+  client: 'fleetlock' | null;
 }
 
 /** One node waiting for a slot. */
@@ -38,6 +40,8 @@ export interface WaiterStatus {
   position: number;
   since: string | null;
   reason: string;
+  /** `fleetlock` for a FleetLock client served by sluice-fleetlock; null for an agent. */
+  client: 'fleetlock' | null;
 }
 
 /** A pending reboot request (from `sluicectl request-reboot`) that has not expired. */
@@ -113,6 +117,7 @@ export function groupStatus(
         grantedRevision: markers.get(entry.node)?.createRevision ?? null,
         problem: record?.problem ?? null,
         aboveMax: false,
+        client: record?.client ?? null,
       });
     } else {
       waiting.push({
@@ -121,6 +126,7 @@ export function groupStatus(
         position: waiting.length + 1,
         since: record?.since ?? null,
         reason: record?.reason ?? '',
+        client: record?.client ?? null,
       });
     }
   }
@@ -135,6 +141,7 @@ export function groupStatus(
       grantedRevision: slot.createRevision,
       problem: null,
       aboveMax: false,
+      client: null,
     });
   }
   for (const lost of lostHolders(snapshot)) {
@@ -152,6 +159,7 @@ export function groupStatus(
         ? 'manual lock expired: its hold lease ran out without sluicectl unlock'
         : 'lost during its reboot: the hold lease expired without a release',
       aboveMax: false,
+      client: lost.marker?.token === FLEETLOCK_TOKEN ? FLEETLOCK_CLIENT : null,
     });
   }
   const admission = groupAdmission(snapshot, now);

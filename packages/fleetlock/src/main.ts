@@ -83,7 +83,7 @@ const program = new Command('sluice-fleetlock')
 addEtcdOptions(program, { group: false })
   .option(
     '--poll-interval <duration>',
-    'how often clients poll (Zincati: 5m); a queued id keeps its place for this plus 10 % and 10 s',
+    'how often clients poll (Zincati: 5m); a queued id keeps its place for this plus 20 % (at most 10 s more than 10 %)',
     '5m',
   )
   .option(

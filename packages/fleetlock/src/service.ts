@@ -17,6 +17,7 @@
 import {
   type Decision,
   FLEETLOCK_CLIENT,
+  FLEETLOCK_TOKEN,
   type Grant,
   GroupKeys,
   isSluiceError,
@@ -27,15 +28,12 @@ import { type ClientParams, failure, type Reply, success } from './protocol.js';
 
 /**
  * The seconds a queued id keeps its place without polling, for clients that poll every
- * `pollMs`: the interval plus Zincati's 10 % jitter plus 10 s for the request itself. For
- * Zincati's 300 s that is 340 s.
+ * `pollMs`: the interval plus Zincati's 10 % jitter, plus a tenth more (at most 10 s) for the
+ * request itself. For Zincati's 300 s that is 340 s.
  */
 export function placeTTLFor(pollMs: number): number {
-  return Math.ceil((pollMs * 1.1) / 1000) + 10;
+  return Math.ceil((pollMs * 1.1 + Math.min(10_000, pollMs * 0.1)) / 1000);
 }
-
-/** The instance token of every FleetLock record: any replica of the server may act on them. */
-export const FLEETLOCK_TOKEN = 'sluice-fleetlock';
 
 /** How a FleetLockService is set up. */
 export interface ServiceOptions {

@@ -27,6 +27,8 @@ export interface HistoryLine {
   by: string | null;
   /** True for a slot taken by hand (`sluicectl lock`), also when its lease ran out. */
   manual: boolean;
+  /** `fleetlock` when the slot was a FleetLock client's; null for an agent or an operator. */
+  client: 'fleetlock' | null;
 }
 
 /** One operator action of `history -o json`. */
@@ -136,6 +138,7 @@ export async function history(
       reason: r.reason,
       by: r.by ?? null,
       manual: r.manual ?? false,
+      client: r.client ?? null,
     });
   }
   if (ctx.json) {
@@ -164,7 +167,7 @@ export async function history(
           instant(l.end),
           l.durationSeconds === null ? '-' : human(l.durationSeconds * 1000),
           l.manual ? `${l.outcome} (manual lock)` : l.outcome,
-          l.by ?? '-',
+          l.by ?? (l.client ? `${l.client} client` : '-'),
           l.reason || '-',
         ]),
       ),

@@ -1,9 +1,15 @@
 /**
  * `sluicectl nodes`: every node of the group, registered agents and nodes in the queue alike,
  * with what each is doing, its OS and agent versions, its last reboot, and any problem: a second
- * agent with its node id (a cloned machine), or a clock too far from etcd's.
+ * agent with its node id (a cloned machine), or a clock too far from etcd's. FleetLock clients
+ * (served by sluice-fleetlock) are listed while queued or holding, and after a reboot from history.
  */
-import type { GroupSnapshot, HistoryRecord } from '@sluice/core';
+import {
+  FLEETLOCK_CLIENT,
+  FLEETLOCK_TOKEN,
+  type GroupSnapshot,
+  type HistoryRecord,
+} from '@sluice/core';
 import { GroupAdmin, readGroup } from '@sluice/etcd';
 import { type Context, EXIT } from '../context.js';
 import { since, table } from '../format.js';
@@ -25,6 +31,8 @@ export interface NodeRow {
   /** When the node's last slot ended (released, forced, lost...), from history. */
   lastReboot: { endedAt: string; outcome: string } | null;
   problem: string | null;
+  /** `fleetlock` for a FleetLock client served by sluice-fleetlock (it has no agent). */
+  client: 'fleetlock' | null;
   /** A second agent with this node id, which stays out of the group. */
   conflict: { hostname: string; bootId: string; startedAt: string } | null;
 }
@@ -36,6 +44,8 @@ export function nodeRows(snapshot: GroupSnapshot, history: readonly HistoryRecor
     ...snapshot.queue.map((e) => e.node),
     ...snapshot.holding.map((h) => h.node),
     ...snapshot.conflicts.keys(),
+    // FleetLock clients register nowhere: their reboots in history are all there is of them.
+    ...history.filter((h) => h.client === FLEETLOCK_CLIENT).map((h) => h.node),
   ]);
   const last = new Map<string, HistoryRecord>();
   for (const h of history) if (!last.has(h.node)) last.set(h.node, h);
@@ -67,6 +77,11 @@ export function nodeRows(snapshot: GroupSnapshot, history: readonly HistoryRecor
       startedAt: reg?.startedAt ?? null,
       lastReboot: ended ? { endedAt: ended.endedAt, outcome: ended.outcome } : null,
       problem: reg?.problem ?? entry?.record?.problem ?? null,
+      client:
+        entry?.record?.client ??
+        (marker?.marker?.token === FLEETLOCK_TOKEN ? FLEETLOCK_CLIENT : null) ??
+        last.get(node)?.client ??
+        null,
       conflict: twin
         ? { hostname: twin.hostname, bootId: twin.bootId, startedAt: twin.startedAt }
         : null,
@@ -98,7 +113,7 @@ export async function nodes(ctx: Context): Promise<number> {
       rows.map((r) => [
         r.node,
         r.hostname || '-',
-        `${r.state}${r.position ? ` #${r.position}` : ''}${r.registered ? '' : ' (no agent)'}`,
+        `${r.state}${r.position ? ` #${r.position}` : ''}${r.registered ? '' : r.client ? ` (${r.client})` : ' (no agent)'}`,
         r.osVersion ?? '-',
         r.agentVersion ?? '-',
         r.lastReboot ? `${since(r.lastReboot.endedAt, now)} ${r.lastReboot.outcome}` : '-',
