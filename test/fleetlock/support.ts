@@ -17,7 +17,7 @@ export interface FleetLockServer {
   url: string;
 }
 
-/** Starts sluice-fleetlock on a free loopback port and waits until it serves. */
+/** Starts sluice-fleetlock on a free loopback port and waits until /healthz answers. */
 export async function startServer(
   endpoints: string[],
   prefix: string,
@@ -33,15 +33,21 @@ export async function startServer(
     prefix,
     ...extra,
   ]);
+  const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 20_000;
-  while (!proc.stdout().includes('serving FleetLock')) {
+  for (;;) {
+    const up = await fetch(`${url}/healthz`).then(
+      (res) => res.ok,
+      () => false,
+    );
+    if (up) break;
     const code = await Promise.race([proc.exited, new Promise((r) => setTimeout(r, 50, null))]);
     if (code !== null) {
       throw new Error(`sluice-fleetlock exited (${code}): ${proc.stderr()}${proc.stdout()}`);
     }
     if (Date.now() > deadline) throw new Error(`sluice-fleetlock did not start: ${proc.stderr()}`);
   }
-  return { proc, url: `http://127.0.0.1:${port}` };
+  return { proc, url };
 }
 
 /** An answer: the status, the raw body, and the body as JSON when it is JSON. */

@@ -53,7 +53,7 @@ export const FAILURE_KINDS = {
   method_not_allowed: { status: 405, when: 'the method is not POST' },
   unknown_group: {
     status: 404,
-    when: 'the group has no keys in etcd (a typo?), unless --allow-new-groups',
+    when: 'the group is not `default` and has no keys in etcd (a typo?), unless --allow-new-groups',
   },
   full: {
     status: 409,

@@ -15,6 +15,7 @@
  * halts the group as for agents.
  */
 import {
+  DEFAULT_GROUP,
   type Decision,
   FLEETLOCK_CLIENT,
   FLEETLOCK_TOKEN,
@@ -45,7 +46,7 @@ export interface ServiceOptions {
   holdTTL: number;
   /** Hold a pre-reboot that cannot be admitted open this many ms, answering once granted. 0 = off. */
   longPollMs: number;
-  /** Accept groups that have no keys in etcd yet (default: refused, as a typo). */
+  /** Accept groups other than `default` that have no keys in etcd yet (default: refused, as a typo). */
   allowNewGroups: boolean;
   /** etcd's `--max-txn-ops`. */
   maxTxnOps?: number;
@@ -113,7 +114,8 @@ export class FleetLockService {
 
   /** Null when the group may be used, else the `unknown_group` reply. */
   async #checkGroup(group: string): Promise<Outcome | null> {
-    if (this.#opts.allowNewGroups || this.#known.has(group)) return null;
+    // The default group needs no keys, as for sluicectl: it is every client's unless configured.
+    if (this.#opts.allowNewGroups || group === DEFAULT_GROUP || this.#known.has(group)) return null;
     const keys = new GroupKeys(this.#opts.prefix, group);
     if (await groupExists(this.#client, keys)) {
       this.#known.add(group);
