@@ -2,13 +2,16 @@
 # Installs sluice from the single-file bundle (npm run bundle) onto this machine, or into a
 # staging root for packaging and images:
 #
-#   PREFIX/lib/sluiced.mjs, sluicectl.mjs, locksmithctl.mjs   the bundle (plain node, no node_modules)
-#   PREFIX/bin/sluiced, sluicectl, locksmithctl                 links to them (locksmithctl: locksmith's
-#                                                               commands and flags on sluice's keys)
+#   PREFIX/lib/sluiced.mjs, sluicectl.mjs, locksmithctl.mjs,   the bundle (plain node, no node_modules)
+#     sluice-fleetlock.mjs
+#   PREFIX/bin/sluiced, sluicectl, locksmithctl,                links to them (locksmithctl: locksmith's
+#     sluice-fleetlock                                          commands and flags on sluice's keys;
+#                                                               sluice-fleetlock: the FleetLock server)
 #   PREFIX/bin/node                                    with --node FILE: a node runtime to use
 #   PREFIX/README.md                                   deploy/README.md (the units point at it)
-#   UNITDIR/sluiced.service, sluice-reboot.{service,timer}, sluice-release.service
-#   /etc/sluice/sluiced.yaml.example, /etc/sluice/sluiced.env.example
+#   UNITDIR/sluiced.service, sluice-reboot.{service,timer}, sluice-release.service,
+#     sluice-fleetlock.service
+#   /etc/sluice/sluiced.yaml.example, sluiced.env.example, sluice-fleetlock.env.example
 #
 # Everything lands under --root when given. The units name /opt/sluice; another --prefix is
 # written into them. Existing configuration (/etc/sluice/sluiced.yaml, sluiced.env) is never
@@ -21,8 +24,9 @@ usage: deploy/install.sh [options]
 
   --prefix DIR    where the programs go (default /opt/sluice)
   --root DIR      install under DIR instead of / (a staging root; nothing is enabled)
-  --bundle DIR    the directory with sluiced.mjs, sluicectl.mjs and locksmithctl.mjs (default: dist-bundle/
-                  next to deploy/; build it with `npm run bundle`)
+  --bundle DIR    the directory with sluiced.mjs, sluicectl.mjs, locksmithctl.mjs and
+                  sluice-fleetlock.mjs (default: dist-bundle/ next to deploy/; build it with
+                  `npm run bundle`)
   --unitdir DIR   where the systemd units go (default /etc/systemd/system)
   --node FILE     also install this node binary as PREFIX/bin/node (for hosts without
                   node >= 20.19, such as Flatcar); the units look in PREFIX/bin first
@@ -77,7 +81,7 @@ esac
 prefix=${prefix%/}
 root=${root%/}
 
-for program in sluiced sluicectl locksmithctl; do
+for program in sluiced sluicectl locksmithctl sluice-fleetlock; do
   [ -f "$bundle/$program.mjs" ] ||
     die "$bundle/$program.mjs is missing: run \`npm run bundle\` first, or pass --bundle DIR"
 done
@@ -87,7 +91,7 @@ fi
 
 dest="$root$prefix"
 install -d -m 0755 "$dest/bin" "$dest/lib"
-for program in sluiced sluicectl locksmithctl; do
+for program in sluiced sluicectl locksmithctl sluice-fleetlock; do
   install -m 0755 "$bundle/$program.mjs" "$dest/lib/$program.mjs"
   # A link, so node sees the .mjs name and loads the file as an ES module.
   ln -sfn "../lib/$program.mjs" "$dest/bin/$program"
@@ -99,7 +103,8 @@ install -m 0644 "$here/README.md" "$dest/README.md"
 
 if [ "$units" = yes ]; then
   install -d -m 0755 "$root$unitdir"
-  for unit in sluiced.service sluice-reboot.service sluice-reboot.timer sluice-release.service; do
+  for unit in sluiced.service sluice-reboot.service sluice-reboot.timer sluice-release.service \
+    sluice-fleetlock.service; do
     sed "s|/opt/sluice/|$prefix/|g" "$here/systemd/$unit" >"$root$unitdir/$unit.tmp"
     chmod 0644 "$root$unitdir/$unit.tmp"
     mv -f "$root$unitdir/$unit.tmp" "$root$unitdir/$unit"
@@ -110,18 +115,25 @@ fi
 install -d -m 0700 "$root/etc/sluice"
 install -m 0600 "$here/config/sluiced.yaml" "$root/etc/sluice/sluiced.yaml.example"
 install -m 0600 "$here/config/sluiced.env" "$root/etc/sluice/sluiced.env.example"
+install -m 0600 "$here/config/sluice-fleetlock.env" "$root/etc/sluice/sluice-fleetlock.env.example"
 
 printf 'installed sluice into %s\n' "${root:-/}"
-printf '  %s\n' "$prefix/bin/sluiced" "$prefix/bin/sluicectl" "$prefix/bin/locksmithctl"
+printf '  %s\n' "$prefix/bin/sluiced" "$prefix/bin/sluicectl" "$prefix/bin/locksmithctl" \
+  "$prefix/bin/sluice-fleetlock"
 [ -z "$node" ] || printf '  %s\n' "$prefix/bin/node"
 [ "$units" = no ] || printf '  %s\n' "$unitdir/sluiced.service" "$unitdir/sluice-reboot.timer" \
-  "$unitdir/sluice-reboot.service" "$unitdir/sluice-release.service"
-printf '  %s\n' /etc/sluice/sluiced.yaml.example /etc/sluice/sluiced.env.example
+  "$unitdir/sluice-reboot.service" "$unitdir/sluice-release.service" \
+  "$unitdir/sluice-fleetlock.service"
+printf '  %s\n' /etc/sluice/sluiced.yaml.example /etc/sluice/sluiced.env.example \
+  /etc/sluice/sluice-fleetlock.env.example
 if [ -z "$root" ] && [ "$units" = yes ]; then
   cat <<EOF
 next:
   cp /etc/sluice/sluiced.yaml.example /etc/sluice/sluiced.yaml   # then edit it
   systemctl mask --now locksmithd.service                        # if this node ran locksmith
   systemctl daemon-reload && systemctl enable --now sluiced.service
+FleetLock server (on the machines Zincati or Flatcar clients poll; see docs/fleetlock.md):
+  cp /etc/sluice/sluice-fleetlock.env.example /etc/sluice/sluice-fleetlock.env   # then edit it
+  systemctl enable --now sluice-fleetlock.service
 EOF
 fi

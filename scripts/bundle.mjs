@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * Builds the dependency-free bundle: `dist-bundle/sluiced.mjs`, `dist-bundle/sluicectl.mjs` and
- * `dist-bundle/locksmithctl.mjs`, single files that run with a plain `node` (>= 20.19) and no
+ * Builds the dependency-free bundle: `dist-bundle/sluiced.mjs`, `dist-bundle/sluicectl.mjs`,
+ * `dist-bundle/locksmithctl.mjs` and `dist-bundle/sluice-fleetlock.mjs`, single files that run with a plain `node` (>= 20.19) and no
  * node_modules next to them. They are what `deploy/install.sh`, the Butane config and the
  * Containerfile ship.
  *
@@ -20,7 +20,7 @@
  *   The .proto files (and the ones they import) are parsed here, at build time, and the call
  *   becomes `fromJSON(<the parsed definitions>)`, @grpc/proto-loader's in-memory equivalent. The
  *   script checks that both give the same services and methods.
- * - `sluiced` and `sluicectl` read their version from `../package.json` next to their source. The
+ * - `sluiced`, `sluicectl` and `sluice-fleetlock` read their version from `../package.json` next to their source. The
  *   read becomes the package.json text itself (name and version only).
  *
  * Optional native modules that dbus-next tries inside try/catch (`usocket` for abstract sockets,
@@ -51,6 +51,8 @@ const ENTRIES = {
   sluicectl: join(root, 'packages/cli/src/main.ts'),
   // locksmithctl's commands and flags on sluice's keys, for scripts written for locksmith.
   locksmithctl: join(root, 'packages/cli/src/locksmithctl-main.ts'),
+  // The FleetLock server for Zincati and Flatcar clients.
+  'sluice-fleetlock': join(root, 'packages/fleetlock/src/main.ts'),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -112,13 +114,19 @@ const inlineRuntimeFiles = {
         loader: 'js',
       };
     });
-    b.onLoad({ filter: /[\\/]packages[\\/](agent|cli)[\\/]src[\\/][^\\/]+\.ts$/ }, (file) => {
-      const source = readFileSync(file.path, 'utf8');
-      if (!VERSION_READ.test(source)) return undefined;
-      const pkg = JSON.parse(readFileSync(join(dirname(file.path), '../package.json'), 'utf8'));
-      const text = JSON.stringify(JSON.stringify({ name: pkg.name, version: pkg.version }));
-      return { contents: source.replace(new RegExp(VERSION_READ, 'g'), () => text), loader: 'ts' };
-    });
+    b.onLoad(
+      { filter: /[\\/]packages[\\/](agent|cli|fleetlock)[\\/]src[\\/][^\\/]+\.ts$/ },
+      (file) => {
+        const source = readFileSync(file.path, 'utf8');
+        if (!VERSION_READ.test(source)) return undefined;
+        const pkg = JSON.parse(readFileSync(join(dirname(file.path), '../package.json'), 'utf8'));
+        const text = JSON.stringify(JSON.stringify({ name: pkg.name, version: pkg.version }));
+        return {
+          contents: source.replace(new RegExp(VERSION_READ, 'g'), () => text),
+          loader: 'ts',
+        };
+      },
+    );
   },
 };
 

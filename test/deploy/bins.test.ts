@@ -14,12 +14,14 @@ const PROGRAMS = [
   ['sluiced', 'agent'],
   ['sluicectl', 'cli'],
   ['locksmithctl', 'cli'],
+  ['sluice-fleetlock', 'fleetlock'],
 ] as const;
 
 /** Every bin of each package. */
 const BINS: Record<string, Record<string, string>> = {
   agent: { sluiced: './bin/sluiced.mjs' },
   cli: { locksmithctl: './bin/locksmithctl.mjs', sluicectl: './bin/sluicectl.mjs' },
+  fleetlock: { 'sluice-fleetlock': './bin/sluice-fleetlock.mjs' },
 };
 
 interface PackageJson {

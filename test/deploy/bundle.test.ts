@@ -35,13 +35,14 @@ afterAll(async () => {
 });
 
 describe('the bundle, copied alone into an empty directory', () => {
-  it.each(['sluiced', 'sluicectl', 'locksmithctl'] as const)(
+  it.each(['sluiced', 'sluicectl', 'locksmithctl', 'sluice-fleetlock'] as const)(
     '%s answers --version',
     async (program) => {
       const alone = await isolate(bundle[program], dirs);
       const { code, stdout, stderr } = await runToEnd(alone, ['--version']);
       expect(code, stderr).toBe(0);
-      const pkg = program === 'sluiced' ? 'agent' : 'cli';
+      const pkg =
+        program === 'sluiced' ? 'agent' : program === 'sluice-fleetlock' ? 'fleetlock' : 'cli';
       const { version } = JSON.parse(
         await readFile(join(ROOT, 'packages', pkg, 'package.json'), 'utf8'),
       );
@@ -50,7 +51,12 @@ describe('the bundle, copied alone into an empty directory', () => {
   );
 
   it('each file starts with a shebang and is executable', async () => {
-    for (const file of [bundle.sluiced, bundle.sluicectl, bundle.locksmithctl]) {
+    for (const file of [
+      bundle.sluiced,
+      bundle.sluicectl,
+      bundle.locksmithctl,
+      bundle['sluice-fleetlock'],
+    ]) {
       expect((await readFile(file, 'utf8')).split('\n', 1)[0]).toBe('#!/usr/bin/env node');
       expect((await stat(file)).mode & 0o111).toBe(0o111);
     }
@@ -104,7 +110,7 @@ describe('deploy/install.sh', () => {
     const { stdout } = await install(['--root', root, '--bundle', bundle.dir]);
     expect(stdout).toContain(`installed sluice into ${root}`);
 
-    for (const program of ['sluiced', 'sluicectl', 'locksmithctl']) {
+    for (const program of ['sluiced', 'sluicectl', 'locksmithctl', 'sluice-fleetlock']) {
       const link = join(root, 'opt/sluice/bin', program);
       expect((await lstat(link)).isSymbolicLink()).toBe(true);
       expect(await readlink(link)).toBe(`../lib/${program}.mjs`);
@@ -118,7 +124,7 @@ describe('deploy/install.sh', () => {
       expect(installed).toBe(await readFile(join(DEPLOY, 'systemd', unit), 'utf8'));
     }
     expect((await stat(join(root, 'etc/sluice'))).mode & 0o777).toBe(0o700);
-    for (const example of ['sluiced.yaml', 'sluiced.env']) {
+    for (const example of ['sluiced.yaml', 'sluiced.env', 'sluice-fleetlock.env']) {
       const file = join(root, 'etc/sluice', `${example}.example`);
       expect(await readFile(file, 'utf8')).toBe(
         await readFile(join(DEPLOY, 'config', example), 'utf8'),

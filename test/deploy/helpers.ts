@@ -20,6 +20,7 @@ export const SYSTEMD_UNITS = [
   'sluice-reboot.service',
   'sluice-reboot.timer',
   'sluice-release.service',
+  'sluice-fleetlock.service',
 ] as const;
 
 /** How a finished command ended. */
@@ -104,6 +105,8 @@ export interface Bundle {
   sluicectl: string;
   /** locksmithctl's commands on sluice's keys. */
   locksmithctl: string;
+  /** The FleetLock server. */
+  'sluice-fleetlock': string;
 }
 
 /** Builds the bundle with scripts/bundle.mjs into `dir` (not dist-bundle/, which may be in use). */
@@ -120,6 +123,7 @@ export async function buildBundle(dir: string): Promise<Bundle> {
     sluiced: join(dir, 'sluiced.mjs'),
     sluicectl: join(dir, 'sluicectl.mjs'),
     locksmithctl: join(dir, 'locksmithctl.mjs'),
+    'sluice-fleetlock': join(dir, 'sluice-fleetlock.mjs'),
   };
 }
 
@@ -170,7 +174,7 @@ export const NO_SYSTEMD_ANALYZE = skipWithout(SYSTEMD_ANALYZE);
  * finds its service). verify insists that ExecStart= names an executable file, and
  * /opt/sluice/bin does not exist on a test machine. So in the copies, `prefix` (default
  * /opt/sluice/) is replaced by `target/`: a directory whose bin/ holds the real programs (an
- * install root), or by default a temp dir with executable stubs bin/sluiced and bin/sluicectl.
+ * install root), or by default a temp dir with executable stubs of the programs in bin/.
  * Nothing else in the units changes.
  */
 export async function verifyUnits(
@@ -185,7 +189,7 @@ export async function verifyUnits(
   if (target === undefined) {
     target = join(dir, 'prefix');
     await mkdir(join(target, 'bin'), { recursive: true });
-    for (const name of ['sluiced', 'sluicectl']) {
+    for (const name of ['sluiced', 'sluicectl', 'sluice-fleetlock']) {
       await writeFile(join(target, 'bin', name), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
     }
   }

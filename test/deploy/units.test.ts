@@ -108,7 +108,7 @@ describe('the units explain themselves', () => {
     for (const unit of services) {
       const service = sectionLines(await readFile(unit, 'utf8'), 'Service');
       expect(service.find((l) => l.startsWith('ExecStart='))).toMatch(
-        /^ExecStart=\/opt\/sluice\/bin\/sluice(d|ctl)\b/,
+        /^ExecStart=\/opt\/sluice\/bin\/sluice(d|ctl|-fleetlock)\b/,
       );
       expect(service).toContain(
         'Environment=PATH=/opt/sluice/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
