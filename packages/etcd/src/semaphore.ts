@@ -103,6 +103,12 @@ export interface SemaphoreOptions {
    * `sluice-fleetlock` queues on its behalf. Written into the queue record and the history.
    */
   client?: QueueRecord['client'];
+  /**
+   * Keep the leases alive while this object lives (the default). False for a caller whose client
+   * refreshes its place by asking again (`tryAdmit`), as `sluice-fleetlock` does: each lease then
+   * runs out its full TTL after it was granted, with no keep-alive stream.
+   */
+  keepAlive?: boolean;
 }
 
 export type { Grant, SlotRequest } from '@sluice/core';
@@ -321,14 +327,18 @@ export class Semaphore implements SlotLock {
   async #sessionLease(): Promise<Session> {
     if (this.#session?.alive) return this.#session;
     this.#session?.close();
-    this.#session = await Session.open(this.#client, this.#opts.sessionTTL ?? 30);
+    this.#session = await Session.open(this.#client, this.#opts.sessionTTL ?? 30, {
+      keepAlive: this.#opts.keepAlive ?? true,
+    });
     return this.#session;
   }
 
   async #holdLease(): Promise<Session> {
     if (this.#hold?.alive) return this.#hold;
     this.#hold?.close();
-    this.#hold = await Session.open(this.#client, this.#opts.holdTTL ?? 3600);
+    this.#hold = await Session.open(this.#client, this.#opts.holdTTL ?? 3600, {
+      keepAlive: this.#opts.keepAlive ?? true,
+    });
     return this.#hold;
   }
 

@@ -26,11 +26,16 @@ export class Session {
   }
 
   /**
-   * Grants a lease of `ttl` seconds and starts keeping it alive. Rejects with an
-   * `etcd-unavailable` or `etcd-denied` SluiceError if etcd does not grant it.
+   * Grants a lease of `ttl` seconds and starts keeping it alive, unless `keepAlive` is false (the
+   * lease then runs out `ttl` seconds after the grant). Rejects with an `etcd-unavailable` or
+   * `etcd-denied` SluiceError if etcd does not grant it.
    */
-  static async open(client: Etcd3, ttl: number): Promise<Session> {
-    const lease = client.lease(ttl, { autoKeepAlive: true });
+  static async open(
+    client: Etcd3,
+    ttl: number,
+    opts: { keepAlive?: boolean } = {},
+  ): Promise<Session> {
+    const lease = client.lease(ttl, { autoKeepAlive: opts.keepAlive ?? true });
     // A failed grant also emits 'lost'; without a listener that would be an unhandled error.
     lease.on('lost', () => {});
     try {

@@ -96,7 +96,8 @@ export class FleetLockService {
     this.#opts = opts;
   }
 
-  #semaphore(params: ClientParams): Semaphore {
+  /** A semaphore for one request; `keepAlive` only while a long poll waits. */
+  #semaphore(params: ClientParams, keepAlive = false): Semaphore {
     return new Semaphore(this.#client, {
       node: params.id,
       hostname: '',
@@ -106,6 +107,7 @@ export class FleetLockService {
       client: FLEETLOCK_CLIENT,
       sessionTTL: this.#opts.placeTTL,
       holdTTL: this.#opts.holdTTL,
+      keepAlive,
       ...(this.#opts.maxTxnOps ? { maxTxnOps: this.#opts.maxTxnOps } : {}),
       ...(this.#opts.clockCheck ? { clockCheck: this.#opts.clockCheck } : {}),
       ...(this.#opts.now ? { now: this.#opts.now } : {}),
@@ -144,7 +146,7 @@ export class FleetLockService {
       // from a fresh attempt, which also leaves the place on a full-length lease.
       const deadline = AbortSignal.timeout(this.#opts.longPollMs);
       const stop = signal ? AbortSignal.any([deadline, signal]) : deadline;
-      const sem = this.#semaphore(params);
+      const sem = this.#semaphore(params, true);
       try {
         const grant = await sem.acquire(request, stop);
         return this.#granted(params, grant, true, true);
