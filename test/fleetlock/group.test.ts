@@ -153,6 +153,20 @@ describe('a lost FleetLock holder', () => {
   });
 });
 
+describe('operators', () => {
+  it("sluicectl unlock --force frees a FleetLock client's slot, recorded as forced", async () => {
+    const keys = await group(1);
+    expect((await call(server.url, 'pre-reboot', 'u1', keys.group)).status).toBe(200);
+    await sluicectl(keys, ['unlock', 'u1', '--force']);
+    expect(await client.get(keys.holding('u1')).exists()).toBe(false);
+    expect(await client.get(keys.queue('u1')).exists()).toBe(false);
+    expect((await call(server.url, 'pre-reboot', 'u2', keys.group)).status).toBe(200);
+    // u1's own steady-state afterwards is still answered 200, and frees nothing of u2's.
+    expect((await call(server.url, 'steady-state', 'u1', keys.group)).status).toBe(200);
+    expect(await client.get(keys.holding('u2')).exists()).toBe(true);
+  });
+});
+
 describe('places', () => {
   it('keeps a place across polls; a queued id that stops polling loses its turn to the next', async () => {
     const keys = await group(1);

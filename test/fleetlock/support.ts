@@ -4,6 +4,7 @@
  * no Content-Type). `npx turbo run build` must have run first.
  */
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@sluice/testkit';
 import { type Proc, start } from '../process.js';
@@ -15,6 +16,8 @@ export const FLEETLOCK = `${root}packages/fleetlock/dist/main.js`;
 export interface FleetLockServer {
   proc: Proc;
   url: string;
+  /** The CA a client must trust, for a server that serves HTTPS. */
+  ca?: Buffer;
 }
 
 /** Starts sluice-fleetlock on a free loopback port and waits until /healthz answers. */
@@ -22,24 +25,17 @@ export async function startServer(
   endpoints: string[],
   prefix: string,
   extra: string[] = [],
+  opts: { env?: NodeJS.ProcessEnv; ca?: Buffer } = {},
 ): Promise<FleetLockServer> {
   const port = await freePort();
-  const proc = start(FLEETLOCK, [
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--endpoints',
-    endpoints.join(','),
-    '--prefix',
-    prefix,
-    ...extra,
-  ]);
-  const url = `http://127.0.0.1:${port}`;
+  const args = ['--listen', `127.0.0.1:${port}`, '--prefix', prefix, ...extra];
+  // The endpoints may come from the environment instead (SLUICE_ENDPOINTS).
+  if (endpoints.length > 0) args.push('--endpoints', endpoints.join(','));
+  const proc = start(FLEETLOCK, args, opts.env);
+  const url = `${opts.ca ? 'https' : 'http'}://127.0.0.1:${port}`;
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const up = await fetch(`${url}/healthz`).then(
-      (res) => res.ok,
-      () => false,
-    );
+    const up = await healthz(url, opts.ca);
     if (up) break;
     const code = await Promise.race([proc.exited, new Promise((r) => setTimeout(r, 50, null))]);
     if (code !== null) {
@@ -47,7 +43,19 @@ export async function startServer(
     }
     if (Date.now() > deadline) throw new Error(`sluice-fleetlock did not start: ${proc.stderr()}`);
   }
-  return { proc, url };
+  return { proc, url, ...(opts.ca ? { ca: opts.ca } : {}) };
+}
+
+/** True when GET /healthz answers 200 (over HTTPS trusting only `ca`, when given). */
+function healthz(url: string, ca?: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = (ca ? httpsRequest : request)(`${url}/healthz`, ca ? { ca } : {}, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('error', () => resolve(false));
+    req.end();
+  });
 }
 
 /** An answer: the status, the raw body, and the body as JSON when it is JSON. */
@@ -66,6 +74,8 @@ export function send(
     path?: string;
     headers?: Record<string, string>;
     body?: string | object;
+    /** Trust only this CA: the server serves HTTPS. */
+    ca?: Buffer;
   } = {},
 ): Promise<Answer> {
   const body =
@@ -75,10 +85,11 @@ export function send(
         ? opts.body
         : JSON.stringify(opts.body);
   return new Promise((resolve, reject) => {
-    const req = request(
+    const req = (opts.ca ? httpsRequest : request)(
       `${url}${opts.path ?? '/v1/pre-reboot'}`,
       {
         method: opts.method ?? 'POST',
+        ...(opts.ca ? { ca: opts.ca } : {}),
         // A length for every method: Node sends a GET's body unframed otherwise.
         headers: {
           'fleet-lock-protocol': 'true',
