@@ -69,7 +69,7 @@ it('agents and FleetLock clients share max 1 and one FIFO queue', async () => {
     const id = `f${i + 1}`;
     const answer = await call(server.url, 'pre-reboot', id, keys.group);
     expect(answer.json?.kind, answer.body).toBe('full');
-    expect(answer.json?.value).toContain(`position ${order.length + 1}`);
+    expect(answer.json?.value).toContain(`position ${order.length} in the queue`);
     order.push(id);
     pollers.push(zincati(server.url, id, keys.group));
   }

@@ -162,10 +162,10 @@ describe('locks', () => {
 
     const b = await call(server.url, 'pre-reboot', 'b', keys.group);
     expectFailure(b, 409, 'full');
-    expect(b.json?.value).toContain('position 2');
+    expect(b.json?.value).toContain('position 1 in the queue');
     const c = await call(server.url, 'pre-reboot', 'c', keys.group);
     expectFailure(c, 409, 'full');
-    expect(c.json?.value).toContain('position 3');
+    expect(c.json?.value).toContain('position 2 in the queue');
     expect(await inEtcd(keys)).toEqual({ queued: ['a', 'b', 'c'], holding: ['a'] });
 
     // One steady-state frees the slot; the next in line gets it on its next poll, not c.

@@ -50,7 +50,7 @@ function listenAddress(text: string): { host: string; port: number } {
   if (at <= 0 || !host || !/^\d+$/.test(text.slice(at + 1)) || port > 65535) {
     throw new SluiceError(
       'invalid-config',
-      `--listen ${JSON.stringify(text)}: expected HOST:PORT, e.g. 127.0.0.1:9467 or [::1]:9467`,
+      `--listen ${JSON.stringify(text)}: expected HOST:PORT, e.g. 127.0.0.1:9468 or [::1]:9468`,
       '--listen',
     );
   }
@@ -78,7 +78,7 @@ const program = new Command('sluice-fleetlock')
   .option(
     '--listen <host:port>',
     'where to serve FleetLock, /metrics and /healthz',
-    '127.0.0.1:9467',
+    '127.0.0.1:9468',
   );
 addEtcdOptions(program, { group: false })
   .option(
@@ -114,7 +114,7 @@ addEtcdOptions(program, { group: false })
   .addHelpText(
     'after',
     `
-Zincati: [updates] strategy = "fleet_lock", [updates.fleet_lock] base_url = "http://HOST:9467/".
+Zincati: [updates] strategy = "fleet_lock", [updates.fleet_lock] base_url = "http://HOST:9468/".
 Every failure answer is JSON {"kind", "value"}; the kinds are listed in docs/fleetlock.md.`,
   );
 

@@ -162,7 +162,6 @@ export function createFleetLockServer(deps: ServerDeps): Server {
         group,
         status: outcome.status,
         kind: outcome.kind,
-        ...(outcome.position ? { position: outcome.position } : {}),
         ...(outcome.granted ? { granted: true } : {}),
       },
       outcome.value,

@@ -58,8 +58,6 @@ export interface ServiceOptions {
 
 /** The outcome of one request, for the reply, the log and the metrics. */
 export interface Outcome extends Reply {
-  /** The queue position (1 = next) when the id waits in the queue. */
-  position?: number;
   /** True when this request took the slot (not a repeated pre-reboot of a holder). */
   granted?: boolean;
 }
@@ -199,16 +197,10 @@ export class FleetLockService {
       // `holding` without a grant or `admit` not taken: the attempt above never returns these.
       return failure('internal', `unexpected decision ${decision.kind} for ${params.id}`);
     }
-    const place = decision.rank === null ? '' : `; place ${decision.rank + 1} in the queue is kept`;
+    const place = decision.rank === null ? '' : '; its place in the queue is kept';
     switch (decision.reason) {
       case 'queue':
-        return {
-          ...failure(
-            'full',
-            `${decision.detail}${decision.rank === null ? '' : '; the place is kept'}: poll again`,
-          ),
-          ...(decision.rank === null ? {} : { position: decision.rank + 1 }),
-        };
+        return failure('full', `${decision.detail}; the place is kept: poll again`);
       case 'window-closed': {
         const opens = decision.wakeAt ? `; it opens at ${decision.wakeAt.toISOString()}` : '';
         return failure(
