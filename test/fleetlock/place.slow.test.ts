@@ -48,11 +48,12 @@ it('keeps the place of a client that polls 60 s apart, and gives it the freed sl
       expect(answer.json?.kind).toBe('full');
       expect(answer.json?.value).toContain('position 2 in the queue');
     }
-    // The holder is done; "second" polls first but "first" is ahead: the slot waits for it.
+    // The holder is done; "second" polls first but "first" is still ahead of it (position 2,
+    // as before): the slot waits for "first".
     expect((await call(server.url, 'steady-state', 'holder', keys.group)).status).toBe(200);
     const second = await call(server.url, 'pre-reboot', 'second', keys.group);
     expect(second.json?.kind, second.body).toBe('full');
-    expect(second.json?.value).toContain('position 1 in the queue');
+    expect(second.json?.value).toContain('position 2 in the queue');
     expect(Date.now() - startedAt).toBeGreaterThanOrEqual(60_000);
     const answer = await call(server.url, 'pre-reboot', 'first', keys.group);
     expect(answer.status, answer.body).toBe(200);
