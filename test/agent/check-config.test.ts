@@ -103,6 +103,52 @@ describe('sluiced --check-config', () => {
     expect(JSON.stringify(report)).not.toContain('hunter2-pw');
   });
 
+  it('lists the update sources, reboot guards and notifications too, webhook tokens redacted', async () => {
+    const yaml = join(dir, 'more.yaml');
+    await writeFile(
+      yaml,
+      [
+        'sources:',
+        '  rpmOstree: true',
+        '  bootc: { interval: 2m }',
+        '  sysupdate: { component: os, timeout: 1m }',
+        'reboot:',
+        '  softReboot: never',
+        '  inhibitors: ignore',
+        '  inhibitorWait: 3m',
+        '  loopLimit: 5',
+        'notify:',
+        '  webhooks: [https://hooks.example/T0/B0/s3cr3t-token]',
+        '  events: [group-halted, node-lost]',
+        '  attempts: 2',
+        '',
+      ].join('\n'),
+    );
+    const { code, report } = await check(['--config', yaml, '--update-conf', join(dir, 'none')]);
+    expect(code).toBe(0);
+    const at = (line: number) => `config file ${yaml}:${line}`;
+    const expected: [string, string, string][] = [
+      ['sources.rpmOstree', 'true', at(2)],
+      ['sources.bootc', 'every 2m', at(3)],
+      ['sources.sysupdate', 'every 5m, timeout 1m, component os', at(4)],
+      ['sources.needrestart', 'off', 'default'],
+      ['sources.dnf', 'off', 'default'],
+      ['reboot.softReboot', 'never', at(6)],
+      ['reboot.inhibitors', 'ignore', at(7)],
+      ['reboot.inhibitorWait', '3m', at(8)],
+      ['reboot.loopLimit', '5', at(9)],
+      ['notify.webhooks', 'https://hooks.example/(redacted)', at(11)],
+      ['notify.events', 'group-halted, node-lost', at(12)],
+      ['notify.attempts', '2', at(13)],
+      ['notify.timeout', '10s', 'default'],
+      ['notify.template', 'off', 'default'],
+    ];
+    for (const [key, value, from] of expected) {
+      expect(setting(report, key), key).toEqual({ key, value, from });
+    }
+    expect(JSON.stringify(report)).not.toContain('s3cr3t-token');
+  });
+
   it('prints a table by default, and exits 2 with the error (JSON too) on a bad config', async () => {
     const table = await runToEnd(SLUICED, [
       '--check-config',

@@ -119,6 +119,26 @@ describe('messages never echo secrets', () => {
     }
   });
 
+  it.each([
+    'http://127.0.0.1:2379/?password=s3cretpw',
+    'http://127.0.0.1:2379/s3cretpw',
+    'https://127.0.0.1:2379#s3cretpw',
+    '127.0.0.1:2379/?token=s3cretpw',
+    'http://127.0.0.1:99999/?token=s3cretpw',
+  ])('an endpoint with a path, query or fragment, which may hold a token: %s', async (endpoint) => {
+    for (const setup of [
+      { yaml: `etcd:\n  endpoints: [${JSON.stringify(endpoint)}]\n` },
+      { env: { SLUICE_ENDPOINTS: endpoint } },
+      { updateConf: `LOCKSMITHD_ENDPOINT=${endpoint}\n` },
+    ]) {
+      const message = await failure(setup);
+      expect(message).not.toContain('s3cret');
+      expect(message).toMatch(
+        /"(https?:\/\/)?127\.0\.0\.1:(2379|99999)\/…" (has a path or query|is not a valid URL)/,
+      );
+    }
+  });
+
   it('does not echo an unknown key that holds a one-line JSON-style config', async () => {
     const yaml = 'etcd:{"password":"s3cretpw","group":"web"}: 1\n';
     const message = await failure({ yaml });

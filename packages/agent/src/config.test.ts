@@ -375,6 +375,28 @@ describe('loadAgentConfig: precedence', () => {
     expect(cfg.windows[0]!.source).toBe('flag --window: windows');
   });
 
+  it('reads windows in the local zone with windowZone local; locksmith windows follow windowZone when it is set', async () => {
+    const local = await load({
+      yaml: 'windowZone: local\nwindows: ["Sat 03:00+1h", "Sun 03:00+1h UTC"]\n',
+      env: { TZ: 'America/Los_Angeles' },
+    });
+    expect(local.windows[0]!.windows.map((w) => w.zone)).toEqual(['America/Los_Angeles', 'UTC']);
+    expect(local.windowZones.sluice).toMatchObject({ zone: 'America/Los_Angeles' });
+    // Without windowZone, sluice's syntax is UTC and locksmith's the local zone.
+    const split = await load({
+      yaml: 'windows: ["Sat 03:00+1h", { start: "Thu 04:00", length: 1h }]\n',
+      env: { TZ: 'America/Los_Angeles' },
+    });
+    expect(split.windows[0]!.windows.map((w) => w.zone)).toEqual(['UTC', 'America/Los_Angeles']);
+    // An explicit windowZone wins for locksmith's settings too, update.conf included.
+    const pinned = await load({
+      yaml: 'windowZone: Europe/Berlin\n',
+      updateConf: ['REBOOT_WINDOW_START=Thu 04:00\nREBOOT_WINDOW_LENGTH=1h\n'],
+      env: { TZ: 'America/Los_Angeles' },
+    });
+    expect(pinned.windows[0]!.windows.map((w) => w.zone)).toEqual(['Europe/Berlin']);
+  });
+
   it('joins window entries into one spec that is open when any entry is', async () => {
     const cfg = await load({
       yaml: 'windows:\n  - Mon 04:00+1h\n  - { start: "Thu 04:00", length: 1h }\n',

@@ -1891,7 +1891,9 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
       const found = config.origins[parts.slice(0, n).join('.')];
       if (found) return found;
     }
-    return 'default';
+    // A section given as a whole (`bootc: { interval: 2m }`) has its origin on a key inside it.
+    const inside = Object.keys(config.origins).find((key) => key.startsWith(`${path}.`));
+    return inside ? config.origins[inside]! : 'default';
   };
   const rows: SettingReport[] = [];
   const add = (key: string, value: unknown) => {
@@ -1932,8 +1934,16 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
     add('sources.command.interval', formatDuration(safe.sources.command.intervalMs));
   }
   add('sources.manual', safe.sources.manual);
+  add('sources.rpmOstree', safe.sources.rpmOstree);
+  for (const name of ['bootc', 'sysupdate', 'needrestart', 'dnf'] as const) {
+    add(`sources.${name}`, describePreset(safe.sources[name]));
+  }
   add('reboot.method', safe.reboot.method);
   add('reboot.command', safe.reboot.command);
+  add('reboot.softReboot', safe.reboot.softReboot);
+  add('reboot.inhibitors', safe.reboot.inhibitors);
+  add('reboot.inhibitorWait', formatDuration(safe.reboot.inhibitorWaitMs));
+  add('reboot.loopLimit', safe.reboot.loopLimit);
   add('reboot.warnDelay', formatDuration(safe.reboot.warnDelayMs));
   add('reboot.warnMessage', safe.reboot.warnMessage);
   add(
@@ -1953,7 +1963,23 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
   add('metrics.allowRemote', safe.metrics.allowRemote);
   add('clock.maxSkew', formatDuration(safe.clock.maxSkewMs));
   add('log.level', safe.log.level);
+  add('notify.webhooks', safe.notify.webhooks);
+  add('notify.template', safe.notify.template);
+  const allEvents = NOTIFY_EVENTS.every((event) => safe.notify.events.includes(event));
+  add('notify.events', allEvents ? 'all' : safe.notify.events);
+  add('notify.timeout', formatDuration(safe.notify.timeoutMs));
+  add('notify.attempts', safe.notify.attempts);
   return rows;
+}
+
+/** A preset source for `describeConfig`: `every 5m, path /usr/bin/bootc`, or null for off. */
+function describePreset(preset: (PresetConfig & { component?: string }) | null): string | null {
+  if (preset === null) return null;
+  const parts = [`every ${formatDuration(preset.intervalMs)}`];
+  if (preset.path !== undefined) parts.push(`path ${preset.path}`);
+  if (preset.timeoutMs !== undefined) parts.push(`timeout ${formatDuration(preset.timeoutMs)}`);
+  if (preset.component !== undefined) parts.push(`component ${preset.component}`);
+  return parts.join(', ');
 }
 
 /**

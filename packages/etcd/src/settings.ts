@@ -15,7 +15,8 @@ export const DEFAULT_ENDPOINT = 'http://127.0.0.1:2379';
  * What is wrong with an etcd endpoint, or null when it is usable: an `http://` or `https://` URL
  * with a host and nothing after the port, or `host:port` without a scheme (as etcdctl accepts it;
  * the client picks http or https from the TLS settings). User and password belong in the
- * settings, not the URL; a URL carrying them is refused without echoing it.
+ * settings, not the URL; a URL carrying them is refused without echoing it, and a message quotes
+ * no more of an endpoint than its scheme and authority.
  */
 export function endpointProblem(endpoint: string): string | null {
   const text = endpoint.trim();
@@ -25,7 +26,11 @@ export function endpointProblem(endpoint: string): string | null {
   if (CREDENTIALS.test(text)) {
     return 'an endpoint URL must not carry a user or password: set the user and a password file instead (--user and --password-file, or etcd.username and etcd.passwordFile)';
   }
-  const shown = JSON.stringify(text.length > 60 ? `${text.slice(0, 59)}…` : text);
+  // A path, query or fragment may carry a token (`?password=…`): only the scheme and authority
+  // are ever quoted, cut to 60 characters.
+  const authority = /^(?:[^:/?#]*:\/\/)?[^/?#]*/.exec(text)?.[0] ?? '';
+  const head = authority.length < text.length ? `${authority}/…` : authority;
+  const shown = JSON.stringify(head.length > 60 ? `${head.slice(0, 59)}…` : head);
   const scheme = /^([^:/?#]*):\/\//.exec(text)?.[1];
   if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
     if (scheme === '') return `${shown} has no scheme before "://"; ${expected}`;
