@@ -149,6 +149,67 @@ describe('sluiced logs', () => {
     ).toHaveLength(1);
   });
 
+  it('say when holders above max drain and when the group is halted, each once', async () => {
+    await etcd.etcdctl(['put', cli.keys.max, '2']);
+    for (const node of ['m1', 'm2']) {
+      expect((await cli.run(['lock', '--node', node, '--reason', 'disk swap'])).code).toBe(0);
+    }
+    await etcd.etcdctl(['put', cli.keys.max, '1']);
+    await config();
+    const agent = sluiced();
+    const warned = () => lines(agent).filter((l) => l.level === 40);
+    const said = (pattern: RegExp) => lines(agent).filter((l) => pattern.test(String(l.msg)));
+    await expect
+      .poll(() => said(/^not admitted: 2 holders for max 1/).length, {
+        timeout: 20_000,
+        message: agent.stdout(),
+      })
+      .toBe(1);
+    expect(said(/^not admitted: 2 holders for max 1/)[0]).toMatchObject({
+      level: 40,
+      holders: 2,
+      max: 1,
+    });
+    expect(String(said(/^not admitted: 2 holders/)[0]!.msg)).toContain(
+      'admitted before max was lowered; nobody is admitted until the one above max drains',
+    );
+
+    // A holder lost: the group halts, and the agent says so once, with the lost node (not again
+    // when the halt it saw is written as the group's pause).
+    const marker = { v: 1, node: 'ghost', createRevision: 1, grantedAt: new Date().toISOString() };
+    await etcd.etcdctl(['put', cli.keys.holding('ghost'), JSON.stringify(marker)]);
+    await expect
+      .poll(() => said(/^not admitted: group halted/).length, {
+        timeout: 10_000,
+        message: agent.stdout(),
+      })
+      .toBe(1);
+    expect(said(/^not admitted: group halted/)[0]).toMatchObject({
+      level: 40,
+      reason: 'halted',
+      lost: ['ghost'],
+    });
+    expect(String(said(/^not admitted: group halted/)[0]!.msg)).toContain('(lost now: ghost)');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(said(/^not admitted: group halted/)).toHaveLength(1);
+    expect((await cli.run(['unlock', 'ghost', '--force'])).code).toBe(0);
+    expect((await cli.run(['resume'])).code).toBe(0);
+
+    // A blocker is said again only once another came in between (over max, halted, over max
+    // again once resumed), and nothing a library says about itself.
+    await new Promise((r) => setTimeout(r, 1000));
+    const messages = warned().map((l) => String(l.msg));
+    expect(
+      messages.map((m) => m.slice(0, 30)),
+      messages.join('\n'),
+    ).toEqual([
+      'not admitted: 2 holders for ma',
+      'not admitted: group halted: 1 ',
+      'not admitted: 2 holders for ma',
+    ]);
+    expect(agent.stdout()).not.toMatch(/circuit breaker|Resolution note/);
+  });
+
   it('report an etcd denial as one, naming the user or its absence', async () => {
     const auth = await startEtcd();
     try {
@@ -165,6 +226,8 @@ describe('sluiced logs', () => {
         .toMatch(
           /etcd has authentication enabled and no user is configured .*set the user and its password \(sluiced: etcd\.username and etcd\.passwordFile/,
         );
+      // A denial is not mistaken for a closed window or an open circuit breaker.
+      expect(anonymous.stdout()).not.toMatch(/window-closed|circuit breaker|Resolution note/);
       anonymous.child.kill('SIGKILL');
 
       await writeFile(join(dir, 'pw'), 'nobody-pw\n');

@@ -196,7 +196,8 @@ describe('reboot methods', () => {
 
 describe('inhibitor locks', () => {
   it('a block lock on shutdown holds the reboot back, slot kept, status says who; then it reboots', async () => {
-    const n = await makeNode(sentinelNode('  inhibitorWait: 10m'));
+    // A bound of 1 minute: the agent looks at the locks again every 6 s (a tenth of it).
+    const n = await makeNode(sentinelNode('  inhibitorWait: 1m'));
     const release = n.logind.inhibit({
       who: 'backup',
       why: 'writing the nightly snapshot',
@@ -227,7 +228,7 @@ describe('inhibitor locks', () => {
 
     release();
     // The delay lock is left to logind.
-    await expect.poll(() => n.logind.reboots.length, { timeout: 15_000 }).toBe(1);
+    await expect.poll(() => n.logind.reboots.length, { timeout: 20_000 }).toBe(1);
     // The wait is gone from the record as the reboot goes ahead.
     const after = await record('node-a');
     expect(after).toMatchObject({ state: 'rebooting' });

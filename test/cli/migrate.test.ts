@@ -6,12 +6,12 @@
  * not by asking sluice.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type EtcdCluster, startEtcd } from '@sluice/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { killAll, SLUICED, start } from '../process.js';
-import { CliRunner, StatusJsonSchema } from './cli.js';
+import { CliRunner, HistoryJsonSchema, StatusJsonSchema } from './cli.js';
 
 const SEMAPHORE = 'coreos.com/updateengine/rebootlock/semaphore';
 const groupKey = (g: string) => `coreos.com/updateengine/rebootlock/groups/${g}/semaphore`;
@@ -148,6 +148,24 @@ describe('migrate-locksmith from the v2 keys API', () => {
     const again = await cli.run(['migrate-locksmith']);
     expect(again.code).toBe(0);
     expect(again.stdout).toContain('is migrated already');
+
+    // The audit trail has the migration once (the dry run and the no-op wrote nothing): who,
+    // max before and after, and the holders taken over.
+    const history = HistoryJsonSchema.parse(
+      await cli.json(['history', '--kind', 'migrate-locksmith']),
+    );
+    expect(history.actions).toEqual([
+      expect.objectContaining({
+        action: 'migrate-locksmith',
+        by: `tester@${hostname()}`,
+        old: null,
+        new: '2',
+        reason: `from locksmith's v2 key /${SEMAPHORE}: migrated slot(s) ls-node-1`,
+      }),
+    ]);
+    expect((await cli.run(['history'])).stdout).toMatch(
+      /^\S+ \S+ +migrate-locksmith +- +tester@\S+ +max unset \(1\) -> 2; from locksmith's v2 key .*: migrated slot\(s\) ls-node-1$/m,
+    );
   });
 
   it("the node's sluiced gives its migrated slot back when it starts", async () => {

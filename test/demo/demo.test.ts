@@ -5,6 +5,7 @@
  * the demo started and removes every temp dir it made. The sluicectl command the demo prints for
  * a second terminal is run as printed; with `--stay` the fleet stays up after the rollout, the
  * printed `export` line and commands work against it, and Ctrl-C then ends the demo with exit 0.
+ * `--os fcos` rolls out Fedora CoreOS nodes (rpm-ostreed, finalization locked) the same way.
  *
  * Each run gets its own TMPDIR, so its temp dirs are easy to find, and every process the demo
  * starts (etcd, dbus-daemons, sluiced) names a file in it on its command line: a process whose
@@ -233,6 +234,34 @@ describe('npm run demo', () => {
 
     expect(await leftovers(demo)).toEqual([]);
     // Nothing stays in TMPDIR: etcd's, the buses' and the fleet's dirs are gone.
+    expect(await leftFiles(demo)).toEqual([]);
+  }, 60_000);
+
+  it('--os fcos rolls out Fedora CoreOS nodes: rpm-ostree, finalization locked', async () => {
+    const demo = await startDemo([
+      '--os',
+      'fcos',
+      '--nodes',
+      '2',
+      '--max',
+      '1',
+      '--reboot-seconds',
+      '1',
+      '--plain',
+      '--timeout',
+      '40',
+    ]);
+    const code = await demo.exited;
+    const out = demo.output();
+    expect(code, out).toBe(0);
+    expect(out).toContain(
+      'started 2 nodes, each with its own dbus-daemon, rpm-ostreed, logind and sluiced',
+    );
+    expect(out).toMatch(/^peak nodes down at once: 1 \(max 1\)$/m);
+    expect(out).toMatch(/^invariant check: +invariants hold: 2 reboots, at most 1 down at once/m);
+    const page = await readFile(printedPage(out), 'utf8');
+    expect(page.match(/class="seg" data-state="down"/g)).toHaveLength(2);
+    expect(await leftovers(demo)).toEqual([]);
     expect(await leftFiles(demo)).toEqual([]);
   }, 60_000);
 

@@ -50,7 +50,9 @@ export class BlockerLog {
           fields = { ...fields, pause: blocker.reason, by: blocker.by, since: blocker.since };
           message = `not admitted: group ${describeBlocker(blocker)}`;
         } else if (blocker?.kind === 'halted') {
-          key = `halted:${blocker.reason}`;
+          // One halt is one blocker: the lost nodes name it, not the reason's text, which
+          // changes once the halt seen is written as the group's pause.
+          key = `halted:${blocker.lost.length > 0 ? [...blocker.lost].sort().join(',') : blocker.reason}`;
           fields = { ...fields, halt: blocker.reason, lost: blocker.lost, since: blocker.since };
           message = `not admitted: group ${describeBlocker(blocker)}`;
         } else {

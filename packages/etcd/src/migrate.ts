@@ -20,15 +20,26 @@
  * part of the same txn; with v2 it is a compare-and-swap first, since the v2 store is separate:
  * freezing locksmith first is the safe order (until the sluice txn lands, nothing more reboots).
  */
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { type GroupKeys, type HoldingMarker, parseMax, SluiceError } from '@sluice/core';
+import {
+  type ActionRecord,
+  type GroupKeys,
+  type HoldingMarker,
+  parseMax,
+  SluiceError,
+} from '@sluice/core';
 import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import { z } from 'zod';
 import type { EtcdConnectionOptions } from './client.js';
 import { etcdCall } from './errors.js';
 import { prefixEnd, toRawKV } from './reads.js';
+import { pruneHistory } from './semaphore.js';
+
+/** History records kept per group, as for sluicectl's other actions. */
+const HISTORY_LIMIT = 500;
 
 /** locksmith's key prefix. */
 const LOCKSMITH_PREFIX = 'coreos.com/updateengine/rebootlock';
@@ -261,6 +272,8 @@ export interface MigrateOptions {
   v2?: V2Keys;
   /** Sluice's max to set, instead of locksmith's (needed when locksmith is frozen already). */
   max?: number;
+  /** Who migrates (`user@host`), for the `migrate-locksmith` record in history. */
+  by?: string;
   now?: () => Date;
 }
 
@@ -321,8 +334,11 @@ export async function migrateLocksmith(
         continue;
       }
     }
-    const done = await commitSluiceSide(client, keys, ls, sluice, plan, now());
-    if (done) return plan;
+    const done = await commitSluiceSide(client, keys, ls, sluice, plan, now(), opts.by ?? '');
+    if (done) {
+      await pruneHistory(client, keys, HISTORY_LIMIT);
+      return plan;
+    }
     if (attempt >= 5) throw changedWhileMigrating(keys.holdingPrefix);
   }
 }
@@ -451,6 +467,7 @@ async function commitSluiceSide(
   sluice: SluiceSide,
   plan: MigrationPlan,
   now: Date,
+  by: string,
 ): Promise<boolean> {
   const compares: ICompare[] = [
     // No marker created or changed since the read: an admission in between fails this txn.
@@ -497,6 +514,27 @@ async function commitSluiceSide(
       };
     }),
   ];
+  // The audit trail, in the txn that makes the change: max before and after, locksmith's key and
+  // the holders taken over.
+  const action: ActionRecord = {
+    v: 1,
+    kind: 'action',
+    action: 'migrate-locksmith',
+    group: keys.group,
+    at: now.toISOString(),
+    by,
+    old: plan.max.before,
+    new: String(plan.max.after),
+    reason: `from locksmith's ${ls.api === 'v2' ? 'v2 key /' : 'v3 key '}${ls.key}: migrated slot(s) ${plan.migrated.length === 0 ? 'none' : plan.migrated.join(', ')}`,
+  };
+  ops.push({
+    request_put: {
+      key: Buffer.from(
+        keys.actionHistory(now.getTime(), 'migrate-locksmith', randomUUID().slice(0, 8)),
+      ),
+      value: Buffer.from(JSON.stringify(action)),
+    },
+  });
   if (ls.api === 'v3' && ls.semaphore.max !== 0) {
     compares.push({
       key: Buffer.from(ls.key),

@@ -78,6 +78,8 @@ function actionDetail(a: ActionRecord): string {
     case 'windows-set':
     case 'windows-clear':
       return `windows ${value(a.old)} -> ${a.new === null || a.new === undefined ? 'always open' : a.new}`;
+    case 'migrate-locksmith':
+      return `max ${a.old === null || a.old === undefined ? 'unset (1)' : a.old} -> ${value(a.new)}; ${a.reason ?? ''}`;
     default:
       return a.reason || '-';
   }

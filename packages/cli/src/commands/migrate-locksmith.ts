@@ -36,6 +36,7 @@ export async function migrate(ctx: Context, opts: MigrateOptions): Promise<numbe
     ...(opts.overwrite ? { overwrite: true } : {}),
     ...(opts.api ? { api: opts.api as 'v2' | 'v3' } : {}),
     ...(max !== undefined ? { max } : {}),
+    by: ctx.operator,
     v2: new V2Keys(await ctx.connection()),
   });
   if (ctx.json) {
