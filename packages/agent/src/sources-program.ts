@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { formatDuration } from '@sluice/core';
 import { KILL_GRACE_MS } from './checks.js';
-import { sameSignal, type UpdateSignal, type UpdateSource } from './sources.js';
+import { Poller, sameSignal, type UpdateSignal, type UpdateSource } from './sources.js';
 
 /** What became of one run of a program. */
 export interface ProgramRun {
@@ -146,18 +146,19 @@ export class ProgramSource implements UpdateSource {
   readonly name: string;
   readonly #opts: ProgramSourceOptions;
   readonly #timeoutMs: number;
+  readonly #poller: Poller;
   #signal: UpdateSignal;
   #onChange: ((s: UpdateSignal) => void) | null = null;
-  #timer: NodeJS.Timeout | null = null;
-  #running: Promise<void> | null = null;
   #first = true;
-  readonly #stop = new AbortController();
 
   constructor(options: ProgramSourceOptions) {
     this.name = options.name;
     this.#opts = options;
     this.#timeoutMs = options.timeoutMs ?? Math.min(Math.max(1, options.intervalMs), 120_000);
     this.#signal = { needed: false, source: this.name, detail: 'not asked yet' };
+    this.#poller = new Poller(Math.max(1, options.intervalMs), options.jitter ?? 0.1, (signal) =>
+      this.#runOnce(signal),
+    );
   }
 
   /** The program this source runs. */
@@ -167,7 +168,7 @@ export class ProgramSource implements UpdateSource {
 
   async start(onChange: (s: UpdateSignal) => void): Promise<void> {
     this.#onChange = onChange;
-    this.#schedule(0);
+    this.#poller.start();
   }
 
   current(): UpdateSignal {
@@ -176,10 +177,7 @@ export class ProgramSource implements UpdateSource {
 
   async close(): Promise<void> {
     this.#onChange = null;
-    this.#stop.abort();
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-    await this.#running;
+    await this.#poller.close();
   }
 
   /** Runs `args` of the same program (for an `apply` step), with the same timeout. */
@@ -192,28 +190,9 @@ export class ProgramSource implements UpdateSource {
     return runFailure(run, this.#timeoutMs);
   }
 
-  #schedule(delayMs: number): void {
-    if (this.#stop.signal.aborted) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      this.#running = this.#runOnce().finally(() => {
-        this.#running = null;
-        const jitter = Math.min(Math.max(this.#opts.jitter ?? 0.1, 0), 1);
-        const spread = this.#opts.intervalMs * jitter * (Math.random() * 2 - 1);
-        this.#schedule(Math.max(1, Math.round(this.#opts.intervalMs + spread)));
-      });
-    }, delayMs);
-    this.#timer.unref();
-  }
-
-  async #runOnce(): Promise<void> {
-    const run = await runProgram(
-      this.#opts.file,
-      this.#opts.args,
-      this.#timeoutMs,
-      this.#stop.signal,
-    );
-    if (this.#stop.signal.aborted) return;
+  async #runOnce(signal: AbortSignal): Promise<void> {
+    const run = await runProgram(this.#opts.file, this.#opts.args, this.#timeoutMs, signal);
+    if (signal.aborted) return;
     const failure = runFailure(run, this.#timeoutMs);
     let next: UpdateSignal;
     if (failure !== null) {

@@ -275,6 +275,55 @@ export interface CommandSourceOptions {
 }
 
 /**
+ * Runs `task` right after `start()` and then every `intervalMs`, each pause spread by ±`jitter`
+ * of the interval so that a fleet does not run in step; one run at a time, until `close()`,
+ * which aborts `signal` and waits for a run in progress. The timers do not keep Node running.
+ */
+export class Poller {
+  readonly #stop = new AbortController();
+  readonly #jitter: number;
+  #timer: NodeJS.Timeout | null = null;
+  #running: Promise<void> | null = null;
+
+  constructor(
+    private readonly intervalMs: number,
+    jitter: number,
+    private readonly task: (signal: AbortSignal) => Promise<void>,
+  ) {
+    this.#jitter = Math.min(Math.max(jitter, 0), 1);
+  }
+
+  /** Aborted once `close()` was called. */
+  get signal(): AbortSignal {
+    return this.#stop.signal;
+  }
+
+  start(): void {
+    this.#schedule(0);
+  }
+
+  async close(): Promise<void> {
+    this.#stop.abort();
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    await this.#running;
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stop.signal.aborted) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#running = this.task(this.#stop.signal).finally(() => {
+        this.#running = null;
+        const spread = this.intervalMs * this.#jitter * (Math.random() * 2 - 1);
+        this.#schedule(Math.max(1, Math.round(this.intervalMs + spread)));
+      });
+    }, delayMs);
+    this.#timer.unref();
+  }
+}
+
+/**
  * Asks a command: exit 0 means a reboot is needed, any other exit means it is not. It runs with
  * `/bin/sh -c` right after `start` and then every `intervalMs`, with jitter so a fleet does not
  * run it in step. A command that cannot run, is killed or times out counts as not needed (fail
@@ -286,27 +335,23 @@ export interface CommandSourceOptions {
 export class CommandSource implements UpdateSource {
   readonly name = 'command';
   readonly #command: string;
-  readonly #intervalMs: number;
   readonly #timeoutMs: number;
-  readonly #jitter: number;
+  readonly #poller: Poller;
   #signal: UpdateSignal;
   #onChange: ((s: UpdateSignal) => void) | null = null;
-  #timer: NodeJS.Timeout | null = null;
-  #running: Promise<void> | null = null;
   #first = true;
-  readonly #stop = new AbortController();
 
   constructor(command: string, intervalMs: number, options: CommandSourceOptions = {}) {
     this.#command = command;
-    this.#intervalMs = Math.max(1, intervalMs);
-    this.#timeoutMs = options.timeoutMs ?? Math.min(this.#intervalMs, 60_000);
-    this.#jitter = Math.min(Math.max(options.jitter ?? 0.1, 0), 1);
+    const interval = Math.max(1, intervalMs);
+    this.#timeoutMs = options.timeoutMs ?? Math.min(interval, 60_000);
+    this.#poller = new Poller(interval, options.jitter ?? 0.1, (signal) => this.#runOnce(signal));
     this.#signal = { needed: false, source: this.name, detail: 'not run yet' };
   }
 
   async start(onChange: (s: UpdateSignal) => void): Promise<void> {
     this.#onChange = onChange;
-    this.#schedule(0);
+    this.#poller.start();
   }
 
   current(): UpdateSignal {
@@ -315,28 +360,12 @@ export class CommandSource implements UpdateSource {
 
   async close(): Promise<void> {
     this.#onChange = null;
-    this.#stop.abort();
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-    await this.#running;
+    await this.#poller.close();
   }
 
-  #schedule(delayMs: number): void {
-    if (this.#stop.signal.aborted) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      this.#running = this.#runOnce().finally(() => {
-        this.#running = null;
-        const spread = this.#intervalMs * this.#jitter * (Math.random() * 2 - 1);
-        this.#schedule(Math.round(this.#intervalMs + spread));
-      });
-    }, delayMs);
-    this.#timer.unref();
-  }
-
-  async #runOnce(): Promise<void> {
-    const run = await runShellCommand(this.#command, this.#timeoutMs, this.#stop.signal);
-    if (this.#stop.signal.aborted) return;
+  async #runOnce(signal: AbortSignal): Promise<void> {
+    const run = await runShellCommand(this.#command, this.#timeoutMs, signal);
+    if (signal.aborted) return;
     let next: UpdateSignal;
     const tail = run.tail === '' ? '' : `: ${run.tail.slice(-200)}`;
     if (run.spawnError !== undefined) {
