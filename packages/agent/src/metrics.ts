@@ -133,30 +133,44 @@ export class AgentMetrics {
     const at = listen.lastIndexOf(':');
     const host = listen.slice(0, at).replace(/^\[|\]$/g, '');
     const port = Number(listen.slice(at + 1));
-    const server = createServer((req, res) => {
-      if (req.url === '/metrics') {
-        this.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': this.registry.contentType });
-            res.end(text);
-          },
-          () => {
-            res.writeHead(500);
-            res.end();
-          },
-        );
-      } else if (req.url === '/healthz') {
-        res.writeHead(200, { 'content-type': 'text/plain' });
-        res.end('ok\n');
-      } else {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
-    return server;
+    return serveMetrics(() => this.registry.metrics(), this.registry.contentType, host, port);
   }
+}
+
+/**
+ * Serves `GET /metrics` (the text `metrics()` resolves to, 500 if it fails) and `/healthz` on
+ * `host:port`, 404 for anything else. Resolves with the server once it listens; port 0 picks a
+ * free port. sluiced's metrics and `sluicectl exporter` both serve through it.
+ */
+export async function serveMetrics(
+  metrics: () => Promise<string>,
+  contentType: string,
+  host: string,
+  port: number,
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': contentType });
+          res.end(text);
+        },
+        () => {
+          res.writeHead(500);
+          res.end();
+        },
+      );
+    } else if (req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok\n');
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
 }

@@ -14,7 +14,8 @@
  * Like `sluicectl status`, it halts a group that has more lost holders than its loss budget if
  * its etcd user may write; a read-only user cannot, and the agents halt the group themselves.
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { serveMetrics } from '@sluice/agent';
 import {
   BLOCKER_KINDS,
   GroupKeys,
@@ -282,31 +283,7 @@ export class GroupExporter {
 
   /** Serves /metrics and /healthz on `host:port`; port 0 picks a free one. */
   async serve(host: string, port: number): Promise<Server> {
-    const server = createServer((req, res) => {
-      if (req.url === '/metrics') {
-        this.metrics().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': this.registry.contentType });
-            res.end(text);
-          },
-          () => {
-            res.writeHead(500);
-            res.end();
-          },
-        );
-      } else if (req.url === '/healthz') {
-        res.writeHead(200, { 'content-type': 'text/plain' });
-        res.end('ok\n');
-      } else {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
-    return server;
+    return serveMetrics(() => this.metrics(), this.registry.contentType, host, port);
   }
 
   /** Stops the watches. */
