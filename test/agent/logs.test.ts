@@ -208,6 +208,24 @@ describe('sluiced logs', () => {
       'not admitted: 2 holders for ma',
     ]);
     expect(agent.stdout()).not.toMatch(/circuit breaker|Resolution note/);
+
+    // The group's window closes while the node still waits behind the holders above max: it
+    // gives up its place and waits for the window (the window is checked before the queue). Two
+    // watches see the change (the group's and the window's); should both miss it, the window
+    // mirror's self-check (every 15 s ± 30 %) catches it, hence the long timeout.
+    const opens = new Date(Date.now() + 2 * 3600_000);
+    const hhmm = `${String(opens.getUTCHours()).padStart(2, '0')}:${String(opens.getUTCMinutes()).padStart(2, '0')}`;
+    expect((await cli.run(['windows', 'set', `Mon-Sun ${hhmm}+1m UTC`])).code).toBe(0);
+    await expect
+      .poll(() => lines(agent).filter((l) => l.edge === 'window-closed').length, {
+        timeout: 30_000,
+        message: agent.stdout(),
+      })
+      .toBe(1);
+    expect(lines(agent).find((l) => l.edge === 'window-closed')).toMatchObject({
+      from: 'queued',
+      to: 'waiting-window',
+    });
   });
 
   it('report an etcd denial as one, naming the user or its absence', async () => {

@@ -18,6 +18,8 @@ import type { Logger } from 'pino';
 /** Logs the blocker of one waiting node. */
 export class BlockerLog {
   #last: string | null = null;
+  /** The nodes lost so far in the halt said last. */
+  #haltLost = new Set<string>();
 
   constructor(
     private readonly logger: Logger,
@@ -50,9 +52,13 @@ export class BlockerLog {
           fields = { ...fields, pause: blocker.reason, by: blocker.by, since: blocker.since };
           message = `not admitted: group ${describeBlocker(blocker)}`;
         } else if (blocker?.kind === 'halted') {
-          // One halt is one blocker: the lost nodes name it, not the reason's text, which
-          // changes once the halt seen is written as the group's pause.
-          key = `halted:${blocker.lost.length > 0 ? [...blocker.lost].sort().join(',') : blocker.reason}`;
+          // One halt is one blocker until the group is resumed: the lost nodes seen name it, not
+          // the reason's text, which changes once the halt is written as the group's pause. A
+          // node lost later is news; a lost node cleared (before the resume) is not.
+          const lost = this.#last?.startsWith('halted:') ? this.#haltLost : new Set<string>();
+          for (const node of blocker.lost) lost.add(node);
+          this.#haltLost = lost;
+          key = `halted:${lost.size > 0 ? [...lost].sort().join(',') : blocker.reason}`;
           fields = { ...fields, halt: blocker.reason, lost: blocker.lost, since: blocker.since };
           message = `not admitted: group ${describeBlocker(blocker)}`;
         } else {

@@ -162,6 +162,12 @@ export async function startAgent(
         if (!view) return;
         blockers.decision(decision, view);
         observer?.decision(decision, view);
+        // The group's mirror saw the window shut while this node waits: make sure the agent's
+        // own watch of the window saw it too (one watch may miss an event the other got), so
+        // the node gives up its place now rather than at the window mirror's next self-check.
+        if (decision.kind === 'wait' && decision.reason === 'window-closed') {
+          settings?.recheckWindow();
+        }
       },
       onRetry: (error) => {
         metrics.etcdErrors.inc();

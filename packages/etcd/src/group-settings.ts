@@ -93,6 +93,15 @@ export class EtcdGroupSettings implements GroupSettings {
     );
   }
 
+  /**
+   * Checks the followed window against etcd now, rather than at the next self-check: for a hint
+   * from another watch (the semaphore's mirror of the group saw the window shut). When the
+   * mirror missed the change it reads again, which calls the follower.
+   */
+  recheckWindow(): void {
+    void this.#window?.verify().catch((error: unknown) => this.events.onReadError?.(error));
+  }
+
   async followRequest(
     onChange: (request: string | null) => void,
     signal?: AbortSignal,

@@ -1,6 +1,7 @@
 export * from './dbus-daemon.js';
 export * from './etcd.js';
 export * from './fake-logind.js';
+export * from './group-fixture.js';
 export * from './fake-ports.js';
 export * from './fake-rpm-ostree.js';
 export * from './fake-systemd.js';

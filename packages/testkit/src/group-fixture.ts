@@ -1,0 +1,68 @@
+/**
+ * A group's keys as etcd would hold them, built in memory for unit tests of the rules that read a
+ * snapshot (admission, blockers, logs): each write gets the next revision, as in etcd.
+ */
+import { buildSnapshot, GroupKeys, type GroupSnapshot, type RawKV } from '@sluice/core';
+
+/** Raw key-values of one group with increasing revisions. */
+export class GroupFixture {
+  rev = 0;
+  readonly kvs = new Map<string, RawKV>();
+
+  constructor(
+    readonly keys = new GroupKeys('/sluice/v1/', 'default'),
+    readonly now = new Date('2026-12-01T15:00:00Z'),
+  ) {}
+
+  put(key: string, value: string, lease = '0'): RawKV {
+    this.rev++;
+    const old = this.kvs.get(key);
+    const kv = {
+      key,
+      value,
+      createRevision: old?.createRevision ?? this.rev,
+      modRevision: this.rev,
+      lease,
+    };
+    this.kvs.set(key, kv);
+    return kv;
+  }
+
+  del(key: string): void {
+    this.rev++;
+    this.kvs.delete(key);
+  }
+
+  /** A node joins the queue (its session lease is 7). */
+  queue(node: string): void {
+    this.put(this.keys.queue(node), this.#record(node, 'waiting'), '7');
+  }
+
+  /** A queued node takes a slot (its hold lease is 8). */
+  admit(node: string): void {
+    const q = this.kvs.get(this.keys.queue(node))!;
+    this.put(this.keys.queue(node), this.#record(node, 'holding'), '8');
+    this.marker(node, q.createRevision);
+  }
+
+  /** A holding marker alone: with no queue key it is a lost holder. */
+  marker(node: string, createRevision = 1): void {
+    const marker = { v: 1, node, createRevision, grantedAt: this.now.toISOString() };
+    this.put(this.keys.holding(node), JSON.stringify(marker));
+  }
+
+  /** The pause sluice writes when lost holders halt the group. */
+  halt(reason: string): void {
+    const pause = { reason, since: this.now.toISOString(), by: 'sluice' };
+    this.put(this.keys.paused, JSON.stringify(pause));
+  }
+
+  snapshot(): GroupSnapshot {
+    return buildSnapshot(this.keys, this.kvs.values(), this.rev);
+  }
+
+  #record(node: string, state: string): string {
+    const at = this.now.toISOString();
+    return JSON.stringify({ v: 1, node, hostname: node, state, since: at, enqueuedAt: at });
+  }
+}
