@@ -169,6 +169,7 @@ export const StatusJsonSchema = z.object({
     .passthrough()
     .nullable(),
   holdersOverMax: z.number().int(),
+  maxBefore: z.number().int().nullable(),
   paused: z
     .object({ reason: z.string(), since: iso.nullable(), by: z.string().nullable() })
     .nullable(),

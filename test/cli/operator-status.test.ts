@@ -92,13 +92,15 @@ describe('sluicectl status', () => {
     await waiter('w2');
     const text = (await cli.run(['status'])).stdout;
     expect(available(text)).toBe(
-      '0: 2 holders for max 1, 1 admitted before max was lowered (draining)',
+      '0: 2 holders for max 1, 1 admitted before max went 2 → 1 (draining)',
     );
     expect(text).toMatch(/^n2 +n2 +holding \(above max\) /m);
     expect(text).toMatch(/^n1 +n1 +holding +/m);
-    expect(text).toContain('n2 was admitted before max was lowered to 1; draining');
+    expect(text).toContain('n2 was admitted before max went 2 → 1; draining');
     const json = StatusJsonSchema.parse(await cli.json(['status']));
     expect(json.holdersOverMax).toBe(1);
+    // The old max comes from etcd's history of the key.
+    expect(json.maxBefore).toBe(2);
     expect(json.holders.map((h) => [h.node, h.aboveMax])).toEqual([
       ['n1', false],
       ['n2', true],
@@ -113,6 +115,31 @@ describe('sluicectl status', () => {
     const refused = await cli.run(['lock', '--node', 'n3', '--reason', 'disk']);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('position 3 in the queue, all 1 slot(s) taken');
+
+    // Once etcd has compacted the old max away, status says only that max was lowered.
+    const rev = JSON.parse(await etcd.etcdctl(['get', cli.keys.max, '-w', 'json'])).header.revision;
+    await etcd.etcdctl(['compact', String(rev)]);
+    const compacted = (await cli.run(['status'])).stdout;
+    expect(compacted).toContain('n2 was admitted before max was lowered to 1; draining');
+    expect(StatusJsonSchema.parse(await cli.json(['status'])).maxBefore).toBeNull();
+  });
+
+  it('--check exits 1 for a halted group, naming the lost node, and 0 once resumed', async () => {
+    // A holding marker without its queue key: a node lost during its reboot.
+    const marker = { v: 1, node: 'ghost', createRevision: 1, grantedAt: new Date().toISOString() };
+    await etcd.etcdctl(['put', cli.keys.holding('ghost'), JSON.stringify(marker)]);
+    const halted = await cli.run(['status', '--check']);
+    expect(halted.code).toBe(1);
+    expect(halted.stdout.split('\n')[0]).toMatch(/^group default: \d problem\(s\)$/);
+    expect(halted.stdout).toMatch(/^ {2}- halted.*node ghost lost during reboot/m);
+    expect(halted.stdout).toMatch(/ghost/);
+    const json = await cli.run(['status', '--check', '-o', 'json']);
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.stdout)).toMatchObject({ healthy: false });
+    expect((await cli.run(['unlock', 'ghost', '--force', '--yes'])).code).toBe(0);
+    expect((await cli.run(['resume'])).code).toBe(0);
+    const healthy = await cli.run(['status', '--check']);
+    expect(healthy.code, healthy.stdout).toBe(0);
   });
 
   it('--check exits 0 for a healthy group and 1 with every reason it is not', async () => {
@@ -151,7 +178,7 @@ describe('sluicectl status', () => {
     expect(lines.slice(1)).toEqual([
       expect.stringMatching(/^ {2}- paused by tester@.* since .*: app is sick$/),
       expect.stringMatching(new RegExp(`^  - ${cli.keys.windows}: `)),
-      '  - 1 holder(s) above max 1: n2',
+      '  - 1 holder(s) above max 1: n2, admitted before max went 2 → 1',
       `  - n1: ${problem}`,
     ]);
     const json = await cli.run(['status', '--check', '-o', 'json']);

@@ -4,6 +4,13 @@
  */
 import type { GroupStatus } from '@sluice/core';
 
+/** How max came down, for holders above it: `max went 2 → 1`, or without the old value. */
+export function lowered(status: GroupStatus): string {
+  return status.maxBefore !== null && status.maxBefore > (status.max ?? 0)
+    ? `max went ${status.maxBefore} → ${status.max}`
+    : `max was lowered to ${status.max}`;
+}
+
 /**
  * Formats rows as a table with a header line, columns separated by two spaces and padded to the
  * widest cell. The last column is not padded, so lines carry no trailing spaces.
@@ -86,7 +93,7 @@ export function availableLine(status: GroupStatus, now: Date): string {
     case 'full':
       if (b.max === 0) return '0: max is 0, admissions are stopped';
       return status.holdersOverMax > 0
-        ? `0: ${b.holders} holders for max ${b.max}, ${status.holdersOverMax} admitted before max was lowered (draining)`
+        ? `0: ${b.holders} holders for max ${b.max}, ${status.holdersOverMax} admitted before ${lowered(status)} (draining)`
         : `0: all ${b.max} slot(s) taken`;
   }
 }
@@ -129,7 +136,7 @@ export function formatStatus(status: GroupStatus, now: Date): string {
     const above = status.holders.filter((h) => h.aboveMax).map((h) => h.node);
     if (above.length > 0) {
       lines.push(
-        `${above.join(', ')} ${above.length === 1 ? 'was' : 'were'} admitted before max was lowered to ${status.max}; draining: nobody new is admitted until the holders are fewer than max`,
+        `${above.join(', ')} ${above.length === 1 ? 'was' : 'were'} admitted before ${lowered(status)}; draining: nobody new is admitted until the holders are fewer than max`,
       );
     }
     for (const h of status.holders.filter((h) => h.problem && h.state !== 'lost')) {

@@ -68,6 +68,11 @@ export interface GroupStatus {
   blocker: (Blocker & { message: string }) | null;
   /** Holders beyond max, admitted before it was lowered (they drain). */
   holdersOverMax: number;
+  /**
+   * While holders are above max: max before its last change, as etcd's history of the key has it
+   * (null when that revision was compacted away, or the key was absent before).
+   */
+  maxBefore: number | null;
   paused: { reason: string; since: string | null; by: string | null } | null;
   /**
    * The group's window: `spec` as stored in etcd, `canonical` as the agents read it (every entry
@@ -198,6 +203,7 @@ export function groupStatus(
       ? { ...admission.blocker, message: describeBlocker(admission.blocker) }
       : null,
     holdersOverMax: admission.overMax,
+    maxBefore: null,
     paused: snapshot.paused
       ? { reason: snapshot.paused.reason, since: snapshot.paused.since, by: snapshot.paused.by }
       : null,

@@ -123,7 +123,25 @@ export class GroupAdmin {
           if (res) ttls.set(e.lease, Number(res.TTL));
         }),
     );
-    return groupStatus(snapshot, this.now(), ttls, windowText);
+    const status = groupStatus(snapshot, this.now(), ttls, windowText);
+    if (status.holdersOverMax > 0) status.maxBefore = await this.#maxBefore(snapshot);
+    return status;
+  }
+
+  /**
+   * The value of the max key before its last write, read from etcd's history at the revision
+   * before it: null when that revision was compacted away or did not hold a valid max.
+   */
+  async #maxBefore(snapshot: GroupSnapshot): Promise<number | null> {
+    const modRevision = snapshot.settingsRevisions[this.keys.max] ?? 0;
+    if (modRevision <= 1) return null;
+    const text = await this.client
+      .get(this.keys.max)
+      .revision(modRevision - 1)
+      .string()
+      .catch(() => null);
+    const before = parseMax(text ?? undefined, this.keys.max);
+    return text !== null && before.ok ? before.value : null;
   }
 
   /**

@@ -8,7 +8,7 @@
 import { GroupKeys, type GroupStatus, groupsPrefix, SluiceError } from '@sluice/core';
 import { etcdCall, GroupAdmin } from '@sluice/etcd';
 import { type Context, type EtcdClient, EXIT } from '../context.js';
-import { formatStatus, since } from '../format.js';
+import { formatStatus, lowered, since } from '../format.js';
 
 /** Options of `sluicectl status`. */
 export interface StatusOptions {
@@ -34,7 +34,7 @@ export function problems(status: GroupStatus, now: Date): string[] {
       `${status.holdersOverMax} holder(s) above max ${status.max}: ${status.holders
         .filter((h) => h.aboveMax)
         .map((h) => h.node)
-        .join(', ')}`,
+        .join(', ')}, admitted before ${lowered(status)}`,
     );
   }
   for (const h of status.holders) {
