@@ -1,11 +1,13 @@
 /**
  * Regenerates the parts of the docs that are drawn from the code, so that they cannot drift:
- * the lifecycle diagram in docs/sluiced.md (from core's transition table). Tests fail when a
+ * the lifecycle diagram in docs/sluiced.md (from core's transition table) and its settings
+ * reference (from sluiced's settings table). Tests fail when a
  * generated block is stale; run `npm run docs` to update it.
  *
  *   npm run docs
  */
 import { readFile, writeFile } from 'node:fs/promises';
+import { settingsReference } from '@sluice/agent';
 import { renderTransitions } from '@sluice/core';
 
 /** Replaces the text between `<!-- name:begin -->` and `<!-- name:end -->` in `file`. */
@@ -23,9 +25,12 @@ async function fill(file: string, name: string, body: string): Promise<boolean> 
   return true;
 }
 
-const changed = await fill(
+const lifecycle = await fill(
   'docs/sluiced.md',
   'lifecycle',
   `\`\`\`mermaid\n${renderTransitions()}\n\`\`\``,
 );
-console.log(changed ? 'docs/sluiced.md: lifecycle diagram updated' : 'docs are up to date');
+const settings = await fill('docs/sluiced.md', 'settings', settingsReference());
+if (lifecycle) console.log('docs/sluiced.md: lifecycle diagram updated');
+if (settings) console.log('docs/sluiced.md: settings reference updated');
+if (!lifecycle && !settings) console.log('docs are up to date');

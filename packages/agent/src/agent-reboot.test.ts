@@ -12,7 +12,7 @@ import { type DbusDaemon, FakeLogind, FakeSystemd, startDbusDaemon } from '@slui
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from './agent.js';
-import { loadAgentConfig } from './config.js';
+import { loadAgentConfig } from './config/index.js';
 import { AgentMetrics } from './metrics.js';
 import { RebootLoopGuard } from './reboot-guard.js';
 import type { UpdateSignal, UpdateSource } from './sources.js';

@@ -8,7 +8,7 @@ import { FakeGroupSettings, FakeSlotLock } from '@sluice/testkit';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent } from './agent.js';
-import { loadAgentConfig } from './config.js';
+import { loadAgentConfig } from './config/index.js';
 import { AgentMetrics } from './metrics.js';
 import type { UpdateSignal, UpdateSource } from './sources.js';
 

@@ -31,7 +31,7 @@ import { LogindClient, SystemdClient } from '@sluice/dbus';
 import { Backoff } from '@sluice/etcd';
 import type { Logger } from 'pino';
 import { runChecks } from './checks.js';
-import type { AgentConfig, CheckSpec } from './config.js';
+import type { AgentConfig, CheckSpec } from './config/index.js';
 import { readBootId } from './identity.js';
 import type { AgentMetrics } from './metrics.js';
 import {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { judgePrometheus, runCheck, runChecks } from './checks.js';
-import type { CheckSpec } from './config.js';
+import type { CheckSpec } from './config/index.js';
 
 const command = (cmd: string, timeoutMs = 5000): CheckSpec => ({
   type: 'command',

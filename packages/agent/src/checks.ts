@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { formatDuration } from '@sluice/core';
-import type { CheckSpec, CheckSpecCommand, CheckSpecHttp, CheckSpecPrometheus } from './config.js';
+import type { CheckSpec, CheckSpecCommand, CheckSpecHttp, CheckSpecPrometheus } from './config/index.js';
 
 /** The outcome of one check. */
 export interface CheckResult {

@@ -16,7 +16,7 @@ import {
   loadAgentConfig,
   MAX_CONFIG_DEPTH,
   MAX_CONFIG_FILE_BYTES,
-} from './config.js';
+} from './config/index.js';
 
 let dir: string;
 let machineIdFile: string;

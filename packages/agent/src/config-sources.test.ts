@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isSluiceError } from '@sluice/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type AgentConfig, type AgentFlags, loadAgentConfig } from './config.js';
+import { type AgentConfig, type AgentFlags, loadAgentConfig } from './config/index.js';
 
 let dir: string;
 beforeEach(async () => {

@@ -16,7 +16,7 @@ import {
   loadAgentConfig,
   parseListenAddress,
   redactConfig,
-} from './config.js';
+} from './config/index.js';
 import { DEFAULT_NOTIFY } from './notify.js';
 
 let dir: string;
@@ -149,7 +149,7 @@ describe('loadAgentConfig: defaults', () => {
   );
 
   it('reads the example in the module comment', async () => {
-    const source = await readFile(new URL('./config.ts', import.meta.url), 'utf8');
+    const source = await readFile(new URL('./config/index.ts', import.meta.url), 'utf8');
     const block = /```yaml\n([\s\S]*?)\n \* ```/.exec(source)?.[1];
     expect(block).toBeDefined();
     const yaml = block!.replace(/^ \* ?/gm, '');

@@ -1,6 +1,6 @@
 export * from './agent.js';
 export * from './checks.js';
-export * from './config.js';
+export * from './config/index.js';
 export * from './localzone.js';
 export * from './locksmith.js';
 export * from './metrics.js';

@@ -15,7 +15,7 @@ import {
   DEFAULT_UPDATE_CONF_FILES,
   describeConfig,
   loadAgentConfig,
-} from './config.js';
+} from './config/index.js';
 import { DEFAULT_LOCALTIME_FILE } from './localzone.js';
 
 const version = (

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadAgentConfig, redactConfig } from './config.js';
+import { loadAgentConfig, redactConfig } from './config/index.js';
 import { checkTemplate, type Notification, renderBody } from './notify.js';
 
 const n: Notification = {

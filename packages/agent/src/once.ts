@@ -8,7 +8,7 @@
  */
 import type { AgentState, Edge } from '@sluice/core';
 import type { Logger } from 'pino';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig } from './config/index.js';
 import { type RunningAgent, startAgent } from './wire.js';
 
 /** How a one-shot run ended. `code` is the process exit code for it. */

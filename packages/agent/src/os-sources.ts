@@ -2,7 +2,7 @@
  * Builds the update sources for image- and package-based systems from the configuration: one
  * line each, in the order the agent prefers them.
  */
-import type { AgentConfig } from './config.js';
+import type { AgentConfig } from './config/index.js';
 import type { UpdateSource } from './sources.js';
 import { BootcSource, RpmOstreeSource } from './sources-ostree.js';
 import { dnfSource, needrestartSource, sysupdateSource } from './sources-packages.js';

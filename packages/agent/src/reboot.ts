@@ -18,7 +18,7 @@
  */
 import { execFile } from 'node:child_process';
 import { type Inhibitor, LogindClient, REBOOT_FLAGS } from '@sluice/dbus';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig } from './config/index.js';
 
 /** What actually reboots the machine. */
 export interface Rebooter {

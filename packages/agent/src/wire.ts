@@ -20,7 +20,7 @@ import {
 import { type Logger, pino } from 'pino';
 import { Agent, readBootId } from './agent.js';
 import { BlockerLog } from './blocker-log.js';
-import { type AgentConfig, redactConfig } from './config.js';
+import { type AgentConfig, redactConfig } from './config/index.js';
 import { instanceToken } from './identity.js';
 import { AgentMetrics } from './metrics.js';
 import { Notifier, NotifyObserver } from './notify.js';
