@@ -5,7 +5,7 @@
  * declare their flags with `addEtcdOptions()` and read them with `etcdSettingsFrom()`, so the two
  * accept the same flags, variables, TLS files and passwords, with the same error messages.
  */
-import type { EtcdSettings } from '@sluice/etcd';
+import { ETCD_ENV, ETCD_FLAGS, type EtcdSettings } from '@sluice/etcd/settings';
 import type { Command } from 'commander';
 
 /** The etcd flags as commander parses them (see `addEtcdOptions`). */
@@ -22,17 +22,10 @@ export interface EtcdFlags {
 }
 
 /** The flag each settings field comes from, for error messages. */
-const FLAGS: Record<keyof EtcdSettings, string> = {
-  endpoints: '--endpoints',
-  cacert: '--cacert',
-  cert: '--cert',
-  key: '--key',
-  username: '--user',
-  password: '--password',
-  passwordFile: '--password-file',
-  prefix: '--prefix',
-  group: '--group',
-};
+const FLAGS = Object.fromEntries(ETCD_FLAGS.map((f) => [f.field, f.flag.split(' ')[0]!])) as Record<
+  keyof EtcdSettings,
+  string
+>;
 
 /** Accumulates `--endpoints`: repeatable, each a comma-separated list. */
 function collectEndpoints(value: string, previous: string[] | undefined): string[] {
@@ -48,21 +41,11 @@ function collectEndpoints(value: string, previous: string[] | undefined): string
  * every group, as sluice-fleetlock does).
  */
 export function addEtcdOptions(command: Command, opts: { group?: boolean } = {}): Command {
-  command
-    .option(
-      '--endpoints <urls>',
-      'etcd client URLs, comma separated [SLUICE_ENDPOINTS, LOCKSMITHCTL_ENDPOINT]',
-      collectEndpoints,
-    )
-    .option('--cacert <file>', 'CA bundle for etcd TLS [SLUICE_CACERT]')
-    .option('--cert <file>', 'client certificate for mutual TLS [SLUICE_CERT]')
-    .option('--key <file>', 'client key for mutual TLS [SLUICE_KEY]')
-    .option('--user <name>', 'etcd user name [SLUICE_USERNAME]')
-    .option('--password <password>', 'etcd password; prefer --password-file [SLUICE_PASSWORD]')
-    .option('--password-file <file>', 'file holding the etcd password [SLUICE_PASSWORD_FILE]')
-    .option('--prefix <prefix>', 'etcd key prefix (default /sluice/v1/) [SLUICE_PREFIX]');
-  if (opts.group !== false) {
-    command.option('--group <name>', 'reboot group (default "default") [SLUICE_GROUP]');
+  for (const spec of ETCD_FLAGS) {
+    if (spec.field === 'group' && opts.group === false) continue;
+    const help = `${spec.help} [${ETCD_ENV[spec.field].join(', ')}]`;
+    if (spec.field === 'endpoints') command.option(spec.flag, help, collectEndpoints);
+    else command.option(spec.flag, help);
   }
   return command;
 }

@@ -119,6 +119,63 @@ export const ETCD_ENV: Record<Exclude<keyof EtcdSettings, 'endpoints'> | 'endpoi
   group: ['SLUICE_GROUP', 'LOCKSMITHCTL_GROUP', 'LOCKSMITHD_GROUP'],
 };
 
+/** One etcd connection flag: the settings field it sets, its name, its argument and its help. */
+export interface EtcdFlagSpec {
+  field: keyof EtcdSettings;
+  /** The option's name in camelCase, as commander reports it (`passwordFile`). */
+  name: string;
+  /** The flag with its argument, as commander declares it: `--password-file <file>`. */
+  flag: string;
+  help: string;
+}
+
+/**
+ * The etcd connection flags every sluice program shares, in the order `--help` lists them:
+ * sluiced declares them in its settings table, `sluicectl` and `sluice-fleetlock` with
+ * `addEtcdOptions`. Their environment variables are `ETCD_ENV`'s.
+ */
+export const ETCD_FLAGS: readonly EtcdFlagSpec[] = [
+  {
+    field: 'endpoints',
+    name: 'endpoints',
+    flag: '--endpoints <urls>',
+    help: 'etcd endpoints, comma-separated',
+  },
+  {
+    field: 'cacert',
+    name: 'cacert',
+    flag: '--cacert <file>',
+    help: 'CA bundle that signed the etcd server certificate',
+  },
+  { field: 'cert', name: 'cert', flag: '--cert <file>', help: 'client certificate for mutual TLS' },
+  { field: 'key', name: 'key', flag: '--key <file>', help: 'client key for mutual TLS' },
+  { field: 'username', name: 'user', flag: '--user <name>', help: 'etcd user name' },
+  {
+    field: 'password',
+    name: 'password',
+    flag: '--password <password>',
+    help: 'etcd password (prefer --password-file)',
+  },
+  {
+    field: 'passwordFile',
+    name: 'passwordFile',
+    flag: '--password-file <file>',
+    help: 'file holding the etcd password',
+  },
+  {
+    field: 'prefix',
+    name: 'prefix',
+    flag: '--prefix <prefix>',
+    help: 'etcd key prefix (default /sluice/v1/)',
+  },
+  {
+    field: 'group',
+    name: 'group',
+    flag: '--group <group>',
+    help: 'reboot group (default "default")',
+  },
+];
+
 /**
  * Reads etcd settings from environment variables (see ETCD_ENV). Returns only the fields that are
  * set, with the variable each came from, so errors can name it.

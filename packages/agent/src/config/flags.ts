@@ -2,7 +2,7 @@
  * sluiced's flags and environment variables: one table, which drives the command line, `--help`
  * and the settings reference in docs/sluiced.md.
  */
-import { ETCD_ENV } from '@sluice/etcd/settings';
+import { ETCD_ENV, ETCD_FLAGS } from '@sluice/etcd/settings';
 import type { Command } from 'commander';
 import { ETCD_FIELDS } from './schema.js';
 import { DEFAULT_CONFIG_FILE } from './types.js';
@@ -93,15 +93,9 @@ export const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, s
   ['hostname', 'node.hostname', '<name>', 'host name shown in status'],
   ['tokenFile', 'node.tokenFile', '<file>', 'instance token file (/var/lib/sluice/instance)'],
   ['maxClockSkew', 'clock.maxSkew', '<duration>', "largest offset from etcd's clock (60s)"],
-  ['endpoints', 'etcd.endpoints', '<urls>', 'etcd endpoints, comma-separated'],
-  ['cacert', 'etcd.cacert', '<file>', 'CA bundle that signed the etcd server certificate'],
-  ['cert', 'etcd.cert', '<file>', 'client certificate for mutual TLS'],
-  ['key', 'etcd.key', '<file>', 'client key for mutual TLS'],
-  ['user', 'etcd.username', '<name>', 'etcd user name'],
-  ['password', 'etcd.password', '<password>', 'etcd password (prefer --password-file)'],
-  ['passwordFile', 'etcd.passwordFile', '<file>', 'file holding the etcd password'],
-  ['prefix', 'etcd.prefix', '<prefix>', 'etcd key prefix (default /sluice/v1/)'],
-  ['group', 'etcd.group', '<group>', 'reboot group (default "default")'],
+  ...ETCD_FLAGS.map(
+    (f) => [f.name as keyof AgentFlags, `etcd.${f.field}`, f.flag.split(' ')[1]!, f.help] as const,
+  ),
   ['sessionTtl', 'etcd.sessionTTL', '<duration>', 'lease TTL of a waiting node (default 30s)'],
   ['holdTtl', 'etcd.holdTTL', '<duration>', 'lease TTL of a held slot; must outlast a reboot (1h)'],
   ['strategy', 'strategy', '<strategy>', 'etcd-lock, reboot, off or best-effort (etcd-lock)'],
