@@ -117,8 +117,3 @@ export function unwrap(value: unknown): unknown {
   }
   return value;
 }
-
-/** A SluiceError of kind `dbus-unavailable` for something a peer sent that makes no sense. */
-export function malformed(what: string, where: string): SluiceError {
-  return new SluiceError('dbus-unavailable', what, where);
-}
