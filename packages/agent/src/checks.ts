@@ -7,7 +7,12 @@
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { formatDuration } from '@sluice/core';
-import type { CheckSpec, CheckSpecCommand, CheckSpecHttp, CheckSpecPrometheus } from './config/index.js';
+import type {
+  CheckSpec,
+  CheckSpecCommand,
+  CheckSpecHttp,
+  CheckSpecPrometheus,
+} from './config/index.js';
 
 /** The outcome of one check. */
 export interface CheckResult {
