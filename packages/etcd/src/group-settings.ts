@@ -13,6 +13,7 @@ import {
   type WindowSpec,
 } from '@sluice/core';
 import type { Etcd3 } from 'etcd3';
+import { Backoff } from './backoff.js';
 import { etcdCall } from './errors.js';
 import { Mirror } from './mirror.js';
 
@@ -25,7 +26,7 @@ export interface GroupSettingsEvents {
   onInvalidWindow?: (message: string) => void;
   /** The window could not be read from etcd. */
   onReadError?: (error: unknown) => void;
-  /** The window mirror could not be started (it is tried again on the next follow). */
+  /** The window mirror could not be started (it is tried again with back-off while followed). */
   onFollowError?: (error: unknown) => void;
 }
 
@@ -33,6 +34,10 @@ export interface GroupSettingsEvents {
 export class EtcdGroupSettings implements GroupSettings {
   #window: Mirror | null = null;
   #starting = false;
+  /** The follower while the window is followed, and the pending retry of a failed start. */
+  #following: (() => void) | null = null;
+  #retry: NodeJS.Timeout | undefined;
+  readonly #followBackoff = new Backoff({ initialMs: 500, maxMs: 10_000 });
   #request: Mirror | null = null;
   #closed = false;
 
@@ -71,24 +76,43 @@ export class EtcdGroupSettings implements GroupSettings {
     if (!on || this.#closed) {
       const mirror = this.#window;
       this.#window = null;
+      this.#following = null;
+      clearTimeout(this.#retry);
       void mirror?.close();
       return;
     }
-    if (this.#window || this.#starting) return;
+    this.#following = onChange;
+    if (this.#window || this.#starting || this.#retry) return;
+    this.#startFollow();
+  }
+
+  /**
+   * Starts the window mirror; when that fails (etcd out of reach), tries again with back-off for
+   * as long as the window is followed: a waiter must not depend on its next transition to hear
+   * of a window that changed meanwhile.
+   */
+  #startFollow(): void {
+    this.#retry = undefined;
+    if (this.#closed || !this.#following) return;
     this.#starting = true;
     Mirror.start(this.client, { key: this.keys.windows }, {}, { verifyMs: VERIFY_MS }).then(
       (mirror) => {
         this.#starting = false;
-        if (this.#closed) {
+        this.#followBackoff.reset();
+        if (this.#closed || !this.#following) {
           void mirror.close();
           return;
         }
         this.#window = mirror;
-        mirror.onChange(() => onChange());
+        mirror.onChange(() => this.#following?.());
+        // The window may have changed while the mirror could not start.
+        this.#following();
       },
       (error: unknown) => {
         this.#starting = false;
         this.events.onFollowError?.(error);
+        if (this.#closed || !this.#following) return;
+        this.#retry = setTimeout(() => this.#startFollow(), this.#followBackoff.next());
       },
     );
   }
@@ -124,6 +148,7 @@ export class EtcdGroupSettings implements GroupSettings {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#retry);
     const mirrors = [this.#window, this.#request];
     this.#window = null;
     this.#request = null;

@@ -17,11 +17,43 @@
  * (`verifyMs`): it reads the key now and then, and reads again and re-watches when the key's
  * revision in etcd is not the one it holds.
  */
-import type { RawKV } from '@sluice/core';
+import { type RawKV, SluiceError } from '@sluice/core';
 import type { Etcd3, IWatchResponse, Watcher } from 'etcd3';
 import { Backoff, jitter } from './backoff.js';
 import { etcdCall } from './errors.js';
 import { readPrefix, toRawKV } from './reads.js';
+
+/**
+ * How long a new watch may take to be confirmed by etcd. etcd3 waits for the confirmation
+ * without a deadline, and a stream to a member that stopped answering would keep a mirror
+ * without a watch (and so without news) for good.
+ */
+export const WATCH_CREATE_MS = 10_000;
+
+/** Resolves once etcd confirmed the watch; rejects on its error or after `ms`. */
+function created(watcher: Watcher, ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      done();
+      reject(new SluiceError('etcd-unavailable', `etcd did not confirm a watch within ${ms} ms`));
+    }, ms);
+    const onConnected = () => {
+      done();
+      resolve();
+    };
+    const onError = (error: unknown) => {
+      done();
+      reject(error);
+    };
+    const done = () => {
+      clearTimeout(timer);
+      watcher.off('connected', onConnected);
+      watcher.off('error', onError);
+    };
+    watcher.once('connected', onConnected);
+    watcher.once('error', onError);
+  });
+}
 
 /** What to mirror: one key, or every key under a prefix. */
 export type MirrorRange = { key: string } | { prefix: string };
@@ -63,6 +95,8 @@ export class Mirror {
   #connected = true;
   #closed = false;
   #verifyTimer: NodeJS.Timeout | null = null;
+  /** Set once the first read and watch worked. */
+  #started = false;
 
   private constructor(
     private readonly client: Etcd3,
@@ -175,9 +209,19 @@ export class Mirror {
    * Concurrent calls share one read.
    */
   resync(): Promise<void> {
-    this.#resyncing ??= this.#resyncOnce().finally(() => {
-      this.#resyncing = null;
-    });
+    this.#resyncing ??= this.#resyncOnce()
+      .catch((error: unknown) => {
+        // The old watch is gone and no new one is up: the mirror is out of step until a read
+        // and a watch work again, so keep trying (a mirror that never started is its caller's).
+        if (this.#started && !this.#closed && !this.#watcher) {
+          this.#setConnected(false);
+          this.#recover();
+        }
+        throw error;
+      })
+      .finally(() => {
+        this.#resyncing = null;
+      });
     return this.#resyncing;
   }
 
@@ -191,6 +235,7 @@ export class Mirror {
     for (const kv of kvs) this.#set(kv);
     this.#readRevision = revision;
     await this.#watchFrom(revision + 1);
+    this.#started = true;
     this.#emit(null);
   }
 
@@ -217,11 +262,15 @@ export class Mirror {
 
   async #watchFrom(revision: number): Promise<void> {
     const range = this.range;
-    const watcher = await etcdCall(`a watch of ${this.#label}`, () => {
-      const builder = this.client.watch();
-      const scoped = 'key' in range ? builder.key(range.key) : builder.prefix(range.prefix);
-      return scoped.startRevision(String(revision)).create();
-    });
+    const builder = this.client.watch();
+    const scoped = 'key' in range ? builder.key(range.key) : builder.prefix(range.prefix);
+    const watcher = scoped.startRevision(String(revision)).watcher();
+    await etcdCall(`a watch of ${this.#label}`, () => created(watcher, WATCH_CREATE_MS)).catch(
+      (error: unknown) => {
+        void watcher.cancel().catch(() => {});
+        throw error;
+      },
+    );
     if (this.#closed) {
       await watcher.cancel().catch(() => {});
       return;
@@ -253,7 +302,8 @@ export class Mirror {
       this.resync().then(
         () => this.#backoff.reset(),
         () => {
-          if (!this.#closed) this.#retry = setTimeout(attempt, this.#backoff.next());
+          if (!this.#closed && !this.#retry)
+            this.#retry = setTimeout(attempt, this.#backoff.next());
         },
       );
     };
