@@ -26,7 +26,7 @@ import {
 import { type Etcd3, Range } from 'etcd3';
 import { etcdCall, toSluiceError } from './errors.js';
 import { coalesce, GroupWatch, readGroup } from './group-watch.js';
-import { haltGroup, pruneHistory } from './semaphore.js';
+import { haltGroup, pruneHistory, slotHistory } from './history.js';
 
 /**
  * What `releaseManual()` did: released a held slot (recorded in history), or removed a waiter
@@ -377,36 +377,21 @@ export class GroupAdmin {
     const entry = snapshot.queue.find((e) => e.node === node);
     const marker = snapshot.holding.find((h) => h.node === node);
     if (!entry && !marker) return false;
-    const now = this.now();
-    const history: HistoryRecord = {
-      v: 1,
+    const history = slotHistory({
+      keys: this.keys,
       node,
-      hostname: entry?.record?.hostname ?? marker?.marker?.hostname ?? '',
-      group: this.keys.group,
       outcome: marker?.orphan ? 'lost' : 'forced',
-      endedAt: now.toISOString(),
-      reason: entry?.record?.reason || marker?.marker?.reason || '',
+      at: this.now(),
+      record: entry?.record ?? null,
+      marker: marker?.marker ?? null,
+      ...(marker ? { markerRevision: marker.createRevision } : {}),
       by,
-    };
-    if (entry?.record?.enqueuedAt) history.enqueuedAt = entry.record.enqueuedAt;
-    const grantedAt = entry?.record?.grantedAt ?? marker?.marker?.grantedAt;
-    if (grantedAt) history.grantedAt = grantedAt;
-    if (marker) history.grantedRevision = marker.createRevision;
-    // An expired manual lock stays a manual lock in history, with its reason.
-    if (entry?.record?.manual || marker?.marker?.manual) history.manual = true;
-    if (entry?.record?.toVersion) history.toVersion = entry.record.toVersion;
-    if (entry?.record?.phases) history.phases = entry.record.phases;
-
-    let txn = this.client.if(this.keys.queue(node), 'Mod', '==', entry?.modRevision ?? 0);
-    txn = txn.and(this.keys.holding(node), 'Mod', '==', marker?.modRevision ?? 0);
-    const res = await etcdCall(`a forced release of ${node}`, () =>
-      txn
-        .then(
-          this.client.delete().key(this.keys.queue(node)),
-          this.client.delete().key(this.keys.holding(node)),
-          this.client.put(this.keys.history(now.getTime(), node)).value(JSON.stringify(history)),
-        )
-        .commit(),
+    });
+    const res = await this.#releaseTxn(
+      node,
+      entry?.modRevision ?? 0,
+      marker?.modRevision ?? 0,
+      history,
     );
     if (!res.succeeded) {
       throw new SluiceError(
@@ -416,6 +401,31 @@ export class GroupAdmin {
     }
     await pruneHistory(this.client, this.keys, historyLimit);
     return true;
+  }
+
+  /**
+   * Deletes a node's queue key and marker and records the end of its slot, in one txn guarded on
+   * both as read (mod revision 0: absent), so it acts on exactly what the operator looked at.
+   */
+  #releaseTxn(
+    node: string,
+    queueRevision: number,
+    markerRevision: number,
+    history: { key: string; record: HistoryRecord },
+  ) {
+    const queue = this.keys.queue(node);
+    const holding = this.keys.holding(node);
+    return etcdCall(`a release of ${node}'s slot`, () =>
+      this.client
+        .if(queue, 'Mod', '==', queueRevision)
+        .and(holding, 'Mod', '==', markerRevision)
+        .then(
+          this.client.delete().key(queue),
+          this.client.delete().key(holding),
+          this.client.put(history.key).value(JSON.stringify(history.record)),
+        )
+        .commit(),
+    );
   }
 
   /**
@@ -456,34 +466,17 @@ export class GroupAdmin {
       return { outcome: 'left' };
     }
 
-    const now = this.now();
-    const record = entry.record;
-    const history: HistoryRecord = {
-      v: 1,
+    const history = slotHistory({
+      keys: this.keys,
       node,
-      hostname: record.hostname || marker?.marker?.hostname || '',
-      group: this.keys.group,
       outcome: 'released',
-      endedAt: now.toISOString(),
-      reason: record.reason,
+      at: this.now(),
+      record: entry.record,
+      marker: marker?.marker ?? null,
+      ...(marker ? { markerRevision: marker.createRevision } : {}),
       by,
-      manual: true,
-    };
-    if (record.enqueuedAt) history.enqueuedAt = record.enqueuedAt;
-    const grantedAt = record.grantedAt ?? marker?.marker?.grantedAt;
-    if (grantedAt) history.grantedAt = grantedAt;
-    if (marker) history.grantedRevision = marker.createRevision;
-    const res = await etcdCall(`releasing ${entry.key}`, () =>
-      this.client
-        .if(entry.key, 'Mod', '==', entry.modRevision)
-        .and(this.keys.holding(node), 'Mod', '==', marker?.modRevision ?? 0)
-        .then(
-          this.client.delete().key(entry.key),
-          this.client.delete().key(this.keys.holding(node)),
-          this.client.put(this.keys.history(now.getTime(), node)).value(JSON.stringify(history)),
-        )
-        .commit(),
-    );
+    });
+    const res = await this.#releaseTxn(node, entry.modRevision, marker?.modRevision ?? 0, history);
     if (!res.succeeded) throw changed();
     await pruneHistory(this.client, this.keys, historyLimit);
     return { outcome: 'released' };

@@ -6,6 +6,7 @@ export * from './clock.js';
 export * from './errors.js';
 export * from './group-settings.js';
 export * from './group-watch.js';
+export * from './history.js';
 export * from './known.js';
 export * from './migrate.js';
 export * from './mirror.js';

@@ -35,8 +35,8 @@ import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import { z } from 'zod';
 import type { EtcdConnectionOptions } from './client.js';
 import { etcdCall } from './errors.js';
+import { pruneHistory } from './history.js';
 import { prefixEnd, toRawKV } from './reads.js';
-import { pruneHistory } from './semaphore.js';
 
 /** History records kept per group, as for sluicectl's other actions. */
 const HISTORY_LIMIT = 500;

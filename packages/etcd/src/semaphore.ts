@@ -1,18 +1,5 @@
-/**
- * The reboot semaphore: a FIFO queue of node keys in etcd, ordered by create revision, of which
- * the first `max` may hold a slot. See DESIGN.md ("The semaphore") for why it never over-admits.
- *
- * One Semaphore serves one node in one group. It keeps the node's key on a short session lease
- * while waiting and on a long hold lease once admitted, so the slot outlives a reboot.
- *
- * The server decides: every admission is decided on a read from etcd at one revision
- * (`readAdmission`) and taken by a txn guarded on that read. The group's local mirror (a
- * GroupWatch) only says when asking again may be worth it; a slow jittered backstop asks anyway,
- * so that no missed event can leave a free slot untaken.
- */
-import { randomUUID } from 'node:crypto';
+
 import {
-  type ActionRecord,
   type AdmissionView,
   buildSnapshot,
   DEFAULT_GROUP,
@@ -26,8 +13,6 @@ import {
   type HistoryRecord,
   type HoldingEntry,
   type HoldingMarker,
-  haltReason,
-  lostHolders,
   mustHalt,
   type NodeState,
   type QueueEntry,
@@ -40,7 +25,7 @@ import {
   throwIfAborted,
   type WindowSpec,
 } from '@sluice/core';
-import { type Etcd3, type ICompare, type IRequestOp, Range } from 'etcd3';
+import type { Etcd3, ICompare, IRequestOp, } from 'etcd3';
 import {
   admissionGuard,
   admissionTooBig,
@@ -51,6 +36,7 @@ import {
 import { Backoff, jitter } from './backoff.js';
 import { etcdCall, isTransient } from './errors.js';
 import { coalesce, GroupWatch, readGroup } from './group-watch.js';
+import { haltGroup, pruneHistory, slotHistory } from './history.js';
 import { prefixEnd, toRawKV } from './reads.js';
 import { Session } from './session.js';
 
@@ -989,26 +975,17 @@ export class Semaphore implements SlotLock {
     marker: HoldingMarker | null,
     markerRevision?: number,
   ): { key: string; record: HistoryRecord } {
-    const now = this.#now();
-    const history: HistoryRecord = {
-      v: 1,
+    return slotHistory({
+      keys: this.keys,
       node: this.node,
-      hostname: record?.hostname ?? marker?.hostname ?? this.hostname,
-      group: this.keys.group,
+      hostname: this.hostname,
       outcome,
-      endedAt: now.toISOString(),
-      reason: record?.reason ?? '',
-    };
-    if (record?.enqueuedAt) history.enqueuedAt = record.enqueuedAt;
-    const grantedAt = record?.grantedAt ?? marker?.grantedAt;
-    if (grantedAt) history.grantedAt = grantedAt;
-    if (markerRevision) history.grantedRevision = markerRevision;
-    if (record?.toVersion) history.toVersion = record.toVersion;
-    if (record?.manual || marker?.manual) history.manual = true;
-    if (!record?.reason && marker?.reason) history.reason = marker.reason;
-    if (record?.phases) history.phases = record.phases;
-    if (this.#opts.client !== undefined) history.client = this.#opts.client;
-    return { key: this.keys.history(now.getTime(), this.node), record: history };
+      at: this.#now(),
+      record,
+      marker,
+      ...(markerRevision ? { markerRevision } : {}),
+      ...(this.#opts.client !== undefined ? { client: this.#opts.client } : {}),
+    });
   }
 
   async #pruneHistory(): Promise<void> {
@@ -1030,68 +1007,4 @@ export class Semaphore implements SlotLock {
     this.#session = null;
     this.#hold = null;
   }
-}
-
-/** What `haltGroup()` needs: the group's keys, markers, pause and loss budget. */
-export type HaltView = Pick<GroupSnapshot, 'keys' | 'holding' | 'paused' | 'lossBudget'>;
-
-/**
- * Pauses a group for its lost holders, if it has more than its loss budget and is not paused.
- * Guarded so that it never overwrites an operator's pause and never acts on a stale view.
- */
-export async function haltGroup(client: Etcd3, view: HaltView): Promise<boolean> {
-  if (!mustHalt(view)) return false;
-  const lost = lostHolders(view);
-  const keys = view.keys;
-  let txn = client.if(keys.paused, 'Create', '==', 0);
-  for (const h of lost) txn = txn.and(h.key, 'Mod', '==', h.modRevision);
-  const reason = haltReason(lost);
-  const now = new Date();
-  const value = JSON.stringify({ reason, since: now.toISOString(), by: 'sluice' });
-  // The halt goes into history with the pause, so the fleet timeline can shade it.
-  const action: ActionRecord = {
-    v: 1,
-    kind: 'action',
-    action: 'halt',
-    group: keys.group,
-    at: now.toISOString(),
-    by: 'sluice',
-    reason,
-  };
-  const historyKey = keys.actionHistory(now.getTime(), 'halt', randomUUID().slice(0, 8));
-  const res = await etcdCall(`pausing ${keys.root} for lost holders`, () =>
-    txn
-      .then(
-        client.put(keys.paused).value(value),
-        client.put(historyKey).value(JSON.stringify(action)),
-      )
-      .commit(),
-  );
-  return res.succeeded;
-}
-
-/** Deletes the oldest history records of a group beyond `limit`. */
-export async function pruneHistory(client: Etcd3, keys: GroupKeys, limit: number): Promise<void> {
-  const count = await etcdCall('counting history', () =>
-    client.getAll().prefix(keys.historyPrefix).count(),
-  );
-  // Prune in batches of a tenth, so most releases only count.
-  const slack = Math.max(1, Math.floor(limit / 10));
-  if (count <= limit + slack) return;
-  const excess = await etcdCall('listing old history', () =>
-    client
-      .getAll()
-      .prefix(keys.historyPrefix)
-      .sort('Key', 'Ascend')
-      .limit(count - limit)
-      .keys(),
-  );
-  const last = excess.at(-1);
-  if (!last) return;
-  await etcdCall('pruning history', () =>
-    client
-      .delete()
-      .range(new Range(keys.historyPrefix, `${last}\0`))
-      .exec(),
-  );
 }
