@@ -76,6 +76,25 @@ describe('rank and admission', () => {
     expect(decide(snap, 'zz', NOW)).toMatchObject({ kind: 'wait', reason: 'not-queued' });
   });
 
+  it('says which changes can alter a queue wait: only fewer places ahead than max', () => {
+    const s = new Store();
+    s.put(keys.max, '1');
+    for (const n of ['a', 'b', 'c']) s.queue(n);
+    s.admit('a');
+    expect(decide(s.snapshot(), 'c', NOW)).toMatchObject({
+      kind: 'wait',
+      reason: 'queue',
+      wake: { aheadBelow: 1 },
+    });
+    // Holders above max after a decrease stand ahead too: their draining is what wakes it.
+    s.put(keys.max, '2');
+    s.admit('b');
+    s.put(keys.max, '1');
+    expect(decide(s.snapshot(), 'c', NOW)).toMatchObject({ wake: { aheadBelow: 1 } });
+    // Not queued: nothing to sleep on.
+    expect(decide(s.snapshot(), 'zz', NOW)).not.toHaveProperty('wake');
+  });
+
   it('keeps a re-put key in its place', () => {
     const s = new Store();
     s.queue('a');

@@ -441,6 +441,12 @@ export type Decision =
       detail: string;
       /** When the decision may change without any etcd event (a window opens), or null. */
       wakeAt: Date | null;
+      /**
+       * Which changes can alter the decision, for a waiter that would rather sleep than decide
+       * again on every change: `aheadBelow: n` when only the number of queue keys ahead of the
+       * node falling below n can (besides the settings keys and its own key). Absent: any change.
+       */
+      wake?: { aheadBelow: number };
     };
 
 /**
@@ -474,13 +480,12 @@ export function decideAdmission(
   }
   if (self.holding) return { kind: 'holding' };
   const rank = rankIn(view, self);
-  const wait = (reason: WaitReason, detail: string, wakeAt: Date | null = null): Decision => ({
-    kind: 'wait',
-    reason,
-    rank,
-    detail,
-    wakeAt,
-  });
+  const wait = (
+    reason: WaitReason,
+    detail: string,
+    wakeAt: Date | null = null,
+    wake?: { aheadBelow: number },
+  ): Decision => ({ kind: 'wait', reason, rank, detail, wakeAt, ...(wake ? { wake } : {}) });
 
   const { max, lossBudget, windows } = view;
   if (!max.ok) return wait('invalid-value', max.error.message);
@@ -517,9 +522,13 @@ export function decideAdmission(
       (revision) => revision < self.createRevision,
     ).length;
     const position = Math.max(0, view.ahead - holdersAhead) + 1;
+    // At least max places stand ahead, and ranks only fall (FIFO): nothing but a place ahead
+    // freeing up, a setting or this node's own key can change this.
     return wait(
       'queue',
       `position ${position}${view.aheadMore ? ' or later' : ''} in the queue, all ${max.value} slot(s) taken`,
+      null,
+      { aheadBelow: max.value },
     );
   }
   if (view.holding.length >= max.value) {

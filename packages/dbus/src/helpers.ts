@@ -3,7 +3,7 @@
  * reads, D-Bus error names, and turning dbus-next's `Variant`s into plain values.
  */
 
-import { isSluiceError, } from '@sluice/core';
+import { isSluiceError } from '@sluice/core';
 import { Message, type MessageBus, Variant } from 'dbus-next';
 import { type CallOptions, callMethod } from './bus.js';
 

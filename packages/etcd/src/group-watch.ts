@@ -217,10 +217,10 @@ export class GroupWatch {
    * or goes, the mirror is re-read, or fewer than `threshold` queue keys stand ahead of it. Then
    * it is unparked and called as usual.
    *
-   * A waiter that decided "wait in the queue" because at least `max` keys stand ahead of it can
-   * park with `threshold = max`: ranks only fall, so nothing else can change its decision. With
-   * a thousand waiters sharing one watch, each change then wakes a handful of them instead of
-   * all. Returns false, leaving the listener as it was, if it would have to wake at once.
+   * The threshold is the decision's own (`wake.aheadBelow` from `decide()`), so the watch holds
+   * no admission rule of its own. With a thousand waiters sharing one watch, each change then
+   * wakes a handful of them instead of all. Returns false, leaving the listener as it was, if it
+   * would have to wake at once.
    */
   park(listener: () => void, key: string, createRevision: number, threshold: number): boolean {
     if (!this.#listeners.has(listener)) return false;

@@ -1,4 +1,3 @@
-
 import {
   type AdmissionView,
   buildSnapshot,
@@ -25,7 +24,7 @@ import {
   throwIfAborted,
   type WindowSpec,
 } from '@sluice/core';
-import type { Etcd3, ICompare, IRequestOp, } from 'etcd3';
+import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import {
   admissionGuard,
   admissionTooBig,
@@ -641,11 +640,11 @@ export class Semaphore implements SlotLock {
           if (hint.wakeAt) {
             hintTimer = after(hint.wakeAt.getTime() - this.#now().getTime() + 5, onChange);
           }
-          if (hint.reason === 'queue' && snapshot.max.ok) {
-            // At least max places stand ahead, and ranks only fall: sleep until one frees up (or
-            // the settings or our own key change) instead of deciding again on every change.
+          if (hint.wake) {
+            // Only fewer places ahead (or the settings, or our own key) can change the decision:
+            // sleep until then instead of deciding again on every change.
             const self = snapshot.queue.find((e) => e.node === this.node);
-            if (self) watch.park(onChange, self.key, self.createRevision, snapshot.max.value);
+            if (self) watch.park(onChange, self.key, self.createRevision, hint.wake.aheadBelow);
           }
           // Our key gone, or a holder lost: etcd has to confirm it (and the group be halted).
           if (hint.reason !== 'not-queued' && hint.reason !== 'halted') return;
