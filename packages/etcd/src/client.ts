@@ -9,6 +9,8 @@ import {
   circuitBreaker,
   ExponentialBackoff,
   handleWhen,
+  type IDefaultPolicyContext,
+  type IPolicy,
   retry,
 } from 'cockatiel';
 import { Etcd3, type IOptions, isRecoverableError } from 'etcd3';
@@ -43,6 +45,41 @@ async function readPem(path: string, flag: string): Promise<Buffer> {
   }
 }
 
+/**
+ * A cockatiel policy that starts afresh whenever the wall clock steps. cockatiel's circuit
+ * breaker times its open state with `Date.now()`: after the clock steps back (NTP putting a
+ * node's clock right), an open breaker would refuse every call to its endpoint until the clock
+ * has caught up again, hours perhaps. A step is a change of more than a second between the wall
+ * clock and the monotonic one since the last call; then the breaker is made again, closed.
+ */
+class ClockStepSafe implements IPolicy<IDefaultPolicyContext> {
+  declare readonly _altReturn: never;
+  #policy: IPolicy<IDefaultPolicyContext>;
+  #offset = Date.now() - performance.now();
+
+  constructor(private readonly make: () => IPolicy<IDefaultPolicyContext>) {
+    this.#policy = make();
+  }
+
+  get onSuccess(): IPolicy['onSuccess'] {
+    return this.#policy.onSuccess;
+  }
+
+  get onFailure(): IPolicy['onFailure'] {
+    return this.#policy.onFailure;
+  }
+
+  execute<T>(
+    fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    const offset = Date.now() - performance.now();
+    if (Math.abs(offset - this.#offset) > 1000) this.#policy = this.make();
+    this.#offset = offset;
+    return this.#policy.execute(fn, signal);
+  }
+}
+
 /** Builds the etcd3 options for a connection, reading certificate files. */
 export async function etcdClientOptions(opts: EtcdConnectionOptions): Promise<IOptions> {
   if (opts.endpoints.length === 0) {
@@ -66,10 +103,12 @@ export async function etcdClientOptions(opts: EtcdConnectionOptions): Promise<IO
       context.isStream ? {} : { deadline: Date.now() + callTimeoutMs },
     faultHandling: {
       host: () =>
-        circuitBreaker(handleWhen(isRecoverableError), {
-          halfOpenAfter: 2000,
-          breaker: new ConsecutiveBreaker(3),
-        }),
+        new ClockStepSafe(() =>
+          circuitBreaker(handleWhen(isRecoverableError), {
+            halfOpenAfter: 2000,
+            breaker: new ConsecutiveBreaker(3),
+          }),
+        ),
       global: retry(handleWhen(isRecoverableError), {
         maxAttempts: opts.retryAttempts ?? 3,
         backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }),
