@@ -4,6 +4,9 @@
  * settings, its registration), the checks and the rebooter. Every transition is logged and
  * counted. The whole reboot lifecycle reads in core/lifecycle.ts and its rules in core/rules.ts;
  * this file is wiring, and it never sees an etcd client.
+ *
+ * Why one file: the effect runner is one switch over the lifecycle's effects, each next to the
+ * event it sends back; split by effect, the order of a step's effects would be hard to follow.
  */
 import {
   type AgentEvent,

@@ -7,6 +7,9 @@
  * Every edge is a name from `EDGES`, and every step it may take is a row of `TRANSITIONS` (from,
  * edge, to). A test checks each step `transition()` returns against that table, and the state
  * diagram in docs/sluiced.md is drawn from it (`renderTransitions()`), so the three agree.
+ *
+ * Why one file: it is the whole state machine (states, the edge table, `transition()` and the
+ * diagram drawn from the table), so a state's edges read in one place.
  */
 import type { NodeState } from './records.js';
 

@@ -2,6 +2,9 @@
  * A group as seen in one range read of `<prefix>groups/<g>/` at one revision, and the pure
  * decisions taken from it: a node's rank, whether it may take a slot, which holders are lost, and
  * the status shown to operators. No I/O here: the etcd adapter feeds key-values in.
+ *
+ * Why one file: the data model and the admission rule on it (`decideAdmission`), whose safety
+ * argument (docs: DESIGN.md) refers to both.
  */
 import type { z } from 'zod';
 import type { Result } from './errors.js';

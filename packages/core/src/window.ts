@@ -22,6 +22,9 @@
  *   04:00 the next day (24 hours, or 23 or 25 across a DST change). If START and END both fall in
  *   the same gap the window does not open that day.
  * - Windows that overlap or touch merge into one open period.
+ *
+ * Why one file: the parser, the formatter and the evaluator of one grammar, which must agree; a
+ * test round-trips specs through all three.
  */
 
 import { IANAZone } from 'luxon';

@@ -5,6 +5,9 @@
  * a deployment that was staged with finalization locked: `FinalizeDeployment` on the booted OS
  * object, followed through rpm-ostree's private transaction socket. Finalizing unlocks the
  * deployment and reboots the machine.
+ *
+ * Why one file: the D-Bus client, the parsing of deployments and the transaction socket are one
+ * protocol, and the source's decisions depend on all three.
  */
 
 import { EventEmitter } from 'node:events';

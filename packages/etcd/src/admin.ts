@@ -2,6 +2,9 @@
  * Operator actions on a group, for `sluicectl` and tests: status, max, pause and resume, forced
  * release, reboot requests, history. Every write is a guarded txn or a single put, so two
  * operators cannot silently undo each other.
+ *
+ * Why one file: GroupAdmin is every operator command on one group, each a short guarded txn;
+ * they share the group's keys, history and the halt check.
  */
 import { randomUUID } from 'node:crypto';
 import {

@@ -19,6 +19,9 @@
  * waiter (see `rankIn` in `@sluice/core`). With locksmith's v3 semaphore the semaphore's update is
  * part of the same txn; with v2 it is a compare-and-swap first, since the v2 store is separate:
  * freezing locksmith first is the safe order (until the sluice txn lands, nothing more reboots).
+ *
+ * Why one file: reading locksmith's v2 or v3 state, mapping it and the one txn that writes it are
+ * one migration, whose safe order is stated above.
  */
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';

@@ -1,3 +1,18 @@
+/**
+ * The reboot semaphore: a FIFO queue of node keys in etcd, ordered by create revision, of which
+ * the first `max` may hold a slot. See DESIGN.md ("The semaphore") for why it never over-admits.
+ *
+ * One Semaphore serves one node in one group. It keeps the node's key on a short session lease
+ * while waiting and on a long hold lease once admitted, so the slot outlives a reboot.
+ *
+ * The server decides: every admission is decided on a read from etcd at one revision
+ * (`readAdmission`) and taken by a txn guarded on that read. The group's local mirror (a
+ * GroupWatch) only says when asking again may be worth it; a slow jittered backstop asks anyway,
+ * so that no missed event can leave a free slot untaken.
+ *
+ * Why one file: enqueue, the wait loop, the admission txn and release share the node's keys and
+ * leases, and the safety argument is about all of them together.
+ */
 import {
   type AdmissionView,
   buildSnapshot,

@@ -18,6 +18,9 @@
  * Every process the fleet starts (agents, dbus-daemons, and etcd unless one was passed in) is
  * stopped by PID in `stop()`, which is also registered to run on SIGINT/SIGTERM of entry points
  * that call `installShutdownHandlers()`.
+ *
+ * Why one file: the simulated fleet owns every process it starts (etcd members, proxies, agents,
+ * the simulated logind) and stops them all by PID; one owner keeps that cleanup complete.
  */
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';

@@ -55,6 +55,9 @@
  * An operator's `sluicectl unlock --force` that was in flight at a node's Reboot call can take
  * the slot away between the agent's confirmation and the call: that reboot is the operator's
  * explicit doing, noted and not counted (see {@link UnlockEntry}).
+ *
+ * Why one file: the independent checker reads the reboot log and the observer's samples once and
+ * checks every invariant over them; the invariants share that timeline.
  */
 import type { MarkerInterval, MaxChange, SettingChange, TimelineEvent } from './timeline.js';
 

@@ -26,6 +26,9 @@
  * budget has halted the group (liveness, with a grace period), then acts as the operator would
  * (force-unlocks lost nodes, resumes) and waits for the rollout to finish. A run that does not
  * finish counts as a failure as much as a broken invariant.
+ *
+ * Why one file: a run's fault schedule is one seeded sequence; each fault's injection, its heal
+ * and what it leaves for the checks sit side by side, so that a seed reads as it replays.
  */
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
