@@ -4,6 +4,7 @@
  * fleet safe (a malformed queue record still occupies its place in the queue).
  */
 import { z } from 'zod';
+import type { Result } from './errors.js';
 
 /** The `client` of a node queued by `sluice-fleetlock` for a FleetLock client. */
 export const FLEETLOCK_CLIENT = 'fleetlock';
@@ -233,4 +234,51 @@ export function describeZodError(error: z.ZodError): string {
   return error.issues
     .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'value'}: ${issue.message}`)
     .join('; ');
+}
+
+/**
+ * The largest record sluice reads. Its own records are well under 1 KiB; a bigger value was
+ * written by hand or by something else, and counts as malformed (it never admits anyone).
+ */
+export const MAX_RECORD_BYTES = 64 * 1024;
+
+/** Why a value is not a record of its schema: `message` follows the key's name; `detail` is the schema's complaint. */
+export type RecordProblem = {
+  kind: 'too-big' | 'not-json' | 'invalid';
+  message: string;
+  detail?: string;
+};
+
+/** Reads a stored value as JSON, refusing one over `MAX_RECORD_BYTES`. */
+export function readJson(text: string): Result<unknown, RecordProblem> {
+  if (text.length > MAX_RECORD_BYTES) {
+    const message = `is ${text.length} bytes, over the ${MAX_RECORD_BYTES}-byte limit for a record`;
+    return { ok: false, error: { kind: 'too-big', message } };
+  }
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return { ok: false, error: { kind: 'not-json', message: 'is not valid JSON' } };
+  }
+}
+
+/**
+ * Parses a JSON record against its schema: the one way sluice reads the values it stores (queue
+ * records, markers, registrations, history, pauses). The problem's message follows the key's
+ * name: `<key> is not valid JSON`, `<key> is not a valid record: ...`.
+ */
+export function parseRecord<T>(schema: z.ZodType<T>, text: string): Result<T, RecordProblem> {
+  const json = readJson(text);
+  return json.ok ? checkRecord(schema, json.value) : json;
+}
+
+/** Checks JSON already read (`readJson`) against a record's schema. */
+export function checkRecord<T>(schema: z.ZodType<T>, json: unknown): Result<T, RecordProblem> {
+  const result = schema.safeParse(json);
+  if (result.success) return { ok: true, value: result.data };
+  const detail = describeZodError(result.error);
+  return {
+    ok: false,
+    error: { kind: 'invalid', message: `is not a valid record: ${detail}`, detail },
+  };
 }

@@ -10,11 +10,11 @@ import type { z } from 'zod';
 import type { Result } from './errors.js';
 import type { GroupKeys } from './keys.js';
 import {
-  describeZodError,
   type HoldingMarker,
   HoldingMarkerSchema,
   type NodeRegistration,
   NodeRegistrationSchema,
+  parseRecord,
   type QueueRecord,
   QueueRecordSchema,
   type RebootRequest,
@@ -234,37 +234,10 @@ function parseJson<T>(schema: z.ZodType<T>, kv: RawKV, errors: KeyError[]): T | 
   return parsed.value as T | null;
 }
 
-/**
- * The largest record sluice reads. Its own records are well under 1 KiB; a bigger value was written
- * by hand or by something else, and counts as malformed (it never admits anyone).
- */
-export const MAX_RECORD_BYTES = 64 * 1024;
-
 function parseUncached(schema: z.ZodType, kv: RawKV): Parsed {
-  if (kv.value.length > MAX_RECORD_BYTES) {
-    return {
-      value: null,
-      error: {
-        key: kv.key,
-        message: `${kv.key} is ${kv.value.length} bytes, over the ${MAX_RECORD_BYTES}-byte limit for a record`,
-      },
-    };
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(kv.value);
-  } catch {
-    return { value: null, error: { key: kv.key, message: `${kv.key} is not valid JSON` } };
-  }
-  const result = schema.safeParse(json);
-  if (result.success) return { value: result.data, error: null };
-  return {
-    value: null,
-    error: {
-      key: kv.key,
-      message: `${kv.key} is not a valid record: ${describeZodError(result.error)}`,
-    },
-  };
+  const parsed = parseRecord(schema, kv.value);
+  if (parsed.ok) return { value: parsed.value, error: null };
+  return { value: null, error: { key: kv.key, message: `${kv.key} ${parsed.error.message}` } };
 }
 
 /** What decides whether a group halts: its markers, its pause and its loss budget. */

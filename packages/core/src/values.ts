@@ -3,7 +3,7 @@
  * is not exactly right becomes an error naming the key, and the caller admits nobody.
  */
 import { err, ok, type Result, SluiceError } from './errors.js';
-import { PauseRecordSchema } from './records.js';
+import { PauseRecordSchema, parseRecord } from './records.js';
 
 /** The largest `max` accepted. Anything above it is surely a typo, and fails closed. */
 export const MAX_LIMIT = 10_000;
@@ -90,17 +90,14 @@ export function parsePaused(raw: string | undefined): Pause | null {
   if (raw === undefined) return null;
   const text = raw.length > 64 * 1024 ? raw.slice(0, 64 * 1024) : raw.trim();
   if (text.startsWith('{')) {
-    try {
-      const parsed = PauseRecordSchema.safeParse(JSON.parse(text));
-      if (parsed.success) {
-        return {
-          reason: cutReason(parsed.data.reason) || '(no reason given)',
-          since: parsed.data.since ?? null,
-          by: parsed.data.by ?? null,
-        };
-      }
-    } catch {
-      // Not JSON after all: the text itself is the reason.
+    // Not a pause record after all: the text itself is the reason.
+    const parsed = parseRecord(PauseRecordSchema, text);
+    if (parsed.ok) {
+      return {
+        reason: cutReason(parsed.value.reason) || '(no reason given)',
+        since: parsed.value.since ?? null,
+        by: parsed.value.by ?? null,
+      };
     }
   }
   return { reason: cutReason(text) || '(no reason given)', since: null, by: null };

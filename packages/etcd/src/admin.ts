@@ -11,7 +11,7 @@ import {
   type Action,
   type ActionRecord,
   ActionRecordSchema,
-  describeZodError,
+  checkRecord,
   formatPause,
   type GroupKeys,
   type GroupSnapshot,
@@ -24,6 +24,7 @@ import {
   parsePaused,
   type RebootRequest,
   type Result,
+  readJson,
   SluiceError,
 } from '@sluice/core';
 import { type Etcd3, Range } from 'etcd3';
@@ -609,20 +610,19 @@ export class GroupAdmin {
 
 /** Parses one history value: a reboot or an action, or why it cannot be read. */
 function parseHistory(key: string, text: string): HistoryEntry | { error: string } {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
+  const json = readJson(text);
+  if (!json.ok) {
+    if (json.error.kind !== 'not-json') return { error: json.error.message };
     return {
       error: `not JSON: ${JSON.stringify(text.length > 60 ? `${text.slice(0, 60)}…` : text)}`,
     };
   }
-  if ((json as { kind?: unknown } | null)?.kind === 'action') {
-    const action = ActionRecordSchema.safeParse(json);
-    if (action.success) return { kind: 'action', key, record: action.data };
-    return { error: `not an action record: ${describeZodError(action.error)}` };
+  if ((json.value as { kind?: unknown } | null)?.kind === 'action') {
+    const action = checkRecord(ActionRecordSchema, json.value);
+    if (action.ok) return { kind: 'action', key, record: action.value };
+    return { error: `not an action record: ${action.error.detail}` };
   }
-  const parsed = HistoryRecordSchema.safeParse(json);
-  if (parsed.success) return { kind: 'reboot', key, record: parsed.data };
-  return { error: `not a history record: ${describeZodError(parsed.error)}` };
+  const parsed = checkRecord(HistoryRecordSchema, json.value);
+  if (parsed.ok) return { kind: 'reboot', key, record: parsed.value };
+  return { error: `not a history record: ${parsed.error.detail}` };
 }

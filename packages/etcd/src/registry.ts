@@ -10,10 +10,10 @@
  * later. Registration costs one write per agent start, and nothing per idle hour.
  */
 import {
-  describeZodError,
   type GroupKeys,
   type NodeRegistration,
   NodeRegistrationSchema,
+  parseRecord,
   type Registered,
   type Registration,
 } from '@sluice/core';
@@ -23,22 +23,17 @@ import { Session } from './session.js';
 
 /** Parses a registration value; null when it is not one. */
 export function parseRegistration(text: string): NodeRegistration | null {
-  try {
-    const parsed = NodeRegistrationSchema.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : null;
-  } catch {
-    return null;
-  }
+  const parsed = parseRecord(NodeRegistrationSchema, text);
+  return parsed.ok ? parsed.value : null;
 }
 
 /** Why a value is not a registration, for status. */
 export function registrationProblem(text: string): string | null {
-  try {
-    const parsed = NodeRegistrationSchema.safeParse(JSON.parse(text));
-    return parsed.success ? null : describeZodError(parsed.error);
-  } catch {
-    return 'not JSON';
-  }
+  const parsed = parseRecord(NodeRegistrationSchema, text);
+  if (parsed.ok) return null;
+  return parsed.error.kind === 'not-json'
+    ? 'not JSON'
+    : (parsed.error.detail ?? parsed.error.message);
 }
 
 /** True when a queue record was written under `token` on the boot `bootId`. */
