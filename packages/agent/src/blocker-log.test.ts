@@ -1,5 +1,5 @@
 import { decide } from '@sluice/core';
-import { GroupFixture } from '@sluice/testkit';
+import { GroupFixture } from '@sluice/core/fixture';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { BlockerLog } from './blocker-log.js';

@@ -1,52 +1,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { describeBlocker, groupAdmission } from './admission.js';
+import { GroupFixture } from './fixture.js';
 import { GroupKeys } from './keys.js';
-import { buildSnapshot, decide, type RawKV } from './snapshot.js';
+import { decide } from './snapshot.js';
 
 const keys = new GroupKeys('/sluice/v1/', 'default');
 const NOW = new Date('2026-12-01T15:00:00Z');
 
-/** Raw key-values with increasing revisions, as etcd would hand them out. */
-class Store {
-  rev = 0;
-  readonly kvs = new Map<string, RawKV>();
-  put(key: string, value: string, lease = '0'): void {
-    this.rev++;
-    const old = this.kvs.get(key);
-    this.kvs.set(key, {
-      key,
-      value,
-      createRevision: old?.createRevision ?? this.rev,
-      modRevision: this.rev,
-      lease,
-    });
-  }
-  del(key: string): void {
-    this.rev++;
-    this.kvs.delete(key);
-  }
-  record(node: string, state: string): string {
-    const at = NOW.toISOString();
-    return JSON.stringify({ v: 1, node, hostname: node, state, since: at, enqueuedAt: at });
-  }
-  queue(node: string): void {
-    this.put(keys.queue(node), this.record(node, 'waiting'), '7');
-  }
-  admit(node: string): void {
-    const q = this.kvs.get(keys.queue(node))!;
-    this.put(keys.queue(node), this.record(node, 'holding'), '8');
-    const marker = { v: 1, node, createRevision: q.createRevision, grantedAt: NOW.toISOString() };
-    this.put(keys.holding(node), JSON.stringify(marker));
-  }
-  snapshot() {
-    return buildSnapshot(keys, this.kvs.values(), this.rev);
-  }
-}
-
 describe('groupAdmission', () => {
   it('counts free slots, and names the one blocker when there are none', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.max, '2');
     s.queue('a');
     s.admit('a');
@@ -80,7 +44,7 @@ describe('groupAdmission', () => {
   });
 
   it('calls a lost holder a halt, before and after the pause is written', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.max, '3');
     s.queue('a');
     s.admit('a');
@@ -100,7 +64,7 @@ describe('groupAdmission', () => {
   });
 
   it('says when a closed window opens, and counts holders over max after a decrease', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.windows, 'Mon-Sun 22:00-23:00 UTC');
     expect(groupAdmission(s.snapshot(), NOW).blocker).toEqual({
       kind: 'window-closed',
@@ -132,7 +96,7 @@ describe('groupAdmission', () => {
     );
     fc.assert(
       fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
-        const s = new Store();
+        const s = new GroupFixture(keys, NOW);
         for (const o of ops) {
           const snap = s.snapshot();
           if (o.t === 'queue' && !snap.queue.some((e) => e.node === `n${o.n}`)) s.queue(`n${o.n}`);

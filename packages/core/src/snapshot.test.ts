@@ -1,8 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { GroupFixture } from './fixture.js';
 import { GroupKeys } from './keys.js';
 import type { QueueRecord } from './records.js';
-import { buildSnapshot, decide, mustHalt, type RawKV, rankOf } from './snapshot.js';
+import { decide, mustHalt, rankOf } from './snapshot.js';
 import { groupStatus } from './status.js';
 
 const keys = new GroupKeys('/sluice/v1/', 'default');
@@ -20,52 +21,9 @@ function record(node: string, state: QueueRecord['state'] = 'waiting'): string {
   });
 }
 
-/** A builder for raw key-values with increasing revisions. */
-class Store {
-  rev = 0;
-  readonly kvs = new Map<string, RawKV>();
-  put(key: string, value: string, lease = '0'): RawKV {
-    this.rev++;
-    const old = this.kvs.get(key);
-    const kv = {
-      key,
-      value,
-      createRevision: old?.createRevision ?? this.rev,
-      modRevision: this.rev,
-      lease,
-    };
-    this.kvs.set(key, kv);
-    return kv;
-  }
-  del(key: string): void {
-    this.rev++;
-    this.kvs.delete(key);
-  }
-  queue(node: string): RawKV {
-    return this.put(keys.queue(node), record(node), '7');
-  }
-  admit(node: string): void {
-    const q = this.kvs.get(keys.queue(node))!;
-    this.put(keys.queue(node), record(node, 'holding'), '8');
-    this.put(
-      keys.holding(node),
-      JSON.stringify({
-        v: 1,
-        node,
-        hostname: '',
-        createRevision: q.createRevision,
-        grantedAt: NOW.toISOString(),
-      }),
-    );
-  }
-  snapshot() {
-    return buildSnapshot(keys, this.kvs.values(), this.rev);
-  }
-}
-
 describe('rank and admission', () => {
   it('ranks by create revision and admits the first max', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.max, '2');
     for (const n of ['a', 'b', 'c']) s.queue(n);
     const snap = s.snapshot();
@@ -77,7 +35,7 @@ describe('rank and admission', () => {
   });
 
   it('says which changes can alter a queue wait: only fewer places ahead than max', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.max, '1');
     for (const n of ['a', 'b', 'c']) s.queue(n);
     s.admit('a');
@@ -96,7 +54,7 @@ describe('rank and admission', () => {
   });
 
   it('keeps a re-put key in its place', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.queue('a');
     s.queue('b');
     s.put(keys.queue('a'), record('a'), '99');
@@ -104,14 +62,14 @@ describe('rank and admission', () => {
   });
 
   it('says holding for a node with its marker', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.queue('a');
     s.admit('a');
     expect(decide(s.snapshot(), 'a', NOW)).toEqual({ kind: 'holding' });
   });
 
   it('waits while paused, with the reason', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.paused, 'freeze');
     s.queue('a');
     expect(decide(s.snapshot(), 'a', NOW)).toMatchObject({
@@ -121,7 +79,7 @@ describe('rank and admission', () => {
   });
 
   it('fails closed on an invalid max, naming the key', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.max, 'abc');
     s.queue('a');
     const d = decide(s.snapshot(), 'a', NOW);
@@ -131,14 +89,14 @@ describe('rank and admission', () => {
   });
 
   it('fails closed on an invalid window spec', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.windows, 'Funday 25:00+1h');
     s.queue('a');
     expect(decide(s.snapshot(), 'a', NOW)).toMatchObject({ kind: 'wait', reason: 'invalid-value' });
   });
 
   it('waits for a closed window and says when it opens', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.windows, 'Thu 04:00+1h UTC');
     s.queue('a');
     const d = decide(s.snapshot(), 'a', NOW); // Wednesday 03:00 UTC
@@ -148,7 +106,7 @@ describe('rank and admission', () => {
   });
 
   it('counts a lost holder in its old place and halts the group', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.max, '2');
     s.queue('a');
     s.queue('b');
@@ -174,7 +132,7 @@ describe('rank and admission', () => {
   });
 
   it('treats a marker whose queue key was re-created as lost', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.queue('a');
     s.admit('a');
     s.del(keys.queue('a'));
@@ -200,7 +158,7 @@ describe('rank and admission', () => {
     ];
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 3 }), fc.array(op, { maxLength: 40 }), (max, ops) => {
-        const s = new Store();
+        const s = new GroupFixture(keys, NOW);
         s.put(keys.max, String(max));
         s.put(keys.lossBudget, '8');
         for (const { t, n } of ops) {
@@ -227,7 +185,7 @@ describe('rank and admission', () => {
 
 describe('groupStatus', () => {
   it('lists holders, lost holders and waiters with positions', () => {
-    const s = new Store();
+    const s = new GroupFixture(keys, NOW);
     s.put(keys.max, '3');
     s.queue('a');
     s.queue('b');

@@ -6,7 +6,6 @@ export * from './fake-rpm-ostree.js';
 export * from './fake-systemd.js';
 export * from './fake-tools.js';
 export * from './fake-update-engine.js';
-export * from './group-fixture.js';
 export * from './observer.js';
 export * from './peer-server.js';
 export * from './proxy.js';

@@ -1,8 +1,10 @@
 /**
  * A group's keys as etcd would hold them, built in memory for unit tests of the rules that read a
- * snapshot (admission, blockers, logs): each write gets the next revision, as in etcd.
+ * snapshot (admission, blockers, logs): each write gets the next revision, as in etcd. Imported as
+ * `@sluice/core/fixture` by tests only; not part of core's API.
  */
-import { buildSnapshot, GroupKeys, type GroupSnapshot, type RawKV } from '@sluice/core';
+import { GroupKeys } from './keys.js';
+import { buildSnapshot, type GroupSnapshot, type RawKV } from './snapshot.js';
 
 /** Raw key-values of one group with increasing revisions. */
 export class GroupFixture {
