@@ -30,7 +30,7 @@ const lifecycle = await fill(
   'lifecycle',
   `\`\`\`mermaid\n${renderTransitions()}\n\`\`\``,
 );
-const settings = await fill('docs/sluiced.md', 'settings', settingsReference());
+const settings = await fill('docs/sluiced.md', 'settings', await settingsReference());
 if (lifecycle) console.log('docs/sluiced.md: lifecycle diagram updated');
 if (settings) console.log('docs/sluiced.md: settings reference updated');
 if (!lifecycle && !settings) console.log('docs are up to date');

@@ -204,20 +204,3 @@ export function agentFlagsHelp(): string {
   );
   return ['Settings (flag, environment, YAML key):', ...lines].join('\n');
 }
-
-/**
- * The settings reference of docs/sluiced.md, as a Markdown table drawn from the same table as
- * the flags and `--help`: flag, environment variables, YAML key and meaning. `npm run docs`
- * writes it; a test fails when the doc is stale.
- */
-export function settingsReference(): string {
-  const cell = (text: string) => text.replaceAll('|', '\\|');
-  const rows = SETTINGS.map((s) => {
-    const flag = s.negatable ? s.flag.replace(/^--/, '--[no-]') : s.flag;
-    const env = s.env.map((e) => `\`${e}\``).join(', ');
-    return `| \`${flag}\` | ${env} | ${s.path ? `\`${s.path}\`` : '-'} | ${cell(s.description)} |`;
-  });
-  return ['| Flag | Environment | YAML key | Meaning |', '| --- | --- | --- | --- |', ...rows].join(
-    '\n',
-  );
-}

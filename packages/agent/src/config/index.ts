@@ -106,10 +106,10 @@ export {
   type AgentFlags,
   addAgentFlags,
   agentFlagsHelp,
-  settingsReference,
 } from './flags.js';
 export type { LoadOptions } from './layers.js';
 export { loadAgentConfig, type WindowZones } from './load.js';
+export { settingsReference } from './reference.js';
 export {
   type AgentConfigFile,
   AgentConfigFileSchema,
