@@ -10,28 +10,21 @@
  * protocol, and the source's decisions depend on all three.
  */
 
-import { EventEmitter } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { err, isSluiceError, ok, type Result, SluiceError } from '@sluice/core';
-import { ExponentialBackoff, type IBackoffFactory } from 'cockatiel';
-import { Message, type MessageBus, MessageType, Variant } from 'dbus-next';
+import { err, ok, type Result, SluiceError } from '@sluice/core';
+import { Message, Variant } from 'dbus-next';
+import { abortedError, callMethod } from './bus.js';
 import {
-  abortedError,
-  type BusAddress,
-  callMethod,
-  closeBus,
-  connectBus,
-  DEFAULT_CALL_TIMEOUT_MS,
-  onBusClosed,
-} from './bus.js';
+  type FollowerEvents,
+  type FollowerOptions,
+  type FollowerSession,
+  type ReadReason,
+  ServiceFollower,
+  type SessionCalls,
+} from './follower.js';
 import {
   addMatch,
-  busMethod,
-  DBUS_NAME,
   getAllMessage,
-  isNoOwner,
   isServiceUnknown,
-  nameOwnerChangedRule,
   PROPERTIES_INTERFACE,
   unwrap,
 } from './helpers.js';
@@ -127,42 +120,13 @@ export function pendingDeployment(
 const bad = (what: string): SluiceError =>
   new SluiceError('dbus-unavailable', `rpm-ostreed sent ${what}`, RPMOSTREE_NAME);
 
-/**
- * The events of {@link RpmOstreeClient}:
- *
- * - `status`: the sysroot status changed (a `PropertiesChanged` signal or a fresh read differs
- *   from the last status). Fires for the first status too.
- * - `connected` / `disconnected`: the bus connection came back / was lost (it reconnects with
- *   backoff and jitter; meanwhile `status` keeps the last value).
- * - `service-up` / `service-down`: rpm-ostreed appeared on / left the bus.
- * - `problem`: something failed that the client gets over by itself. Log it.
- */
-export interface RpmOstreeEvents {
-  status: [status: SysrootStatus];
-  connected: [];
-  disconnected: [error: SluiceError];
-  'service-up': [owner: string];
-  'service-down': [];
-  problem: [error: SluiceError];
-}
+/** The events of {@link RpmOstreeClient}: see `FollowerEvents`. */
+export type RpmOstreeEvents = FollowerEvents<SysrootStatus>;
 
 /** Options for {@link RpmOstreeClient}. */
-export interface RpmOstreeClientOptions {
-  /** The bus rpm-ostreed is on. Defaults to `'system'`. */
-  address?: BusAddress;
-  /** How long each D-Bus call, and connecting, may take. Defaults to 5 s. */
-  callTimeoutMs?: number;
-  /** Delays between reconnect attempts. Defaults to exponential backoff from 250 ms to 30 s. */
-  reconnectBackoff?: IBackoffFactory<undefined>;
+export interface RpmOstreeClientOptions extends FollowerOptions {
   /** The client id passed to `RegisterClient` (shown by `rpm-ostree status`). Default `sluiced`. */
   clientId?: string;
-}
-
-interface Session {
-  bus: MessageBus;
-  /** rpm-ostreed's unique name on this connection, if it is on the bus. */
-  owner: string | undefined;
-  done: AbortController;
 }
 
 /**
@@ -174,61 +138,12 @@ interface Session {
  * registers again whenever rpm-ostreed (re)appears. The status is read with `GetAll` when
  * rpm-ostreed appears, and kept up with through `PropertiesChanged` in between, applied in order.
  */
-export class RpmOstreeClient extends EventEmitter<RpmOstreeEvents> {
-  private readonly address: BusAddress;
-  private readonly callTimeoutMs: number;
-  private readonly reconnectBackoff: IBackoffFactory<undefined>;
+export class RpmOstreeClient extends ServiceFollower<SysrootStatus> {
   private readonly clientId: string;
-  private readonly lifetime = new AbortController();
-  private session: Session | undefined;
-  private current: SysrootStatus | undefined;
-  private started = false;
 
   constructor(options: RpmOstreeClientOptions = {}) {
-    super();
-    this.address = options.address ?? 'system';
-    this.callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
-    this.reconnectBackoff =
-      options.reconnectBackoff ?? new ExponentialBackoff({ initialDelay: 250, maxDelay: 30_000 });
+    super(RPMOSTREE_NAME, 'rpm-ostreed', options);
     this.clientId = options.clientId ?? 'sluiced';
-  }
-
-  /** The last status seen, or undefined before rpm-ostreed first answered. */
-  get status(): SysrootStatus | undefined {
-    return this.current;
-  }
-
-  /** True while the client has a bus connection. */
-  get connected(): boolean {
-    return this.session !== undefined;
-  }
-
-  /** True while rpm-ostreed is known to be on the bus. */
-  get serviceUp(): boolean {
-    return this.session?.owner !== undefined;
-  }
-
-  /**
-   * Connects, subscribes, starts rpm-ostreed if the bus can and reads the status. Resolves once
-   * that is done; the status is still undefined if rpm-ostreed is not there (it is read when it
-   * appears). Call it once.
-   *
-   * @throws SluiceError `dbus-unavailable` when the bus cannot be reached or rpm-ostreed is there
-   *   but does not answer; `aborted` when `signal` fires first. The client is then closed.
-   */
-  async start(signal?: AbortSignal): Promise<void> {
-    if (this.started) throw new Error('RpmOstreeClient.start() may only be called once');
-    this.started = true;
-    const combined = signal
-      ? AbortSignal.any([signal, this.lifetime.signal])
-      : this.lifetime.signal;
-    try {
-      const session = await this.openSession(combined);
-      if (session.owner !== undefined) await this.readStatus(session, combined);
-    } catch (error) {
-      await this.close();
-      throw error;
-    }
   }
 
   /**
@@ -328,29 +243,6 @@ export class RpmOstreeClient extends EventEmitter<RpmOstreeEvents> {
     }
   }
 
-  /** Stops following: ends reconnecting and closes the connection. Safe to call more than once. */
-  async close(): Promise<void> {
-    this.lifetime.abort();
-    const session = this.session;
-    this.session = undefined;
-    if (session !== undefined) {
-      session.done.abort();
-      await closeBus(session.bus);
-    }
-  }
-
-  private requireSession(): Session {
-    const session = this.session;
-    if (session === undefined) {
-      throw new SluiceError(
-        'dbus-unavailable',
-        `not connected to the D-Bus daemon at ${this.address}`,
-        this.address,
-      );
-    }
-    return session;
-  }
-
   private sysroot(member: string, signature: string, body: unknown[]): Message {
     return new Message({
       destination: RPMOSTREE_NAME,
@@ -362,56 +254,36 @@ export class RpmOstreeClient extends EventEmitter<RpmOstreeEvents> {
     });
   }
 
-  private async openSession(signal: AbortSignal): Promise<Session> {
-    const bus = await connectBus(this.address, signal, this.callTimeoutMs);
-    const session: Session = { bus, owner: undefined, done: new AbortController() };
-    bus.on('message', (message: Message) => this.onMessage(session, message));
-    onBusClosed(bus, (error) => this.onClosed(session, error));
-    const calls = { signal, timeoutMs: this.callTimeoutMs };
-    const getOwner = () =>
-      callMethod(bus, busMethod('GetNameOwner', 's', [RPMOSTREE_NAME]), {
-        ...calls,
-        onReply: (reply) => {
-          session.owner = String(reply.body[0]);
-        },
-      }).catch((error: unknown) => {
-        if (!isNoOwner(error)) throw error;
-      });
-    try {
-      await callMethod(bus, addMatch(nameOwnerChangedRule(RPMOSTREE_NAME)), calls);
-      await callMethod(bus, addMatch(propertiesChangedRule), calls);
-      await getOwner();
-      // Not running: registering starts it where the bus can (systemd activation).
-      if (session.owner === undefined && (await this.register(session, signal))) {
-        await getOwner();
-      }
-      if (session.owner !== undefined) await this.register(session, signal);
-    } catch (error) {
-      session.done.abort();
-      await closeBus(bus);
-      throw error;
+  protected async subscribe(session: FollowerSession, calls: SessionCalls): Promise<void> {
+    await callMethod(session.bus, addMatch(propertiesChangedRule), calls);
+  }
+
+  /** Not running: registering starts it where the bus can (systemd activation). */
+  protected override async opened(
+    session: FollowerSession,
+    signal: AbortSignal,
+    lookUpOwner: () => Promise<void>,
+  ): Promise<void> {
+    if (session.owner === undefined && (await this.register(session, signal))) {
+      await lookUpOwner();
     }
-    if (this.lifetime.signal.aborted || session.done.signal.aborted) {
-      session.done.abort();
-      await closeBus(bus);
-      throw this.lifetime.signal.aborted
-        ? abortedError(this.lifetime.signal)
-        : new SluiceError(
-            'dbus-unavailable',
-            `the D-Bus connection to ${this.address} closed while subscribing to rpm-ostreed`,
-            this.address,
-          );
-    }
-    this.session = session;
-    if (session.owner !== undefined) this.emit('service-up', session.owner);
-    return session;
+    if (session.owner !== undefined) await this.register(session, signal);
+  }
+
+  /** rpm-ostreed that (re)appeared forgot its clients: register again before reading. */
+  protected override async beforeRead(session: FollowerSession, why: ReadReason): Promise<void> {
+    if (why === 'appeared') await this.register(session);
+  }
+
+  protected sameStatus(a: SysrootStatus, b: SysrootStatus): boolean {
+    return JSON.stringify(a) === JSON.stringify(b);
   }
 
   /**
    * `RegisterClient`: keeps rpm-ostreed from exiting while this client is connected. Resolves
    * false when nobody provides the name.
    */
-  private async register(session: Session, signal?: AbortSignal): Promise<boolean> {
+  private async register(session: FollowerSession, signal?: AbortSignal): Promise<boolean> {
     try {
       await callMethod(
         session.bus,
@@ -425,7 +297,10 @@ export class RpmOstreeClient extends EventEmitter<RpmOstreeEvents> {
     }
   }
 
-  private async readStatus(session: Session, signal?: AbortSignal): Promise<SysrootStatus> {
+  protected async readStatus(
+    session: FollowerSession,
+    signal?: AbortSignal,
+  ): Promise<SysrootStatus> {
     let parsed: Result<SysrootStatus> | undefined;
     await callMethod(
       session.bus,
@@ -444,42 +319,7 @@ export class RpmOstreeClient extends EventEmitter<RpmOstreeEvents> {
     return parsed.value;
   }
 
-  private readInBackground(session: Session, registerFirst: boolean): void {
-    void (async () => {
-      if (registerFirst) await this.register(session);
-      await this.readStatus(session);
-    })().catch((error: unknown) => {
-      if (!session.done.signal.aborted) this.emit('problem', asSluiceError(error));
-    });
-  }
-
-  private apply(session: Session, status: SysrootStatus): void {
-    if (session !== this.session && this.session !== undefined) return;
-    if (this.current !== undefined && JSON.stringify(this.current) === JSON.stringify(status)) {
-      return;
-    }
-    this.current = status;
-    this.emit('status', status);
-  }
-
-  private onMessage(session: Session, message: Message): void {
-    if (message.type !== MessageType.SIGNAL || session.done.signal.aborted) return;
-    if (
-      message.sender === DBUS_NAME &&
-      message.member === 'NameOwnerChanged' &&
-      message.body[0] === RPMOSTREE_NAME
-    ) {
-      const owner = String(message.body[2] ?? '');
-      const wasUp = session.owner !== undefined;
-      session.owner = owner === '' ? undefined : owner;
-      if (session !== this.session) return;
-      if (wasUp) this.emit('service-down');
-      if (session.owner !== undefined) {
-        this.emit('service-up', session.owner);
-        this.readInBackground(session, true);
-      }
-      return;
-    }
+  protected onServiceSignal(session: FollowerSession, message: Message): void {
     if (
       message.path === RPMOSTREE_SYSROOT_PATH &&
       message.interface === PROPERTIES_INTERFACE &&
@@ -490,44 +330,14 @@ export class RpmOstreeClient extends EventEmitter<RpmOstreeEvents> {
       const changed = (unwrap(message.body[1]) ?? {}) as Record<string, unknown>;
       const invalidated = Array.isArray(message.body[2]) ? (message.body[2] as string[]) : [];
       if (invalidated.includes('Deployments') || invalidated.includes('Booted')) {
-        this.readInBackground(session, false);
+        this.readInBackground(session, 'changed');
         return;
       }
       if (!('Deployments' in changed) && !('Booted' in changed)) return;
       const next = applyChange(changed, this.current);
-      if (next === null) this.readInBackground(session, false);
+      if (next === null) this.readInBackground(session, 'changed');
       else if (next.ok) this.apply(session, next.value);
       else if (session === this.session) this.emit('problem', next.error);
-    }
-  }
-
-  private onClosed(session: Session, error: SluiceError): void {
-    session.done.abort();
-    if (session !== this.session || this.lifetime.signal.aborted) return;
-    this.session = undefined;
-    this.emit('disconnected', error);
-    void this.reconnect();
-  }
-
-  private async reconnect(): Promise<void> {
-    const stop = this.lifetime.signal;
-    let backoff = this.reconnectBackoff.next(undefined);
-    while (!stop.aborted) {
-      try {
-        await sleep(backoff.duration, undefined, { signal: stop });
-      } catch {
-        return;
-      }
-      try {
-        const session = await this.openSession(stop);
-        this.emit('connected');
-        if (session.owner !== undefined) this.readInBackground(session, false);
-        return;
-      } catch (error) {
-        if (stop.aborted) return;
-        this.emit('problem', asSluiceError(error));
-        backoff = backoff.next(undefined);
-      }
     }
   }
 }
@@ -584,8 +394,3 @@ function withTimeout<T>(
     );
   });
 }
-
-const asSluiceError = (error: unknown): SluiceError =>
-  isSluiceError(error)
-    ? error
-    : new SluiceError('dbus-unavailable', String(error), undefined, { cause: error });
