@@ -502,6 +502,22 @@ export class Agent {
     }
   }
 
+  /**
+   * How long this node's slot is expected to take (`reboot.expectedSlot`): the setting, or with
+   * `auto` its past slots in the group's history; null for no check. A failed history read means
+   * no check this time, never no reboot.
+   */
+  async #expectedSlot(lock: SlotLock, signal: AbortSignal): Promise<number | null> {
+    const setting = this.#deps.config.reboot.expectedSlotMs;
+    if (setting !== 'auto') return setting;
+    try {
+      return (await lock.pastSlotMs?.(signal)) ?? null;
+    } catch (error) {
+      this.#log.debug({ err: describe(error) }, "cannot read this node's past slots");
+      return null;
+    }
+  }
+
   /** True while the group's window matters: an update is pending and the agent runs. */
   #following(): boolean {
     return this.#state.name !== 'idle' && !this.#stopped;
@@ -594,11 +610,13 @@ export class Agent {
         this.#slotAbort?.abort();
         const abort = new AbortController();
         this.#slotAbort = abort;
+        const expectedSlotMs = await this.#expectedSlot(lock, signal);
         const grant = await lock.acquire(
           {
             reason: describeUpdate(effect.update),
             ...(effect.update.version ? { toVersion: effect.update.version } : {}),
             bootId: this.#bootId,
+            ...(expectedSlotMs !== null ? { expectedSlotMs } : {}),
           },
           AbortSignal.any([abort.signal, signal]),
         );

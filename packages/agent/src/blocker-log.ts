@@ -72,6 +72,12 @@ export class BlockerLog {
         key = `${decision.reason}:${decision.detail}`;
         message = `not admitted: ${decision.detail}`;
         break;
+      case 'window-closing':
+        key = `window-closing:${decision.wakeAt?.toISOString() ?? null}`;
+        fields = { ...fields, opensAt: decision.wakeAt?.toISOString() ?? null };
+        level = 'info';
+        message = `waiting: ${decision.detail}; next window at ${decision.wakeAt?.toISOString() ?? 'none in the next 16 days'}`;
+        break;
       case 'window-closed': {
         const until = decision.wakeAt?.toISOString() ?? null;
         key = `window:${until}`;

@@ -122,6 +122,7 @@ describe('loadAgentConfig: defaults', () => {
         loopLimit: 3,
         warnDelayMs: 0,
         warnMessage: 'System reboot in %s: OS update applied (sluice)',
+        expectedSlotMs: 'auto',
       },
       checks: {
         pre: [],
@@ -306,6 +307,7 @@ describe('loadAgentConfig: precedence', () => {
         SLUICE_REBOOT_COMMAND: 'shutdown -r now',
         SLUICE_WARN_DELAY: '5m',
         SLUICE_WARN_MESSAGE: 'bye in %s',
+        SLUICE_EXPECTED_SLOT: '45m',
         SLUICE_SENTINEL: 'off',
         SLUICE_RELEASE_DELAY: '30s',
         SLUICE_POST_DEADLINE: '20m',
@@ -345,6 +347,7 @@ describe('loadAgentConfig: precedence', () => {
       loopLimit: 3,
       warnDelayMs: 300_000,
       warnMessage: 'bye in %s',
+      expectedSlotMs: 45 * 60_000,
     });
     expect(cfg.sources).toEqual({
       updateEngine: false,
@@ -407,6 +410,23 @@ describe('loadAgentConfig: precedence', () => {
     expect(windowStateAll(cfg.windows, monday).open).toBe(true);
     expect(windowStateAll(cfg.windows, thursday).open).toBe(true);
     expect(windowStateAll(cfg.windows, tuesday).open).toBe(false);
+  });
+
+  it('reads reboot.expectedSlot as a duration, auto or off, and names a bad one', async () => {
+    expect((await load({ yaml: 'reboot: { expectedSlot: 20m }\n' })).reboot.expectedSlotMs).toBe(
+      20 * 60_000,
+    );
+    expect(
+      (await load({ yaml: 'reboot: { expectedSlot: off }\n' })).reboot.expectedSlotMs,
+    ).toBeNull();
+    expect((await load({ yaml: 'reboot: { expectedSlot: auto }\n' })).reboot.expectedSlotMs).toBe(
+      'auto',
+    );
+    const bad = await load({ flags: { expectedSlot: 'soon' } }).catch((e: unknown) => e);
+    expect(isSluiceError(bad) && bad.where).toBe('--expected-slot');
+    expect(String((bad as Error).message)).toMatch(
+      /reboot\.expectedSlot: expected a duration like 30m, auto or off/,
+    );
   });
 
   it('treats "always" and an empty list as always open', async () => {

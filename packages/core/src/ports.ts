@@ -18,6 +18,8 @@ export interface SlotRequest {
   toVersion?: string;
   manual?: boolean;
   bootId?: string;
+  /** How long the slot is expected to take (ms): admitted only if it fits before the window closes. */
+  expectedSlotMs?: number;
 }
 
 /** A granted slot. `revision` is the fencing token: the revision of the admission txn. */
@@ -55,6 +57,11 @@ export interface SlotLock {
   recover(bootId: string, signal?: AbortSignal): Promise<SlotRecovery>;
   /** Joins the queue (or keeps the node's place) and waits for a slot. */
   acquire(request: SlotRequest, signal?: AbortSignal): Promise<Grant>;
+  /**
+   * How long this node's slots took, admission to release: the median of its last released
+   * slots in the group's history, in ms; null when it has none.
+   */
+  pastSlotMs?(signal?: AbortSignal): Promise<number | null>;
   /**
    * Rewrites the holder's record with `state`, guarded on the slot still being this one (the
    * fencing token). Rejects with a `refused` SluiceError when it is not: the slot is gone.

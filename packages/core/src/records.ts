@@ -60,6 +60,11 @@ export const QueueRecordSchema = z.looseObject({
   toVersion: z.string().optional(),
   /** True for a slot taken by hand with `sluicectl lock`. */
   manual: z.boolean().optional(),
+  /**
+   * How long this node's slot is expected to take, admission to release, in ms: it is admitted
+   * only if that fits before the window closes (see `decideAdmission`). Absent: no such check.
+   */
+  expectedSlotMs: z.number().int().nonnegative().optional(),
   /** What keeps the node from going on, e.g. post-reboot checks still failing past their deadline. */
   problem: z.string().optional(),
   /**

@@ -7,6 +7,7 @@
  * argument (docs: DESIGN.md) refers to both.
  */
 import type { z } from 'zod';
+import { formatDuration } from './duration.js';
 import type { Result } from './errors.js';
 import type { GroupKeys } from './keys.js';
 import {
@@ -401,6 +402,8 @@ export type WaitReason =
   | 'paused'
   | 'halted'
   | 'window-closed'
+  /** The window is open but closes before this node's expected slot would end. */
+  | 'window-closing'
   /** The node's clock is too far from etcd's to trust its windows (the agent's clock guard). */
   | 'clock-skew'
   | 'queue';
@@ -490,6 +493,15 @@ export function decideAdmission(
     const state = windowStateAll(specs, now);
     if (!state.open) {
       return wait('window-closed', 'reboot window is closed', state.nextStart);
+    }
+    // No start near the window's end: the whole slot (reboot, boot, post-checks) must fit.
+    const expected = self.record?.expectedSlotMs;
+    if (expected && state.nextEnd && now.getTime() + expected > state.nextEnd.getTime()) {
+      return wait(
+        'window-closing',
+        `the reboot window closes at ${state.nextEnd.toISOString()}, before this node's slot (expected to take ${formatDuration(expected)}) would end`,
+        state.nextStart,
+      );
     }
   }
   if (view.aheadMore || rank >= max.value) {

@@ -25,10 +25,12 @@ import {
   GroupKeys,
   type GroupSnapshot,
   type HistoryRecord,
+  HistoryRecordSchema,
   type HoldingEntry,
   type HoldingMarker,
   mustHalt,
   type NodeState,
+  parseRecord,
   type QueueEntry,
   type QueueRecord,
   queuePosition,
@@ -354,7 +356,13 @@ export class Semaphore implements SlotLock {
       enqueuedAt: base?.enqueuedAt ?? now,
       reason: req.reason ?? base?.reason ?? '',
     };
-    for (const field of ['fromVersion', 'toVersion', 'manual', 'bootId'] as const) {
+    for (const field of [
+      'fromVersion',
+      'toVersion',
+      'manual',
+      'bootId',
+      'expectedSlotMs',
+    ] as const) {
       if (req[field] !== undefined) (record as Record<string, unknown>)[field] = req[field];
     }
     if (this.#opts.token !== undefined) record.token = this.#opts.token;
@@ -464,6 +472,35 @@ export class Semaphore implements SlotLock {
       this.#waiting = null;
       await watch.close();
     }
+  }
+
+  /**
+   * How long this node's slots took, admission to release: the median of its last five released
+   * slots in the group's history (history keys end in the node id, so one keys-only read finds
+   * them), in ms; null when history has none.
+   */
+  async pastSlotMs(signal?: AbortSignal): Promise<number | null> {
+    throwIfAborted(signal);
+    const prefix = this.keys.historyPrefix;
+    const keys = await etcdCall(`a read of ${prefix}`, () =>
+      this.#client.getAll().prefix(prefix).keys(),
+    );
+    // `<prefix><15-digit ms>-<node>`: the node id is everything after the first dash.
+    const mine = keys
+      .filter((key) => key.slice(prefix.length).replace(/^\d{15}-/, '') === this.node)
+      .slice(-5);
+    const took: number[] = [];
+    for (const key of mine) {
+      const text = await etcdCall(`a read of ${key}`, () => this.#client.get(key).string());
+      const parsed = text === null ? null : parseRecord(HistoryRecordSchema, text);
+      const record = parsed?.ok ? parsed.value : null;
+      if (record?.outcome !== 'released' || !record.grantedAt) continue;
+      const ms = Date.parse(record.endedAt) - Date.parse(record.grantedAt);
+      if (ms > 0) took.push(ms);
+    }
+    if (took.length === 0) return null;
+    took.sort((a, b) => a - b);
+    return took[Math.floor(took.length / 2)]!;
   }
 
   /**

@@ -208,6 +208,11 @@ export class FleetLockService {
           `the reboot window of group ${params.group} is closed${opens}${place}`,
         );
       }
+      case 'window-closing': {
+        // FleetLock clients send no expected slot time, so this only comes from a record that
+        // says one: report it as the closed window it amounts to.
+        return failure('window_closed', `${decision.detail}${place}`);
+      }
       case 'paused':
         return failure('paused', `${decision.detail}${place}`);
       case 'halted':

@@ -125,6 +125,11 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
   add('reboot.loopLimit', safe.reboot.loopLimit);
   add('reboot.warnDelay', formatDuration(safe.reboot.warnDelayMs));
   add('reboot.warnMessage', safe.reboot.warnMessage);
+  const expected = safe.reboot.expectedSlotMs;
+  add(
+    'reboot.expectedSlot',
+    expected === null ? 'off' : expected === 'auto' ? 'auto' : formatDuration(expected),
+  );
   add(
     'checks.pre',
     safe.checks.pre.map((c) => c.name),

@@ -49,6 +49,7 @@ export interface AgentFlags {
   rebootLoopLimit?: string;
   warnDelay?: string;
   warnMessage?: string;
+  expectedSlot?: string;
   postDeadline?: string;
   postInterval?: string;
   releaseDelay?: string;
@@ -124,6 +125,12 @@ export const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, s
   ['rebootLoopLimit', 'reboot.loopLimit', '<n>', 'stop after n reboots for one update (3; 0 off)'],
   ['warnDelay', 'reboot.warnDelay', '<duration>', 'warn logged-in users this long before (0s)'],
   ['warnMessage', 'reboot.warnMessage', '<text>', 'the warning; %s becomes the time left'],
+  [
+    'expectedSlot',
+    'reboot.expectedSlot',
+    '<duration>',
+    'slot time, admission to release, that must fit before the window closes (auto: history; off)',
+  ],
   ['postDeadline', 'checks.postDeadline', '<duration>', 'time for post-reboot checks (10m)'],
   ['postInterval', 'checks.postInterval', '<duration>', 'pause between post-check rounds (10s)'],
   ['releaseDelay', 'checks.releaseDelay', '<duration>', 'wait before releasing the slot (0s)'],

@@ -60,6 +60,8 @@
  *   inhibitorWait: 10m            # longest such wait, holding the slot; then it is given back
  *   loopLimit: 3                  # stop rebooting for an update still needed after 3 reboots; 0 = off
  *   warnDelay: 0s                 # warn logged-in users this long before rebooting
+ *   expectedSlot: auto            # admission to release must fit before the window closes; auto:
+ *                                 # this node's past slots (history), or a duration, or off
  *   warnMessage: "System reboot in %s: OS update applied (sluice)"
  * checks:
  *   pre:                          # before queueing and again once admitted; all must pass

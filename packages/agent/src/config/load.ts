@@ -346,6 +346,12 @@ export async function resolve(
       loopLimit: m.reboot?.loopLimit ?? OS_DEFAULTS.loopLimit,
       warnDelayMs: m.reboot?.warnDelay ?? 0,
       warnMessage: m.reboot?.warnMessage ?? DEFAULTS.warnMessage,
+      expectedSlotMs:
+        m.reboot?.expectedSlot === 'off'
+          ? null
+          : m.reboot?.expectedSlot === undefined || m.reboot.expectedSlot === 'auto'
+            ? 'auto'
+            : m.reboot.expectedSlot,
     },
     checks: {
       pre: m.checks?.pre ?? [],

@@ -377,6 +377,22 @@ export const AgentConfigFileSchema = section({
     loopLimit: count.optional(),
     warnDelay: duration().optional(),
     warnMessage: z.string().optional(),
+    expectedSlot: z
+      .string({
+        error: (issue) => `expected a duration like 30m, auto or off, got ${typeOf(issue.input)}`,
+      })
+      .transform((input, ctx): number | 'auto' | 'off' => {
+        if (input === 'auto' || input === 'off') return input;
+        const parsed = parseDurationText(input);
+        if (parsed.ok) return parsed.value;
+        ctx.issues.push({
+          code: 'custom',
+          message: `expected a duration like 30m, auto or off, got ${q(input)}`,
+          input,
+        });
+        return z.NEVER;
+      })
+      .optional(),
   }).optional(),
   checks: section({
     pre: z.array(CheckEntrySchema).optional(),

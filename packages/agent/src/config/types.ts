@@ -98,6 +98,12 @@ export interface AgentConfig {
     warnDelayMs: number;
     /** The warning; `%s` becomes the time left. */
     warnMessage: string;
+    /**
+     * How long this node's slot takes, admission to release: it is admitted only if that fits
+     * before the window closes. `auto`: the median of its last slots in the group's history (no
+     * check until it has one); null: no check.
+     */
+    expectedSlotMs: number | 'auto' | null;
   };
   checks: {
     pre: CheckSpec[];
