@@ -192,6 +192,7 @@ export const StatusJsonSchema = z.object({
       hostname: z.string(),
       position: z.number().int().positive(),
       since: iso.nullable(),
+      heldBack: z.string().nullable(),
     }),
   ),
   requests: z.array(

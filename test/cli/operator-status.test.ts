@@ -67,10 +67,14 @@ describe('sluicectl status', () => {
     );
     await etcd.etcdctl(['del', cli.keys.lossBudget]);
 
-    // A closed window: until when.
-    await etcd.etcdctl(['put', cli.keys.windows, 'Mon-Sun 03:00+1m UTC']);
+    // A closed window: until when (it opens in about two hours, whatever the time of day).
+    const opens = new Date(Date.now() + 2 * 3600_000);
+    const hh = String(opens.getUTCHours()).padStart(2, '0');
+    await etcd.etcdctl(['put', cli.keys.windows, `Mon-Sun ${hh}:00+1m UTC`]);
     expect(available((await cli.run(['status'])).stdout)).toMatch(
-      /^0: the reboot window is closed until \d{4}-\d\d-\d\d 03:00:00Z \(in \d+h\d\dm\)$/,
+      new RegExp(
+        `^0: the reboot window is closed until \\d{4}-\\d\\d-\\d\\d ${hh}:00:00Z \\(in \\d+h\\d\\dm\\)$`,
+      ),
     );
     await etcd.etcdctl(['del', cli.keys.windows]);
 
@@ -122,6 +126,37 @@ describe('sluicectl status', () => {
     const compacted = (await cli.run(['status'])).stdout;
     expect(compacted).toContain('n2 was admitted before max was lowered to 1; draining');
     expect(StatusJsonSchema.parse(await cli.json(['status'])).maxBefore).toBeNull();
+  });
+
+  it('says which waiter waits for the next window because its slot would outlast this one', async () => {
+    // Open since an hour ago, closing in 10 minutes.
+    const start = new Date(Date.now() - 3600_000);
+    const hhmm = `${String(start.getUTCHours()).padStart(2, '0')}:${String(start.getUTCMinutes()).padStart(2, '0')}`;
+    expect((await cli.run(['windows', 'set', `Mon-Sun ${hhmm}+70m UTC`])).code).toBe(0);
+    const at = new Date().toISOString();
+    const waiter = (node: string, expectedSlotMs?: number) =>
+      JSON.stringify({
+        v: 1,
+        node,
+        hostname: node,
+        state: 'waiting',
+        since: at,
+        enqueuedAt: at,
+        reason: 'update',
+        ...(expectedSlotMs ? { expectedSlotMs } : {}),
+      });
+    await etcd.etcdctl(['put', cli.keys.queue('slow'), waiter('slow', 30 * 60_000)]);
+    await etcd.etcdctl(['put', cli.keys.queue('quick'), waiter('quick', 60_000)]);
+    const text = (await cli.run(['status'])).stdout;
+    expect(text).toMatch(
+      /^slow waits for the next window: its slot \(expected 30m\) does not fit before the window closes at \S+Z$/m,
+    );
+    expect(text).not.toMatch(/^quick waits/m);
+    const json = StatusJsonSchema.parse(await cli.json(['status']));
+    expect(json.waiting.map((w) => [w.node, w.heldBack !== null])).toEqual([
+      ['slow', true],
+      ['quick', false],
+    ]);
   });
 
   it('--check exits 1 for a halted group, naming the lost node, and 0 once resumed', async () => {

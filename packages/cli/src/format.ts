@@ -160,6 +160,9 @@ export function formatStatus(status: GroupStatus, now: Date): string {
         ]),
       ),
     );
+    for (const w of status.waiting.filter((w) => w.heldBack)) {
+      lines.push(`${w.node} waits for the next window: ${w.heldBack}`);
+    }
   }
   if (status.nodeProblems.length > 0) {
     lines.push(

@@ -2,7 +2,9 @@
  * The operator's view of a group, as `sluicectl status` prints it and `-o json` emits it. Built
  * from a snapshot plus the seconds left on each holder's lease; pure.
  */
+
 import { type Blocker, describeBlocker, groupAdmission } from './admission.js';
+import { formatDuration } from './duration.js';
 import { FLEETLOCK_CLIENT, FLEETLOCK_TOKEN, type NodeState, requestExpired } from './records.js';
 import { type GroupSnapshot, lostHolders } from './snapshot.js';
 import { formatWindowSpec, windowStateAll } from './window.js';
@@ -42,6 +44,11 @@ export interface WaiterStatus {
   reason: string;
   /** `fleetlock` for a FleetLock client served by sluice-fleetlock; null for an agent. */
   client: 'fleetlock' | null;
+  /**
+   * Why this waiter is held back on its own, null otherwise: its expected slot does not fit before
+   * the group's window closes (it is asked again when the next window opens).
+   */
+  heldBack: string | null;
 }
 
 /** A pending reboot request (from `sluicectl request-reboot`) that has not expired. */
@@ -132,6 +139,7 @@ export function groupStatus(
         since: record?.since ?? null,
         reason: record?.reason ?? '',
         client: record?.client ?? null,
+        heldBack: slotTooLong(snapshot, record?.expectedSlotMs, now),
       });
     }
   }
@@ -242,4 +250,17 @@ function nodeProblems(snapshot: GroupSnapshot): GroupStatus['nodeProblems'] {
     });
   }
   return problems.sort((a, b) => a.node.localeCompare(b.node));
+}
+
+/** Why a waiter's expected slot does not fit before the group's window closes, or null. */
+function slotTooLong(
+  snapshot: GroupSnapshot,
+  expected: number | undefined,
+  now: Date,
+): string | null {
+  if (!expected || !snapshot.windows.ok || !snapshot.windows.value) return null;
+  const state = windowStateAll([snapshot.windows.value], now);
+  if (!state.open || !state.nextEnd || now.getTime() + expected <= state.nextEnd.getTime())
+    return null;
+  return `its slot (expected ${formatDuration(expected)}) does not fit before the window closes at ${state.nextEnd.toISOString()}`;
 }
