@@ -83,6 +83,7 @@ export const QueueRecordSchema = z.looseObject({
    */
   client: z.literal(FLEETLOCK_CLIENT).optional(),
 });
+/** A queue record as parsed. */
 export type QueueRecord = z.infer<typeof QueueRecordSchema>;
 
 /**
@@ -112,6 +113,7 @@ export const HoldingMarkerSchema = z.looseObject({
   manual: z.boolean().optional(),
   reason: z.string().optional(),
 });
+/** A holding marker as parsed. */
 export type HoldingMarker = z.infer<typeof HoldingMarkerSchema>;
 
 /**
@@ -120,6 +122,7 @@ export type HoldingMarker = z.infer<typeof HoldingMarkerSchema>;
  * it came back (`returned`).
  */
 export const OUTCOMES = ['released', 'forced', 'lost', 'abandoned', 'returned'] as const;
+/** How a slot ended. */
 export type Outcome = (typeof OUTCOMES)[number];
 
 /** One finished or lost reboot at `<prefix>history/<g>/<ms>-<node>`. */
@@ -145,6 +148,7 @@ export const HistoryRecordSchema = z.looseObject({
   /** `fleetlock` when the slot was a FleetLock client's (see QueueRecord.client). */
   client: z.literal(FLEETLOCK_CLIENT).optional(),
 });
+/** A history record of an ended slot, as parsed. */
 export type HistoryRecord = z.infer<typeof HistoryRecordSchema>;
 
 /**
@@ -165,6 +169,7 @@ export const ACTIONS = [
   'migrate-locksmith',
   'halt',
 ] as const;
+/** An operator action's name. */
 export type Action = (typeof ACTIONS)[number];
 
 /** One operator action at `<prefix>history/<g>/<ms>-@<action>-<id>`. */
@@ -184,6 +189,7 @@ export const ActionRecordSchema = z.looseObject({
   /** Why: the pause's reason, the lock's, the request's, the halt's. */
   reason: z.string().optional(),
 });
+/** A history record of an operator action, as parsed. */
 export type ActionRecord = z.infer<typeof ActionRecordSchema>;
 
 /**
@@ -199,6 +205,7 @@ export const RebootRequestSchema = z.looseObject({
   by: z.string().default(''),
   expiresAt: isoDate.optional(),
 });
+/** A reboot request as parsed. */
 export type RebootRequest = z.infer<typeof RebootRequestSchema>;
 
 /**
@@ -220,6 +227,7 @@ export const NodeRegistrationSchema = z.looseObject({
   /** Why the agent cannot take part right now (clock skew, a twin with its id), if it cannot. */
   problem: z.string().optional(),
 });
+/** A node's registration as parsed. */
 export type NodeRegistration = z.infer<typeof NodeRegistrationSchema>;
 
 /** True when a request has an expiry and it has passed at `now`: act as if it were gone. */

@@ -25,14 +25,16 @@ export function parseListenAddress(text: string): Result<{ host: string; port: n
   return ok({ host, port });
 }
 
+/** True for a loopback host: 127.0.0.0/8, ::1 or localhost. */
 export function isLoopback(host: string): boolean {
   if (host === 'localhost' || host === '::1') return true;
   return isIP(host) === 4 && host.startsWith('127.');
 }
 
+/** What a secret is shown as. */
 export const REDACTED = '(redacted)';
 
-export function redactUrl(value: string): string {
+function redactUrl(value: string): string {
   try {
     const url = new URL(value);
     if (url.password === '') return value;
@@ -43,7 +45,7 @@ export function redactUrl(value: string): string {
   }
 }
 
-export function redactCheck(check: CheckSpec): CheckSpec {
+function redactCheck(check: CheckSpec): CheckSpec {
   return check.type === 'command' ? check : { ...check, url: redactUrl(check.url) };
 }
 
@@ -157,9 +159,7 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
 }
 
 /** A preset source for `describeConfig`: `every 5m, path /usr/bin/bootc`, or null for off. */
-export function describePreset(
-  preset: (PresetConfig & { component?: string }) | null,
-): string | null {
+function describePreset(preset: (PresetConfig & { component?: string }) | null): string | null {
   if (preset === null) return null;
   const parts = [`every ${formatDuration(preset.intervalMs)}`];
   if (preset.path !== undefined) parts.push(`path ${preset.path}`);
@@ -187,7 +187,7 @@ export function redactConfig(config: AgentConfig): AgentConfig {
   };
 }
 
-export function redactWebhook(value: string): string {
+function redactWebhook(value: string): string {
   try {
     return `${new URL(value).origin}/${REDACTED}`;
   } catch {

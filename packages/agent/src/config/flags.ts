@@ -76,9 +76,10 @@ export interface AgentFlagSpec {
   negatable?: true;
 }
 
+/** How a flag or variable's text becomes a YAML value. */
 export type Kind = 'text' | 'bool' | 'window' | 'endpoints';
 
-export interface Setting extends AgentFlagSpec {
+interface Setting extends AgentFlagSpec {
   kind: Kind;
 }
 
@@ -88,7 +89,7 @@ export interface Setting extends AgentFlagSpec {
  * in kebab case; the environment variable is `SLUICE_` and the name in snake case, except for the
  * etcd connection, whose variables (with locksmith's names) come from `ETCD_ENV`.
  */
-export const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])[] = [
+const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])[] = [
   ['config', '', '<file>', `YAML config file (default ${DEFAULT_CONFIG_FILE})`],
   ['node', 'node.id', '<id>', 'node id (default: the contents of /etc/machine-id)'],
   ['hostname', 'node.hostname', '<name>', 'host name shown in status'],
@@ -140,8 +141,9 @@ export const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, s
   ['logLevel', 'log.level', '<level>', 'debug, info, warn or error (default info)'],
 ];
 
-export const kebab = (name: string): string => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const kebab = (name: string): string => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
+/** The flags table with each row's flag, variables and kind worked out. */
 export const SETTINGS: readonly Setting[] = FLAG_TABLE.map(([name, path, arg, description]) => {
   const etcdField = ETCD_FIELDS.find((f) => path === `etcd.${f}`);
   const env = etcdField

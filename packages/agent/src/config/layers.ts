@@ -63,18 +63,13 @@ export interface RawLayer {
 }
 
 /** Paths whose values replace rather than merge with lower layers, and are one origin. */
-export const UNITS = new Set([
-  'windows',
-  'etcd.endpoints',
-  'checks.pre',
-  'checks.post',
-  'checks.drain',
-]);
+const UNITS = new Set(['windows', 'etcd.endpoints', 'checks.pre', 'checks.post', 'checks.drain']);
 
+/** True for a plain object (a YAML mapping), not an array or null. */
 export const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
-export function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
   const parts = path.split('.');
   let node = target;
   for (const part of parts.slice(0, -1)) {
@@ -91,11 +86,12 @@ export function setPath(target: Record<string, unknown>, path: string, value: un
 }
 
 /** Lists the settings in a parsed YAML document, down to the units, for origin tracking. */
-export function leafPaths(value: unknown, prefix = ''): string[] {
+function leafPaths(value: unknown, prefix = ''): string[] {
   if (!isPlainObject(value) || UNITS.has(prefix)) return prefix === '' ? [] : [prefix];
   return Object.entries(value).flatMap(([k, v]) => leafPaths(v, prefix ? `${prefix}.${k}` : k));
 }
 
+/** An `invalid-config` error naming the layer and the key at fault. */
 export function configError(
   origin: Origin,
   path: string,
@@ -109,7 +105,7 @@ export function configError(
 }
 
 /** `['checks', 'pre', 0, 'timeout']` → `checks.pre[0].timeout`. */
-export function displayPath(path: readonly PropertyKey[]): string {
+function displayPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const part of path) {
     if (typeof part === 'number') out += `[${part}]`;
@@ -121,7 +117,7 @@ export function displayPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
-export function originOf(layer: RawLayer, path: readonly PropertyKey[]): Origin {
+function originOf(layer: RawLayer, path: readonly PropertyKey[]): Origin {
   const parts = path.map(String);
   for (let n = parts.length; n > 0; n--) {
     const found = layer.origins.get(parts.slice(0, n).join('.'));
@@ -131,7 +127,7 @@ export function originOf(layer: RawLayer, path: readonly PropertyKey[]): Origin 
 }
 
 /** Picks the most telling issue: inside a union, the branch that got past the type check. */
-export function explain(
+function explain(
   issue: z.core.$ZodIssue,
   base: readonly PropertyKey[] = [],
 ): { path: PropertyKey[]; message: string } {
@@ -153,10 +149,11 @@ export function explain(
 }
 
 /** An unknown key first: it is usually a typo that also explains a "missing" key beside it. */
-export function pickIssue(issues: readonly z.core.$ZodIssue[]): z.core.$ZodIssue {
+function pickIssue(issues: readonly z.core.$ZodIssue[]): z.core.$ZodIssue {
   return issues.find((i) => i.code === 'unrecognized_keys') ?? issues[0]!;
 }
 
+/** Validates one layer against the file schema, naming the key and where it came from. */
 export function parseLayer(layer: RawLayer): LayerValues {
   const parsed = AgentConfigFileSchema.safeParse(layer.raw);
   if (!parsed.success) {
@@ -177,6 +174,7 @@ export function parseLayer(layer: RawLayer): LayerValues {
   return values;
 }
 
+/** Merges a higher layer over a lower one; lists and windows replace, mappings merge. */
 export function mergeValues(
   target: Record<string, unknown>,
   source: Record<string, unknown>,
@@ -195,6 +193,7 @@ export function mergeValues(
   return target;
 }
 
+/** Records where each leaf of a layer came from, over the lower layers' origins. */
 export function mergeOrigins(target: Map<string, Origin>, layer: RawLayer): void {
   const paths = layer.origins.size > 0 ? [...layer.origins.keys()] : leafPaths(layer.raw);
   for (const path of paths) {
@@ -207,13 +206,14 @@ export function mergeOrigins(target: Map<string, Origin>, layer: RawLayer): void
   }
 }
 
-export const parseBool = (value: string): boolean | string => {
+const parseBool = (value: string): boolean | string => {
   const v = value.trim().toLowerCase();
   if (['1', 'true', 'yes', 'on'].includes(v)) return true;
   if (['0', 'false', 'no', 'off'].includes(v)) return false;
   return value;
 };
 
+/** The layer of environment variables (`SLUICE_*`, locksmith's names for etcd and windows). */
 export function envLayer(env: NodeJS.ProcessEnv): RawLayer {
   const raw: Record<string, unknown> = {};
   const origins = new Map<string, Origin>();
@@ -260,7 +260,7 @@ export function envLayer(env: NodeJS.ProcessEnv): RawLayer {
   return { raw, origins };
 }
 
-export function convert(kind: Kind, value: unknown): unknown {
+function convert(kind: Kind, value: unknown): unknown {
   switch (kind) {
     case 'bool':
       return typeof value === 'string' ? parseBool(value) : value;
@@ -275,6 +275,7 @@ export function convert(kind: Kind, value: unknown): unknown {
   }
 }
 
+/** The layer of command-line flags. */
 export function flagLayer(flags: AgentFlags): RawLayer {
   const raw: Record<string, unknown> = {};
   const origins = new Map<string, Origin>();
@@ -297,7 +298,7 @@ export async function readCapped(path: string, label: string): Promise<string> {
   return (await readCappedBytes(path, label)).toString('utf8');
 }
 
-export async function readCappedBytes(path: string, label: string): Promise<Buffer> {
+async function readCappedBytes(path: string, label: string): Promise<Buffer> {
   const handle = await open(path, 'r');
   try {
     const buffer = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
@@ -320,12 +321,13 @@ export async function readCappedBytes(path: string, label: string): Promise<Buff
   }
 }
 
+/** A file's text, or undefined when it does not exist. */
 export async function readOptional(path: string): Promise<string | undefined> {
   return (await readOptionalBytes(path))?.toString('utf8');
 }
 
 /** Reads a file of at most MAX_CONFIG_FILE_BYTES; undefined when it does not exist. */
-export async function readOptionalBytes(path: string): Promise<Buffer | undefined> {
+async function readOptionalBytes(path: string): Promise<Buffer | undefined> {
   try {
     return await readCappedBytes(path, path);
   } catch (cause) {
@@ -387,6 +389,7 @@ export async function updateConfLayer(
   return { layer: { raw, origins }, warnings };
 }
 
+/** The layer of the YAML file, with the line of each key for error messages. */
 export async function fileLayer(
   path: string,
   explicit: Origin | undefined,
@@ -466,7 +469,7 @@ export function nestingBound(text: string): number {
 }
 
 /** How deeply a parsed value nests mappings and lists (a scalar is 0). Iterative. */
-export function depthOf(value: unknown): number {
+function depthOf(value: unknown): number {
   let max = 0;
   const stack: [unknown, number][] = [[value, 0]];
   const seen = new Set<object>();
@@ -482,7 +485,7 @@ export function depthOf(value: unknown): number {
 }
 
 /** Where a setting's key (or the nearest one above it) starts in the file, as an offset. */
-export function offsetOf(doc: Document, path: readonly PropertyKey[]): number | undefined {
+function offsetOf(doc: Document, path: readonly PropertyKey[]): number | undefined {
   let node: unknown = doc.contents;
   let offset: number | undefined;
   for (const part of path) {

@@ -73,7 +73,7 @@ export async function loadAgentConfig(opts: LoadOptions = {}): Promise<AgentConf
 }
 
 /** Best effort, never throws: the secrets in every file the configuration would be read from. */
-export async function harvestSecrets(opts: LoadOptions, secrets: Set<string>): Promise<void> {
+async function harvestSecrets(opts: LoadOptions, secrets: Set<string>): Promise<void> {
   const env = opts.env ?? process.env;
   const file = opts.configFile ?? opts.flags?.config ?? (env.SLUICE_CONFIG || DEFAULT_CONFIG_FILE);
   const text = await readCapped(file, file).catch(() => undefined);
@@ -100,10 +100,10 @@ export async function harvestSecrets(opts: LoadOptions, secrets: Set<string>): P
 }
 
 /** Keys whose values are secrets, wherever they appear in a layer. */
-export const SECRET_KEY = /pass(word)?|secret|token|credential/i;
+const SECRET_KEY = /pass(word)?|secret|token|credential/i;
 
 /** `user:password@` in a URL, with or without a scheme, valid URL or not. */
-export const USERINFO = /(?:^|\/\/|\s|["'[,])([^\s/"'[\],]*)@/g;
+const USERINFO = /(?:^|\/\/|\s|["'[,])([^\s/"'[\],]*)@/g;
 
 /** Adds the secrets a value may carry: all of it when `whole`, and any URL credentials. */
 export function addSecrets(value: unknown, whole: boolean, secrets: Set<string>): void {
@@ -127,7 +127,7 @@ export function addSecrets(value: unknown, whole: boolean, secrets: Set<string>)
 }
 
 /** Collects secrets from a raw layer: values under secret-looking keys, and URL credentials. */
-export function collectSecrets(raw: unknown, secrets: Set<string>): void {
+function collectSecrets(raw: unknown, secrets: Set<string>): void {
   const stack: [unknown, boolean][] = [[raw, false]];
   let budget = 100_000;
   while (stack.length > 0 && budget-- > 0) {
@@ -146,7 +146,7 @@ export function collectSecrets(raw: unknown, secrets: Set<string>): void {
 }
 
 /** Replaces every secret in a message, longest first. */
-export function scrub(text: string, secrets: ReadonlySet<string>): string {
+function scrub(text: string, secrets: ReadonlySet<string>): string {
   let out = text;
   for (const secret of [...secrets].sort((a, b) => b.length - a.length)) {
     if (out.includes(secret)) out = out.split(secret).join(REDACTED);
@@ -154,7 +154,7 @@ export function scrub(text: string, secrets: ReadonlySet<string>): string {
   return out;
 }
 
-export async function loadLayers(opts: LoadOptions, secrets: Set<string>): Promise<AgentConfig> {
+async function loadLayers(opts: LoadOptions, secrets: Set<string>): Promise<AgentConfig> {
   const env = opts.env ?? process.env;
   const flags = opts.flags ?? {};
   for (const [name, value] of Object.entries(env)) {
@@ -194,8 +194,9 @@ export async function loadLayers(opts: LoadOptions, secrets: Set<string>): Promi
   return resolve(merged as LayerValues, origins, opts, warnings);
 }
 
-export const DEFAULT_ORIGIN: Origin = { label: 'default', where: 'default' };
+const DEFAULT_ORIGIN: Origin = { label: 'default', where: 'default' };
 
+/** Turns the merged layers into an `AgentConfig`, with defaults filled in and origins kept. */
 export async function resolve(
   m: LayerValues,
   origins: Map<string, Origin>,
@@ -404,7 +405,7 @@ export function resolveOsSources(sources: LayerValues['sources']): OsSources {
   };
 }
 
-export type WindowEntry = string | { start: string; length: string };
+type WindowEntry = string | { start: string; length: string };
 
 /**
  * The zones window entries that name none are read in: `windowZone` when it is set (`local`
@@ -421,6 +422,7 @@ export interface WindowZones {
   warning?: string;
 }
 
+/** The zone of each window syntax (sluice's and locksmith's), and where it came from. */
 export async function windowZones(
   windowZone: string | undefined,
   windowZoneFrom: string,
@@ -440,7 +442,7 @@ export async function windowZones(
   return { sluice: { zone: 'UTC', from: 'default' }, locksmith: node, ...warning };
 }
 
-export function resolveWindows(
+function resolveWindows(
   entries: readonly WindowEntry[],
   zones: WindowZones,
   origin: Origin,

@@ -16,6 +16,7 @@ const MACHINE_DEFAULTS: Record<string, string> = {
   'node.hostname': 'the host name',
 };
 
+/** The settings reference table (see the file's comment). */
 export async function settingsReference(): Promise<string> {
   const config = await loadAgentConfig({
     // An empty file, so that a node's own /etc/sluice/sluiced.yaml does not leak in.

@@ -36,7 +36,7 @@ export function typeOf(value: unknown): string {
 }
 
 /** How far apart two strings are, in single-character edits. */
-export function editDistance(a: string, b: string): number {
+function editDistance(a: string, b: string): number {
   let row = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const next = [i];
@@ -53,11 +53,11 @@ export function editDistance(a: string, b: string): number {
 export const PLAIN_KEY = /^[A-Za-z0-9_-]{1,40}$/;
 
 /** A key for a message: as written when it is a plain name, else a placeholder. */
-export function shownKey(key: string): string {
+function shownKey(key: string): string {
   return PLAIN_KEY.test(key) ? key : '(a key that is not a plain name, not shown)';
 }
 
-export function unknownKeyMessage(keys: readonly string[], known: readonly string[]): string {
+function unknownKeyMessage(keys: readonly string[], known: readonly string[]): string {
   if (keys.length > 1) {
     return `unknown keys ${keys.map((k) => (PLAIN_KEY.test(k) ? q(k) : shownKey(k))).join(', ')}`;
   }
@@ -91,6 +91,7 @@ export function section<T extends z.ZodRawShape>(shape: T) {
   });
 }
 
+/** A non-empty string setting. */
 export const text = z
   .string({
     error: (issue) =>
@@ -98,12 +99,13 @@ export const text = z
   })
   .min(1, 'must not be empty');
 
+/** A true/false setting. */
 export const bool = z.boolean({
   error: (issue) =>
     `expected true or false, got ${typeof issue.input === 'string' ? q(issue.input) : typeOf(issue.input)}`,
 });
 
-export function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
+function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
   const list = `${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}`;
   return z.enum(values, {
     error: (issue) =>
@@ -140,7 +142,7 @@ export function duration(options: { positive?: boolean } = {}) {
 }
 
 /** A lease TTL: a duration of whole seconds, at least 1s, as seconds. */
-export const ttlSeconds = z
+const ttlSeconds = z
   .string({ error: (issue) => `expected a duration like 30s, got ${typeOf(issue.input)}` })
   .transform((input, ctx) => {
     const parsed = parseDurationText(input);
@@ -156,7 +158,7 @@ export const ttlSeconds = z
     return parsed.value / 1000;
   });
 
-export function isHttpUrl(value: string): boolean {
+function isHttpUrl(value: string): boolean {
   try {
     const url = new URL(value);
     return url.protocol === 'http:' || url.protocol === 'https:';
@@ -165,10 +167,10 @@ export function isHttpUrl(value: string): boolean {
   }
 }
 
-export const httpUrl = text.refine(isHttpUrl, 'expected an http:// or https:// URL');
+const httpUrl = text.refine(isHttpUrl, 'expected an http:// or https:// URL');
 
 /** Strips user and password from a URL, for names and logs. */
-export function withoutCredentials(value: string): string {
+function withoutCredentials(value: string): string {
   try {
     const url = new URL(value);
     if (url.username === '' && url.password === '') return value;
@@ -180,9 +182,9 @@ export function withoutCredentials(value: string): string {
   }
 }
 
-export const shorten = (s: string): string => (s.length > 60 ? `${s.slice(0, 57)}...` : s);
+const shorten = (s: string): string => (s.length > 60 ? `${s.slice(0, 57)}...` : s);
 
-export const CheckEntrySchema = section({
+const CheckEntrySchema = section({
   name: text.optional(),
   command: text.optional(),
   http: httpUrl.optional(),
@@ -225,12 +227,12 @@ export const CheckEntrySchema = section({
     };
   });
 
-export const LocksmithWindowSchema = section({ start: text, length: text });
+const LocksmithWindowSchema = section({ start: text, length: text });
 
-export const WINDOW_HINT =
+const WINDOW_HINT =
   'expected a window spec like "Mon-Fri 22:00-02:00", a list of them, or { start, length }';
 
-export const WindowsSchema = z
+const WindowsSchema = z
   .union(
     [
       z.string(),
@@ -242,7 +244,7 @@ export const WindowsSchema = z
   .transform((v) => (Array.isArray(v) ? v : [v]));
 
 /** Accepts a `host:port` listen address, or null / "off". */
-export const listenSchema = z
+const listenSchema = z
   .string({ error: (issue) => `expected host:port or null, got ${typeOf(issue.input)}` })
   .nullable()
   .transform((value, ctx) => {
@@ -255,7 +257,7 @@ export const listenSchema = z
     return value;
   });
 
-export const sentinelSchema = z
+const sentinelSchema = z
   .string({ error: (issue) => `expected a file path or null, got ${typeOf(issue.input)}` })
   .nullable()
   .transform((value, ctx) => {
@@ -271,7 +273,7 @@ export const sentinelSchema = z
     return value;
   });
 
-export function isZone(zone: string): boolean {
+function isZone(zone: string): boolean {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: zone });
     return true;
@@ -281,7 +283,7 @@ export function isZone(zone: string): boolean {
 }
 
 /** A preset source: true / false / null, or its settings (which turn it on). */
-export function presetSchema<T extends z.ZodRawShape>(extra: T) {
+function presetSchema<T extends z.ZodRawShape>(extra: T) {
   return z
     .union(
       [
@@ -313,7 +315,8 @@ export const count = z.union(
   { error: (issue) => `expected a whole number such as 3, got ${typeOf(issue.input)}` },
 );
 
-export const etcdShape = EtcdSettingsSchema.shape;
+const etcdShape = EtcdSettingsSchema.shape;
+/** The etcd settings' field names, for the flags table. */
 export const ETCD_FIELDS = Object.keys(etcdShape) as (keyof EtcdSettings)[];
 
 /**
@@ -427,4 +430,5 @@ export const AgentConfigFileSchema = section({
 /** The YAML file as written (before durations are parsed). */
 export type AgentConfigFile = z.input<typeof AgentConfigFileSchema>;
 
+/** One layer as the schema parses it. */
 export type LayerValues = z.output<typeof AgentConfigFileSchema>;

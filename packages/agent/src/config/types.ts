@@ -154,6 +154,7 @@ export const DEFAULT_UPDATE_CONF_FILES: readonly string[] = [
 /** Where the default node id comes from. */
 export const DEFAULT_MACHINE_ID_FILE = '/etc/machine-id';
 
+/** Defaults of the core settings. */
 export const DEFAULTS = {
   sessionTTL: 30,
   holdTTL: 3600,
@@ -194,6 +195,7 @@ export interface OsSources {
   dnf: PresetConfig | null;
 }
 
+/** Defaults of the update-source presets and reboot settings. */
 export const OS_DEFAULTS = {
   presetIntervalMs: 5 * 60_000,
   softReboot: 'auto',
