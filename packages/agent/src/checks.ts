@@ -7,12 +7,14 @@
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { formatDuration } from '@sluice/core';
+import { duration, httpUrl, section, shorten, text, withoutCredentials } from './config/fields.js';
 import type {
   CheckSpec,
   CheckSpecCommand,
   CheckSpecHttp,
   CheckSpecPrometheus,
 } from './config/index.js';
+import { DEFAULTS } from './config/types.js';
 
 /** The outcome of one check. */
 export interface CheckResult {
@@ -330,3 +332,51 @@ export async function runChecks(
   }
   return { ok: true, results };
 }
+
+/**
+ * One check as the configuration file writes it (`checks.pre[]`, `checks.post[]`,
+ * `checks.drain`): `{ command }`, `{ http }` or `{ prometheus, query }`, with an optional name and
+ * timeout, resolved into a CheckSpec.
+ */
+export const CheckEntrySchema = section({
+  name: text.optional(),
+  command: text.optional(),
+  http: httpUrl.optional(),
+  prometheus: httpUrl.optional(),
+  query: text.optional(),
+  timeout: duration({ positive: true }).optional(),
+})
+  .superRefine((c, ctx) => {
+    const kinds = (['command', 'http', 'prometheus'] as const).filter((k) => c[k] !== undefined);
+    if (kinds.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'needs one of command, http or prometheus' });
+    } else if (kinds.length > 1) {
+      ctx.addIssue({ code: 'custom', message: `has both ${kinds.join(' and ')}; one per check` });
+    }
+    if (c.prometheus !== undefined && c.query === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'is required with prometheus', path: ['query'] });
+    }
+    if (c.prometheus === undefined && c.query !== undefined) {
+      ctx.addIssue({ code: 'custom', message: 'only goes with prometheus', path: ['query'] });
+    }
+  })
+  .transform((c): CheckSpec => {
+    const timeoutMs = c.timeout ?? DEFAULTS.checkTimeoutMs;
+    if (c.command !== undefined) {
+      const name = c.name ?? `command ${shorten(c.command)}`;
+      return { type: 'command', name, command: c.command, timeoutMs };
+    }
+    if (c.http !== undefined) {
+      const name = c.name ?? `http ${shorten(withoutCredentials(c.http))}`;
+      return { type: 'http', name, url: c.http, timeoutMs };
+    }
+    const url = c.prometheus!.replace(/\/+$/, '');
+    const query = c.query!;
+    return {
+      type: 'prometheus',
+      name: c.name ?? `prometheus ${shorten(query)}`,
+      url,
+      query,
+      timeoutMs,
+    };
+  });

@@ -5,7 +5,7 @@
 import { isIP } from 'node:net';
 import { describeWindow, err, formatDuration, ok, type Result } from '@sluice/core';
 import { NOTIFY_EVENTS } from '../notify.js';
-import { q } from './schema.js';
+import { q } from './fields.js';
 import type { AgentConfig, CheckSpec, PresetConfig } from './types.js';
 
 /**

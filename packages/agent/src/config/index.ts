@@ -102,6 +102,7 @@ export {
   redactConfig,
   type SettingReport,
 } from './describe.js';
+export { MAX_CONFIG_DEPTH, MAX_CONFIG_FILE_BYTES } from './fields.js';
 export {
   AGENT_FLAGS,
   type AgentFlagSpec,
@@ -112,12 +113,7 @@ export {
 export type { LoadOptions } from './layers.js';
 export { loadAgentConfig, type WindowZones } from './load.js';
 export { settingsReference } from './reference.js';
-export {
-  type AgentConfigFile,
-  AgentConfigFileSchema,
-  MAX_CONFIG_DEPTH,
-  MAX_CONFIG_FILE_BYTES,
-} from './schema.js';
+export { type AgentConfigFile, AgentConfigFileSchema } from './schema.js';
 export {
   type AgentConfig,
   type CheckSpec,

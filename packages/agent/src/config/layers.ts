@@ -11,17 +11,10 @@ import { type EtcdSettings, etcdSettingsFromEnv, splitEndpoints } from '@sluice/
 import { type Document, Lexer, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { parseUpdateConfs } from '../locksmith.js';
+import { MAX_CONFIG_DEPTH, MAX_CONFIG_FILE_BYTES, PLAIN_KEY, typeOf } from './fields.js';
 import { type AgentFlags, type Kind, SETTINGS } from './flags.js';
 import { addSecrets } from './load.js';
-import {
-  AgentConfigFileSchema,
-  ETCD_FIELDS,
-  type LayerValues,
-  MAX_CONFIG_DEPTH,
-  MAX_CONFIG_FILE_BYTES,
-  PLAIN_KEY,
-  typeOf,
-} from './schema.js';
+import { AgentConfigFileSchema, ETCD_FIELDS, type LayerValues } from './schema.js';
 
 /** Where to read the configuration from. Every field has a default for production use. */
 export interface LoadOptions {

@@ -20,6 +20,7 @@ import { type LocalZone, localZone } from '../localzone.js';
 import { parseUpdateConfs } from '../locksmith.js';
 import { checkTemplate, DEFAULT_NOTIFY } from '../notify.js';
 import { isLoopback, parseListenAddress, REDACTED } from './describe.js';
+import { q } from './fields.js';
 import {
   configError,
   envLayer,
@@ -38,7 +39,7 @@ import {
   readOptional,
   updateConfLayer,
 } from './layers.js';
-import { ETCD_FIELDS, type LayerValues, q } from './schema.js';
+import { ETCD_FIELDS, type LayerValues } from './schema.js';
 import {
   type AgentConfig,
   DEFAULT_CONFIG_FILE,
