@@ -54,6 +54,7 @@ export function shownKey(key: string): string {
   return PLAIN_KEY.test(key) ? key : '(a key that is not a plain name, not shown)';
 }
 
+/** The message for unknown keys: each named if plain, with the likely key it was meant to be. */
 export function unknownKeyMessage(keys: readonly string[], known: readonly string[]): string {
   if (keys.length > 1) {
     return `unknown keys ${keys.map((k) => (PLAIN_KEY.test(k) ? q(k) : shownKey(k))).join(', ')}`;
@@ -102,6 +103,7 @@ export const bool = z.boolean({
     `expected true or false, got ${typeof issue.input === 'string' ? q(issue.input) : typeOf(issue.input)}`,
 });
 
+/** One of a fixed set of words. */
 export function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
   const list = `${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}`;
   return z.enum(values, {
@@ -155,6 +157,7 @@ export const ttlSeconds = z
     return parsed.value / 1000;
   });
 
+/** True for an http:// or https:// URL with a host. */
 export function isHttpUrl(value: string): boolean {
   try {
     const url = new URL(value);
@@ -164,6 +167,7 @@ export function isHttpUrl(value: string): boolean {
   }
 }
 
+/** An http:// or https:// URL setting. */
 export const httpUrl = text.refine(isHttpUrl, 'expected an http:// or https:// URL');
 
 /** Strips user and password from a URL, for names and logs. */
@@ -179,8 +183,10 @@ export function withoutCredentials(value: string): string {
   }
 }
 
+/** A text cut to 60 characters, for a check's default name. */
 export const shorten = (s: string): string => (s.length > 60 ? `${s.slice(0, 57)}...` : s);
 
+/** A whole number of at least 0, from YAML or from a flag's or variable's text. */
 export const count = z.union(
   [
     z.number().int().min(0),

@@ -7,6 +7,7 @@ import { type EtcdSettings, EtcdSettingsSchema, splitEndpoints } from '@sluice/e
 import { z } from 'zod';
 import { CheckEntrySchema } from '../checks.js';
 import { NOTIFY_EVENTS } from '../notify.js';
+import { SourcesSchema } from '../os-sources.js';
 import { REBOOT_METHODS } from '../reboot.js';
 import { parseListenAddress } from './describe.js';
 import {
@@ -53,22 +54,6 @@ const listenSchema = z
     return value;
   });
 
-const sentinelSchema = z
-  .string({ error: (issue) => `expected a file path or null, got ${typeOf(issue.input)}` })
-  .nullable()
-  .transform((value, ctx) => {
-    if (value === null || value === 'off') return null;
-    if (!value.startsWith('/')) {
-      ctx.issues.push({
-        code: 'custom',
-        message: `expected an absolute path, got ${q(value)}`,
-        input: value,
-      });
-      return z.NEVER;
-    }
-    return value;
-  });
-
 function isZone(zone: string): boolean {
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: zone });
@@ -78,28 +63,6 @@ function isZone(zone: string): boolean {
   }
 }
 
-/** A preset source: true / false / null, or its settings (which turn it on). */
-function presetSchema<T extends z.ZodRawShape>(extra: T) {
-  return z
-    .union(
-      [
-        bool,
-        z.null(),
-        section({
-          interval: duration({ positive: true }).optional(),
-          path: text
-            .refine((p) => p.startsWith('/'), 'expected an absolute path to the program')
-            .optional(),
-          timeout: duration({ positive: true }).optional(),
-          ...extra,
-        }),
-      ],
-      { error: 'expected true, false, null or a mapping such as { interval: 5m }' },
-    )
-    .optional();
-}
-
-/** A whole number of at least 0, from YAML or from a flag's or variable's text. */
 const etcdShape = EtcdSettingsSchema.shape;
 /** The etcd settings' field names, for the flags table. */
 export const ETCD_FIELDS = Object.keys(etcdShape) as (keyof EtcdSettings)[];
@@ -140,22 +103,7 @@ export const AgentConfigFileSchema = section({
     })
     .optional(),
   windows: WindowsSchema.optional(),
-  sources: section({
-    updateEngine: bool.optional(),
-    sentinel: sentinelSchema.optional(),
-    command: section({
-      run: text.optional(),
-      interval: duration({ positive: true }).optional(),
-    })
-      .nullable()
-      .optional(),
-    manual: bool.optional(),
-    rpmOstree: bool.optional(),
-    bootc: presetSchema({}),
-    sysupdate: presetSchema({ component: text.optional() }),
-    needrestart: presetSchema({}),
-    dnf: presetSchema({}),
-  }).optional(),
+  sources: SourcesSchema.optional(),
   reboot: section({
     method: oneOf(REBOOT_METHODS).optional(),
     command: text.optional(),
