@@ -92,7 +92,7 @@ describe('sluicectl status', () => {
     expect(status.holders[0]).toMatchObject({ node: 'n1', hostname: 'n1', state: 'holding' });
     expect(status.holders[0]!.leaseSecondsLeft).toBeGreaterThan(23 * 3600);
     expect(status.waiting).toEqual([
-      { node: 'n2', hostname: 'host-2', position: 1, since: record.since },
+      { node: 'n2', hostname: 'host-2', position: 1, since: record.since, heldBack: null },
     ]);
 
     const table = (await cli.run(['status'])).stdout;

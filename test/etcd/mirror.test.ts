@@ -33,8 +33,10 @@ describe('Mirror', () => {
       expect(mirror.connected).toBe(false);
       proxy.heal();
       await etcd.etcdctl(['put', key, 'two']);
-      await expect.poll(() => mirror.get(key)?.value, { timeout: 20_000 }).toBe('two');
-      expect(mirror.connected).toBe(true);
+      // Read again and watching again (the value comes with the read, `connected` once the new
+      // watch is confirmed).
+      await expect.poll(() => mirror.connected, { timeout: 20_000 }).toBe(true);
+      expect(mirror.get(key)?.value).toBe('two');
       // And it watches again: a later change arrives as an event.
       await etcd.etcdctl(['put', key, 'three']);
       await expect.poll(() => mirror.get(key)?.value, { timeout: 5000 }).toBe('three');
