@@ -5,21 +5,11 @@
  * declare their flags with `addEtcdOptions()` and read them with `etcdSettingsFrom()`, so the two
  * accept the same flags, variables, TLS files and passwords, with the same error messages.
  */
-import { ETCD_ENV, ETCD_FLAGS, type EtcdSettings } from '@sluice/etcd/settings';
+import { ETCD_ENV, ETCD_FLAGS, type EtcdFlags, type EtcdSettings } from '@sluice/etcd/settings';
 import type { Command } from 'commander';
 
 /** The etcd flags as commander parses them (see `addEtcdOptions`). */
-export interface EtcdFlags {
-  endpoints?: string[];
-  cacert?: string;
-  cert?: string;
-  key?: string;
-  user?: string;
-  password?: string;
-  passwordFile?: string;
-  prefix?: string;
-  group?: string;
-}
+export type { EtcdFlags };
 
 /** The flag each settings field comes from, for error messages. */
 const FLAGS = Object.fromEntries(ETCD_FLAGS.map((f) => [f.field, f.flag.split(' ')[0]!])) as Record<

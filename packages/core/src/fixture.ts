@@ -35,9 +35,9 @@ export class GroupFixture {
     this.kvs.delete(key);
   }
 
-  /** A node joins the queue (its session lease is 7). */
-  queue(node: string): void {
-    this.put(this.keys.queue(node), this.#record(node, 'waiting'), '7');
+  /** A node joins the queue (its session lease is 7), with `fields` added to its record. */
+  queue(node: string, fields: Record<string, unknown> = {}): void {
+    this.put(this.keys.queue(node), this.#record(node, 'waiting', fields), '7');
   }
 
   /** A queued node takes a slot (its hold lease is 8). */
@@ -63,8 +63,16 @@ export class GroupFixture {
     return buildSnapshot(this.keys, this.kvs.values(), this.rev);
   }
 
-  #record(node: string, state: string): string {
+  #record(node: string, state: string, fields: Record<string, unknown> = {}): string {
     const at = this.now.toISOString();
-    return JSON.stringify({ v: 1, node, hostname: node, state, since: at, enqueuedAt: at });
+    return JSON.stringify({
+      v: 1,
+      node,
+      hostname: node,
+      state,
+      since: at,
+      enqueuedAt: at,
+      ...fields,
+    });
   }
 }

@@ -58,29 +58,14 @@ describe('rank and admission', () => {
     s.put(keys.max, '1');
     // Open 02:00-03:20 UTC every day; NOW is 03:00, so 20 minutes are left.
     s.put(keys.windows, 'daily 02:00+80m UTC');
-    const at = NOW.toISOString();
-    const queued = (node: string, expectedSlotMs: number) =>
-      s.put(
-        keys.queue(node),
-        JSON.stringify({
-          v: 1,
-          node,
-          hostname: node,
-          state: 'waiting',
-          since: at,
-          enqueuedAt: at,
-          expectedSlotMs,
-        }),
-        '7',
-      );
-    queued('slow', 30 * 60_000);
+    s.queue('slow', { expectedSlotMs: 30 * 60_000 });
     expect(decide(s.snapshot(), 'slow', NOW)).toMatchObject({
       kind: 'wait',
       reason: 'window-closing',
       wakeAt: new Date('2026-11-26T02:00:00Z'),
     });
     s.del(keys.queue('slow'));
-    queued('quick', 15 * 60_000);
+    s.queue('quick', { expectedSlotMs: 15 * 60_000 });
     expect(decide(s.snapshot(), 'quick', NOW)).toMatchObject({ kind: 'admit' });
   });
 

@@ -489,9 +489,11 @@ export class Semaphore implements SlotLock {
     const mine = keys
       .filter((key) => key.slice(prefix.length).replace(/^\d{15}-/, '') === this.node)
       .slice(-5);
+    const texts = await Promise.all(
+      mine.map((key) => etcdCall(`a read of ${key}`, () => this.#client.get(key).string())),
+    );
     const took: number[] = [];
-    for (const key of mine) {
-      const text = await etcdCall(`a read of ${key}`, () => this.#client.get(key).string());
+    for (const text of texts) {
       const parsed = text === null ? null : parseRecord(HistoryRecordSchema, text);
       const record = parsed?.ok ? parsed.value : null;
       if (record?.outcome !== 'released' || !record.grantedAt) continue;

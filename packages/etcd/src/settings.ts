@@ -129,6 +129,19 @@ export interface EtcdFlagSpec {
   help: string;
 }
 
+/** The etcd flags as commander parses them: each `ETCD_FLAGS` entry's `name`. */
+export interface EtcdFlags {
+  endpoints?: string[];
+  cacert?: string;
+  cert?: string;
+  key?: string;
+  user?: string;
+  password?: string;
+  passwordFile?: string;
+  prefix?: string;
+  group?: string;
+}
+
 /**
  * The etcd connection flags every sluice program shares, in the order `--help` lists them:
  * sluiced declares them in its settings table, `sluicectl` and `sluice-fleetlock` with

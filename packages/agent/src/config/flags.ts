@@ -2,13 +2,16 @@
  * sluiced's flags and environment variables: one table, which drives the command line, `--help`
  * and the settings reference in docs/sluiced.md.
  */
-import { ETCD_ENV, ETCD_FLAGS } from '@sluice/etcd/settings';
+import { ETCD_ENV, ETCD_FLAGS, type EtcdFlags } from '@sluice/etcd/settings';
 import type { Command } from 'commander';
 import { ETCD_FIELDS } from './schema.js';
 import { DEFAULT_CONFIG_FILE } from './types.js';
 
-/** Parsed command-line flags: every scalar setting has one. Strings are parsed like env values. */
-export interface AgentFlags {
+/**
+ * Parsed command-line flags: every scalar setting has one. Strings are parsed like env values.
+ * The etcd connection flags are the ones every sluice program shares (`EtcdFlags`).
+ */
+export interface AgentFlags extends Omit<EtcdFlags, 'endpoints'> {
   /** The YAML file; a missing file named here is an error. */
   config?: string;
   node?: string;
@@ -17,14 +20,6 @@ export interface AgentFlags {
   maxClockSkew?: string;
   /** Comma-separated, or repeated. */
   endpoints?: string | string[];
-  cacert?: string;
-  cert?: string;
-  key?: string;
-  user?: string;
-  password?: string;
-  passwordFile?: string;
-  prefix?: string;
-  group?: string;
   sessionTtl?: string;
   holdTtl?: string;
   strategy?: string;
