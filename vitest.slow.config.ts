@@ -1,14 +1,8 @@
-import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
+import { alias } from './vitest.config.js';
 
-const root = fileURLToPath(new URL('.', import.meta.url));
-
-// The slow tests (`*.slow.test.ts`), left out of `npm test`: `npm run test:slow`.
-const alias = [
-  { find: /^@sluice\/([a-z-]+)$/, replacement: `${root}packages/$1/src/index.ts` },
-  { find: /^@sluice\/([a-z-]+)\/([a-z-]+)$/, replacement: `${root}packages/$1/src/$2.ts` },
-];
-
+// The slow tests (`*.slow.test.ts`), left out of `npm test`: `npm run test:slow`. Workspace
+// packages resolve from source, as in vitest.config.ts.
 export default defineConfig({
   resolve: { alias },
   test: {

@@ -99,6 +99,13 @@ describe('blank windows are refused everywhere', () => {
   });
 });
 
+/** An endpoint given in each place an endpoint can come from: file, variable, update.conf. */
+const endpointIn = (endpoint: string) => [
+  { yaml: `etcd:\n  endpoints: [${JSON.stringify(endpoint)}]\n` },
+  { env: { SLUICE_ENDPOINTS: endpoint } },
+  { updateConf: `LOCKSMITHD_ENDPOINT=${endpoint}\n` },
+];
+
 describe('messages never echo secrets', () => {
   it.each([
     'http://u:s3cretpw@h:99999',
@@ -108,11 +115,7 @@ describe('messages never echo secrets', () => {
     'http://u:s3cretpw@h:2379/path',
     'http://u:s3cret@pw@h:1',
   ])('an invalid endpoint with credentials: %s', async (endpoint) => {
-    for (const setup of [
-      { yaml: `etcd:\n  endpoints: [${JSON.stringify(endpoint)}]\n` },
-      { env: { SLUICE_ENDPOINTS: endpoint } },
-      { updateConf: `LOCKSMITHD_ENDPOINT=${endpoint}\n` },
-    ]) {
+    for (const setup of endpointIn(endpoint)) {
       const message = await failure(setup);
       expect(message).not.toContain('s3cret');
       expect(message).toMatch(/endpoint/);
@@ -126,11 +129,7 @@ describe('messages never echo secrets', () => {
     '127.0.0.1:2379/?token=s3cretpw',
     'http://127.0.0.1:99999/?token=s3cretpw',
   ])('an endpoint with a path, query or fragment, which may hold a token: %s', async (endpoint) => {
-    for (const setup of [
-      { yaml: `etcd:\n  endpoints: [${JSON.stringify(endpoint)}]\n` },
-      { env: { SLUICE_ENDPOINTS: endpoint } },
-      { updateConf: `LOCKSMITHD_ENDPOINT=${endpoint}\n` },
-    ]) {
+    for (const setup of endpointIn(endpoint)) {
       const message = await failure(setup);
       expect(message).not.toContain('s3cret');
       expect(message).toMatch(
