@@ -26,6 +26,15 @@ afterEach(async () => {
   env?.cleanup();
 });
 
+/** Waits until `key` exists in etcd. */
+async function waitForKey(key: string): Promise<void> {
+  const started = Date.now();
+  while ((await etcd.etcdctl(['get', key, '--keys-only'])).trim() === '') {
+    if (Date.now() - started > 10_000) throw new Error(`${key} never appeared`);
+    await sleep(50);
+  }
+}
+
 async function observe(): Promise<HolderObserver> {
   observer = await HolderObserver.start(etcd.endpoints, env.keys.root);
   return observer;
@@ -167,6 +176,38 @@ describe('semaphore', () => {
       await sleep(200);
     }
     expect(Date.now() - started).toBeLessThan(4000);
+  });
+
+  it('queues a waiter whose key went away again at the back, and says so', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '1']);
+    const obs = await observe();
+    const holder = env.semaphore('h');
+    const held = await holder.acquire();
+    const lostPlaces: number[] = [];
+    const waiter = env.semaphore('w', {
+      onRequeued: (lost) => lostPlaces.push(lost.createRevision),
+    });
+    const waiting = waiter.acquire();
+    await waitForKey(env.keys.queue('w'));
+    const first = Number(
+      JSON.parse(await etcd.etcdctl(['get', env.keys.queue('w'), '-w', 'json'])).kvs[0]
+        .create_revision,
+    );
+    const behind = env.semaphore('b');
+    const behindWaiting = behind.acquire();
+    await waitForKey(env.keys.queue('b'));
+    // What a session lease that ran out (a long pause, a partition) does to the waiter's key.
+    await etcd.etcdctl(['del', env.keys.queue('w')]);
+    await waitForKey(env.keys.queue('w'));
+    expect(lostPlaces).toEqual([first]);
+    await holder.release(held);
+    // The node that was behind it is ahead now.
+    const b = await behindWaiting;
+    expect(await stillPending(waiting, 300)).toBe(true);
+    await behind.release(b);
+    await waiter.release(await waiting);
+    expect(obs.grants).toEqual(['h', 'b', 'w']);
   });
 
   it('leaves the queue, keeping a slot granted meanwhile unless told to give it back', async () => {

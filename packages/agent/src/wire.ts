@@ -169,6 +169,11 @@ export async function startAgent(
           settings?.recheckWindow();
         }
       },
+      onRequeued: (lost) =>
+        logger.warn(
+          { key: lost.key, createRevision: lost.createRevision },
+          "lost this node's place in the queue (its session lease ran out while the agent was cut off from etcd or paused, or the key was deleted); queued again at the back",
+        ),
       onRetry: (error) => {
         metrics.etcdErrors.inc();
         logger.warn({ err: describeError(error) }, 'etcd error while waiting for a slot; retrying');

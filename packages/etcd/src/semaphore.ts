@@ -98,6 +98,12 @@ export interface SemaphoreOptions {
    * it was etcd's answer or the local mirror's guess of it (between two asks).
    */
   onDecision?: (decision: Decision, source: 'etcd' | 'mirror') => void;
+  /**
+   * Called when a waiter finds its queue key gone (its session lease ran out while it was cut off
+   * or paused, or someone deleted the key) and joins the queue again, at the back. `lost` is the
+   * key it had.
+   */
+  onRequeued?: (lost: { key: string; createRevision: number }) => void;
   /** Called for each etcd error that a wait rides out (it retries with back-off). */
   onRetry?: (error: unknown) => void;
   /**
@@ -603,6 +609,8 @@ export class Semaphore implements SlotLock {
           // at the back, and read the group again so the mirror knows our new key. Not after the
           // wait was cancelled: then `leave()` removed it on purpose.
           if (signal?.aborted) return;
+          const { key, createRevision } = own.entry;
+          this.#opts.onRequeued?.({ key, createRevision });
           own = await this.enqueue(req, signal);
           await watch.resync();
           if (own.grant) finish(() => resolve(own.grant!));
