@@ -141,6 +141,7 @@ export async function startAgent(
         token,
         agentVersion: AGENT_VERSION,
         startedAt: now().toISOString(),
+        ...(config.node.domain === null ? {} : { domain: config.node.domain }),
         ...(await osVersion()),
       },
       config.etcd.sessionTTL,
@@ -148,6 +149,7 @@ export async function startAgent(
     semaphore = new Semaphore(client, {
       node: config.node.id,
       hostname: config.node.hostname,
+      ...(config.node.domain === null ? {} : { domain: config.node.domain }),
       token,
       clockCheck,
       now,

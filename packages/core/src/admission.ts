@@ -63,6 +63,7 @@ export function groupAdmission(snapshot: GroupSnapshot, now: Date): Admission {
   for (const [result, key] of [
     [snapshot.max, snapshot.keys.max],
     [snapshot.lossBudget, snapshot.keys.lossBudget],
+    [snapshot.domainMax, snapshot.keys.domainMax],
     [snapshot.windows, snapshot.keys.windows],
   ] as const) {
     if (!result.ok) return blocked({ kind: 'invalid-value', key, message: result.error.message });

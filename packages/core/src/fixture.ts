@@ -40,16 +40,17 @@ export class GroupFixture {
     this.put(this.keys.queue(node), this.#record(node, 'waiting', fields), '7');
   }
 
-  /** A queued node takes a slot (its hold lease is 8). */
+  /** A queued node takes a slot (its hold lease is 8); its record and marker keep its domain. */
   admit(node: string): void {
     const q = this.kvs.get(this.keys.queue(node))!;
-    this.put(this.keys.queue(node), this.#record(node, 'holding'), '8');
-    this.marker(node, q.createRevision);
+    const { domain } = JSON.parse(q.value) as { domain?: string };
+    this.put(this.keys.queue(node), this.#record(node, 'holding', { domain }), '8');
+    this.marker(node, q.createRevision, domain);
   }
 
   /** A holding marker alone: with no queue key it is a lost holder. */
-  marker(node: string, createRevision = 1): void {
-    const marker = { v: 1, node, createRevision, grantedAt: this.now.toISOString() };
+  marker(node: string, createRevision = 1, domain?: string): void {
+    const marker = { v: 1, node, createRevision, grantedAt: this.now.toISOString(), domain };
     this.put(this.keys.holding(node), JSON.stringify(marker));
   }
 

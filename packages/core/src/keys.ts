@@ -8,6 +8,8 @@
  * <prefix>groups/<g>/paused           reason text; present = no new slots
  * <prefix>groups/<g>/windows          window spec; absent = always open
  * <prefix>groups/<g>/loss-budget      lost holders tolerated before the group halts (default 0)
+ * <prefix>groups/<g>/domain-max       holders allowed per failure domain; absent = no limit
+ * <prefix>groups/<g>/admitted         the last admission under domain-max (it serialises them)
  * <prefix>groups/<g>/queue/<node>     JSON QueueRecord, on a lease
  * <prefix>groups/<g>/holding/<node>   JSON HoldingMarker, no lease: written at admission
  * <prefix>groups/<g>/requests/<node>  JSON RebootRequest from `sluicectl request-reboot`, on a lease
@@ -30,6 +32,16 @@ export function isValidName(name: string): boolean {
   return NAME.test(name);
 }
 
+const DOMAIN = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,62}$/;
+
+/**
+ * True when `name` is usable as a failure domain (`rack-12`, `eu-west-1b`): up to 63 letters,
+ * digits and `._:@-`, starting with a letter or digit.
+ */
+export function isValidDomain(name: string): boolean {
+  return DOMAIN.test(name);
+}
+
 /** Ensures the prefix ends with exactly one `/`. */
 export function normalizePrefix(prefix: string): string {
   return prefix.endsWith('/') ? prefix : `${prefix}/`;
@@ -43,6 +55,12 @@ export class GroupKeys {
   readonly paused: string;
   readonly windows: string;
   readonly lossBudget: string;
+  readonly domainMax: string;
+  /**
+   * Written by every admission txn while `domain-max` is set, each guarded on its mod revision as
+   * read: admissions then commit one at a time, so the counts they were decided on still hold.
+   */
+  readonly admitted: string;
   readonly queuePrefix: string;
   readonly holdingPrefix: string;
   readonly requestsPrefix: string;
@@ -60,6 +78,8 @@ export class GroupKeys {
     this.paused = `${this.root}paused`;
     this.windows = `${this.root}windows`;
     this.lossBudget = `${this.root}loss-budget`;
+    this.domainMax = `${this.root}domain-max`;
+    this.admitted = `${this.root}admitted`;
     this.queuePrefix = `${this.root}queue/`;
     this.holdingPrefix = `${this.root}holding/`;
     this.requestsPrefix = `${this.root}requests/`;
@@ -105,7 +125,7 @@ export class GroupKeys {
 
   /** The keys whose values steer admission; the admission txn is guarded on all of them. */
   get settings(): readonly string[] {
-    return [this.max, this.paused, this.windows, this.lossBudget];
+    return [this.max, this.paused, this.windows, this.lossBudget, this.domainMax];
   }
 }
 

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import type { Result } from './errors.js';
+import { isValidDomain } from './keys.js';
 
 /** The `client` of a node queued by `sluice-fleetlock` for a FleetLock client. */
 export const FLEETLOCK_CLIENT = 'fleetlock';
@@ -30,6 +31,9 @@ export const NODE_STATES = [
 export type NodeState = (typeof NODE_STATES)[number];
 
 const isoDate = z.iso.datetime({ offset: true });
+
+/** A failure domain as stored in records: see `isValidDomain`. */
+const domain = z.string().refine(isValidDomain, 'is not a valid failure domain name');
 
 /**
  * The record at `groups/<g>/queue/<node>`. It is all an agent needs to carry on after a reboot or a
@@ -65,6 +69,11 @@ export const QueueRecordSchema = z.looseObject({
    * only if that fits before the window closes (see `decideAdmission`). Absent: no such check.
    */
   expectedSlotMs: z.number().int().nonnegative().optional(),
+  /**
+   * The node's failure domain (`node.domain`: a rack, a zone): `groups/<g>/domain-max` caps the
+   * holders of each domain. Absent: the node is in no domain, and only max applies to it.
+   */
+  domain: domain.optional(),
   /** What keeps the node from going on, e.g. post-reboot checks still failing past their deadline. */
   problem: z.string().optional(),
   /**
@@ -112,6 +121,8 @@ export const HoldingMarkerSchema = z.looseObject({
    */
   manual: z.boolean().optional(),
   reason: z.string().optional(),
+  /** The holder's failure domain, from its queue record: a lost holder still counts in it. */
+  domain: domain.optional(),
 });
 /** A holding marker as parsed. */
 export type HoldingMarker = z.infer<typeof HoldingMarkerSchema>;
@@ -226,6 +237,8 @@ export const NodeRegistrationSchema = z.looseObject({
   startedAt: isoDate,
   /** Why the agent cannot take part right now (clock skew, a twin with its id), if it cannot. */
   problem: z.string().optional(),
+  /** The node's failure domain (`node.domain`), if it has one. */
+  domain: domain.optional(),
 });
 /** A node's registration as parsed. */
 export type NodeRegistration = z.infer<typeof NodeRegistrationSchema>;

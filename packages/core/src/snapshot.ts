@@ -21,7 +21,7 @@ import {
   type RebootRequest,
   RebootRequestSchema,
 } from './records.js';
-import { type Pause, parseLossBudget, parseMax, parsePaused } from './values.js';
+import { type Pause, parseDomainMax, parseLossBudget, parseMax, parsePaused } from './values.js';
 import { parseWindowSpec, type WindowSpec, windowStateAll } from './window.js';
 
 /** One key-value as etcd returns it. Revisions fit in a JS number for any real cluster. */
@@ -78,6 +78,8 @@ export interface GroupSnapshot extends ParsedSettings {
   nodes: Map<string, NodeRegistration>;
   /** Second agents with a node id that is registered already, by node (`conflicts/<node>`). */
   conflicts: Map<string, NodeRegistration>;
+  /** The mod revision of `admitted` (0: absent); see `GroupKeys.admitted`. */
+  admittedRevision: number;
   errors: KeyError[];
 }
 
@@ -85,6 +87,8 @@ export interface GroupSnapshot extends ParsedSettings {
 export interface ParsedSettings {
   max: Result<number>;
   lossBudget: Result<number>;
+  /** Holders allowed per failure domain; null: no limit (the key is absent). */
+  domainMax: Result<number | null>;
   paused: Pause | null;
   windows: Result<WindowSpec | null>;
   /** Mod revisions of the settings keys (0 = absent), for the admission txn's guard. */
@@ -100,6 +104,7 @@ export function parseSettings(
   const value = (key: string) => get(key)?.value;
   const max = parseMax(value(keys.max), keys.max);
   const lossBudget = parseLossBudget(value(keys.lossBudget), keys.lossBudget);
+  const domainMax = parseDomainMax(value(keys.domainMax), keys.domainMax);
   const windowsText = value(keys.windows);
   const windows: Result<WindowSpec | null> =
     windowsText === undefined
@@ -108,6 +113,7 @@ export function parseSettings(
   const settings: [Result<unknown>, string][] = [
     [max, keys.max],
     [lossBudget, keys.lossBudget],
+    [domainMax, keys.domainMax],
     [windows, keys.windows],
   ];
   for (const [r, key] of settings) {
@@ -115,7 +121,8 @@ export function parseSettings(
   }
   const settingsRevisions: Record<string, number> = {};
   for (const key of keys.settings) settingsRevisions[key] = get(key)?.modRevision ?? 0;
-  return { max, lossBudget, paused: parsePaused(value(keys.paused)), windows, settingsRevisions };
+  const paused = parsePaused(value(keys.paused));
+  return { max, lossBudget, domainMax, paused, windows, settingsRevisions };
 }
 
 /**
@@ -210,6 +217,7 @@ export function buildSnapshot(
     requests,
     nodes,
     conflicts,
+    admittedRevision: byKey.get(keys.admitted)?.modRevision ?? 0,
     errors,
   };
 }
@@ -299,6 +307,15 @@ export interface AdmissionView extends ParsedSettings {
    * each to be unchanged, so a holder lost between the read and the commit fails the txn.
    */
   holderKeys: ReadonlyMap<string, number>;
+  /**
+   * Under `domain-max` only (else null): the failure domain of each waiter ahead of the node (null
+   * for one in no domain), in no particular order. Either all of them, or, when `aheadDomainsCut`,
+   * at least as many whose domain has room as there are free slots: enough to know the node waits.
+   */
+  aheadDomains: (string | null)[] | null;
+  aheadDomainsCut: boolean;
+  /** The mod revision of `admitted` at this revision (0: absent); see `GroupKeys.admitted`. */
+  admittedRevision: number;
   errors: KeyError[];
 }
 
@@ -316,6 +333,14 @@ export interface AdmissionRead {
   aheadMore: boolean;
   /** The queue keys (values not needed) of the nodes that have a marker, where they exist. */
   holderKeys: RawKV[];
+  /** `admitted`, if it exists. */
+  admitted?: RawKV | undefined;
+  /**
+   * Under `domain-max`: queue keys created before the node's own, with their values (holders'
+   * keys among them are skipped), and whether the reader stopped early (see `aheadDomainsCut`).
+   */
+  aheadWaiters?: RawKV[];
+  aheadWaitersCut?: boolean;
 }
 
 /** Builds an admission view from what one read at one revision returned. Never throws. */
@@ -349,6 +374,19 @@ export function buildAdmissionView(
   for (const h of holding) {
     if (!h.orphan && !h.migrated && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
   }
+  let aheadDomains: (string | null)[] | null = null;
+  if (settings.domainMax.ok && settings.domainMax.value !== null) {
+    const markedAt = new Map(holding.map((h) => [h.node, h.marker?.createRevision]));
+    aheadDomains = [];
+    for (const kv of read.aheadWaiters ?? []) {
+      const waiter = kv.key.slice(keys.queuePrefix.length);
+      if (markedAt.get(waiter) === kv.createRevision) continue;
+      // An unreadable record has no known domain: it counts as able to go, which holds the nodes
+      // behind it back (fair, and never unsafe). Its own admission fails closed.
+      const record = parseRecord(QueueRecordSchema, kv.value);
+      aheadDomains.push(record.ok ? (record.value.domain ?? null) : null);
+    }
+  }
   return {
     group: keys.group,
     keys,
@@ -360,6 +398,9 @@ export function buildAdmissionView(
     ahead: read.ahead,
     aheadMore: read.aheadMore,
     holderKeys,
+    aheadDomains,
+    aheadDomainsCut: read.aheadWaitersCut ?? false,
+    admittedRevision: read.admitted?.modRevision ?? 0,
     errors,
   };
 }
@@ -381,6 +422,7 @@ export function admissionView(snapshot: GroupSnapshot, node: string): AdmissionV
     node,
     max: snapshot.max,
     lossBudget: snapshot.lossBudget,
+    domainMax: snapshot.domainMax,
     paused: snapshot.paused,
     windows: snapshot.windows,
     settingsRevisions: snapshot.settingsRevisions,
@@ -389,6 +431,14 @@ export function admissionView(snapshot: GroupSnapshot, node: string): AdmissionV
     ahead,
     aheadMore: false,
     holderKeys,
+    aheadDomains:
+      self && snapshot.domainMax.ok && snapshot.domainMax.value !== null
+        ? snapshot.queue
+            .filter((e) => e.createRevision < self.createRevision && !e.holding)
+            .map((e) => e.record?.domain ?? null)
+        : null,
+    aheadDomainsCut: false,
+    admittedRevision: snapshot.admittedRevision,
     errors: snapshot.errors,
   };
 }
@@ -404,6 +454,8 @@ export type WaitReason =
   | 'window-closed'
   /** The window is open but closes before this node's expected slot would end. */
   | 'window-closing'
+  /** The node's failure domain has `domain-max` holders already; nodes of other domains may pass. */
+  | 'domain-full'
   /** The node's clock is too far from etcd's to trust its windows (the agent's clock guard). */
   | 'clock-skew'
   | 'queue';
@@ -466,9 +518,10 @@ export function decideAdmission(
     wake?: { aheadBelow: number },
   ): Decision => ({ kind: 'wait', reason, rank, detail, wakeAt, ...(wake ? { wake } : {}) });
 
-  const { max, lossBudget, windows } = view;
+  const { max, lossBudget, domainMax, windows } = view;
   if (!max.ok) return wait('invalid-value', max.error.message);
   if (!lossBudget.ok) return wait('invalid-value', lossBudget.error.message);
+  if (!domainMax.ok) return wait('invalid-value', domainMax.error.message);
   if (!windows.ok) return wait('invalid-value', windows.error.message);
   if (view.paused) return wait('paused', `group is paused: ${view.paused.reason}`);
   const lost = lostHolders(view);
@@ -504,6 +557,7 @@ export function decideAdmission(
       );
     }
   }
+  if (domainMax.value !== null) return decideInDomains(view, self, max.value, domainMax.value, wait);
   if (view.aheadMore || rank >= max.value) {
     // Numbered as status numbers waiters: 1 is the next to be admitted (holders do not count).
     const holdersAhead = [...view.holderKeys.values()].filter(
@@ -524,6 +578,89 @@ export function decideAdmission(
     return wait('queue', `${view.holding.length} of ${max.value} slot(s) taken`);
   }
   return { kind: 'admit', rank };
+}
+
+/** Holders (lost ones included) per failure domain; a marker nobody can read counts in all. */
+export function domainHolders(holding: readonly HoldingEntry[]): {
+  inDomain: (domain: string) => number;
+} {
+  const counts = new Map<string, number>();
+  let unreadable = 0;
+  for (const h of holding) {
+    if (h.marker === null) unreadable++;
+    else if (h.marker.domain !== undefined) {
+      counts.set(h.marker.domain, (counts.get(h.marker.domain) ?? 0) + 1);
+    }
+  }
+  return { inDomain: (domain) => (counts.get(domain) ?? 0) + unreadable };
+}
+
+/**
+ * How many of the waiters in `domains` (a domain each, null for none, in queue order or any
+ * order) could take a slot now: each domain has `domainMax` minus its holders of room.
+ */
+export function couldGo(
+  domains: Iterable<string | null>,
+  inDomain: (domain: string) => number,
+  domainMax: number,
+): number {
+  const seen = new Map<string, number>();
+  let ready = 0;
+  for (const d of domains) {
+    if (d === null) {
+      ready++;
+      continue;
+    }
+    const n = seen.get(d) ?? 0;
+    seen.set(d, n + 1);
+    if (inDomain(d) + n < domainMax) ready++;
+  }
+  return ready;
+}
+
+/**
+ * Admission under `domain-max`. Every marker takes one of max slots and one of its domain's. The
+ * waiters of a domain go in queue order, as many at once as it has room; across domains, a node
+ * goes if fewer of the waiters ahead of it could go now (their domain has room for them) than
+ * there are free slots. So a node blocked only by its domain lets nodes of other domains pass it
+ * and keeps its place: once its domain has room, it is ahead of them again. The counts are exact
+ * at the commit because every admission under domain-max writes `admitted`, guarded on the
+ * revision read: no other admission commits in between.
+ */
+function decideInDomains(
+  view: AdmissionView,
+  self: QueueEntry,
+  max: number,
+  domainMax: number,
+  wait: (reason: WaitReason, detail: string) => Decision,
+): Decision {
+  if (self.record === null) {
+    return wait('invalid-value', `${self.key} cannot be read, so its failure domain is unknown`);
+  }
+  const taken = view.holding.length;
+  const { inDomain } = domainHolders(view.holding);
+  const ahead = view.aheadDomains;
+  const domain = self.record.domain;
+  if (domain !== undefined) {
+    const before = (ahead ?? []).filter((d) => d === domain).length;
+    if (inDomain(domain) + before >= domainMax) {
+      const queued = before > 0 ? ` and ${before} of its nodes wait ahead of this one` : '';
+      return wait(
+        'domain-full',
+        `failure domain ${domain} has ${inDomain(domain)} of ${domainMax} slot(s) taken (${view.keys.domainMax})${queued}; this node keeps its place, and nodes of other domains may pass it`,
+      );
+    }
+  }
+  if (taken >= max) return wait('queue', `${taken} of ${max} slot(s) taken`);
+  const ready = couldGo(ahead ?? [], inDomain, domainMax);
+  if (ahead === null || view.aheadDomainsCut || taken + ready >= max) {
+    const more = ahead === null || view.aheadDomainsCut ? ' or later' : '';
+    return wait(
+      'queue',
+      `position ${ready + 1}${more} among the nodes that can go, ${taken} of ${max} slot(s) taken`,
+    );
+  }
+  return { kind: 'admit', rank: taken + ready };
 }
 
 /**

@@ -6,7 +6,7 @@
 import { type Blocker, describeBlocker, groupAdmission } from './admission.js';
 import { formatDuration } from './duration.js';
 import { FLEETLOCK_CLIENT, FLEETLOCK_TOKEN, type NodeState, requestExpired } from './records.js';
-import { type GroupSnapshot, lostHolders } from './snapshot.js';
+import { domainHolders, type GroupSnapshot, lostHolders } from './snapshot.js';
 import { formatWindowSpec, windowStateAll } from './window.js';
 
 /**
@@ -32,6 +32,8 @@ export interface HolderStatus {
   aboveMax: boolean;
   /** `fleetlock` for a FleetLock client served by sluice-fleetlock; null for an agent. */
   client: 'fleetlock' | null;
+  /** The holder's failure domain (`node.domain`); null when it has none. */
+  domain: string | null;
 }
 
 /** One node waiting for a slot. */
@@ -45,10 +47,13 @@ export interface WaiterStatus {
   /** `fleetlock` for a FleetLock client served by sluice-fleetlock; null for an agent. */
   client: 'fleetlock' | null;
   /**
-   * Why this waiter is held back on its own, null otherwise: its expected slot does not fit before
-   * the group's window closes (it is asked again when the next window opens).
+   * Why this waiter is held back on its own, null otherwise: its failure domain is full (nodes of
+   * other domains may pass it), or its expected slot does not fit before the group's window
+   * closes (it is asked again when the next window opens).
    */
   heldBack: string | null;
+  /** The waiter's failure domain (`node.domain`); null when it has none. */
+  domain: string | null;
 }
 
 /** A pending reboot request (from `sluicectl request-reboot`) that has not expired. */
@@ -75,6 +80,10 @@ export interface GroupStatus {
   blocker: (Blocker & { message: string }) | null;
   /** Holders beyond max, admitted before it was lowered (they drain). */
   holdersOverMax: number;
+  /** `domain-max`: holders allowed per failure domain; null when unset or invalid (see errors). */
+  domainMax: number | null;
+  /** Under domain-max: each failure domain with a holder or a waiter, and its holders. */
+  domains: { domain: string; holders: number; waiting: number; full: boolean }[];
   /**
    * While holders are above max: max before its last change, as etcd's history of the key has it
    * (null when that revision was compacted away, or the key was absent before).
@@ -130,6 +139,7 @@ export function groupStatus(
         problem: record?.problem ?? null,
         aboveMax: false,
         client: record?.client ?? null,
+        domain: markers.get(entry.node)?.marker?.domain ?? record?.domain ?? null,
       });
     } else {
       waiting.push({
@@ -139,7 +149,10 @@ export function groupStatus(
         since: record?.since ?? null,
         reason: record?.reason ?? '',
         client: record?.client ?? null,
-        heldBack: slotTooLong(snapshot, record?.expectedSlotMs, now),
+        heldBack:
+          domainFull(snapshot, record?.domain) ??
+          slotTooLong(snapshot, record?.expectedSlotMs, now),
+        domain: record?.domain ?? null,
       });
     }
   }
@@ -155,6 +168,7 @@ export function groupStatus(
       problem: null,
       aboveMax: false,
       client: null,
+      domain: null,
     });
   }
   for (const lost of lostHolders(snapshot)) {
@@ -173,6 +187,7 @@ export function groupStatus(
         : 'lost during its reboot: the hold lease expired without a release',
       aboveMax: false,
       client: lost.marker?.token === FLEETLOCK_TOKEN ? FLEETLOCK_CLIENT : null,
+      domain: lost.marker?.domain ?? null,
     });
   }
   const admission = groupAdmission(snapshot, now);
@@ -212,6 +227,8 @@ export function groupStatus(
       : null,
     holdersOverMax: admission.overMax,
     maxBefore: null,
+    domainMax: snapshot.domainMax.ok ? snapshot.domainMax.value : null,
+    domains: domainsOf(snapshot, holders, waiting),
     paused: snapshot.paused
       ? { reason: snapshot.paused.reason, since: snapshot.paused.since, by: snapshot.paused.by }
       : null,
@@ -250,6 +267,34 @@ function nodeProblems(snapshot: GroupSnapshot): GroupStatus['nodeProblems'] {
     });
   }
   return problems.sort((a, b) => a.node.localeCompare(b.node));
+}
+
+/** Why a waiter's failure domain keeps it back (domain-max holders in it already), or null. */
+function domainFull(snapshot: GroupSnapshot, domain: string | undefined): string | null {
+  const limit = snapshot.domainMax.ok ? snapshot.domainMax.value : null;
+  if (limit === null || domain === undefined) return null;
+  const taken = domainHolders(snapshot.holding).inDomain(domain);
+  if (taken < limit) return null;
+  return `its failure domain ${domain} has ${taken} of ${limit} slot(s) taken (domain-max); nodes of other domains may pass it, and it keeps its place`;
+}
+
+/** The failure domains with a holder or a waiter, under domain-max; empty without it. */
+function domainsOf(
+  snapshot: GroupSnapshot,
+  holders: readonly HolderStatus[],
+  waiting: readonly WaiterStatus[],
+): GroupStatus['domains'] {
+  const limit = snapshot.domainMax.ok ? snapshot.domainMax.value : null;
+  if (limit === null) return [];
+  const { inDomain } = domainHolders(snapshot.holding);
+  const names = new Set<string>();
+  for (const n of [...holders, ...waiting]) if (n.domain !== null) names.add(n.domain);
+  return [...names].sort().map((domain) => ({
+    domain,
+    holders: inDomain(domain),
+    waiting: waiting.filter((w) => w.domain === domain).length,
+    full: inDomain(domain) >= limit,
+  }));
 }
 
 /** Why a waiter's expected slot does not fit before the group's window closes, or null. */

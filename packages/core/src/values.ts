@@ -74,6 +74,15 @@ export function parseLossBudget(raw: string | undefined, key: string): Result<nu
   return parseCount(raw, key, 0, 'loss-budget');
 }
 
+/**
+ * Parses `groups/<g>/domain-max`: how many nodes of one failure domain may hold a slot at once,
+ * on top of max. Absent means no limit (null); `0` admits no node that has a domain.
+ */
+export function parseDomainMax(raw: string | undefined, key: string): Result<number | null> {
+  if (raw === undefined) return ok(null);
+  return parseCount(raw, key, 0, 'domain-max');
+}
+
 /** A paused group: why, and since when if the pause was written by sluice. */
 export interface Pause {
   reason: string;

@@ -12,11 +12,20 @@
  * The admission txn is guarded on what the decision rested on: the settings keys' mod revisions,
  * the node's own key as read, no marker for the node, and each live holder's queue key still
  * having the create revision read at R, so a holder lost between the read and the commit fails it.
+ *
+ * Under `domain-max` the read also lists the waiters ahead with their values (a page at a time,
+ * at R), to tell which of them could go now, and the txn is guarded on `admitted` and writes it:
+ * admissions then commit one at a time, so the per-domain and overall counts read at R still hold
+ * at the commit.
  */
 import {
   type AdmissionView,
   buildAdmissionView,
+  couldGo,
+  domainHolders,
   type GroupKeys,
+  parseRecord,
+  QueueRecordSchema,
   type RawKV,
   SluiceError,
 } from '@sluice/core';
@@ -28,7 +37,7 @@ import { prefixEnd, readPrefix, toRawKV } from './reads.js';
 export const DEFAULT_MAX_TXN_OPS = 128;
 
 /** Operations of the admission txn other than one compare per live holder. */
-const FIXED_COMPARES = 3;
+const FIXED_COMPARES = 4;
 
 /** How many keys ahead the read lists when the mirror has no better guess. */
 const AHEAD_LIMIT = 64;
@@ -81,9 +90,59 @@ export async function readAdmission(
           `the holders of ${keys.root} kept changing while reading them; trying again`,
         );
       }
-      return buildAdmissionView(keys, node, read);
+      const view = buildAdmissionView(keys, node, read);
+      if (view.aheadDomains === null || !view.self || !view.max.ok) return view;
+      // Under domain-max: which waiters ahead could go now, read at the same revision.
+      const ahead = await readAheadWaiters(client, view);
+      return buildAdmissionView(keys, node, { ...read, ...ahead });
     }
     holders = markerNodes;
+  }
+}
+
+/** Queue keys (with values) read per page by `readAheadWaiters()`. */
+const AHEAD_PAGE = 256;
+
+/**
+ * Under domain-max: the queue keys created before the node's own, with values, read at the view's
+ * revision a page at a time, until enough of them could go now to fill every free slot (the node
+ * then waits whatever the rest are) or none are left.
+ */
+async function readAheadWaiters(
+  client: Etcd3,
+  view: AdmissionView,
+): Promise<{ aheadWaiters: RawKV[]; aheadWaitersCut: boolean }> {
+  const { keys } = view;
+  const max = view.max.ok ? view.max.value : 0;
+  const domainMax = view.domainMax.ok ? (view.domainMax.value ?? 0) : 0;
+  const { inDomain } = domainHolders(view.holding);
+  const markedAt = new Map(view.holding.map((h) => [h.node, h.marker?.createRevision]));
+  const free = max - view.holding.length;
+  const waiters: RawKV[] = [];
+  const domains: (string | null)[] = [];
+  let from = Buffer.from(keys.queuePrefix);
+  for (;;) {
+    const res = await etcdCall(`a read of ${keys.queuePrefix} for admission`, () =>
+      client.kv.range({
+        key: from,
+        range_end: prefixEnd(keys.queuePrefix),
+        max_create_revision: Math.max(1, view.self!.createRevision - 1),
+        revision: view.revision,
+        limit: AHEAD_PAGE,
+      }),
+    );
+    for (const kv of res.kvs.map(toRawKV)) {
+      waiters.push(kv);
+      const waiter = kv.key.slice(keys.queuePrefix.length);
+      if (markedAt.get(waiter) === kv.createRevision) continue;
+      const record = parseRecord(QueueRecordSchema, kv.value);
+      domains.push(record.ok ? (record.value.domain ?? null) : null);
+    }
+    if (!res.more || res.kvs.length === 0) return { aheadWaiters: waiters, aheadWaitersCut: false };
+    if (couldGo(domains, inDomain, domainMax) >= free) {
+      return { aheadWaiters: waiters, aheadWaitersCut: true };
+    }
+    from = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
   }
 }
 
@@ -102,6 +161,7 @@ async function readOnce(
     range(keys.queue(node)),
     prefixRange(keys.holdingPrefix),
     ...settings.map((key) => range(key)),
+    range(keys.admitted),
     prefixRange(keys.queuePrefix, {
       keys_only: true,
       max_create_revision: Math.max(1, options.selfCreateRevision - 1),
@@ -118,10 +178,11 @@ async function readOnce(
   );
   const r = res.responses;
   const revision = Number(res.header.revision);
-  const aheadRange = r[2 + settings.length]?.response_range;
+  const admitted = kvsOf(r[2 + settings.length])[0];
+  const aheadRange = r[3 + settings.length]?.response_range;
   let holderKeys: RawKV[];
   if (perKey) {
-    holderKeys = r.slice(3 + settings.length).flatMap((op) => kvsOf(op));
+    holderKeys = r.slice(4 + settings.length).flatMap((op) => kvsOf(op));
   } else {
     // More holders than one txn may read key by key: read their queue keys (keys only) at R.
     const wanted = new Set(holderList.map((n) => keys.queue(n)));
@@ -142,6 +203,7 @@ async function readOnce(
     ahead: aheadRange?.kvs.length ?? 0,
     aheadMore: Boolean(aheadRange?.more),
     holderKeys,
+    admitted,
   };
 }
 
@@ -179,6 +241,15 @@ export function admissionGuard(view: AdmissionView): ICompare[] {
   ];
   for (const [key, rev] of Object.entries(view.settingsRevisions)) {
     compares.push({ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: rev });
+  }
+  if (view.domainMax.ok && view.domainMax.value !== null) {
+    // Admissions under domain-max commit one at a time: see GroupKeys.admitted.
+    compares.push({
+      key: Buffer.from(view.keys.admitted),
+      target: 'Mod',
+      result: 'Equal',
+      mod_revision: view.admittedRevision,
+    });
   }
   for (const [holder, createRevision] of view.holderKeys) {
     compares.push({

@@ -70,6 +70,8 @@ export interface SemaphoreOptions {
    * key or marker written under another token belongs to another agent with the same node id.
    */
   token?: string;
+  /** The node's failure domain (a rack, a zone), stored in its queue record: see `domain-max`. */
+  domain?: string;
   /** TTL of the waiting lease, in seconds: a dead waiter leaves the queue after this. Default 30. */
   sessionTTL?: number;
   /** TTL of the hold lease, in seconds: must outlast a reboot. Default 3600. */
@@ -373,6 +375,9 @@ export class Semaphore implements SlotLock {
     }
     if (this.#opts.token !== undefined) record.token = this.#opts.token;
     if (this.#opts.client !== undefined) record.client = this.#opts.client;
+    // The domain as configured now, also when re-attaching to a key written before a change.
+    if (this.#opts.domain !== undefined) record.domain = this.#opts.domain;
+    else delete record.domain;
     return record;
   }
 
@@ -825,6 +830,8 @@ export class Semaphore implements SlotLock {
       grantedAt: now,
     };
     if (this.#opts.token !== undefined) marker.token = this.#opts.token;
+    // The domain the decision counted the node in: its record as read (the guard pins it).
+    if (self.record?.domain !== undefined) marker.domain = self.record.domain;
     // A manual lock that expires is reported as one, with its reason.
     if (self.record?.manual) {
       marker.manual = true;
@@ -847,6 +854,9 @@ export class Semaphore implements SlotLock {
               value: Buffer.from(JSON.stringify(marker)),
             },
           },
+          ...(!view.domainMax.ok || view.domainMax.value === null
+            ? []
+            : [{ request_put: { key: Buffer.from(this.keys.admitted), value: Buffer.from(this.node) } }]),
         ],
       }),
     );

@@ -200,6 +200,7 @@ export class FleetLockService {
     const place = decision.rank === null ? '' : '; its place in the queue is kept';
     switch (decision.reason) {
       case 'queue':
+      case 'domain-full':
         return failure('full', `${decision.detail}; the place is kept: poll again`);
       case 'window-closed': {
         const opens = decision.wakeAt ? `; it opens at ${decision.wakeAt.toISOString()}` : '';

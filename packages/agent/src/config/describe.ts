@@ -87,6 +87,7 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
   const { etcd } = safe;
   add('node.id', safe.node.id);
   add('node.hostname', safe.node.hostname);
+  add('node.domain', safe.node.domain);
   add('node.tokenFile', safe.node.tokenFile);
   add('etcd.endpoints', etcd.endpoints);
   for (const field of ['cacert', 'cert', 'key', 'username', 'password', 'passwordFile'] as const) {

@@ -16,6 +16,7 @@ export interface AgentFlags extends Omit<EtcdFlags, 'endpoints'> {
   config?: string;
   node?: string;
   hostname?: string;
+  domain?: string;
   tokenFile?: string;
   maxClockSkew?: string;
   /** Comma-separated, or repeated. */
@@ -88,6 +89,7 @@ const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])
   ['config', '', '<file>', `YAML config file (default ${DEFAULT_CONFIG_FILE})`],
   ['node', 'node.id', '<id>', 'node id (default: the contents of /etc/machine-id)'],
   ['hostname', 'node.hostname', '<name>', 'host name shown in status'],
+  ['domain', 'node.domain', '<name>', 'failure domain (rack, zone) counted by domain-max'],
   ['tokenFile', 'node.tokenFile', '<file>', 'instance token file (/var/lib/sluice/instance)'],
   ['maxClockSkew', 'clock.maxSkew', '<duration>', "largest offset from etcd's clock (60s)"],
   ...ETCD_FLAGS.map(

@@ -21,6 +21,7 @@
  * node:
  *   id: web-17                # default: the contents of /etc/machine-id
  *   hostname: web-17.example  # default: the host name
+ *   domain: rack-12           # failure domain counted by the group's domain-max; default none
  *   tokenFile: /var/lib/sluice/instance  # this agent's instance token (made at first start)
  * clock:
  *   maxSkew: 60s              # no admission, no reboot while the clock is further off etcd's

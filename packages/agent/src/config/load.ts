@@ -322,7 +322,7 @@ export async function resolve(
   if (templateProblem) throw fail('notify.template', templateProblem);
 
   return {
-    node: { id, hostname, tokenFile },
+    node: { id, hostname, domain: m.node?.domain ?? null, tokenFile },
     clock: { maxSkewMs: m.clock?.maxSkew ?? DEFAULTS.maxClockSkewMs },
     etcd: {
       ...etcd,

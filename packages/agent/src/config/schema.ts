@@ -2,7 +2,7 @@
  * The schema of one configuration layer (the YAML file; environment, flags and update.conf are
  * mapped onto it), with error messages that name the key at fault and suggest the likely one.
  */
-import { isValidName, parseDurationText, quoteValue } from '@sluice/core';
+import { isValidDomain, isValidName, parseDurationText, quoteValue } from '@sluice/core';
 import { type EtcdSettings, EtcdSettingsSchema, splitEndpoints } from '@sluice/etcd/settings';
 import { z } from 'zod';
 import { CheckEntrySchema } from '../checks.js';
@@ -78,6 +78,12 @@ export const AgentConfigFileSchema = section({
       .refine(isValidName, 'must be letters, digits and . _ : @ -, starting with a letter or digit')
       .optional(),
     hostname: text.optional(),
+    domain: text
+      .refine(
+        isValidDomain,
+        'must be up to 63 letters, digits and . _ : @ -, starting with a letter or digit',
+      )
+      .optional(),
     tokenFile: text.optional(),
   }).optional(),
   clock: section({ maxSkew: duration({ positive: true }).optional() }).optional(),

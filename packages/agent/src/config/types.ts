@@ -54,6 +54,11 @@ export interface AgentConfig {
     /** Shown in queue records and status. Default: the host name. */
     hostname: string;
     /**
+     * The node's failure domain (a rack, a zone): the group's `domain-max` caps the holders of
+     * each domain. Null: in no domain.
+     */
+    domain: string | null;
+    /**
      * Where the agent's instance token is kept (made at first start). Default
      * `$STATE_DIRECTORY/instance`, else `/var/lib/sluice/instance`.
      */
