@@ -557,7 +557,8 @@ export function decideAdmission(
       );
     }
   }
-  if (domainMax.value !== null) return decideInDomains(view, self, max.value, domainMax.value, wait);
+  if (domainMax.value !== null)
+    return decideInDomains(view, self, max.value, domainMax.value, wait);
   if (view.aheadMore || rank >= max.value) {
     // Numbered as status numbers waiters: 1 is the next to be admitted (holders do not count).
     const holdersAhead = [...view.holderKeys.values()].filter(

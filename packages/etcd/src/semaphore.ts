@@ -856,7 +856,14 @@ export class Semaphore implements SlotLock {
           },
           ...(!view.domainMax.ok || view.domainMax.value === null
             ? []
-            : [{ request_put: { key: Buffer.from(this.keys.admitted), value: Buffer.from(this.node) } }]),
+            : [
+                {
+                  request_put: {
+                    key: Buffer.from(this.keys.admitted),
+                    value: Buffer.from(this.node),
+                  },
+                },
+              ]),
         ],
       }),
     );
