@@ -28,6 +28,11 @@ afterEach(async () => {
   env?.cleanup();
 });
 
+async function observe(): Promise<HolderObserver> {
+  observer = await HolderObserver.start(etcd.endpoints, env.keys.root);
+  return observer;
+}
+
 /** Acquires as the agent's wait loop does: an etcd error it can ride out means asking again. */
 async function acquire(s: Semaphore): Promise<Grant> {
   for (;;) {
@@ -66,7 +71,7 @@ describe('domain-max', () => {
       env = new TestEnv(etcd.endpoints);
       await etcd.etcdctl(['put', env.keys.max, String(max)]);
       await etcd.etcdctl(['put', env.keys.domainMax, String(domainMax)]);
-      const obs = (observer = await HolderObserver.start(etcd.endpoints, env.keys.root));
+      const obs = await observe();
       const random = new Random(seed);
       const domainOf = new Map<string, string | undefined>();
       const proxies: FaultProxy[] = [];
@@ -128,7 +133,7 @@ describe('domain-max', () => {
     env = new TestEnv(etcd.endpoints);
     await etcd.etcdctl(['put', env.keys.max, '2']);
     await etcd.etcdctl(['put', env.keys.domainMax, '1']);
-    const obs = (observer = await HolderObserver.start(etcd.endpoints, env.keys.root));
+    const obs = await observe();
     const a = env.semaphore('a', { domain: 'rack-1' });
     const held = await a.acquire();
     // b (rack-1) queues first, then c (rack-2) and d (rack-3).

@@ -139,9 +139,13 @@ describe('domain-max', () => {
             if (t === 'expire') s.del(q);
             if (t === 'clear' && s.kvs.has(h) && !s.kvs.has(q)) s.del(h);
             // Limits only rise here: holders admitted before a decrease drain, as documented.
-            if (t === 'max' && v > max) s.put(keys.max, String((max = v)));
+            if (t === 'max' && v > max) {
+              max = v;
+              s.put(keys.max, String(max));
+            }
             if (t === 'domain-max' && v > domainMax && v <= 3) {
-              s.put(keys.domainMax, String((domainMax = v)));
+              domainMax = v;
+              s.put(keys.domainMax, String(domainMax));
             }
             settle(s, nodes);
             // The independent count: markers, and the domain each node was queued with.
