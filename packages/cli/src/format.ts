@@ -98,6 +98,13 @@ export function availableLine(status: GroupStatus, now: Date): string {
   }
 }
 
+/** The domain-max line of a status: the limit, and which domains are full. */
+export function domainsLine(status: GroupStatus): string {
+  const full = status.domains.filter((d) => d.full).map((d) => d.domain);
+  const limit = `at most ${status.domainMax} holder(s) per failure domain`;
+  return full.length > 0 ? `${limit}; full: ${full.join(', ')}` : limit;
+}
+
 /**
  * A group's status for people, modelled on `locksmithctl status`: the numbers first, then the
  * holders, the waiters and any unreadable keys.
@@ -113,19 +120,26 @@ export function formatStatus(status: GroupStatus, now: Date): string {
     `Available:  ${availableLine(status, now)}`,
     `Paused:     ${paused}`,
     `Window:     ${windowLine(status, now)}`,
+    ...(status.domainMax === null ? [] : [`Domains:    ${domainsLine(status)}`]),
     `Nodes:      ${status.registered} registered`,
     '',
   ];
+  // The failure domain of each node, when the group limits them or a node has one.
+  const domains =
+    status.domainMax !== null || [...status.holders, ...status.waiting].some((n) => n.domain);
+  const domainCell = (n: { domain: string | null }) => (domains ? [n.domain ?? '-'] : []);
+  const domainHead = domains ? ['DOMAIN'] : [];
   if (status.holders.length === 0) {
     lines.push('Holders:    none');
   } else {
     lines.push(
       'HOLDERS',
       table(
-        ['NODE', 'HOSTNAME', 'STATE', 'SINCE', 'LEASE LEFT', 'REASON'],
+        ['NODE', 'HOSTNAME', ...domainHead, 'STATE', 'SINCE', 'LEASE LEFT', 'REASON'],
         status.holders.map((h) => [
           h.node,
           h.hostname || (h.client ? `(${h.client})` : '-'),
+          ...domainCell(h),
           h.aboveMax ? `${h.state} (above max)` : h.state,
           since(h.since, now),
           h.leaseSecondsLeft === null ? '-' : human(h.leaseSecondsLeft * 1000),
@@ -150,18 +164,22 @@ export function formatStatus(status: GroupStatus, now: Date): string {
     lines.push(
       'WAITING',
       table(
-        ['POS', 'NODE', 'HOSTNAME', 'SINCE', 'REASON'],
+        ['POS', 'NODE', 'HOSTNAME', ...domainHead, 'SINCE', 'REASON'],
         status.waiting.map((w) => [
           String(w.position),
           w.node,
           w.hostname || (w.client ? `(${w.client})` : '-'),
+          ...domainCell(w),
           since(w.since, now),
           w.reason || '-',
         ]),
       ),
     );
     for (const w of status.waiting.filter((w) => w.heldBack)) {
-      lines.push(`${w.node} waits for the next window: ${w.heldBack}`);
+      const what = w.heldBack?.startsWith('its failure domain')
+        ? 'is held back'
+        : 'waits for the next window';
+      lines.push(`${w.node} ${what}: ${w.heldBack}`);
     }
   }
   if (status.nodeProblems.length > 0) {

@@ -100,6 +100,17 @@ Flags override environment variables; locksmithctl's -endpoint URL form is accep
     );
 
   program
+    .command('domain-max')
+    .description(
+      'show or set how many nodes of one failure domain (node.domain: a rack, a zone) may hold a slot at once, on top of max',
+    )
+    .argument('[N]', 'whole number from 0 to 10000; 0 admits no node that has a domain')
+    .option('--clear', 'remove the limit')
+    .action(async (n: string | undefined, opts: { clear?: boolean }, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/domain-max.js')).domainMax(ctx, n, opts)),
+    );
+
+  program
     .command('pause')
     .description('stop granting slots in the group (the fleet-wide brake)')
     .requiredOption('--reason <text>', 'why; shown by status', reasonText)

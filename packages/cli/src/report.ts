@@ -332,6 +332,13 @@ function actionMarker(a: ActionRecord, at: number): Marker {
       };
     case 'halt':
       return { at, kind: 'halt', label: 'halted', ...by, ...reason };
+    case 'set-domain-max':
+      return {
+        at,
+        kind: 'max',
+        label: `domain-max ${a.old ?? 'unset'} → ${a.new ?? 'unset'}`,
+        ...by,
+      };
     case 'windows-set':
       return {
         at,

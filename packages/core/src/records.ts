@@ -163,13 +163,14 @@ export const HistoryRecordSchema = z.looseObject({
 export type HistoryRecord = z.infer<typeof HistoryRecordSchema>;
 
 /**
- * Operator actions recorded in history, next to the reboots: `set-max`, `pause`, `resume`,
+ * Operator actions recorded in history, next to the reboots: `set-max`, `set-domain-max`, `pause`, `resume`,
  * `windows-set`, `windows-clear`, `lock` (a slot taken by hand; its release is a reboot record
  * with `by`), `request-reboot`, `cancel-request`, `migrate-locksmith`, and `halt` (the pause
  * sluice itself writes for a lost node).
  */
 export const ACTIONS = [
   'set-max',
+  'set-domain-max',
   'pause',
   'resume',
   'windows-set',

@@ -20,6 +20,7 @@ import {
   type HistoryRecord,
   HistoryRecordSchema,
   isSluiceError,
+  parseDomainMax,
   parseMax,
   parsePaused,
   type RebootRequest,
@@ -285,6 +286,30 @@ export class GroupAdmin {
       record: this.#action('set-max', by, { old, new: next }, now),
     }));
     return { old, new: parsed.value };
+  }
+
+  /**
+   * Sets `domain-max` (holders allowed per failure domain), or clears it with null (no limit),
+   * after validating it like the agents will, and records `set-domain-max` (old → new, by) in
+   * history in the same txn. Returns the old raw value and the new one.
+   */
+  async setDomainMax(
+    value: string | null,
+    by = '',
+  ): Promise<{ old: string | null; new: number | null }> {
+    let next: string | null = null;
+    if (value !== null) {
+      const parsed = parseDomainMax(value, this.keys.domainMax);
+      if (!parsed.ok) throw new SluiceError('invalid-config', parsed.error.message, 'N');
+      next = String(parsed.value);
+    }
+    const now = this.now();
+    const key = this.keys.domainMax;
+    const { old } = await this.#change(key, `a write of ${key}`, (old) => ({
+      next,
+      record: this.#action('set-domain-max', by, { old, new: next }, now),
+    }));
+    return { old, new: next === null ? null : Number(next) };
   }
 
   /**

@@ -75,6 +75,8 @@ function actionDetail(a: ActionRecord): string {
   switch (a.action) {
     case 'set-max':
       return `max ${a.old === null || a.old === undefined ? 'unset (1)' : a.old} -> ${value(a.new)}`;
+    case 'set-domain-max':
+      return `domain-max ${a.old ?? 'unset (no limit)'} -> ${a.new ?? 'unset (no limit)'}`;
     case 'windows-set':
     case 'windows-clear':
       return `windows ${value(a.old)} -> ${a.new === null || a.new === undefined ? 'always open' : a.new}`;
