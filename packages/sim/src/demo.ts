@@ -39,6 +39,8 @@ const USAGE = `usage: npm run demo -- [options]
   --reboot-seconds S   how long a reboot keeps a node down (default 3)
   --window SPEC        a group window spec written to etcd, e.g. "Mon-Fri 22:00-24:00 UTC"
                        (START is 00:00 to 23:59; END may be 24:00; see docs/sluiced.md)
+  --domains N          put the nodes in N failure domains, zone-1 to zone-N, round robin
+  --domain-max N       at most N nodes of one domain reboot at once (needs --domains)
   --members N          etcd members: 1 or 3 (default 1)
   --os OS              flatcar (update_engine, logind) or fcos (rpm-ostree, finalization
                        locked: finalized once a node holds its slot) (default flatcar)
@@ -67,6 +69,8 @@ function parse() {
       'reboot-seconds': { type: 'string', default: '3' },
       window: { type: 'string' },
       members: { type: 'string', default: '1' },
+      domains: { type: 'string' },
+      'domain-max': { type: 'string' },
       os: { type: 'string', default: 'flatcar' },
       seed: { type: 'string' },
       html: { type: 'string' },
@@ -107,6 +111,13 @@ const nodes = Math.floor(number('nodes', args.nodes, 1, 200));
 const max = Math.floor(number('max', args.max, 0, 10_000));
 const rebootSeconds = number('reboot-seconds', args['reboot-seconds'], 0.1, 600);
 const members = Math.floor(number('members', args.members, 1, 5));
+const domains =
+  args.domains === undefined ? undefined : Math.floor(number('domains', args.domains, 1, 200));
+const domainMax =
+  args['domain-max'] === undefined
+    ? undefined
+    : Math.floor(number('domain-max', args['domain-max'], 0, 10_000));
+if (domainMax !== undefined && domains === undefined) fail('--domain-max needs --domains');
 if (args.os !== 'flatcar' && args.os !== 'fcos')
   fail(`--os must be flatcar or fcos, got "${args.os}"`);
 const os: SimOs = args.os;
@@ -142,12 +153,19 @@ const fleet = await Fleet.start({
   random,
   keepDir: args.keep,
   os,
+  ...(domains === undefined ? {} : { domains }),
+  ...(domainMax === undefined ? {} : { domainMax }),
   ...(args.window ? { window: args.window } : {}),
 });
 say(
   `started ${nodes} nodes, each with its own dbus-daemon, ${os === 'fcos' ? 'rpm-ostreed' : 'update_engine'}, logind and sluiced`,
 );
 if (args.keep) say(`agent logs and configs: ${fleet.dir}/<node>/`);
+if (domains !== undefined) {
+  say(
+    `failure domains: ${domains} (zone-1 to zone-${domains}, round robin)${domainMax === undefined ? '' : `, at most ${domainMax} of one domain at once`}`,
+  );
+}
 say();
 say(`In another terminal, in ${repo}, watch the group or steer it:`);
 say(`  npx sluicectl --endpoints ${endpoint} --prefix ${prefix} --group ${group} status`);
@@ -231,6 +249,20 @@ say(
   `rollout time:            ${secs(stats.makespanMs)} (ideal ceil(${nodes}/${max}) × ${rebootSeconds} s = ${secs(stats.idealMs)}; ${(stats.efficiency * 100).toFixed(0)} % of ideal)`,
 );
 say(`peak nodes down at once: ${report.peakDown} (max ${maxOverTime})`);
+if (domains !== undefined) {
+  let peakZone = 0;
+  for (const r of fleet.reboots) {
+    const zones = fleet.reboots
+      .filter((o) => o.downAt <= r.downAt && (o.upAt ?? Number.POSITIVE_INFINITY) > r.downAt)
+      .map((o) => fleet.domains.get(o.node));
+    for (const z of new Set(zones)) {
+      peakZone = Math.max(peakZone, zones.filter((x) => x === z).length);
+    }
+  }
+  say(
+    `peak down in one domain:  ${peakZone}${domainMax === undefined ? '' : ` (domain-max ${domainMax})`}`,
+  );
+}
 say(
   `etcd writes per reboot:  ${stats.revisionsPerReboot?.toFixed(1) ?? '-'} (revision delta ${after.revision - before.revision} over ${stats.reboots} reboots; ${stats.proposalsPerReboot?.toFixed(1) ?? '-'} raft proposals per reboot incl. lease grants and revokes)`,
 );

@@ -59,6 +59,13 @@ export interface FleetOptions {
   nodes: number;
   /** The group's max, written before the agents start. Default: left unset (1). */
   max?: number;
+  /**
+   * Failure domains: node i (from 1) is in `zone-<1 + (i-1) mod domains>`. Default: none. The
+   * invariants then check `domainMax` per domain, from the reboot log and this assignment.
+   */
+  domains?: number;
+  /** The group's `domain-max`, written before the agents start. Default: unset (no limit). */
+  domainMax?: number;
   /** How long a reboot keeps a machine down, in seconds. Default 3. */
   rebootSeconds?: number;
   /** Spread reboot times by up to ± this fraction, from `random`. Default 0. */
@@ -167,6 +174,8 @@ export function rebootingOrBooting(
 /** A running fleet. Create with {@link Fleet.start}; always `stop()` it. */
 export class Fleet {
   readonly nodes: SimNode[] = [];
+  /** Each machine's failure domain, by name, when the fleet has domains (`FleetOptions.domains`). */
+  readonly domains = new Map<string, string>();
   /** Cloned machines (another node's id) added with `addClone()`; not part of the rollout. */
   readonly clones: SimNode[] = [];
   /** Every operator `unlock --force` the fleet ran, for the checker. */
@@ -223,6 +232,9 @@ export class Fleet {
     this.#client = new Etcd3(simClientOptions(this.endpoints));
     if (o.max !== undefined) await this.setMax(o.max);
     if (o.window !== undefined) await this.setWindow(o.window);
+    if (o.domainMax !== undefined) {
+      await this.#client.put(this.keys.domainMax).value(String(o.domainMax));
+    }
     if (o.lossBudget !== undefined) {
       await this.#client.put(this.keys.lossBudget).value(String(o.lossBudget));
     }
@@ -251,7 +263,9 @@ export class Fleet {
     this.#hooks = hooks;
     const width = Math.max(2, String(o.nodes).length);
     for (let i = 1; i <= o.nodes; i++) {
-      this.nodes.push(await this.#machine(`${o.nodeName ?? 'n'}${String(i).padStart(width, '0')}`));
+      const name = `${o.nodeName ?? 'n'}${String(i).padStart(width, '0')}`;
+      if (o.domains) this.domains.set(name, `zone-${1 + ((i - 1) % o.domains)}`);
+      this.nodes.push(await this.#machine(name));
     }
     await Promise.all(this.nodes.map((n) => n.setup()));
     await Promise.all(this.nodes.map((n) => this.startAgent(n.id)));
@@ -285,6 +299,7 @@ export class Fleet {
         logLevel: o.logLevel ?? 'info',
         version: o.version ?? '1.0.0',
         rebootMs: Math.round(baseMs * (1 + jitter)),
+        ...(this.domains.has(nodeId ?? id) ? { domain: this.domains.get(nodeId ?? id)! } : {}),
         ...(o.extraYaml ? { extraYaml: o.extraYaml } : {}),
         ...(o.fakeClocks ? { fakeClock: true } : {}),
         ...(o.os ? { os: o.os } : {}),
@@ -703,6 +718,9 @@ export class Fleet {
       maxSets: this.maxSets,
       unlocks: this.unlocks,
       timeline: this.timeline,
+      ...(this.opts.domainMax !== undefined && this.domains.size > 0
+        ? { domains: { of: this.domains, max: this.opts.domainMax } }
+        : {}),
       observerGap: this.observer?.gaps.length ? new Error(this.observer.gaps.join('; ')) : null,
       complete: opts.complete ?? true,
       ...(opts.leftover ? { leftover: opts.leftover } : {}),

@@ -271,6 +271,38 @@ describe('checkInvariants', () => {
     expect(report.peakDown).toBe(3);
   });
 
+  it('under domain-max, flags two holders or two nodes down in one domain, and lets a node pass', () => {
+    // max 3, domain-max 1: a (z1) and c (z2) hold; b (z1, queued between them) is passed.
+    const t = timeline(
+      [
+        ['queue/a', 'put'],
+        ['queue/b', 'put'],
+        ['queue/c', 'put'],
+        ['queue/d', 'put'],
+        ['holding/a', 'put'],
+        ['holding/c', 'put'],
+        ['holding/d', 'put'],
+      ],
+      '3',
+    );
+    const of = new Map([
+      ['a', 'z1'],
+      ['b', 'z1'],
+      ['c', 'z2'],
+      ['d', 'z1'],
+    ]);
+    const report = checkInvariants({
+      reboots: [reboot('a', 1000, 5), reboot('c', 1100, 6), reboot('d', 1200, 7)],
+      stages: stages('a', 'c', 'd'),
+      maxSets: [],
+      timeline: t,
+      complete: false,
+      domains: { of, max: 1 },
+    });
+    // d is a second holder of z1, and a second node of z1 down; passing b is no violation.
+    expect(report.violations.map((v) => `${v.check}:${v.node}`)).toEqual(['domain:d', 'domain:d']);
+  });
+
   it('flags an admission while more holders are lost than the loss budget allows', () => {
     const input = { reboots: [], stages: [], maxSets: [], complete: false };
     // b is admitted after a was lost: with budget 0 the group should have halted.

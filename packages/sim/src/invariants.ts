@@ -157,6 +157,12 @@ export interface InvariantInput {
   observerGap?: Error | null;
   /** Queue keys and markers found in etcd once the rollout was over (should be none). */
   leftover?: readonly string[];
+  /**
+   * Failure domains, when the group has a `domain-max` (fixed for the run): each node's domain as
+   * the simulator assigned it, and the limit. Holders and nodes down per domain are then checked
+   * against it, and the FIFO rank check gives way to it (nodes may pass one blocked by its domain).
+   */
+  domains?: { of: ReadonlyMap<string, string>; max: number };
 }
 
 /** One broken invariant. */
@@ -171,6 +177,7 @@ export interface Violation {
     | 'halt'
     | 'window'
     | 'leak'
+    | 'domain'
     | 'observer';
   node: string | null;
   revision: number | null;
@@ -195,7 +202,7 @@ export interface InvariantReport {
 export function checkInvariants(input: InvariantInput): InvariantReport {
   const violations: Violation[] = [];
   const notes: string[] = [];
-  const slots = checkSlots(input.timeline, violations);
+  const slots = checkSlots(input.timeline, violations, input.domains);
   const peakDown = checkDown(input, violations);
   checkSlotAtReboot(input, violations, notes);
   checkOnce(input, violations);
@@ -249,7 +256,24 @@ function markerPlace(value: string | null): number | null {
   }
 }
 
-function checkSlots(t: TimelineData, violations: Violation[]): { peak: number } {
+/** `nodes` that have a domain, by domain. */
+function perDomain(
+  nodes: Iterable<string>,
+  of: ReadonlyMap<string, string>,
+): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const node of nodes) {
+    const domain = of.get(node);
+    if (domain !== undefined) out.set(domain, [...(out.get(domain) ?? []), node]);
+  }
+  return out;
+}
+
+function checkSlots(
+  t: TimelineData,
+  violations: Violation[],
+  domains?: InvariantInput['domains'],
+): { peak: number } {
   /** Holders: node → admission revision. */
   const holders = new Map<string, number>();
   /** Holders' places (their queue keys' create revisions), as their markers record them. */
@@ -357,7 +381,20 @@ function checkSlots(t: TimelineData, violations: Violation[]): { peak: number } 
           message: `${node} was admitted at revision ${e.revision} while the group was paused (${paused})`,
         });
       }
-      checkRank(node, e.revision, e.at);
+      if (domains) {
+        for (const [domain, in_] of perDomain(holders.keys(), domains.of)) {
+          if (in_.length <= domains.max) continue;
+          violations.push({
+            check: 'domain',
+            node,
+            revision: e.revision,
+            at: e.at,
+            message: `${in_.length} holders in domain ${domain} against domain-max ${domains.max} at revision ${e.revision}: ${in_.join(', ')}`,
+          });
+        }
+      } else {
+        checkRank(node, e.revision, e.at);
+      }
       checkHalt(node, e.revision, e.at);
       check(e.revision, e.at, node);
     } else if (e.key === t.keys.max) {
@@ -403,6 +440,23 @@ function checkDown(input: InvariantInput, violations: Violation[]): number {
       if (stint.deletedAt !== null && stint.deletedAt <= at) return false;
       return t.maxAt(stint.createdRevision) <= max;
     });
+    const domains = input.domains;
+    if (domains) {
+      const byDomain = perDomain(
+        down.map((o) => o.node),
+        domains.of,
+      );
+      for (const [domain, in_] of byDomain) {
+        if (in_.length <= domains.max) continue;
+        violations.push({
+          check: 'domain',
+          node: machineOf(r),
+          revision: null,
+          at,
+          message: `${in_.length} nodes of domain ${domain} down at once against domain-max ${domains.max} when ${machineOf(r)} went down: ${in_.join(', ')}`,
+        });
+      }
+    }
     if (counted.length > max) {
       violations.push({
         check: 'down',

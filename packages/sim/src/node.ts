@@ -66,6 +66,8 @@ export interface SimNodeOptions {
   rebootMs: number;
   /** Extra YAML lines appended to the agent's config file. */
   extraYaml?: string;
+  /** The node's failure domain (`node.domain`). Default: none. */
+  domain?: string;
   /** The operating system the machine runs (see {@link SimOs}). Default `flatcar`. */
   os?: SimOs;
   /**
@@ -211,6 +213,7 @@ export class SimNode {
       'node:',
       `  id: ${this.nodeId}`,
       `  hostname: ${o.id}`,
+      ...(o.domain ? [`  domain: ${o.domain}`] : []),
       'etcd:',
       `  endpoints: [${o.endpoints.join(', ')}]`,
       `  prefix: "${o.prefix}"`,
