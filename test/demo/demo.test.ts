@@ -265,6 +265,27 @@ describe('npm run demo', () => {
     expect(await leftFiles(demo)).toEqual([]);
   }, 60_000);
 
+  it('--domains 3 --domain-max 1 reboots at most one node of a zone at once', async () => {
+    const demo = await startDemo(
+      ['--nodes', '6', '--max', '2', '--domains', '3', '--domain-max', '1'].concat([
+        '--reboot-seconds',
+        '1',
+        '--plain',
+        '--timeout',
+        '60',
+      ]),
+    );
+    const code = await demo.exited;
+    const out = demo.output();
+    expect(code, out).toBe(0);
+    expect(out).toContain(
+      'failure domains: 3 (zone-1 to zone-3, round robin), at most 1 of one domain at once',
+    );
+    expect(out).toMatch(/^peak down in one domain: +1 \(domain-max 1\)$/m);
+    expect(out).toMatch(/^invariant check: +invariants hold: 6 reboots/m);
+    expect(await leftovers(demo)).toEqual([]);
+  }, 90_000);
+
   it('--stay keeps the fleet up after the rollout until Ctrl-C, for the printed commands', async () => {
     const demo = await startDemo([
       '--nodes',
