@@ -1,4 +1,5 @@
 export * from './admission.js';
+export * from './blackouts.js';
 export * from './duration.js';
 export * from './errors.js';
 export * from './instant.js';

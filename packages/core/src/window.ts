@@ -28,6 +28,7 @@
  */
 
 import { IANAZone } from 'luxon';
+import { type Blackout, blackoutSpan } from './blackouts.js';
 import { formatDuration, parseDurationText } from './duration.js';
 import { err, ok, type Result, SluiceError } from './errors.js';
 
@@ -51,9 +52,11 @@ export interface WeeklyWindow {
   zone: string;
 }
 
-/** A parsed window spec. No windows means always open. */
+/** A parsed window spec. No windows means always open, except in its blackouts. */
 export interface WindowSpec {
   windows: WeeklyWindow[];
+  /** Days on which the spec stays shut whatever its windows say (see blackouts.ts). */
+  blackouts?: Blackout[];
   /** Where the spec came from, for messages: `etcd key /sluice/v1/groups/default/windows`. */
   source: string;
 }
@@ -483,12 +486,22 @@ export function windowState(spec: WindowSpec, at: Date): WindowState {
 export function windowStateAll(specs: readonly WindowSpec[], at: Date): WindowState {
   const now = at.getTime();
   if (!Number.isFinite(now)) throw new RangeError('windowState: invalid Date');
-  const limit = now + WINDOW_HORIZON_MS;
+  // Past a blackout that is in force or ahead, look the usual horizon further on.
+  let limit = now + WINDOW_HORIZON_MS;
+  const shut = specs.flatMap((s) => (s.blackouts ?? []).map(blackoutSpan));
+  for (const span of shut) {
+    if (span.end > now && span.start < limit) limit = Math.max(limit, span.end + WINDOW_HORIZON_MS);
+  }
 
   let periods: Interval[] | undefined;
   for (const spec of specs) {
-    if (spec.windows.length === 0) continue;
-    const own = openPeriods(spec.windows, now, limit);
+    const blackouts = spec.blackouts ?? [];
+    if (spec.windows.length === 0 && blackouts.length === 0) continue;
+    let own =
+      spec.windows.length === 0
+        ? [{ start: now - WEEK, end: limit + WEEK }]
+        : openPeriods(spec.windows, now, limit);
+    if (blackouts.length > 0) own = subtract(own, blackouts.map(blackoutSpan));
     periods = periods === undefined ? own : intersect(periods, own);
   }
   if (periods === undefined)
@@ -551,6 +564,21 @@ function openPeriods(windows: readonly WeeklyWindow[], from: number, to: number)
     }
   }
   return merged;
+}
+
+/** Sorted disjoint `periods` with every instant of `holes` (in any order) taken out. */
+function subtract(periods: readonly Interval[], holes: readonly Interval[]): Interval[] {
+  let out = [...periods];
+  for (const hole of holes) {
+    out = out.flatMap((p) => {
+      if (hole.end <= p.start || hole.start >= p.end) return [p];
+      const parts: Interval[] = [];
+      if (p.start < hole.start) parts.push({ start: p.start, end: hole.start });
+      if (hole.end < p.end) parts.push({ start: hole.end, end: p.end });
+      return parts;
+    });
+  }
+  return out;
 }
 
 /** The overlaps of two sorted lists of disjoint intervals. */
