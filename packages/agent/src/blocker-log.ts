@@ -80,11 +80,13 @@ export class BlockerLog {
         break;
       case 'window-closed': {
         const until = decision.wakeAt?.toISOString() ?? null;
+        const blackout = decision.blackout ?? null;
         key = `window:${until}`;
-        fields = { ...fields, opensAt: until };
+        fields = { ...fields, opensAt: until, ...(blackout ? { blackout } : {}) };
+        const why = blackout ? ` (blackout ${blackout})` : '';
         message = until
-          ? `not admitted: the reboot window is closed until ${until}`
-          : 'not admitted: the reboot window is closed and does not open in the next 16 days';
+          ? `not admitted: the reboot window is closed${why} until ${until}`
+          : `not admitted: the reboot window is closed${why} and does not open in the next 16 days`;
         break;
       }
       default: {

@@ -61,13 +61,19 @@ export function until(iso: string | Date, now: Date): string {
 /** The window line of a status: `open until …`, `closed until …`, or `always open`. */
 export function windowLine(status: GroupStatus, now: Date): string {
   const w = status.window;
-  if (w.spec === null) return 'always open (no window set)';
-  const state = w.open ? 'open' : 'closed';
+  if (!w.open && status.errors.some((e) => e.key.endsWith('/blackouts'))) {
+    return 'closed: the blackouts are invalid (see errors)';
+  }
   if (!w.open && status.errors.some((e) => e.key.endsWith('/windows'))) {
     return 'closed: the window spec is invalid (see errors)';
   }
+  const off = w.blackouts ? `; blackouts: ${w.blackouts}` : '';
   const change = w.nextChange ? `, ${w.open ? 'closes' : 'opens'} ${until(w.nextChange, now)}` : '';
-  return `${state}${change}  [${w.canonical ?? w.spec}]`;
+  if (w.blackout)
+    return `closed: blackout ${w.blackout}${change}  [${w.canonical ?? 'always'}${off}]`;
+  if (w.spec === null && !w.blackouts) return 'always open (no window set)';
+  const state = w.open ? 'open' : 'closed';
+  return `${state}${change}  [${w.canonical ?? 'always'}${off}]`;
 }
 
 /**

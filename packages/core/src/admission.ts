@@ -66,7 +66,12 @@ export function groupAdmission(snapshot: GroupSnapshot, now: Date): Admission {
     [snapshot.domainMax, snapshot.keys.domainMax],
     [snapshot.windows, snapshot.keys.windows],
   ] as const) {
-    if (!result.ok) return blocked({ kind: 'invalid-value', key, message: result.error.message });
+    if (!result.ok) {
+      // A bad blackouts value comes as the window's error, naming its own key.
+      const blackouts = snapshot.keys.blackouts;
+      const at = result.error.where?.includes(blackouts) ? blackouts : key;
+      return blocked({ kind: 'invalid-value', key: at, message: result.error.message });
+    }
   }
   const budget = snapshot.lossBudget.ok ? snapshot.lossBudget.value : 0;
   const pause = snapshot.paused;

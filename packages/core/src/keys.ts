@@ -8,6 +8,7 @@
  * <prefix>groups/<g>/paused           reason text; present = no new slots
  * <prefix>groups/<g>/windows          window spec; absent = always open
  * <prefix>groups/<g>/loss-budget      lost holders tolerated before the group halts (default 0)
+ * <prefix>groups/<g>/blackouts        dates on which the windows stay shut (freezes, holidays)
  * <prefix>groups/<g>/domain-max       holders allowed per failure domain; absent = no limit
  * <prefix>groups/<g>/admitted         the last admission under domain-max (it serialises them)
  * <prefix>groups/<g>/queue/<node>     JSON QueueRecord, on a lease
@@ -56,6 +57,7 @@ export class GroupKeys {
   readonly windows: string;
   readonly lossBudget: string;
   readonly domainMax: string;
+  readonly blackouts: string;
   /**
    * Written by every admission txn while `domain-max` is set, each guarded on its mod revision as
    * read: admissions then commit one at a time, so the counts they were decided on still hold.
@@ -79,6 +81,7 @@ export class GroupKeys {
     this.windows = `${this.root}windows`;
     this.lossBudget = `${this.root}loss-budget`;
     this.domainMax = `${this.root}domain-max`;
+    this.blackouts = `${this.root}blackouts`;
     this.admitted = `${this.root}admitted`;
     this.queuePrefix = `${this.root}queue/`;
     this.holdingPrefix = `${this.root}holding/`;
@@ -125,7 +128,7 @@ export class GroupKeys {
 
   /** The keys whose values steer admission; the admission txn is guarded on all of them. */
   get settings(): readonly string[] {
-    return [this.max, this.paused, this.windows, this.lossBudget, this.domainMax];
+    return [this.max, this.paused, this.windows, this.blackouts, this.lossBudget, this.domainMax];
   }
 }
 

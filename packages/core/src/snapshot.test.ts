@@ -223,6 +223,13 @@ describe('groupStatus', () => {
       ['c', 1],
       ['d', 2],
     ]);
-    expect(status.window).toEqual({ open: true, nextChange: null, spec: null, canonical: null });
+    expect(status.window).toEqual({
+      open: true,
+      nextChange: null,
+      spec: null,
+      canonical: null,
+      blackouts: null,
+      blackout: null,
+    });
   });
 });

@@ -7,6 +7,7 @@
  * argument (docs: DESIGN.md) refers to both.
  */
 import type { z } from 'zod';
+import { blackoutAt, describeBlackout, parseBlackouts } from './blackouts.js';
 import { formatDuration } from './duration.js';
 import type { Result } from './errors.js';
 import type { GroupKeys } from './keys.js';
@@ -95,6 +96,27 @@ export interface ParsedSettings {
   settingsRevisions: Record<string, number>;
 }
 
+/**
+ * The group's window from the values of its `windows` and `blackouts` keys (undefined: absent):
+ * one spec carrying both, null when neither is set. A bad value of either fails closed as a bad
+ * window does; the error's `where` names the key at fault.
+ */
+export function groupWindow(
+  keys: GroupKeys,
+  windowsText: string | undefined,
+  blackoutsText: string | undefined,
+): Result<WindowSpec | null> {
+  const windows: Result<WindowSpec | null> =
+    windowsText === undefined
+      ? { ok: true, value: null }
+      : parseWindowSpec(windowsText, `etcd key ${keys.windows}`);
+  if (!windows.ok || blackoutsText === undefined) return windows;
+  const blackouts = parseBlackouts(blackoutsText, `etcd key ${keys.blackouts}`);
+  if (!blackouts.ok) return blackouts;
+  const base = windows.value ?? { windows: [], source: `etcd key ${keys.windows}` };
+  return { ok: true, value: { ...base, blackouts: blackouts.value } };
+}
+
 /** Parses a group's settings keys. `get` returns the key-value of a key, or undefined. */
 export function parseSettings(
   keys: GroupKeys,
@@ -106,18 +128,19 @@ export function parseSettings(
   const lossBudget = parseLossBudget(value(keys.lossBudget), keys.lossBudget);
   const domainMax = parseDomainMax(value(keys.domainMax), keys.domainMax);
   const windowsText = value(keys.windows);
-  const windows: Result<WindowSpec | null> =
-    windowsText === undefined
-      ? { ok: true, value: null }
-      : parseWindowSpec(windowsText, `etcd key ${keys.windows}`);
+  const blackoutsText = value(keys.blackouts);
+  const windows = groupWindow(keys, windowsText, blackoutsText);
   const settings: [Result<unknown>, string][] = [
     [max, keys.max],
     [lossBudget, keys.lossBudget],
     [domainMax, keys.domainMax],
-    [windows, keys.windows],
   ];
   for (const [r, key] of settings) {
     if (!r.ok) errors.push({ key, message: r.error.message });
+  }
+  if (!windows.ok) {
+    const key = windows.error.where?.includes(keys.blackouts) ? keys.blackouts : keys.windows;
+    errors.push({ key, message: windows.error.message });
   }
   const settingsRevisions: Record<string, number> = {};
   for (const key of keys.settings) settingsRevisions[key] = get(key)?.modRevision ?? 0;
@@ -478,6 +501,8 @@ export type Decision =
        * node falling below n can (besides the settings keys and its own key). Absent: any change.
        */
       wake?: { aheadBelow: number };
+      /** For `window-closed`: the blackout in force that shuts the window, in canonical form. */
+      blackout?: string;
     };
 
 /**
@@ -545,7 +570,21 @@ export function decideAdmission(
   if (specs.length > 0) {
     const state = windowStateAll(specs, now);
     if (!state.open) {
-      return wait('window-closed', 'reboot window is closed', state.nextStart);
+      const off = blackoutAt(
+        specs.flatMap((s) => s.blackouts ?? []),
+        now,
+      );
+      if (!off) return wait('window-closed', 'reboot window is closed', state.nextStart);
+      const blackout = describeBlackout(off);
+      const detail = `reboot window is closed (blackout ${blackout})`;
+      return {
+        kind: 'wait',
+        reason: 'window-closed',
+        rank,
+        detail,
+        wakeAt: state.nextStart,
+        blackout,
+      };
     }
     // No start near the window's end: the whole slot (reboot, boot, post-checks) must fit.
     const expected = self.record?.expectedSlotMs;

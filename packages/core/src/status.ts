@@ -4,6 +4,7 @@
  */
 
 import { type Blocker, describeBlocker, groupAdmission } from './admission.js';
+import { blackoutAt, describeBlackout, formatBlackouts } from './blackouts.js';
 import { formatDuration } from './duration.js';
 import { FLEETLOCK_CLIENT, FLEETLOCK_TOKEN, type NodeState, requestExpired } from './records.js';
 import { domainHolders, type GroupSnapshot, lostHolders } from './snapshot.js';
@@ -99,6 +100,10 @@ export interface GroupStatus {
     nextChange: string | null;
     spec: string | null;
     canonical: string | null;
+    /** The group's blackouts (`groups/<g>/blackouts`) in canonical form; null when none. */
+    blackouts: string | null;
+    /** The blackout in force now, as one canonical entry; null when none is. */
+    blackout: string | null;
   };
   holders: HolderStatus[];
   waiting: WaiterStatus[];
@@ -201,21 +206,22 @@ export function groupStatus(
     for (const h of ordered.slice(snapshot.max.value)) h.aboveMax = true;
   }
   const max = snapshot.max.ok ? snapshot.max.value : null;
-  let window: GroupStatus['window'] = {
-    open: true,
-    nextChange: null,
-    spec: windowText,
-    canonical: null,
-  };
+  const none = { spec: windowText, canonical: null, blackouts: null, blackout: null };
+  let window: GroupStatus['window'] = { open: true, nextChange: null, ...none };
   if (!snapshot.windows.ok) {
-    window = { open: false, nextChange: null, spec: windowText, canonical: null };
+    window = { open: false, nextChange: null, ...none };
   } else if (snapshot.windows.value) {
-    const state = windowStateAll([snapshot.windows.value], now);
+    const spec = snapshot.windows.value;
+    const state = windowStateAll([spec], now);
+    const off = spec.blackouts ?? [];
+    const current = blackoutAt(off, now);
     window = {
       open: state.open,
       nextChange: state.nextChange?.toISOString() ?? null,
       spec: windowText,
-      canonical: formatWindowSpec(snapshot.windows.value),
+      canonical: windowText === null ? null : formatWindowSpec(spec),
+      blackouts: off.length > 0 ? formatBlackouts(off) : null,
+      blackout: current ? describeBlackout(current) : null,
     };
   }
   return {
