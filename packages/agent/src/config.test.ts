@@ -86,6 +86,7 @@ describe('loadAgentConfig: defaults', () => {
       node: {
         id: '0123456789abcdef0123456789abcdef',
         hostname: 'test-host',
+        domain: null,
         tokenFile: '/var/lib/sluice/instance',
       },
       clock: { maxSkewMs: 60_000 },
@@ -98,6 +99,7 @@ describe('loadAgentConfig: defaults', () => {
       },
       strategy: 'etcd-lock',
       windows: [],
+      blackouts: [],
       windowZones: {
         sluice: { zone: 'UTC', from: 'default' },
         locksmith: { zone: 'UTC', from: 'default' },
@@ -149,6 +151,16 @@ describe('loadAgentConfig: defaults', () => {
     },
   );
 
+  it('refuses a bad node.domain and a bad blackout, naming the setting', async () => {
+    await expect(load({ yaml: 'node:\n  domain: "rack 12"\n' })).rejects.toThrow(/node\.domain/);
+    await expect(load({ env: { SLUICE_BLACKOUT: '2026-02-30' } })).rejects.toThrow(
+      /SLUICE_BLACKOUT.*blackouts.*"2026-02-30" is not a date/,
+    );
+    // A blackout alone makes a spec of its own: always open but on those days.
+    const cfg = await load({ yaml: 'blackouts: ["2027-01-01"]\n' });
+    expect(cfg.windows).toMatchObject([{ windows: [], blackouts: [{ from: '2027-01-01' }] }]);
+  });
+
   it('reads the example in the module comment', async () => {
     const source = await readFile(new URL('./config/index.ts', import.meta.url), 'utf8');
     const block = /```yaml\n([\s\S]*?)\n \* ```/.exec(source)?.[1];
@@ -158,6 +170,7 @@ describe('loadAgentConfig: defaults', () => {
     expect(cfg.node).toEqual({
       id: 'web-17',
       hostname: 'web-17.example',
+      domain: 'rack-12',
       tokenFile: '/var/lib/sluice/instance',
     });
     expect(cfg.clock).toEqual({ maxSkewMs: 60_000 });
@@ -295,6 +308,8 @@ describe('loadAgentConfig: precedence', () => {
         LOCKSMITHD_ETCD_USERNAME: 'root',
         SLUICE_NODE: 'node-1',
         SLUICE_HOSTNAME: 'node-1.example',
+        SLUICE_DOMAIN: 'eu-west-1b',
+        SLUICE_BLACKOUT: '2026-12-24..2026-12-26 Europe/Berlin',
         SLUICE_STRATEGY: 'reboot',
         SLUICE_WINDOW: 'Mon 04:00+1h',
         SLUICE_WINDOW_ZONE: 'America/New_York',
@@ -329,8 +344,14 @@ describe('loadAgentConfig: precedence', () => {
     expect(cfg.node).toEqual({
       id: 'node-1',
       hostname: 'node-1.example',
+      domain: 'eu-west-1b',
       tokenFile: '/srv/sluice/instance',
     });
+    expect(cfg.blackouts).toEqual([
+      { from: '2026-12-24', to: '2026-12-26', zone: 'Europe/Berlin' },
+    ]);
+    // The node's window spec carries its blackouts.
+    expect(cfg.windows[0]!.blackouts).toEqual(cfg.blackouts);
     expect(cfg.clock).toEqual({ maxSkewMs: 120_000 });
     expect(cfg.strategy).toBe('reboot');
     expect(cfg.windows[0]!.windows[0]).toMatchObject({ days: [1], zone: 'America/New_York' });

@@ -1,6 +1,7 @@
 /**
  * The group's shared settings an agent follows, on etcd: the implementation of `GroupSettings`.
- * The window key is mirrored only while an update is pending (idle agents watch nothing but their
+ * The group's window is two keys, `windows` and `blackouts`, read and followed together. They are
+ * mirrored only while an update is pending (idle agents watch nothing but their
  * request key); while the mirror is in step with etcd it answers without a read. Both mirrors check
  * themselves against etcd every `VERIFY_MS` (one key read), so a watch that went silent after a
  * partition delays a window change or a request by that much at most.
@@ -8,7 +9,7 @@
 import {
   type GroupKeys,
   type GroupSettings,
-  parseWindowSpec,
+  groupWindow,
   throwIfAborted,
   type WindowSpec,
 } from '@sluice/core';
@@ -32,7 +33,8 @@ export interface GroupSettingsEvents {
 
 /** A node's view of its group's window and of its own reboot request key. */
 export class EtcdGroupSettings implements GroupSettings {
-  #window: Mirror | null = null;
+  /** The mirrors of the window's two keys, `windows` and `blackouts`, while followed. */
+  #window: Mirror[] | null = null;
   #starting = false;
   /** The follower while the window is followed, and the pending retry of a failed start. */
   #following: (() => void) | null = null;
@@ -50,23 +52,36 @@ export class EtcdGroupSettings implements GroupSettings {
 
   async window(signal?: AbortSignal): Promise<WindowSpec | null | 'unknown'> {
     throwIfAborted(signal);
-    const mirror = this.#window;
-    // While the mirror is in step with etcd it is as good as a read; otherwise read etcd.
-    if (mirror?.connected) return this.#parse(mirror.get(this.keys.windows)?.value);
+    const mirrors = this.#window;
+    const { windows, blackouts } = this.keys;
+    // While the mirrors are in step with etcd they are as good as a read; otherwise read etcd.
+    if (mirrors?.every((m) => m.connected)) {
+      const [w, b] = mirrors;
+      return this.#parse(w?.get(windows)?.value, b?.get(blackouts)?.value);
+    }
     try {
-      const text = await etcdCall(`a read of ${this.keys.windows}`, () =>
-        this.client.get(this.keys.windows).string(),
+      // Both keys at one revision, in one round trip.
+      const res = await etcdCall(`a read of ${windows} and ${blackouts}`, () =>
+        this.client.kv.txn({
+          compare: [],
+          success: [windows, blackouts].map((key) => ({
+            request_range: { key: Buffer.from(key) },
+          })),
+        }),
       );
-      return this.#parse(text ?? undefined);
+      const value = (i: number) => res.responses[i]?.response_range?.kvs[0]?.value.toString();
+      return this.#parse(value(0), value(1));
     } catch (error) {
       this.events.onReadError?.(error);
       return 'unknown';
     }
   }
 
-  #parse(text: string | undefined): WindowSpec | null | 'unknown' {
-    if (text === undefined) return null;
-    const parsed = parseWindowSpec(text, `etcd key ${this.keys.windows}`);
+  #parse(
+    windows: string | undefined,
+    blackouts: string | undefined,
+  ): WindowSpec | null | 'unknown' {
+    const parsed = groupWindow(this.keys, windows, blackouts);
     if (parsed.ok) return parsed.value;
     this.events.onInvalidWindow?.(parsed.error.message);
     return 'unknown';
@@ -74,11 +89,11 @@ export class EtcdGroupSettings implements GroupSettings {
 
   followWindow(on: boolean, onChange: () => void): void {
     if (!on || this.#closed) {
-      const mirror = this.#window;
+      const mirrors = this.#window ?? [];
       this.#window = null;
       this.#following = null;
       clearTimeout(this.#retry);
-      void mirror?.close();
+      for (const m of mirrors) void m.close();
       return;
     }
     this.#following = onChange;
@@ -95,20 +110,29 @@ export class EtcdGroupSettings implements GroupSettings {
     this.#retry = undefined;
     if (this.#closed || !this.#following) return;
     this.#starting = true;
-    Mirror.start(this.client, { key: this.keys.windows }, {}, { verifyMs: VERIFY_MS }).then(
-      (mirror) => {
+    const started = [this.keys.windows, this.keys.blackouts].map((key) =>
+      Mirror.start(this.client, { key }, {}, { verifyMs: VERIFY_MS }),
+    );
+    Promise.all(started).then(
+      (mirrors) => {
         this.#starting = false;
         this.#followBackoff.reset();
         if (this.#closed || !this.#following) {
-          void mirror.close();
+          for (const m of mirrors) void m.close();
           return;
         }
-        this.#window = mirror;
-        mirror.onChange(() => this.#following?.());
-        // The window may have changed while the mirror could not start.
+        this.#window = mirrors;
+        for (const m of mirrors) m.onChange(() => this.#following?.());
+        // The window may have changed while the mirrors could not start.
         this.#following();
       },
       (error: unknown) => {
+        // The one that did start is not kept: both are started again together.
+        for (const p of started)
+          void p.then(
+            (m) => m.close(),
+            () => {},
+          );
         this.#starting = false;
         this.events.onFollowError?.(error);
         if (this.#closed || !this.#following) return;
@@ -123,7 +147,9 @@ export class EtcdGroupSettings implements GroupSettings {
    * mirror missed the change it reads again, which calls the follower.
    */
   recheckWindow(): void {
-    void this.#window?.verify().catch((error: unknown) => this.events.onReadError?.(error));
+    for (const m of this.#window ?? []) {
+      void m.verify().catch((error: unknown) => this.events.onReadError?.(error));
+    }
   }
 
   async followRequest(
@@ -149,7 +175,7 @@ export class EtcdGroupSettings implements GroupSettings {
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retry);
-    const mirrors = [this.#window, this.#request];
+    const mirrors = [...(this.#window ?? []), this.#request];
     this.#window = null;
     this.#request = null;
     await Promise.all(mirrors.map((m) => m?.close()));

@@ -3,7 +3,14 @@
  * redaction for logs.
  */
 import { isIP } from 'node:net';
-import { describeWindow, err, formatDuration, ok, type Result } from '@sluice/core';
+import {
+  describeWindow,
+  err,
+  formatBlackouts,
+  formatDuration,
+  ok,
+  type Result,
+} from '@sluice/core';
 import { NOTIFY_EVENTS } from '../notify.js';
 import { q } from './fields.js';
 import type { AgentConfig, CheckSpec, PresetConfig } from './types.js';
@@ -100,6 +107,7 @@ export function describeConfig(config: AgentConfig): SettingReport[] {
   add('strategy', safe.strategy);
   const windows = safe.windows.flatMap((spec) => spec.windows);
   add('windows', windows.length === 0 ? 'always' : windows.map(describeWindow).join('; '));
+  add('blackouts', safe.blackouts.length === 0 ? 'none' : formatBlackouts(safe.blackouts));
   const zones = safe.windowZones;
   rows.push({ key: 'windowZone', value: zones.sluice.zone, from: zones.sluice.from });
   if (zones.locksmith.from !== zones.sluice.from) {

@@ -27,6 +27,8 @@ export interface AgentFlags extends Omit<EtcdFlags, 'endpoints'> {
   /** Window spec entries; repeatable. */
   window?: string | string[];
   windowZone?: string;
+  /** Blackout specs; repeatable. */
+  blackout?: string | string[];
   updateEngine?: boolean;
   sentinel?: string;
   sourceCommand?: string;
@@ -100,6 +102,12 @@ const FLAG_TABLE: readonly (readonly [keyof AgentFlags, string, string, string])
   ['strategy', 'strategy', '<strategy>', 'etcd-lock, reboot, off or best-effort (etcd-lock)'],
   ['window', 'windows', '<spec>', 'reboot window, e.g. "Mon-Fri 22:00-02:00"; repeatable'],
   ['windowZone', 'windowZone', '<zone>', 'zone of windows that name none, or local (UTC)'],
+  [
+    'blackout',
+    'blackouts',
+    '<spec>',
+    'dates the node never reboots, e.g. "2026-12-24..2026-12-26"; repeatable',
+  ],
   ['updateEngine', 'sources.updateEngine', 'bool+no', 'follow update_engine over D-Bus (on)'],
   ['sentinel', 'sources.sentinel', '<file>', 'reboot while this file exists; "off" to ignore'],
   ['sourceCommand', 'sources.command.run', '<command>', 'command whose exit 0 means reboot'],
@@ -149,7 +157,7 @@ export const SETTINGS: readonly Setting[] = FLAG_TABLE.map(([name, path, arg, de
   const isBool = arg.startsWith('bool');
   const kind: Kind = isBool
     ? 'bool'
-    : path === 'windows'
+    : path === 'windows' || path === 'blackouts'
       ? 'window'
       : path === 'etcd.endpoints'
         ? 'endpoints'

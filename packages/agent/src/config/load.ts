@@ -4,9 +4,11 @@
  */
 import { hostname as osHostname } from 'node:os';
 import {
+  type Blackout,
   isSluiceError,
   isValidName,
   MAX_WINDOW_ENTRIES,
+  parseBlackouts,
   parseLocksmithWindow,
   parseWindowSpec,
   SluiceError,
@@ -288,7 +290,27 @@ export async function resolve(
         return { sluice: zone, locksmith: zone };
       })();
   if (zones.warning) warnings.push(zones.warning);
-  const windows = resolveWindows(entries, zones, origin('windows'));
+  const resolved = resolveWindows(entries, zones, origin('windows'));
+  const blackouts: Blackout[] = [];
+  for (const text of m.blackouts ?? []) {
+    const parsed = parseBlackouts(
+      text,
+      `${origin('blackouts').label}: blackouts`,
+      zones.sluice.zone,
+    );
+    if (!parsed.ok) throw configError(origin('blackouts'), 'blackouts', parsed.error.message);
+    blackouts.push(...parsed.value);
+  }
+  // The node's blackouts shut its own window spec (one that is always open when it has none).
+  const windows =
+    blackouts.length === 0
+      ? resolved
+      : [
+          {
+            ...(resolved[0] ?? { windows: [], source: `${origin('blackouts').label}: blackouts` }),
+            blackouts,
+          },
+        ];
 
   // sources
   let command: AgentConfig['sources']['command'] = null;
@@ -331,6 +353,7 @@ export async function resolve(
     },
     strategy,
     windows,
+    blackouts,
     windowZones: zones,
     sources: {
       updateEngine: m.sources?.updateEngine ?? true,

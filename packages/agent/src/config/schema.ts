@@ -109,6 +109,12 @@ export const AgentConfigFileSchema = section({
     })
     .optional(),
   windows: WindowsSchema.optional(),
+  blackouts: z
+    .union([z.string(), z.array(z.string())], {
+      error: 'expected a blackouts spec or a list of them',
+    })
+    .transform((v) => (Array.isArray(v) ? v : [v]))
+    .optional(),
   sources: SourcesSchema.optional(),
   reboot: section({
     method: oneOf(REBOOT_METHODS).optional(),

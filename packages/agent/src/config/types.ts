@@ -2,7 +2,7 @@
  * The resolved configuration: what `loadAgentConfig` returns, its defaults, and the settings of
  * the update sources and reboot methods beyond update_engine.
  */
-import type { WindowSpec } from '@sluice/core';
+import type { Blackout, WindowSpec } from '@sluice/core';
 import type { EtcdSettings } from '@sluice/etcd/settings';
 import type { NotifySettings } from '../notify.js';
 import type { RebootMethod } from '../reboot.js';
@@ -75,6 +75,12 @@ export interface AgentConfig {
    * Empty means always open. Combine with the group's spec through `windowStateAll`.
    */
   windows: WindowSpec[];
+  /**
+   * The node's own blackouts (`blackouts`): dates on which it never reboots, whatever its and the
+   * group's windows say. Evaluated with the windows (`windowStateAll`): the spec in `windows`
+   * carries them, or a spec of its own with no windows.
+   */
+  blackouts: Blackout[];
   /** The zones entries that name none were read in, and why (see `WindowZones`). */
   windowZones: WindowZones;
   /** Which update sources to follow besides nothing: update_engine, a file, a command, manual. */
