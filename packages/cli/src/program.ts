@@ -290,11 +290,47 @@ with who did it (see "sluicectl history").`,
       '--zone <zone>',
       "zone for entries that name none, or local; default UTC, and this node's zone with --length",
     )
+    .option(
+      '--blackouts <spec>',
+      'blackout dates that shut the window, e.g. "2026-12-24..2026-12-26"',
+    )
     .action(
-      async (spec: string, opts: { at?: string; length?: string; zone?: string }, cmd: Command) =>
+      async (
+        spec: string,
+        opts: { at?: string; length?: string; zone?: string; blackouts?: string },
+        cmd: Command,
+      ) =>
         exec(cmd, async (ctx) =>
           (await import('./commands/windows.js')).checkWindows(ctx, spec, opts),
         ),
+    );
+
+  const blackouts = program
+    .command('blackouts')
+    .description(
+      "show the group's blackouts: dates on which its windows stay shut (freezes, holidays)",
+    )
+    .action(async (_opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/blackouts.js')).showBlackouts(ctx)),
+    );
+  blackouts
+    .command('set')
+    .description("set the group's blackouts (validated, stored with every entry's zone)")
+    .argument(
+      '<spec>',
+      'dates and ranges with zones: "2026-12-24..2026-12-26 Europe/Berlin; 2027-01-01"',
+    )
+    .option('--zone <zone>', 'zone of entries that name none (default UTC)', 'UTC')
+    .action(async (spec: string, opts: { zone: string }, cmd: Command) =>
+      exec(cmd, async (ctx) =>
+        (await import('./commands/blackouts.js')).setBlackouts(ctx, spec, opts),
+      ),
+    );
+  blackouts
+    .command('clear')
+    .description("remove the group's blackouts")
+    .action(async (_opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/blackouts.js')).clearBlackouts(ctx)),
     );
 
   program
@@ -330,7 +366,7 @@ is given back by that node's sluiced when it starts. See deploy/README.md.`,
     .option('--limit <n>', 'how many, newest first', '20')
     .option(
       '--kind <kind>',
-      'reboot, action, or one action: set-max, pause, resume, windows-set, windows-clear, lock, request-reboot, cancel-request, migrate-locksmith, halt',
+      'reboot, action, or one action: set-max, set-domain-max, pause, resume, windows-set, windows-clear, blackouts-set, blackouts-clear, lock, request-reboot, cancel-request, migrate-locksmith, halt',
     )
     .option('--since <when>', 'only from then on: a duration back (7d, 36h) or an instant')
     .action(async (opts: { limit: string; kind?: string; since?: string }, cmd: Command) =>

@@ -332,6 +332,15 @@ function actionMarker(a: ActionRecord, at: number): Marker {
       };
     case 'halt':
       return { at, kind: 'halt', label: 'halted', ...by, ...reason };
+    case 'blackouts-set':
+    case 'blackouts-clear':
+      return {
+        at,
+        kind: 'windows',
+        label: a.action === 'blackouts-set' ? 'blackouts set' : 'blackouts cleared',
+        ...by,
+        detail: `${a.old ?? 'none'} → ${a.new ?? 'none'}`,
+      };
     case 'set-domain-max':
       return {
         at,

@@ -175,6 +175,8 @@ export const ACTIONS = [
   'resume',
   'windows-set',
   'windows-clear',
+  'blackouts-set',
+  'blackouts-clear',
   'lock',
   'request-reboot',
   'cancel-request',

@@ -380,6 +380,27 @@ export class GroupAdmin {
     return changed;
   }
 
+  /** Sets the group's blackouts (validated by the caller), recording old → new in history. */
+  async setBlackouts(spec: string, by = ''): Promise<void> {
+    const now = this.now();
+    await this.#change(this.keys.blackouts, `a write of ${this.keys.blackouts}`, (old) => ({
+      next: spec,
+      record: this.#action('blackouts-set', by, { old, new: spec }, now),
+    }));
+  }
+
+  /** Removes the group's blackouts, recording the old ones in history. */
+  async clearBlackouts(by = ''): Promise<boolean> {
+    const now = this.now();
+    const key = this.keys.blackouts;
+    const { changed } = await this.#change(key, `a delete of ${key}`, (old) =>
+      old === null
+        ? undefined
+        : { next: null, record: this.#action('blackouts-clear', by, { old, new: null }, now) },
+    );
+    return changed;
+  }
+
   /**
    * Records an operator action that is not a change of a settings key (a manual lock taken, a
    * migration from locksmith) in history.

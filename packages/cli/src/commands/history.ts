@@ -75,6 +75,9 @@ function actionDetail(a: ActionRecord): string {
   switch (a.action) {
     case 'set-max':
       return `max ${a.old === null || a.old === undefined ? 'unset (1)' : a.old} -> ${value(a.new)}`;
+    case 'blackouts-set':
+    case 'blackouts-clear':
+      return `blackouts ${a.old ?? 'none'} -> ${a.new ?? 'none'}`;
     case 'set-domain-max':
       return `domain-max ${a.old ?? 'unset (no limit)'} -> ${a.new ?? 'unset (no limit)'}`;
     case 'windows-set':

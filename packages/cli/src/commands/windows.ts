@@ -3,8 +3,13 @@
  * it evaluates a spec (the agent's syntax, or locksmith's start and length) at an instant.
  */
 import {
+  blackoutAt,
+  describeBlackout,
   describeWindow,
+  formatBlackouts,
   formatWindowSpec,
+  groupWindow,
+  parseBlackouts,
   parseInstant as parseInstantText,
   parseLocksmithWindow,
   parseWindowSpec,
@@ -25,7 +30,7 @@ export interface Opening {
 /** The next `count` open periods of a spec after `from`, the current one first if it is open. */
 export function upcoming(spec: WindowSpec, from: Date, count: number): Opening[] {
   const out: Opening[] = [];
-  if (spec.windows.length === 0) return out;
+  if (spec.windows.length === 0 && (spec.blackouts ?? []).length === 0) return out;
   let state = windowState(spec, from);
   if (state.open) {
     out.push({ start: null, end: state.nextEnd?.toISOString() ?? null });
@@ -80,9 +85,11 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
   await ctx.requireGroup('read');
   const keys = await ctx.keys();
   const client = await ctx.client();
-  const text = await etcdCall(`a read of ${keys.windows}`, () => client.get(keys.windows).string());
+  const [text, blackoutsText] = await etcdCall(`a read of ${keys.windows}`, () =>
+    Promise.all([client.get(keys.windows).string(), client.get(keys.blackouts).string()]),
+  );
   const now = new Date();
-  if (text === null) {
+  if (text === null && blackoutsText === null) {
     if (ctx.json) {
       ctx.outJson({
         group: keys.group,
@@ -91,6 +98,8 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
         open: true,
         nextChange: null,
         windows: [],
+        blackouts: [],
+        blackout: null,
         upcoming: [],
       });
     } else {
@@ -99,22 +108,25 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
     }
     return EXIT.ok;
   }
-  const parsed = parseWindowSpec(text, `etcd key ${keys.windows}`);
-  if (!parsed.ok) {
+  const parsed = groupWindow(keys, text ?? undefined, blackoutsText ?? undefined);
+  if (!parsed.ok || parsed.value === null) {
+    const message = parsed.ok ? 'no window' : parsed.error.message;
     if (ctx.json) {
       ctx.outJson({
         group: keys.group,
         spec: text,
-        error: parsed.error.message,
+        error: message,
         open: false,
         nextChange: null,
         windows: [],
+        blackouts: [],
+        blackout: null,
         upcoming: [],
       });
     } else {
-      ctx.out(`group ${keys.group}: ${parsed.error.message}`);
+      ctx.out(`group ${keys.group}: ${message}`);
       ctx.out(
-        'Nobody is admitted until it is fixed: sluicectl windows set SPEC, or windows clear.',
+        'Nobody is admitted until it is fixed: sluicectl windows set SPEC or windows clear; sluicectl blackouts set SPEC or blackouts clear.',
       );
     }
     return EXIT.ok;
@@ -122,6 +134,8 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
   const spec = parsed.value;
   const state = windowState(spec, now);
   const next = upcoming(spec, now, count);
+  const off = spec.blackouts ?? [];
+  const current = blackoutAt(off, now);
   if (ctx.json) {
     ctx.outJson({
       group: keys.group,
@@ -130,20 +144,24 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
       open: state.open,
       nextChange: state.nextChange?.toISOString() ?? null,
       windows: spec.windows.map(describeWindow),
+      blackouts: off.map(describeBlackout),
+      blackout: current ? describeBlackout(current) : null,
       upcoming: next,
     });
     return EXIT.ok;
   }
-  ctx.out(`Group:   ${keys.group}`);
-  ctx.out(`Windows: ${formatWindowSpec(spec)}`);
-  if (spec.windows.length === 0) {
-    ctx.out('Now:     open (always)');
+  ctx.out(`Group:     ${keys.group}`);
+  ctx.out(`Windows:   ${formatWindowSpec(spec)}`);
+  if (off.length > 0) ctx.out(`Blackouts: ${formatBlackouts(off)}`);
+  if (spec.windows.length === 0 && off.length === 0) {
+    ctx.out('Now:       open (always)');
     return EXIT.ok;
   }
   const change = state.nextChange
     ? `, ${state.open ? 'closes' : 'opens'} ${instant(state.nextChange)} (in ${human(state.nextChange.getTime() - now.getTime())})`
     : '';
-  ctx.out(`Now:     ${state.open ? 'open' : 'closed'}${change}`);
+  const blackout = current ? ` (blackout ${describeBlackout(current)})` : '';
+  ctx.out(`Now:       ${state.open ? 'open' : 'closed'}${blackout}${change}`);
   ctx.out('');
   ctx.out(
     table(
@@ -247,7 +265,7 @@ async function checkZone(
 export async function checkWindows(
   ctx: Context,
   text: string,
-  opts: { at?: string; length?: string; zone?: string },
+  opts: { at?: string; length?: string; zone?: string; blackouts?: string },
 ): Promise<number> {
   let at = new Date();
   if (opts.at !== undefined) {
@@ -262,23 +280,39 @@ export async function checkWindows(
       ? parseWindowSpec(text, 'SPEC', zone.zone)
       : parseLocksmithWindow(text, opts.length, 'SPEC and --length', zone.zone);
   if (!parsed.ok) throw parsed.error;
-  const spec = parsed.value;
+  let spec = parsed.value;
+  if (opts.blackouts !== undefined) {
+    const off = parseBlackouts(opts.blackouts, '--blackouts', zone.zone);
+    if (!off.ok) throw off.error;
+    spec = { ...spec, blackouts: off.value };
+  }
   const state = windowState(spec, at);
+  const current = blackoutAt(spec.blackouts ?? [], at);
   const nextStart = state.nextStart?.toISOString() ?? null;
   const nextEnd = state.nextEnd?.toISOString() ?? null;
   if (ctx.json) {
-    ctx.outJson({ open: state.open, nextStart, nextEnd, zone: zone.zone, zoneFrom: zone.from });
+    const blackout = current ? describeBlackout(current) : null;
+    ctx.outJson({
+      open: state.open,
+      nextStart,
+      nextEnd,
+      zone: zone.zone,
+      zoneFrom: zone.from,
+      blackout,
+    });
     return EXIT.ok;
   }
   ctx.out(`window: ${formatWindowSpec(spec)}`);
+  if (spec.blackouts?.length) ctx.out(`blackouts: ${formatBlackouts(spec.blackouts)}`);
   if (zone.from !== 'default' && zone.from !== '--zone') {
     ctx.out(`zone:   ${zone.zone} (this node's local zone, from ${zone.from})`);
   }
-  if (spec.windows.length === 0) {
+  if (spec.windows.length === 0 && !spec.blackouts?.length) {
     ctx.out(`at ${instant(at)}: open (always)`);
     return EXIT.ok;
   }
-  ctx.out(`at ${when(at.toISOString(), spec)}: ${state.open ? 'OPEN' : 'CLOSED'}`);
+  const blackout = current ? ` (blackout ${describeBlackout(current)})` : '';
+  ctx.out(`at ${when(at.toISOString(), spec)}: ${state.open ? 'OPEN' : 'CLOSED'}${blackout}`);
   const rows: string[][] = state.open
     ? [
         ['closes', when(nextEnd, spec)],
