@@ -2,7 +2,7 @@
  * The schema of one configuration layer (the YAML file; environment, flags and update.conf are
  * mapped onto it), with error messages that name the key at fault and suggest the likely one.
  */
-import { isValidDomain, isValidName, parseDurationText, quoteValue } from '@sluice/core';
+import { isValidDomain, isValidName, parseDurationText } from '@sluice/core';
 import { type EtcdSettings, EtcdSettingsSchema, splitEndpoints } from '@sluice/etcd/settings';
 import { z } from 'zod';
 import { CheckEntrySchema } from '../checks.js';
@@ -22,7 +22,6 @@ import {
   ttlSeconds,
   typeOf,
 } from './fields.js';
-import { type CheckSpec, DEFAULTS } from './types.js';
 
 const LocksmithWindowSchema = section({ start: text, length: text });
 
