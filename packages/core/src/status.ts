@@ -5,9 +5,10 @@
 
 import { type Blocker, describeBlocker, groupAdmission } from './admission.js';
 import { blackoutAt, describeBlackout, formatBlackouts } from './blackouts.js';
+import { domainHolders } from './domains.js';
 import { formatDuration } from './duration.js';
 import { FLEETLOCK_CLIENT, FLEETLOCK_TOKEN, type NodeState, requestExpired } from './records.js';
-import { domainHolders, type GroupSnapshot, lostHolders } from './snapshot.js';
+import { type GroupSnapshot, lostHolders } from './snapshot.js';
 import { formatWindowSpec, windowStateAll } from './window.js';
 
 /**
