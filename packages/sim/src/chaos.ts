@@ -26,6 +26,7 @@ async function main(): Promise<void> {
       parallel: { type: 'string', default: '2' },
       mix: { type: 'string', default: 'random' },
       json: { type: 'boolean', default: false },
+      domains: { type: 'boolean', default: false },
     },
   });
   const runs = Number(values.runs);
@@ -40,7 +41,7 @@ async function main(): Promise<void> {
     (mix !== 'random' && mix !== 'every')
   ) {
     process.stderr.write(
-      'usage: chaos.ts --runs N --seed S [--parallel 2] [--fault-seconds 12] [--mix random|every] [--json]\n',
+      'usage: chaos.ts --runs N --seed S [--parallel 2] [--fault-seconds 12] [--mix random|every] [--domains] [--json]\n',
     );
     process.exit(2);
   }
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
         seed: seed + i,
         faultMs: Number(values['fault-seconds']) * 1000,
         mix,
+        domains: values.domains,
         log: out,
       }).catch(
         (error: unknown): ChaosResult => ({
@@ -156,7 +158,7 @@ function describeRun(r: ChaosResult): string {
     .map(([k, v]) => `${v} ${k}`)
     .join(', ');
   const checks = [...new Set(r.violations.map((v) => v.check))].join(', ');
-  return `run ${r.run} seed ${r.seed}: ${r.nodes} nodes, max ${r.max}, loss budget ${r.lossBudget}, ${r.rebootSeconds} s reboots; faults: ${faults || 'none'}${cleanup ? `; operator after: ${cleanup}` : ''}; ${r.reboots} reboots; ${r.finished ? 'finished' : 'DID NOT FINISH'}; ${r.violations.length} violations${checks ? ` (${checks})` : ''}; ${(r.ms / 1000).toFixed(1)} s`;
+  return `run ${r.run} seed ${r.seed}: ${r.nodes} nodes, max ${r.max}${r.domains ? `, ${r.domains} domains (domain-max 1)` : ''}, loss budget ${r.lossBudget}, ${r.rebootSeconds} s reboots; faults: ${faults || 'none'}${cleanup ? `; operator after: ${cleanup}` : ''}; ${r.reboots} reboots; ${r.finished ? 'finished' : 'DID NOT FINISH'}; ${r.violations.length} violations${checks ? ` (${checks})` : ''}; ${(r.ms / 1000).toFixed(1)} s`;
 }
 
 await main();

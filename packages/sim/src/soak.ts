@@ -132,6 +132,8 @@ export interface ChaosResult {
   nodes: number;
   max: number;
   lossBudget: number;
+  /** Failure domains the nodes were in (domain-max 1), when the run had them. */
+  domains?: number;
   rebootSeconds: number;
   /** How often each fault was applied. */
   faults: Partial<Record<FaultKind, number>>;
@@ -177,6 +179,11 @@ export interface ChaosRunOptions {
   mix?: 'random' | 'every';
   /** Keep the run's directory (agent logs) when it fails. Default true. */
   keepFailed?: boolean;
+  /**
+   * Put the nodes in 2 or 3 failure domains with `domain-max` 1, so that the checker also counts
+   * holders and nodes down per domain (and nodes may pass one its domain holds back). Default off.
+   */
+  domains?: boolean;
   log?: (line: string) => void;
 }
 
@@ -266,6 +273,8 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
   // still down when that partition heals.
   const rebootSeconds =
     Math.round((random.chance(0.6) ? random.between(0.2, 0.8) : random.between(1.5, 3)) * 10) / 10;
+  // Drawn only with domains on, so that the schedules of other runs stay as they were.
+  const domains = opts.domains ? random.int(2, 3) : undefined;
   const faults: Partial<Record<FaultKind, number>> = {};
   const cleanup: Record<string, number> = {};
   const count = (kind: FaultKind) => {
@@ -285,6 +294,7 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
     max,
     lossBudget,
     rebootSeconds,
+    ...(domains === undefined ? {} : { domains, domainMax: 1 }),
     sessionTTL: SESSION_TTL,
     holdTTL: HOLD_TTL,
     retryDelay: '300ms',
@@ -774,6 +784,7 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
       nodes,
       max,
       lossBudget,
+      ...(domains === undefined ? {} : { domains }),
       rebootSeconds,
       faults,
       cleanup,
