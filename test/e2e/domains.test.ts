@@ -43,7 +43,12 @@ it('reboots at most domain-max per zone, and max overall', async () => {
   }
   expect(peakZone).toBe(1);
   expect(peak).toBe(2);
-  // Status shows each holder's and waiter's zone while it lasts; afterwards, domain-max as set.
   const status = JSON.parse(await f.sluicectlOk(['status', '-o', 'json']));
   expect(status.domainMax).toBe(1);
+  // Each agent registered its domain: sluicectl nodes shows it.
+  const nodes = JSON.parse(await f.sluicectlOk(['nodes', '-o', 'json']));
+  expect(
+    nodes.nodes.map((n: { node: string; domain: string | null }) => [n.node, n.domain]),
+  ).toEqual([...f.domains.entries()]);
+  expect(await f.sluicectlOk(['nodes'])).toMatch(/^NODE +HOSTNAME +DOMAIN +STATE/m);
 });

@@ -18,6 +18,8 @@ import { since, table } from '../format.js';
 export interface NodeRow {
   node: string;
   hostname: string;
+  /** The node's failure domain (`node.domain`), from its registration, record or marker. */
+  domain: string | null;
   /** True while the node's agent is registered (alive, holding its node id). */
   registered: boolean;
   /** idle, queued, holding, draining, rebooting, recovering, post-checking, releasing, lost. */
@@ -68,6 +70,7 @@ export function nodeRows(snapshot: GroupSnapshot, history: readonly HistoryRecor
     return {
       node,
       hostname: reg?.hostname || entry?.record?.hostname || marker?.marker?.hostname || '',
+      domain: reg?.domain ?? entry?.record?.domain ?? marker?.marker?.domain ?? null,
       registered: reg !== null,
       state,
       position,
@@ -107,12 +110,24 @@ export async function nodes(ctx: Context): Promise<number> {
     return EXIT.ok;
   }
   const now = new Date();
+  // A DOMAIN column once any node has a failure domain.
+  const domains = rows.some((r) => r.domain !== null);
   ctx.out(
     table(
-      ['NODE', 'HOSTNAME', 'STATE', 'OS', 'AGENT', 'LAST REBOOT', 'PROBLEM'],
+      [
+        'NODE',
+        'HOSTNAME',
+        ...(domains ? ['DOMAIN'] : []),
+        'STATE',
+        'OS',
+        'AGENT',
+        'LAST REBOOT',
+        'PROBLEM',
+      ],
       rows.map((r) => [
         r.node,
         r.hostname || '-',
+        ...(domains ? [r.domain ?? '-'] : []),
         `${r.state}${r.position ? ` #${r.position}` : ''}${r.registered ? '' : r.client ? ` (${r.client})` : ' (no agent)'}`,
         r.osVersion ?? '-',
         r.agentVersion ?? '-',
