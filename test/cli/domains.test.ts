@@ -107,4 +107,31 @@ describe('sluicectl domain-max', () => {
     expect(check.stdout + check.stderr).toContain(cli.keys.domainMax);
     expect((await cli.run(['domain-max'])).stdout).toContain('is invalid');
   });
+
+  it('counts a manual lock in the failure domain its node registered', async () => {
+    await etcd.etcdctl(['put', cli.keys.max, '3']);
+    await etcd.etcdctl(['put', cli.keys.domainMax, '1']);
+    await node('h', 'rack-1', true);
+    const at = new Date().toISOString();
+    const registration = {
+      v: 1,
+      node: 'a',
+      hostname: 'a',
+      token: 't-a',
+      startedAt: at,
+      domain: 'rack-1',
+    };
+    await etcd.etcdctl(['put', cli.keys.registration('a'), JSON.stringify(registration)]);
+    const refused = await cli.run(['lock', '--node', 'a', '--reason', 'disk swap']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('failure domain rack-1 has 1 of 1 slot(s) taken');
+    // A node of another domain may lock.
+    const other = { ...registration, node: 'b', hostname: 'b', token: 't-b', domain: 'rack-2' };
+    await etcd.etcdctl(['put', cli.keys.registration('b'), JSON.stringify(other)]);
+    const locked = await cli.run(['lock', '--node', 'b', '--reason', 'disk swap']);
+    expect(locked.code, locked.stderr).toBe(0);
+    expect(await etcd.etcdctl(['get', cli.keys.holding('b'), '--print-value-only'])).toContain(
+      '"domain":"rack-2"',
+    );
+  });
 });

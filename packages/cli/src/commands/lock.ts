@@ -6,8 +6,15 @@
  * the lease expires, the slot counts as a lost holder, and the group halts: the safe outcome,
  * since nobody can tell whether the maintenance finished.
  */
-import { type Decision, isSluiceError, parseDuration, SluiceError } from '@sluice/core';
-import { type Grant, GroupAdmin, readGroup, Semaphore } from '@sluice/etcd';
+import {
+  type Decision,
+  isSluiceError,
+  NodeRegistrationSchema,
+  parseDuration,
+  parseRecord,
+  SluiceError,
+} from '@sluice/core';
+import { etcdCall, type Grant, GroupAdmin, readGroup, Semaphore } from '@sluice/etcd';
 import { type Context, checkNodeName, EXIT, localHostname } from '../context.js';
 import { human, instant, until } from '../format.js';
 
@@ -55,8 +62,17 @@ export async function lock(ctx: Context, opts: LockOptions): Promise<number> {
   const keys = await ctx.keys();
   const client = await ctx.client();
   let lastDetail = '';
+  // A manual lock counts in the node's failure domain, as its agent registered it: a lock must
+  // not slip past domain-max.
+  const registration = await etcdCall(`a read of ${keys.registration(node)}`, () =>
+    client.get(keys.registration(node)).string(),
+  );
+  const registered =
+    registration === null ? null : parseRecord(NodeRegistrationSchema, registration);
+  const domain = registered?.ok ? registered.value.domain : undefined;
   const semaphore = new Semaphore(client, {
     node,
+    ...(domain === undefined ? {} : { domain }),
     hostname: opts.node ? opts.node : localHostname(),
     prefix: keys.prefix,
     group: keys.group,
