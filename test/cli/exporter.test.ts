@@ -81,6 +81,20 @@ describe('sluicectl exporter', () => {
       Date.parse(enqueuedAt) / 1000,
     );
     expect(m.has(g('sluice_group_paused_since_timestamp_seconds'))).toBe(false);
+    expect(m.has(g('sluice_group_domain_max'))).toBe(false);
+
+    // With domain-max: the limit, and the slots taken per failure domain (n2 waits in rack-2).
+    await etcd.etcdctl([
+      'put',
+      cli.keys.queue('n2'),
+      JSON.stringify({ ...record, domain: 'rack-2' }),
+      `--lease=${lease}`,
+    ]);
+    expect((await cli.run(['domain-max', '1'])).code).toBe(0);
+    await expect.poll(async () => (await scrape(url)).get(g('sluice_group_domain_max'))).toBe(1);
+    m = await scrape(url);
+    expect(m.get(g('sluice_group_domain_holders', ',domain="rack-2"'))).toBe(0);
+    expect((await cli.run(['domain-max', '--clear'])).code).toBe(0);
 
     // A pause says since when; lowering max below the holders counts them as over max.
     const before = Date.now() / 1000;

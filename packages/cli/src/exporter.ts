@@ -18,6 +18,7 @@ import type { Server } from 'node:http';
 import { serveMetrics } from '@sluice/agent';
 import {
   BLOCKER_KINDS,
+  domainHolders,
   GroupKeys,
   type GroupSnapshot,
   groupAdmission,
@@ -79,6 +80,15 @@ export class GroupExporter {
     'Lost holders tolerated before the group halts (absent while the key does not parse)',
   );
   readonly holders = this.#g('sluice_group_holders', 'Slots taken: holders, lost holders included');
+  readonly domainMax = this.#g(
+    'sluice_group_domain_max',
+    'The domain-max key: holders allowed per failure domain (absent while unset or invalid)',
+  );
+  readonly domainHolders = this.#g(
+    'sluice_group_domain_holders',
+    'Slots taken in each failure domain (lost holders included), while domain-max is set',
+    ['group', 'domain'],
+  );
   readonly overMax = this.#g(
     'sluice_group_holders_over_max',
     'Holders beyond max, admitted before max was lowered (they drain away)',
@@ -235,6 +245,14 @@ export class GroupExporter {
       if (snapshot.max.ok) this.max.set(labels, snapshot.max.value);
       if (snapshot.lossBudget.ok) this.lossBudget.set(labels, snapshot.lossBudget.value);
       this.holders.set(labels, admission.holders);
+      if (snapshot.domainMax.ok && snapshot.domainMax.value !== null) {
+        this.domainMax.set(labels, snapshot.domainMax.value);
+        const { inDomain } = domainHolders(snapshot.holding);
+        const names = new Set<string>();
+        for (const h of snapshot.holding) if (h.marker?.domain) names.add(h.marker.domain);
+        for (const e of snapshot.queue) if (e.record?.domain) names.add(e.record.domain);
+        for (const domain of names) this.domainHolders.set({ group, domain }, inDomain(domain));
+      }
       this.overMax.set(labels, admission.overMax);
       this.lost.set(labels, lostHolders(snapshot).length);
       this.admittable.set(labels, admission.admittable);
