@@ -763,7 +763,11 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
     if (finished) fleet.note('rollout-done', undefined, '2.0.0');
     else stuck = fleet.describe();
     await fleet.settle().catch(() => {});
-    const leftover = finished ? await persist('leftover', () => fleet.leftoverSlots()) : [];
+    // The lane's etcd may still be electing a leader after the last faults: wait it out (a run
+    // whose rollout finished must not count as unfinished for a read of the harness's own).
+    const leftover = finished
+      ? await persist('leftover', () => fleet.leftoverSlots(), 120_000)
+      : [];
     const report = fleet.check({ complete: finished, leftover });
     report.violations.push(...extra);
     report.ok = report.violations.length === 0;
