@@ -283,6 +283,9 @@ describe('npm run demo', () => {
     );
     expect(out).toMatch(/^peak down in one domain: +1 \(domain-max 1\)$/m);
     expect(out).toMatch(/^invariant check: +invariants hold: 6 reboots/m);
+    // The timeline labels each lane with its node's domain.
+    const page = await readFile(printedPage(out), 'utf8');
+    expect(page).toContain('<title>n01 · zone-1</title>');
     expect(await leftovers(demo)).toEqual([]);
   }, 90_000);
 

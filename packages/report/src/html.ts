@@ -155,8 +155,9 @@ export function renderTimeline(t: FleetTimeline): string {
   // Lanes.
   for (const [i, lane] of t.lanes.entries()) {
     const y = lanesTop + i * row;
-    const name =
+    const named =
       lane.hostname && lane.hostname !== lane.node ? `${lane.node} (${lane.hostname})` : lane.node;
+    const name = lane.domain ? `${named} · ${lane.domain}` : named;
     svg.push(
       `<g class="lane" data-node="${esc(lane.node)}"><text x="${labelWidth - 6}" y="${y + row - 4}" class="label">${esc(clip(name, 26))}<title>${esc(name)}</title></text>`,
     );

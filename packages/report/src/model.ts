@@ -51,6 +51,8 @@ export interface Lane {
   node: string;
   /** Shown after the id when it says more (a hostname). */
   hostname?: string;
+  /** The node's failure domain, shown after its name. */
+  domain?: string;
   segments: Segment[];
   marks?: LaneMark[];
 }

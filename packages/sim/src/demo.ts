@@ -234,6 +234,7 @@ async function writeTimeline(): Promise<void> {
       stats,
       invariants: report,
       zone,
+      domains: fleet.domains,
       notes: [`etcd ${endpoint}, prefix ${prefix}, group ${group}, seed ${seed}`],
     }),
   );

@@ -48,6 +48,8 @@ export interface TimelineInput {
   zone?: string;
   /** Extra lines for the summary (flags of the run, say). */
   notes?: string[];
+  /** Each node's failure domain, shown in its lane's label. */
+  domains?: ReadonlyMap<string, string>;
 }
 
 /** A node's state at instant `t`, in the simulator's words (null: idle, nothing to draw). */
@@ -175,7 +177,8 @@ export function timelineModel(input: TimelineInput): FleetTimeline {
     const marks: LaneMark[] = input.events
       .filter((e) => e.node === node && e.kind === 'agent-kill')
       .map((e) => ({ at: e.at, kind: 'agent-kill', label: `agent SIGKILLed ${e.detail ?? ''}` }));
-    return { node, segments: segmentsOf(input, node), marks };
+    const domain = input.domains?.get(node);
+    return { node, ...(domain ? { domain } : {}), segments: segmentsOf(input, node), marks };
   });
   const t = input.timeline;
   const settings = (changes: readonly { at: number; raw: string | null }[]): SettingChange[] =>
