@@ -260,4 +260,6 @@ export const CheckJsonSchema = z.object({
   /** The zone a spec without one is read in (locksmith's syntax), and where it came from. */
   zone: z.string().min(1),
   zoneFrom: z.string().min(1),
+  /** The blackout (from --blackouts) in force at the instant, or null. */
+  blackout: z.string().nullable(),
 });
