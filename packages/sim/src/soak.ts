@@ -748,6 +748,13 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
         cleaned('unlock-lost');
         await fleet.forceUnlock(node);
       }
+      // A fault's write of max that timed out may still commit later (etcd can apply a proposal
+      // after its client gave up, say once an isolated member is back): put max right again.
+      const maxNow = await within(client.get(fleet.keys.max).string(), 2000);
+      if (maxNow !== undefined && maxNow !== String(max)) {
+        cleaned('max-restore');
+        await succeeds(fleet.setMax(max), 2000);
+      }
       const paused = await within(client.get(fleet.keys.paused).string(), 2000);
       if (paused) {
         const lost = fleet.timeline.lost.length;
