@@ -303,6 +303,34 @@ describe('checkInvariants', () => {
     expect(report.violations.map((v) => `${v.check}:${v.node}`)).toEqual(['domain:d', 'domain:d']);
   });
 
+  it('under domain-max, does not count a node still down whose slot an operator took away', () => {
+    // a (z1) goes down on its slot; an operator force-unlocks it (its marker goes) while it is
+    // still down; b (z1) is admitted and goes down too. As for max, that is the operator's doing.
+    const t = timeline(
+      [
+        ['holding/a', 'put'],
+        ['holding/a', 'delete'],
+        ['holding/b', 'put'],
+      ],
+      '1',
+    );
+    const report = checkInvariants({
+      reboots: [{ ...reboot('a', 250, 2), upAt: 5000 }, reboot('b', 700, 6)],
+      stages: stages('a', 'b'),
+      maxSets: [],
+      timeline: t,
+      complete: false,
+      domains: {
+        of: new Map([
+          ['a', 'z1'],
+          ['b', 'z1'],
+        ]),
+        max: 1,
+      },
+    });
+    expect(report.violations.map((v) => `${v.check}:${v.node}`)).toEqual([]);
+  });
+
   it('flags an admission while more holders are lost than the loss budget allows', () => {
     const input = { reboots: [], stages: [], maxSets: [], complete: false };
     // b is admitted after a was lost: with budget 0 the group should have halted.

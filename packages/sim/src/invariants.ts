@@ -442,8 +442,9 @@ function checkDown(input: InvariantInput, violations: Violation[]): number {
     });
     const domains = input.domains;
     if (domains) {
+      // Counted as for max: a node whose slot an operator took away while it was down is theirs.
       const byDomain = perDomain(
-        down.map((o) => o.node),
+        counted.map((o) => o.node),
         domains.of,
       );
       for (const [domain, in_] of byDomain) {
