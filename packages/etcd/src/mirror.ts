@@ -18,7 +18,7 @@
  * revision in etcd is not the one it holds.
  */
 import { type RawKV, SluiceError } from '@sluice/core';
-import type { Etcd3, IWatchResponse, Watcher } from 'etcd3';
+import type { Etcd3, IWatchResponse, Namespace, Watcher } from 'etcd3';
 import { Backoff, jitter } from './backoff.js';
 import { etcdCall } from './errors.js';
 import { readPrefix, toRawKV } from './reads.js';
@@ -30,11 +30,15 @@ import { readPrefix, toRawKV } from './reads.js';
  */
 export const WATCH_CREATE_MS = 10_000;
 
-/** Resolves once etcd confirmed the watch; rejects on its error or after `ms`. */
-function created(watcher: Watcher, ms: number): Promise<void> {
+/**
+ * Resolves once etcd confirmed the watch; rejects on its error or after `ms` (then calling
+ * `onTimeout` first).
+ */
+function created(watcher: Watcher, ms: number, onTimeout: () => void): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       done();
+      onTimeout();
       reject(new SluiceError('etcd-unavailable', `etcd did not confirm a watch within ${ms} ms`));
     }, ms);
     const onConnected = () => {
@@ -53,6 +57,25 @@ function created(watcher: Watcher, ms: number): Promise<void> {
     watcher.once('connected', onConnected);
     watcher.once('error', onError);
   });
+}
+
+/**
+ * Where the mirrors of a client make their watches: the client itself, until a watch went
+ * unconfirmed. etcd3 attaches a stream's watches one at a time, each after the one before was
+ * confirmed; a watch given up while its creation is in flight leaves that queue waiting for
+ * good, so no later watch on the stream is ever made (seen in the chaos soak: an agent that could
+ * not watch its window for minutes after the faults had healed). A namespace with the empty
+ * prefix has a watch stream of its own, on the same connection.
+ */
+const watchSources = new WeakMap<Etcd3, Namespace>();
+
+function watchSource(client: Etcd3): Namespace {
+  return watchSources.get(client) ?? client;
+}
+
+/** Moves the client's mirrors to a new watch stream, for their next watches. */
+function freshWatchSource(client: Etcd3): void {
+  watchSources.set(client, client.namespace(''));
 }
 
 /** What to mirror: one key, or every key under a prefix. */
@@ -262,15 +285,15 @@ export class Mirror {
 
   async #watchFrom(revision: number): Promise<void> {
     const range = this.range;
-    const builder = this.client.watch();
+    const builder = watchSource(this.client).watch();
     const scoped = 'key' in range ? builder.key(range.key) : builder.prefix(range.prefix);
     const watcher = scoped.startRevision(String(revision)).watcher();
-    await etcdCall(`a watch of ${this.#label}`, () => created(watcher, WATCH_CREATE_MS)).catch(
-      (error: unknown) => {
-        void watcher.cancel().catch(() => {});
-        throw error;
-      },
-    );
+    await etcdCall(`a watch of ${this.#label}`, () =>
+      created(watcher, WATCH_CREATE_MS, () => freshWatchSource(this.client)),
+    ).catch((error: unknown) => {
+      void watcher.cancel().catch(() => {});
+      throw error;
+    });
     if (this.#closed) {
       await watcher.cancel().catch(() => {});
       return;
