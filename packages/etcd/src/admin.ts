@@ -358,45 +358,41 @@ export class GroupAdmin {
   }
 
   /** Sets the group's window spec (validated by the caller), recording old → new in history. */
-  async setWindows(spec: string, by = ''): Promise<void> {
-    const now = this.now();
-    await this.#change(this.keys.windows, `a write of ${this.keys.windows}`, (old) => ({
-      next: spec,
-      record: this.#action('windows-set', by, { old, new: spec }, now),
-    }));
+  setWindows(spec: string, by = ''): Promise<void> {
+    return this.#setText(this.keys.windows, 'windows-set', spec, by);
   }
 
   /** Removes the group's window (always open), recording the old spec in history. */
-  async clearWindows(by = ''): Promise<boolean> {
-    const now = this.now();
-    const { changed } = await this.#change(
-      this.keys.windows,
-      `a delete of ${this.keys.windows}`,
-      (old) =>
-        old === null
-          ? undefined
-          : { next: null, record: this.#action('windows-clear', by, { old, new: null }, now) },
-    );
-    return changed;
+  clearWindows(by = ''): Promise<boolean> {
+    return this.#clearText(this.keys.windows, 'windows-clear', by);
   }
 
   /** Sets the group's blackouts (validated by the caller), recording old → new in history. */
-  async setBlackouts(spec: string, by = ''): Promise<void> {
-    const now = this.now();
-    await this.#change(this.keys.blackouts, `a write of ${this.keys.blackouts}`, (old) => ({
-      next: spec,
-      record: this.#action('blackouts-set', by, { old, new: spec }, now),
-    }));
+  setBlackouts(spec: string, by = ''): Promise<void> {
+    return this.#setText(this.keys.blackouts, 'blackouts-set', spec, by);
   }
 
   /** Removes the group's blackouts, recording the old ones in history. */
-  async clearBlackouts(by = ''): Promise<boolean> {
+  clearBlackouts(by = ''): Promise<boolean> {
+    return this.#clearText(this.keys.blackouts, 'blackouts-clear', by);
+  }
+
+  /** Writes a text setting, with `action` (old → new) in history in the same txn. */
+  async #setText(key: string, action: Action, value: string, by: string): Promise<void> {
     const now = this.now();
-    const key = this.keys.blackouts;
+    await this.#change(key, `a write of ${key}`, (old) => ({
+      next: value,
+      record: this.#action(action, by, { old, new: value }, now),
+    }));
+  }
+
+  /** Deletes a text setting, with `action` (old → unset) in history; false if it was unset. */
+  async #clearText(key: string, action: Action, by: string): Promise<boolean> {
+    const now = this.now();
     const { changed } = await this.#change(key, `a delete of ${key}`, (old) =>
       old === null
         ? undefined
-        : { next: null, record: this.#action('blackouts-clear', by, { old, new: null }, now) },
+        : { next: null, record: this.#action(action, by, { old, new: null }, now) },
     );
     return changed;
   }
