@@ -3,7 +3,43 @@
  * admission rule under domain-max, `decideInDomains()`, which `decideAdmission()` hands over to
  * when the key is set. See docs/sluiced.md ("Failure domains") for the rule in words.
  */
-import type { AdmissionView, Decision, HoldingEntry, QueueEntry, WaitReason } from './snapshot.js';
+import type { GroupKeys } from './keys.js';
+import { parseRecord, QueueRecordSchema } from './records.js';
+import type {
+  AdmissionView,
+  Decision,
+  HoldingEntry,
+  ParsedSettings,
+  QueueEntry,
+  RawKV,
+  WaitReason,
+} from './snapshot.js';
+
+/** The group's `domain-max` when it is set and valid; null otherwise (no domain rule). */
+export function domainLimit(settings: Pick<ParsedSettings, 'domainMax'>): number | null {
+  return settings.domainMax.ok ? settings.domainMax.value : null;
+}
+
+/**
+ * The failure domain of each waiter among queue keys `kvs` (null for one in no domain); the
+ * holders' keys among them (a marker with their create revision in `holding`) are skipped. An
+ * unreadable record has no known domain: it counts as able to go, which holds the nodes behind it
+ * back (fair, and never unsafe); its own admission fails closed.
+ */
+export function waiterDomains(
+  keys: GroupKeys,
+  holding: readonly HoldingEntry[],
+  kvs: Iterable<RawKV>,
+): (string | null)[] {
+  const markedAt = new Map(holding.map((h) => [h.node, h.marker?.createRevision]));
+  const out: (string | null)[] = [];
+  for (const kv of kvs) {
+    if (markedAt.get(kv.key.slice(keys.queuePrefix.length)) === kv.createRevision) continue;
+    const record = parseRecord(QueueRecordSchema, kv.value);
+    out.push(record.ok ? (record.value.domain ?? null) : null);
+  }
+  return out;
+}
 
 /** Holders (lost ones included) per failure domain; a marker nobody can read counts in all. */
 export function domainHolders(holding: readonly HoldingEntry[]): {

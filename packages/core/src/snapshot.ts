@@ -8,7 +8,7 @@
  */
 import type { z } from 'zod';
 import { blackoutAt, describeBlackout, parseBlackouts } from './blackouts.js';
-import { decideInDomains } from './domains.js';
+import { decideInDomains, domainLimit } from './domains.js';
 import { formatDuration } from './duration.js';
 import type { Result } from './errors.js';
 import type { GroupKeys } from './keys.js';
@@ -360,11 +360,11 @@ export interface AdmissionRead {
   /** `admitted`, if it exists. */
   admitted?: RawKV | undefined;
   /**
-   * Under `domain-max`: queue keys created before the node's own, with their values (holders'
-   * keys among them are skipped), and whether the reader stopped early (see `aheadDomainsCut`).
+   * Under domain-max: the domains of the waiters ahead (see `waiterDomains`), and whether the
+   * reader stopped early (see `AdmissionView.aheadDomainsCut`).
    */
-  aheadWaiters?: RawKV[];
-  aheadWaitersCut?: boolean;
+  aheadDomains?: (string | null)[];
+  aheadDomainsCut?: boolean;
 }
 
 /** Builds an admission view from what one read at one revision returned. Never throws. */
@@ -398,19 +398,8 @@ export function buildAdmissionView(
   for (const h of holding) {
     if (!h.orphan && !h.migrated && h.node !== node) holderKeys.set(h.node, live.get(h.node)!);
   }
-  let aheadDomains: (string | null)[] | null = null;
-  if (settings.domainMax.ok && settings.domainMax.value !== null) {
-    const markedAt = new Map(holding.map((h) => [h.node, h.marker?.createRevision]));
-    aheadDomains = [];
-    for (const kv of read.aheadWaiters ?? []) {
-      const waiter = kv.key.slice(keys.queuePrefix.length);
-      if (markedAt.get(waiter) === kv.createRevision) continue;
-      // An unreadable record has no known domain: it counts as able to go, which holds the nodes
-      // behind it back (fair, and never unsafe). Its own admission fails closed.
-      const record = parseRecord(QueueRecordSchema, kv.value);
-      aheadDomains.push(record.ok ? (record.value.domain ?? null) : null);
-    }
-  }
+  // Under domain-max the reader lists them (readAdmission reads them in a second step).
+  const aheadDomains = domainLimit(settings) === null ? null : (read.aheadDomains ?? []);
   return {
     group: keys.group,
     keys,
@@ -423,7 +412,7 @@ export function buildAdmissionView(
     aheadMore: read.aheadMore,
     holderKeys,
     aheadDomains,
-    aheadDomainsCut: read.aheadWaitersCut ?? false,
+    aheadDomainsCut: read.aheadDomainsCut ?? false,
     admittedRevision: read.admitted?.modRevision ?? 0,
     errors,
   };
@@ -456,7 +445,7 @@ export function admissionView(snapshot: GroupSnapshot, node: string): AdmissionV
     aheadMore: false,
     holderKeys,
     aheadDomains:
-      self && snapshot.domainMax.ok && snapshot.domainMax.value !== null
+      self && domainLimit(snapshot) !== null
         ? snapshot.queue
             .filter((e) => e.createRevision < self.createRevision && !e.holding)
             .map((e) => e.record?.domain ?? null)

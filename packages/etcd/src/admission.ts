@@ -23,11 +23,11 @@ import {
   buildAdmissionView,
   couldGo,
   domainHolders,
+  domainLimit,
   type GroupKeys,
-  parseRecord,
-  QueueRecordSchema,
   type RawKV,
   SluiceError,
+  waiterDomains,
 } from '@sluice/core';
 import type { Etcd3, ICompare, IRangeRequest, IRequestOp, IResponseOp } from 'etcd3';
 import { etcdCall } from './errors.js';
@@ -91,7 +91,7 @@ export async function readAdmission(
         );
       }
       const view = buildAdmissionView(keys, node, read);
-      if (view.aheadDomains === null || !view.self || !view.max.ok) return view;
+      if (domainLimit(view) === null || !view.self || !view.max.ok) return view;
       // Under domain-max: which waiters ahead could go now, read at the same revision.
       const ahead = await readAheadWaiters(client, view);
       return buildAdmissionView(keys, node, { ...read, ...ahead });
@@ -111,14 +111,12 @@ const AHEAD_PAGE = 256;
 async function readAheadWaiters(
   client: Etcd3,
   view: AdmissionView,
-): Promise<{ aheadWaiters: RawKV[]; aheadWaitersCut: boolean }> {
+): Promise<{ aheadDomains: (string | null)[]; aheadDomainsCut: boolean }> {
   const { keys } = view;
   const max = view.max.ok ? view.max.value : 0;
-  const domainMax = view.domainMax.ok ? (view.domainMax.value ?? 0) : 0;
+  const domainMax = domainLimit(view) ?? 0;
   const { inDomain } = domainHolders(view.holding);
-  const markedAt = new Map(view.holding.map((h) => [h.node, h.marker?.createRevision]));
   const free = max - view.holding.length;
-  const waiters: RawKV[] = [];
   const domains: (string | null)[] = [];
   let from = Buffer.from(keys.queuePrefix);
   for (;;) {
@@ -131,16 +129,10 @@ async function readAheadWaiters(
         limit: AHEAD_PAGE,
       }),
     );
-    for (const kv of res.kvs.map(toRawKV)) {
-      waiters.push(kv);
-      const waiter = kv.key.slice(keys.queuePrefix.length);
-      if (markedAt.get(waiter) === kv.createRevision) continue;
-      const record = parseRecord(QueueRecordSchema, kv.value);
-      domains.push(record.ok ? (record.value.domain ?? null) : null);
-    }
-    if (!res.more || res.kvs.length === 0) return { aheadWaiters: waiters, aheadWaitersCut: false };
+    domains.push(...waiterDomains(keys, view.holding, res.kvs.map(toRawKV)));
+    if (!res.more || res.kvs.length === 0) return { aheadDomains: domains, aheadDomainsCut: false };
     if (couldGo(domains, inDomain, domainMax) >= free) {
-      return { aheadWaiters: waiters, aheadWaitersCut: true };
+      return { aheadDomains: domains, aheadDomainsCut: true };
     }
     from = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
   }
@@ -242,7 +234,7 @@ export function admissionGuard(view: AdmissionView): ICompare[] {
   for (const [key, rev] of Object.entries(view.settingsRevisions)) {
     compares.push({ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: rev });
   }
-  if (view.domainMax.ok && view.domainMax.value !== null) {
+  if (domainLimit(view) !== null) {
     // Admissions under domain-max commit one at a time: see GroupKeys.admitted.
     compares.push({
       key: Buffer.from(view.keys.admitted),

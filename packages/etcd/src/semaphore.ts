@@ -21,6 +21,7 @@ import {
   type Decision,
   decide,
   decideAdmission,
+  domainLimit,
   type Grant,
   GroupKeys,
   type GroupSnapshot,
@@ -854,7 +855,7 @@ export class Semaphore implements SlotLock {
               value: Buffer.from(JSON.stringify(marker)),
             },
           },
-          ...(!view.domainMax.ok || view.domainMax.value === null
+          ...(domainLimit(view) === null
             ? []
             : [
                 {
