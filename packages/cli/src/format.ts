@@ -2,7 +2,7 @@
  * Human output: aligned tables, times with their age, durations as people say them, and the
  * status block `sluicectl status` and `watch` print. JSON output does not go through here.
  */
-import type { GroupStatus } from '@sluice/core';
+import type { CanaryStatus, GroupStatus } from '@sluice/core';
 
 /** How max came down, for holders above it: `max went 2 → 1`, or without the old value. */
 export function lowered(status: GroupStatus): string {
@@ -96,11 +96,30 @@ export function availableLine(status: GroupStatus, now: Date): string {
       return b.opensAt
         ? `0: the reboot window is closed until ${until(b.opensAt, now)}`
         : '0: the reboot window is closed and does not open in the next 16 days';
+    case 'canary':
+      return `0: ${b.detail}`;
     case 'full':
       if (b.max === 0) return '0: max is 0, admissions are stopped';
       return status.holdersOverMax > 0
         ? `0: ${b.holders} holders for max ${b.max}, ${status.holdersOverMax} admitted before ${lowered(status)} (draining)`
         : `0: all ${b.max} slot(s) taken`;
+  }
+}
+
+/** The canary line of a status: the setting, and where the current canary stands. */
+export function canaryLine(canary: CanaryStatus, now: Date): string {
+  const setting = `${canary.count} per new version, soak ${canary.soak}`;
+  if (canary.version === null) return `${setting}; no version canaried yet`;
+  const seats = `${canary.back.length} of ${canary.seated.length} back`;
+  switch (canary.phase) {
+    case 'failed':
+      return `${setting}; ${canary.version} FAILED: ${canary.failed.map((f) => `${f.node} ${f.why}`).join('; ')} (sluicectl canary reset, or skip)`;
+    case 'soaking':
+      return `${setting}; ${canary.version} soaking until ${until(canary.soakEndsAt!, now)} (${canary.seated.join(', ')})`;
+    case 'done':
+      return `${setting}; ${canary.version} done (${canary.seated.join(', ')})`;
+    default:
+      return `${setting}; ${canary.version} rebooting, ${seats} (${canary.seated.join(', ') || 'no seat taken'})`;
   }
 }
 
@@ -127,6 +146,7 @@ export function formatStatus(status: GroupStatus, now: Date): string {
     `Paused:     ${paused}`,
     `Window:     ${windowLine(status, now)}`,
     ...(status.domainMax === null ? [] : [`Domains:    ${domainsLine(status)}`]),
+    ...(status.canary === null ? [] : [`Canary:     ${canaryLine(status.canary, now)}`]),
     `Nodes:      ${status.registered} registered`,
     '',
   ];

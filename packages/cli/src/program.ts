@@ -333,6 +333,43 @@ with who did it (see "sluicectl history").`,
       exec(cmd, async (ctx) => (await import('./commands/blackouts.js')).clearBlackouts(ctx)),
     );
 
+  const canary = program
+    .command('canary')
+    .description(
+      "show the group's canary: the first nodes of each new version reboot alone, and nobody else goes until they are back and soaked",
+    )
+    .action(async (_opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/canary.js')).showCanary(ctx)),
+    );
+  canary
+    .command('set')
+    .description('canary K nodes of each new version, then soak (validated as the agents read it)')
+    .argument('<K>', 'canaries per version, 1 to 1000')
+    .argument('<SOAK>', 'how long after the last canary is back before the rest go: 30m, 2h, 1d')
+    .action(async (k: string, soak: string, _opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/canary.js')).setCanary(ctx, k, soak)),
+    );
+  canary
+    .command('clear')
+    .description("remove the group's canary: new versions go out as max allows")
+    .action(async (_opts: unknown, cmd: Command) =>
+      exec(cmd, async (ctx) => (await import('./commands/canary.js')).clearCanary(ctx)),
+    );
+  for (const [how, what] of [
+    [
+      'reset',
+      'forget the current canary (after a failure): the next nodes of the version are its canaries again',
+    ],
+    ['skip', "accept the current canary's version as proven: the rest go as max allows"],
+  ] as const) {
+    canary
+      .command(how)
+      .description(what)
+      .action(async (_opts: unknown, cmd: Command) =>
+        exec(cmd, async (ctx) => (await import('./commands/canary.js')).endCanary(ctx, how)),
+      );
+  }
+
   program
     .command('migrate-locksmith')
     .description(
@@ -366,7 +403,7 @@ is given back by that node's sluiced when it starts. See deploy/README.md.`,
     .option('--limit <n>', 'how many, newest first', '20')
     .option(
       '--kind <kind>',
-      'reboot, action, or one action: set-max, set-domain-max, pause, resume, windows-set, windows-clear, blackouts-set, blackouts-clear, lock, request-reboot, cancel-request, migrate-locksmith, halt',
+      'reboot, action, or one action: set-max, set-domain-max, pause, resume, windows-set, windows-clear, blackouts-set, blackouts-clear, canary-set, canary-clear, canary-reset, canary-skip, lock, request-reboot, cancel-request, migrate-locksmith, halt',
     )
     .option('--since <when>', 'only from then on: a duration back (7d, 36h) or an instant')
     .action(async (opts: { limit: string; kind?: string; since?: string }, cmd: Command) =>

@@ -348,6 +348,20 @@ function actionMarker(a: ActionRecord, at: number): Marker {
         label: `domain-max ${a.old ?? 'unset'} → ${a.new ?? 'unset'}`,
         ...by,
       };
+    case 'canary-set':
+    case 'canary-clear':
+    case 'canary-reset':
+    case 'canary-skip':
+      return {
+        at,
+        kind: 'max',
+        label: a.action.replace('-', ' '),
+        ...by,
+        detail:
+          a.action === 'canary-set' || a.action === 'canary-clear'
+            ? `${a.old ?? 'none'} → ${a.new ?? 'none'}`
+            : `version ${a.old ?? '?'}`,
+      };
     case 'windows-set':
       return {
         at,

@@ -9,9 +9,11 @@
  * 2. `halted`: more lost holders than the loss budget, or the pause sluice wrote for them;
  * 3. `paused`: an operator's pause (who, since when, why);
  * 4. `window-closed`: the group's window is shut (until when);
- * 5. `full`: every slot is taken (holders above max after a decrease are counted apart).
+ * 5. `canary`: a canary failed, or the canaries of a new version are out and soaking;
+ * 6. `full`: every slot is taken (holders above max after a decrease are counted apart).
  */
-import { type GroupSnapshot, lostHolders } from './snapshot.js';
+import { canaryProgress, canaryVerdict } from './canary.js';
+import { canaryInputs, type GroupSnapshot, lostHolders, mustHalt } from './snapshot.js';
 import { windowStateAll } from './window.js';
 
 /** Why a group admits nobody (more) right now. */
@@ -26,6 +28,14 @@ export type Blocker =
     }
   | { kind: 'paused'; reason: string; by: string | null; since: string | null }
   | { kind: 'window-closed'; opensAt: string | null }
+  | {
+      kind: 'canary';
+      /** True when a canary failed: nobody goes until `sluicectl canary reset` or `skip`. */
+      failed: boolean;
+      detail: string;
+      /** When the soak ends, once every canary is back. */
+      until: string | null;
+    }
   | { kind: 'full'; holders: number; max: number };
 
 /** The kinds of Blocker, in the order they are checked. */
@@ -34,6 +44,7 @@ export const BLOCKER_KINDS = [
   'halted',
   'paused',
   'window-closed',
+  'canary',
   'full',
 ] as const;
 
@@ -65,6 +76,8 @@ export function groupAdmission(snapshot: GroupSnapshot, now: Date): Admission {
     [snapshot.lossBudget, snapshot.keys.lossBudget],
     [snapshot.domainMax, snapshot.keys.domainMax],
     [snapshot.windows, snapshot.keys.windows],
+    [snapshot.canary, snapshot.keys.canary],
+    [snapshot.canaryState, snapshot.keys.canaryState],
   ] as const) {
     if (!result.ok) {
       // A bad blackouts value comes as the window's error, naming its own key.
@@ -76,7 +89,7 @@ export function groupAdmission(snapshot: GroupSnapshot, now: Date): Admission {
   const budget = snapshot.lossBudget.ok ? snapshot.lossBudget.value : 0;
   const pause = snapshot.paused;
   // The pause sluice writes for lost holders says `by: sluice` (see haltGroup()).
-  if (lost.length > budget || pause?.by === 'sluice') {
+  if (mustHalt(snapshot) || pause?.by === 'sluice') {
     return blocked({
       kind: 'halted',
       lost: lost.map((h) => h.node),
@@ -93,9 +106,33 @@ export function groupAdmission(snapshot: GroupSnapshot, now: Date): Admission {
       return blocked({ kind: 'window-closed', opensAt: state.nextStart?.toISOString() ?? null });
     }
   }
+  const canary = canaryBlocker(snapshot, now);
+  if (canary) return blocked(canary);
   const free = Math.max(0, (max ?? 0) - holders);
   if (free === 0) return blocked({ kind: 'full', holders, max: max ?? 0 });
   return { admittable: free, blocker: null, holders, overMax };
+}
+
+/**
+ * The canary as a blocker of the whole group: a failed canary, or the seats of the version taken
+ * and not all back and soaked. (Before the seats are taken only nodes of a newer version wait,
+ * and `decide()` says so for each.)
+ */
+function canaryBlocker(snapshot: GroupSnapshot, now: Date): Blocker | null {
+  const inputs = canaryInputs(snapshot);
+  const progress = canaryProgress(inputs, now);
+  if (!progress) return null;
+  const failed = progress.failed.length > 0;
+  if (!failed && (progress.settled || progress.seated.length < progress.count)) return null;
+  // What a waiter of another version is told: it names the canary and where it stands.
+  const verdict = canaryVerdict(inputs, undefined, now);
+  if (verdict.kind !== 'wait') return null;
+  return {
+    kind: 'canary',
+    failed,
+    detail: verdict.detail,
+    until: progress.soakEndsAt && !progress.settled ? progress.soakEndsAt.toISOString() : null,
+  };
 }
 
 /**
@@ -120,6 +157,8 @@ export function describeBlocker(blocker: Blocker): string {
       return blocker.opensAt
         ? `reboot window closed until ${blocker.opensAt}`
         : 'reboot window closed, and it does not open in the next 16 days';
+    case 'canary':
+      return blocker.detail;
     case 'full':
       return blocker.max === 0
         ? 'max is 0: admissions are stopped'

@@ -1,5 +1,6 @@
 export * from './admission.js';
 export * from './blackouts.js';
+export * from './canary.js';
 export * from './domains.js';
 export * from './duration.js';
 export * from './errors.js';

@@ -11,6 +11,9 @@
  * <prefix>groups/<g>/blackouts        dates on which the windows stay shut (freezes, holidays)
  * <prefix>groups/<g>/domain-max       holders allowed per failure domain; absent = no limit
  * <prefix>groups/<g>/admitted         the last admission under domain-max (it serialises them)
+ * <prefix>groups/<g>/canary           {"count":K,"soak":"30m"}: canaries per new version; absent = none
+ * <prefix>groups/<g>/canary-state     the version being canaried, written by canary admissions
+ * <prefix>groups/<g>/canaries/<node>  JSON CanaryRecord of one canary, written with its marker
  * <prefix>groups/<g>/queue/<node>     JSON QueueRecord, on a lease
  * <prefix>groups/<g>/holding/<node>   JSON HoldingMarker, no lease: written at admission
  * <prefix>groups/<g>/requests/<node>  JSON RebootRequest from `sluicectl request-reboot`, on a lease
@@ -63,6 +66,10 @@ export class GroupKeys {
    * read: admissions then commit one at a time, so the counts they were decided on still hold.
    */
   readonly admitted: string;
+  /** The canary setting, and the state the canary admissions write (see core/canary.ts). */
+  readonly canary: string;
+  readonly canaryState: string;
+  readonly canariesPrefix: string;
   readonly queuePrefix: string;
   readonly holdingPrefix: string;
   readonly requestsPrefix: string;
@@ -83,6 +90,9 @@ export class GroupKeys {
     this.domainMax = `${this.root}domain-max`;
     this.blackouts = `${this.root}blackouts`;
     this.admitted = `${this.root}admitted`;
+    this.canary = `${this.root}canary`;
+    this.canaryState = `${this.root}canary-state`;
+    this.canariesPrefix = `${this.root}canaries/`;
     this.queuePrefix = `${this.root}queue/`;
     this.holdingPrefix = `${this.root}holding/`;
     this.requestsPrefix = `${this.root}requests/`;
@@ -101,6 +111,11 @@ export class GroupKeys {
 
   request(node: string): string {
     return this.requestsPrefix + node;
+  }
+
+  /** The record of `node` as a canary. */
+  canaryRecord(node: string): string {
+    return this.canariesPrefix + node;
   }
 
   /** Where the live agent of `node` registers itself. */
@@ -128,7 +143,16 @@ export class GroupKeys {
 
   /** The keys whose values steer admission; the admission txn is guarded on all of them. */
   get settings(): readonly string[] {
-    return [this.max, this.paused, this.windows, this.blackouts, this.lossBudget, this.domainMax];
+    return [
+      this.max,
+      this.paused,
+      this.windows,
+      this.blackouts,
+      this.lossBudget,
+      this.domainMax,
+      this.canary,
+      this.canaryState,
+    ];
   }
 }
 

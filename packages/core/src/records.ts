@@ -164,7 +164,8 @@ export type HistoryRecord = z.infer<typeof HistoryRecordSchema>;
 
 /**
  * Operator actions recorded in history, next to the reboots: `set-max`, `set-domain-max`, `pause`, `resume`,
- * `windows-set`, `windows-clear`, `lock` (a slot taken by hand; its release is a reboot record
+ * `windows-set`, `windows-clear`, `blackouts-set`, `blackouts-clear`, `canary-set`, `canary-clear`,
+ * `canary-reset`, `canary-skip`, `lock` (a slot taken by hand; its release is a reboot record
  * with `by`), `request-reboot`, `cancel-request`, `migrate-locksmith`, and `halt` (the pause
  * sluice itself writes for a lost node).
  */
@@ -177,6 +178,10 @@ export const ACTIONS = [
   'windows-clear',
   'blackouts-set',
   'blackouts-clear',
+  'canary-set',
+  'canary-clear',
+  'canary-reset',
+  'canary-skip',
   'lock',
   'request-reboot',
   'cancel-request',

@@ -8,6 +8,17 @@
  */
 import type { z } from 'zod';
 import { blackoutAt, describeBlackout, parseBlackouts } from './blackouts.js';
+import {
+  type CanaryEntry,
+  type CanaryInputs,
+  CanaryRecordSchema,
+  type CanarySetting,
+  type CanaryState,
+  canaryVerdict,
+  lostCanary,
+  parseCanary,
+  parseCanaryState,
+} from './canary.js';
 import { decideInDomains, domainLimit } from './domains.js';
 import { formatDuration } from './duration.js';
 import type { Result } from './errors.js';
@@ -82,6 +93,8 @@ export interface GroupSnapshot extends ParsedSettings {
   conflicts: Map<string, NodeRegistration>;
   /** The mod revision of `admitted` (0: absent); see `GroupKeys.admitted`. */
   admittedRevision: number;
+  /** The canary records (`canaries/<node>`). */
+  canaries: CanaryEntry[];
   errors: KeyError[];
 }
 
@@ -91,6 +104,9 @@ export interface ParsedSettings {
   lossBudget: Result<number>;
   /** Holders allowed per failure domain; null: no limit (the key is absent). */
   domainMax: Result<number | null>;
+  /** The canary rule's setting (null: no canary) and the state canary admissions wrote. */
+  canary: Result<CanarySetting | null>;
+  canaryState: Result<CanaryState | null>;
   paused: Pause | null;
   windows: Result<WindowSpec | null>;
   /** Mod revisions of the settings keys (0 = absent), for the admission txn's guard. */
@@ -128,6 +144,8 @@ export function parseSettings(
   const max = parseMax(value(keys.max), keys.max);
   const lossBudget = parseLossBudget(value(keys.lossBudget), keys.lossBudget);
   const domainMax = parseDomainMax(value(keys.domainMax), keys.domainMax);
+  const canary = parseCanary(value(keys.canary), keys.canary);
+  const canaryState = parseCanaryState(value(keys.canaryState), keys.canaryState);
   const windowsText = value(keys.windows);
   const blackoutsText = value(keys.blackouts);
   const windows = groupWindow(keys, windowsText, blackoutsText);
@@ -135,6 +153,8 @@ export function parseSettings(
     [max, keys.max],
     [lossBudget, keys.lossBudget],
     [domainMax, keys.domainMax],
+    [canary, keys.canary],
+    [canaryState, keys.canaryState],
   ];
   for (const [r, key] of settings) {
     if (!r.ok) errors.push({ key, message: r.error.message });
@@ -146,7 +166,7 @@ export function parseSettings(
   const settingsRevisions: Record<string, number> = {};
   for (const key of keys.settings) settingsRevisions[key] = get(key)?.modRevision ?? 0;
   const paused = parsePaused(value(keys.paused));
-  return { max, lossBudget, domainMax, paused, windows, settingsRevisions };
+  return { max, lossBudget, domainMax, canary, canaryState, paused, windows, settingsRevisions };
 }
 
 /**
@@ -180,6 +200,21 @@ export function parseMarkers(
   return holding;
 }
 
+/** Parses canary records (`canaries/<node>`). */
+export function parseCanaries(
+  keys: GroupKeys,
+  kvs: Iterable<RawKV>,
+  errors: KeyError[],
+): CanaryEntry[] {
+  const entries: CanaryEntry[] = [];
+  for (const kv of kvs) {
+    const node = kv.key.slice(keys.canariesPrefix.length);
+    const record = parseJson(CanaryRecordSchema, kv, errors);
+    entries.push({ node, key: kv.key, modRevision: kv.modRevision, record });
+  }
+  return entries;
+}
+
 /** Groups raw key-values read under `keys.root` into a snapshot. Never throws. */
 export function buildSnapshot(
   keys: GroupKeys,
@@ -193,6 +228,7 @@ export function buildSnapshot(
 
   const markerKVs: RawKV[] = [];
   const queueKVs: RawKV[] = [];
+  const canaryKVs: RawKV[] = [];
   const requests = new Map<string, RebootRequest>();
   const nodes = new Map<string, NodeRegistration>();
   const conflicts = new Map<string, NodeRegistration>();
@@ -201,6 +237,8 @@ export function buildSnapshot(
       markerKVs.push(kv);
     } else if (kv.key.startsWith(keys.queuePrefix)) {
       queueKVs.push(kv);
+    } else if (kv.key.startsWith(keys.canariesPrefix)) {
+      canaryKVs.push(kv);
     } else if (kv.key.startsWith(keys.requestsPrefix)) {
       const request = parseJson(RebootRequestSchema, kv, errors);
       if (request) requests.set(kv.key.slice(keys.requestsPrefix.length), request);
@@ -242,6 +280,7 @@ export function buildSnapshot(
     nodes,
     conflicts,
     admittedRevision: byKey.get(keys.admitted)?.modRevision ?? 0,
+    canaries: parseCanaries(keys, canaryKVs, errors),
     errors,
   };
 }
@@ -274,7 +313,8 @@ function parseUncached(schema: z.ZodType, kv: RawKV): Parsed {
 }
 
 /** What decides whether a group halts: its markers, its pause and its loss budget. */
-type HaltInputs = Pick<GroupSnapshot, 'holding' | 'paused' | 'lossBudget'>;
+type HaltInputs = Pick<GroupSnapshot, 'holding' | 'paused' | 'lossBudget'> &
+  Partial<Pick<GroupSnapshot, 'canary' | 'canaries'>>;
 
 /** Lost holders: markers whose queue key expired without a release. */
 export function lostHolders(group: Pick<GroupSnapshot, 'holding'>): HoldingEntry[] {
@@ -340,6 +380,8 @@ export interface AdmissionView extends ParsedSettings {
   aheadDomainsCut: boolean;
   /** The mod revision of `admitted` at this revision (0: absent); see `GroupKeys.admitted`. */
   admittedRevision: number;
+  /** The canary records (`canaries/<node>`). */
+  canaries: CanaryEntry[];
   errors: KeyError[];
 }
 
@@ -359,6 +401,8 @@ export interface AdmissionRead {
   holderKeys: RawKV[];
   /** `admitted`, if it exists. */
   admitted?: RawKV | undefined;
+  /** The canary records (`canaries/<node>`). */
+  canaries?: RawKV[];
   /**
    * Under domain-max: the domains of the waiters ahead (see `waiterDomains`), and whether the
    * reader stopped early (see `AdmissionView.aheadDomainsCut`).
@@ -414,6 +458,7 @@ export function buildAdmissionView(
     aheadDomains,
     aheadDomainsCut: read.aheadDomainsCut ?? false,
     admittedRevision: read.admitted?.modRevision ?? 0,
+    canaries: parseCanaries(keys, read.canaries ?? [], errors),
     errors,
   };
 }
@@ -436,6 +481,8 @@ export function admissionView(snapshot: GroupSnapshot, node: string): AdmissionV
     max: snapshot.max,
     lossBudget: snapshot.lossBudget,
     domainMax: snapshot.domainMax,
+    canary: snapshot.canary,
+    canaryState: snapshot.canaryState,
     paused: snapshot.paused,
     windows: snapshot.windows,
     settingsRevisions: snapshot.settingsRevisions,
@@ -452,6 +499,7 @@ export function admissionView(snapshot: GroupSnapshot, node: string): AdmissionV
         : null,
     aheadDomainsCut: false,
     admittedRevision: snapshot.admittedRevision,
+    canaries: snapshot.canaries,
     errors: snapshot.errors,
   };
 }
@@ -469,6 +517,10 @@ export type WaitReason =
   | 'window-closing'
   /** The node's failure domain has `domain-max` holders already; nodes of other domains may pass. */
   | 'domain-full'
+  /** The group's canary for a new version is still soaking: nobody else goes until it is done. */
+  | 'canary'
+  /** A canary failed (post-checks, lost, forced off): nobody goes until an operator decides. */
+  | 'canary-failed'
   /** The node's clock is too far from etcd's to trust its windows (the agent's clock guard). */
   | 'clock-skew'
   | 'queue';
@@ -476,7 +528,12 @@ export type WaitReason =
 /** The outcome of `decide()`. */
 export type Decision =
   | { kind: 'holding' }
-  | { kind: 'admit'; rank: number }
+  | {
+      kind: 'admit';
+      rank: number;
+      /** Set when the node goes as a canary: the admission txn takes its seat. */
+      canary?: { version: string; start: boolean };
+    }
   | {
       kind: 'wait';
       reason: WaitReason;
@@ -538,10 +595,11 @@ export function decideAdmission(
   if (!lossBudget.ok) return wait('invalid-value', lossBudget.error.message);
   if (!domainMax.ok) return wait('invalid-value', domainMax.error.message);
   if (!windows.ok) return wait('invalid-value', windows.error.message);
+  if (!view.canary.ok) return wait('invalid-value', view.canary.error.message);
+  if (!view.canaryState.ok) return wait('invalid-value', view.canaryState.error.message);
   if (view.paused) return wait('paused', `group is paused: ${view.paused.reason}`);
-  const lost = lostHolders(view);
-  if (lost.length > lossBudget.value) {
-    return wait('halted', haltReason(lost));
+  if (mustHalt({ ...view, paused: null })) {
+    return wait('halted', haltReason(lostHolders(view), view));
   }
   const own = view.holding.find((h) => h.node === view.node);
   if (own?.migrated) {
@@ -586,9 +644,48 @@ export function decideAdmission(
       );
     }
   }
-  if (domainMax.value !== null)
-    return decideInDomains(view, self, max.value, domainMax.value, wait);
-  if (view.aheadMore || rank >= max.value) {
+  const canary = canaryVerdict(canaryInputs(view), self.record?.toVersion, now);
+  if (canary.kind === 'wait') return wait(canary.reason, canary.detail, canary.wakeAt);
+  const seat = canary.kind === 'seat' ? { version: canary.version, start: canary.start } : null;
+  const decision =
+    domainMax.value !== null
+      ? decideInDomains(view, self, max.value, domainMax.value, wait)
+      : decideByRank(view, self, rank, max.value, wait);
+  return decision.kind === 'admit' && seat ? { ...decision, canary: seat } : decision;
+}
+
+/** What the canary rule reads of a view. */
+export function canaryInputs(
+  view: Pick<AdmissionView, 'holding' | 'canary' | 'canaryState' | 'canaries'>,
+): CanaryInputs {
+  const live = new Set<string>();
+  const lost = new Set<string>();
+  for (const h of view.holding) (h.orphan ? lost : live).add(h.node);
+  return {
+    canary: view.canary,
+    canaryState: view.canaryState,
+    canaries: view.canaries,
+    liveHolders: live,
+    lostHolders: lost,
+  };
+}
+
+type Wait = (
+  reason: WaitReason,
+  detail: string,
+  wakeAt?: Date | null,
+  wake?: { aheadBelow: number },
+) => Decision;
+
+/** The FIFO rule without failure domains: fewer than max slots ahead, and a slot free. */
+function decideByRank(
+  view: AdmissionView,
+  self: QueueEntry,
+  rank: number,
+  max: number,
+  wait: Wait,
+): Decision {
+  if (view.aheadMore || rank >= max) {
     // Numbered as status numbers waiters: 1 is the next to be admitted (holders do not count).
     const holdersAhead = [...view.holderKeys.values()].filter(
       (revision) => revision < self.createRevision,
@@ -598,14 +695,14 @@ export function decideAdmission(
     // freeing up, a setting or this node's own key can change this.
     return wait(
       'queue',
-      `position ${position}${view.aheadMore ? ' or later' : ''} in the queue, all ${max.value} slot(s) taken`,
+      `position ${position}${view.aheadMore ? ' or later' : ''} in the queue, all ${max} slot(s) taken`,
       null,
-      { aheadBelow: max.value },
+      { aheadBelow: max },
     );
   }
-  if (view.holding.length >= max.value) {
+  if (view.holding.length >= max) {
     // Holders admitted before max was lowered: nobody new until they drain below it.
-    return wait('queue', `${view.holding.length} of ${max.value} slot(s) taken`);
+    return wait('queue', `${view.holding.length} of ${max} slot(s) taken`);
   }
   return { kind: 'admit', rank };
 }
@@ -614,10 +711,20 @@ export function decideAdmission(
  * The pause reason written when lost holders halt a group. A manual lock (`sluicectl lock`) that
  * ran out is named as one, with its reason: nobody rebooted there.
  */
-export function haltReason(lost: readonly HoldingEntry[]): string {
+export function haltReason(
+  lost: readonly HoldingEntry[],
+  group: Partial<Pick<GroupSnapshot, 'canary' | 'canaries'>> = {},
+): string {
   const manual = lost.filter((h) => h.marker?.manual);
   const rebooting = lost.filter((h) => !h.marker?.manual);
   const parts: string[] = [];
+  const { canary: setting, canaries } = group;
+  const canary =
+    setting && canaries
+      ? rebooting.filter((h) => lostCanary({ canary: setting, canaries }, h.node))
+      : [];
+  for (const h of canary) parts.push(`canary ${h.node} lost during reboot`);
+  if (canary.length > 0) return parts.join('; ');
   if (rebooting.length > 0) {
     const names = rebooting.map((h) => h.node).join(', ');
     parts.push(
@@ -637,5 +744,11 @@ export function haltReason(lost: readonly HoldingEntry[]): string {
 export function mustHalt(group: HaltInputs): boolean {
   if (group.paused) return false;
   const budget = group.lossBudget.ok ? group.lossBudget.value : 0;
-  return lostHolders(group).length > budget;
+  const lost = lostHolders(group);
+  if (lost.length > budget) return true;
+  // A lost canary halts the group whatever the budget: finding that out is what it was for.
+  const { canary, canaries } = group;
+  return canary !== undefined && canaries !== undefined
+    ? lost.some((h) => !h.marker?.manual && lostCanary({ canary, canaries }, h.node))
+    : false;
 }

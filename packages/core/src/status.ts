@@ -5,10 +5,11 @@
 
 import { type Blocker, describeBlocker, groupAdmission } from './admission.js';
 import { blackoutAt, describeBlackout, formatBlackouts } from './blackouts.js';
+import { canaryProgress } from './canary.js';
 import { domainHolders } from './domains.js';
 import { formatDuration } from './duration.js';
 import { FLEETLOCK_CLIENT, FLEETLOCK_TOKEN, type NodeState, requestExpired } from './records.js';
-import { type GroupSnapshot, lostHolders } from './snapshot.js';
+import { canaryInputs, type GroupSnapshot, lostHolders } from './snapshot.js';
 import { formatWindowSpec, windowStateAll } from './window.js';
 
 /**
@@ -68,6 +69,57 @@ export interface RequestStatus {
   expiresAt: string | null;
 }
 
+/**
+ * Where a group's canary stands: `waiting` (no version canaried yet), `rebooting` (seats taken,
+ * canaries in their slots), `soaking` (all back, the soak running), `done` (soaked; the version is
+ * proven), or `failed` (a canary failed: nobody goes until `sluicectl canary reset` or `skip`).
+ */
+export interface CanaryStatus {
+  count: number;
+  soak: string;
+  phase: 'waiting' | 'rebooting' | 'soaking' | 'done' | 'failed';
+  /** The version being canaried; null before the first. */
+  version: string | null;
+  seated: string[];
+  back: string[];
+  failed: { node: string; why: string }[];
+  /** When the soak ends (or ended), once every canary is back. */
+  soakEndsAt: string | null;
+  /** Versions proven before, newest last. */
+  done: string[];
+}
+
+function canaryStatus(snapshot: GroupSnapshot, now: Date): CanaryStatus | null {
+  if (!snapshot.canary.ok || !snapshot.canary.value) return null;
+  const { count, soakMs } = snapshot.canary.value;
+  const base = { count, soak: formatDuration(soakMs) };
+  const progress = canaryProgress(canaryInputs(snapshot), now);
+  if (!progress) {
+    const empty = { version: null, seated: [], back: [], failed: [], soakEndsAt: null, done: [] };
+    return { ...base, phase: 'waiting', ...empty };
+  }
+  const phase: CanaryStatus['phase'] =
+    progress.failed.length > 0
+      ? 'failed'
+      : progress.settled
+        ? 'done'
+        : progress.soakEndsAt
+          ? 'soaking'
+          : progress.seated.length > 0
+            ? 'rebooting'
+            : 'waiting';
+  return {
+    ...base,
+    phase,
+    version: progress.version,
+    seated: progress.seated,
+    back: progress.back,
+    failed: progress.failed,
+    soakEndsAt: progress.soakEndsAt?.toISOString() ?? null,
+    done: [...progress.done],
+  };
+}
+
 /** The status of one group: the shape of `sluicectl status -o json`. */
 export interface GroupStatus {
   group: string;
@@ -86,6 +138,8 @@ export interface GroupStatus {
   domainMax: number | null;
   /** Under domain-max: each failure domain with a holder or a waiter, and its holders. */
   domains: { domain: string; holders: number; waiting: number; full: boolean }[];
+  /** The group's canary (`groups/<g>/canary`), and where the current one stands; null without one. */
+  canary: CanaryStatus | null;
   /**
    * While holders are above max: max before its last change, as etcd's history of the key has it
    * (null when that revision was compacted away, or the key was absent before).
@@ -236,6 +290,7 @@ export function groupStatus(
     maxBefore: null,
     domainMax: snapshot.domainMax.ok ? snapshot.domainMax.value : null,
     domains: domainsOf(snapshot, holders, waiting),
+    canary: canaryStatus(snapshot, now),
     paused: snapshot.paused
       ? { reason: snapshot.paused.reason, since: snapshot.paused.since, by: snapshot.paused.by }
       : null,

@@ -11,6 +11,8 @@ import {
   type Action,
   type ActionRecord,
   ActionRecordSchema,
+  CANARY_DONE_KEPT,
+  CanaryStateSchema,
   checkRecord,
   formatPause,
   type GroupKeys,
@@ -23,6 +25,7 @@ import {
   parseDomainMax,
   parseMax,
   parsePaused,
+  parseRecord,
   type RebootRequest,
   type Result,
   readJson,
@@ -32,6 +35,7 @@ import { type Etcd3, Range } from 'etcd3';
 import { etcdCall, toSluiceError } from './errors.js';
 import { coalesce, GroupWatch, readGroup } from './group-watch.js';
 import { haltGroup, pruneHistory, slotHistory } from './history.js';
+import { prefixEnd } from './reads.js';
 
 /**
  * What `releaseManual()` did: released a held slot (recorded in history), or removed a waiter
@@ -375,6 +379,74 @@ export class GroupAdmin {
   /** Removes the group's blackouts, recording the old ones in history. */
   clearBlackouts(by = ''): Promise<boolean> {
     return this.#clearText(this.keys.blackouts, 'blackouts-clear', by);
+  }
+
+  /** Sets the group's canary setting (validated by the caller), recording old → new in history. */
+  setCanary(text: string, by = ''): Promise<void> {
+    return this.#setText(this.keys.canary, 'canary-set', text, by);
+  }
+
+  /** Removes the group's canary setting (no canary any more), recording the old one in history. */
+  clearCanary(by = ''): Promise<boolean> {
+    return this.#clearText(this.keys.canary, 'canary-clear', by);
+  }
+
+  /**
+   * Ends the current canary: `reset` forgets it (the next nodes of the version are its canaries
+   * again), `skip` accepts its version as proven. Both drop the canary records, so a failed canary
+   * no longer stops the group (a halt it caused stays until `resume`). Recorded in history with
+   * the version; false when there was no canary.
+   */
+  async endCanary(how: 'reset' | 'skip', by = ''): Promise<{ version: string | null }> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const res = await etcdCall(`a read of ${this.keys.canaryState}`, () =>
+        this.client.kv.txn({
+          compare: [],
+          success: [
+            { request_range: { key: Buffer.from(this.keys.canaryState) } },
+            {
+              request_range: {
+                key: Buffer.from(this.keys.canariesPrefix),
+                range_end: prefixEnd(this.keys.canariesPrefix),
+                keys_only: true,
+              },
+            },
+          ],
+        }),
+      );
+      const stateKv = res.responses[0]?.response_range?.kvs[0];
+      const records = res.responses[1]?.response_range?.kvs ?? [];
+      const parsed = stateKv ? parseRecord(CanaryStateSchema, stateKv.value.toString()) : null;
+      const state = parsed?.ok ? parsed.value : null;
+      if (!stateKv && records.length === 0) return { version: null };
+      const version = state?.version ?? null;
+      const now = this.now();
+      const record = this.#action(`canary-${how}`, by, { old: version, new: null }, now);
+      const ops = [
+        ...records.map((kv) => this.client.delete().key(kv.key.toString())),
+        this.client.put(record.key).value(record.value),
+      ];
+      if (how === 'skip' && state) {
+        const done = [...state.done.filter((v) => v !== state.version), state.version];
+        const skipped = { ...state, done: done.slice(-CANARY_DONE_KEPT) };
+        ops.push(this.client.put(this.keys.canaryState).value(JSON.stringify(skipped)));
+      } else {
+        ops.push(this.client.delete().key(this.keys.canaryState));
+      }
+      const mod = stateKv ? Number(stateKv.mod_revision) : 0;
+      const done = await etcdCall(`a write of ${this.keys.canaryState}`, () =>
+        this.client
+          .if(this.keys.canaryState, 'Mod', '==', mod)
+          .then(...ops)
+          .commit(),
+      );
+      if (done.succeeded) return { version };
+    }
+    throw new SluiceError(
+      'refused',
+      `${this.keys.canaryState} kept changing while ending the canary; run the command again`,
+      this.keys.canaryState,
+    );
   }
 
   /** Writes a text setting, with `action` (old → new) in history in the same txn. */

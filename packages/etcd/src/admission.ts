@@ -21,12 +21,15 @@
 import {
   type AdmissionView,
   buildAdmissionView,
+  type CanaryRecord,
+  canaryInputs,
   couldGo,
   domainHolders,
   domainLimit,
   type GroupKeys,
   type RawKV,
   SluiceError,
+  seatState,
   waiterDomains,
 } from '@sluice/core';
 import type { Etcd3, ICompare, IRangeRequest, IRequestOp, IResponseOp } from 'etcd3';
@@ -35,6 +38,31 @@ import { prefixEnd, readPrefix, toRawKV } from './reads.js';
 
 /** etcd's default `--max-txn-ops`: operations allowed in each part of one txn. */
 export const DEFAULT_MAX_TXN_OPS = 128;
+
+/**
+ * The writes that seat `node` as a canary (see core/canary.ts), for its admission txn: the new
+ * `canary-state` (guarded with the other settings keys), the node's canary record, and when a new
+ * version's canary starts, the deletion of the last version's records.
+ */
+export function canarySeatOps(
+  view: AdmissionView,
+  seat: { version: string; start: boolean },
+  now: Date,
+): IRequestOp[] {
+  const { keys, node } = view;
+  const state = seatState(canaryInputs(view), seat, now);
+  const record: CanaryRecord = { v: 1, node, version: seat.version, grantedAt: now.toISOString() };
+  const put = (key: string, value: unknown): IRequestOp => ({
+    request_put: { key: Buffer.from(key), value: Buffer.from(JSON.stringify(value)) },
+  });
+  const ops = [put(keys.canaryState, state), put(keys.canaryRecord(node), record)];
+  if (seat.start) {
+    for (const c of view.canaries) {
+      if (c.node !== node) ops.push({ request_delete_range: { key: Buffer.from(c.key) } });
+    }
+  }
+  return ops;
+}
 
 /** Operations of the admission txn other than one compare per live holder. */
 const FIXED_COMPARES = 4;
@@ -159,6 +187,8 @@ async function readOnce(
       max_create_revision: Math.max(1, options.selfCreateRevision - 1),
       limit: aheadLimit,
     }),
+    // A few records at most: the canaries of the version being canaried.
+    prefixRange(keys.canariesPrefix),
   ];
   const holderList = [...holders].filter((n) => n !== node);
   const perKey = holderList.length + ops.length <= maxTxnOps;
@@ -174,7 +204,7 @@ async function readOnce(
   const aheadRange = r[3 + settings.length]?.response_range;
   let holderKeys: RawKV[];
   if (perKey) {
-    holderKeys = r.slice(4 + settings.length).flatMap((op) => kvsOf(op));
+    holderKeys = r.slice(5 + settings.length).flatMap((op) => kvsOf(op));
   } else {
     // More holders than one txn may read key by key: read their queue keys (keys only) at R.
     const wanted = new Set(holderList.map((n) => keys.queue(n)));
@@ -196,6 +226,7 @@ async function readOnce(
     aheadMore: Boolean(aheadRange?.more),
     holderKeys,
     admitted,
+    canaries: kvsOf(r[4 + settings.length]),
   };
 }
 

@@ -15,7 +15,7 @@ import {
   mustHalt,
   type QueueRecord,
 } from '@sluice/core';
-import { type Etcd3, Range } from 'etcd3';
+import { type ComparatorBuilder, type Etcd3, Range } from 'etcd3';
 import { etcdCall } from './errors.js';
 
 /** What ended a slot, for `slotHistory()`. */
@@ -63,7 +63,8 @@ export function slotHistory(end: SlotEnd): { key: string; record: HistoryRecord 
 }
 
 /** What `haltGroup()` needs: the group's keys, markers, pause and loss budget. */
-export type HaltView = Pick<GroupSnapshot, 'keys' | 'holding' | 'paused' | 'lossBudget'>;
+export type HaltView = Pick<GroupSnapshot, 'keys' | 'holding' | 'paused' | 'lossBudget'> &
+  Partial<Pick<GroupSnapshot, 'canary' | 'canaries'>>;
 
 /**
  * Pauses a group for its lost holders, if it has more than its loss budget and is not paused.
@@ -75,8 +76,29 @@ export async function haltGroup(client: Etcd3, view: HaltView): Promise<boolean>
   const keys = view.keys;
   let txn = client.if(keys.paused, 'Create', '==', 0);
   for (const h of lost) txn = txn.and(h.key, 'Mod', '==', h.modRevision);
-  const reason = haltReason(lost);
-  const now = new Date();
+  return haltTxn(client, txn, keys, haltReason(lost, view), new Date());
+}
+
+/**
+ * Pauses a group for `reason` (a canary that failed), as sluice's own halt, unless it is paused
+ * already: never over an operator's pause.
+ */
+export function haltGroupFor(
+  client: Etcd3,
+  keys: GroupKeys,
+  reason: string,
+  now: Date,
+): Promise<boolean> {
+  return haltTxn(client, client.if(keys.paused, 'Create', '==', 0), keys, reason, now);
+}
+
+async function haltTxn(
+  client: Etcd3,
+  txn: ComparatorBuilder,
+  keys: GroupKeys,
+  reason: string,
+  now: Date,
+): Promise<boolean> {
   const value = JSON.stringify({ reason, since: now.toISOString(), by: 'sluice' });
   // The halt goes into history with the pause, so the fleet timeline can shade it.
   const action: ActionRecord = {
@@ -89,7 +111,7 @@ export async function haltGroup(client: Etcd3, view: HaltView): Promise<boolean>
     reason,
   };
   const historyKey = keys.actionHistory(now.getTime(), 'halt', randomUUID().slice(0, 8));
-  const res = await etcdCall(`pausing ${keys.root} for lost holders`, () =>
+  const res = await etcdCall(`halting ${keys.root}`, () =>
     txn
       .then(
         client.put(keys.paused).value(value),

@@ -16,6 +16,7 @@
 import {
   type AdmissionView,
   buildSnapshot,
+  CanaryRecordSchema,
   DEFAULT_GROUP,
   DEFAULT_PREFIX,
   type Decision,
@@ -46,6 +47,7 @@ import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 import {
   admissionGuard,
   admissionTooBig,
+  canarySeatOps,
   DEFAULT_MAX_TXN_OPS,
   readAdmission,
   readHalt,
@@ -53,7 +55,7 @@ import {
 import { Backoff, jitter } from './backoff.js';
 import { etcdCall, isTransient } from './errors.js';
 import { coalesce, GroupWatch, readGroup } from './group-watch.js';
-import { haltGroup, pruneHistory, slotHistory } from './history.js';
+import { haltGroup, haltGroupFor, pruneHistory, slotHistory } from './history.js';
 import { prefixEnd, toRawKV } from './reads.js';
 import { Session } from './session.js';
 
@@ -212,7 +214,7 @@ export class Semaphore implements SlotLock {
     const res = await etcdCall(`a read of ${queueKey}`, () =>
       this.#client.kv.txn({
         compare: [],
-        success: [queueKey, holdingKey].map((key) => ({
+        success: [queueKey, holdingKey, this.keys.canaryRecord(this.node)].map((key) => ({
           request_range: { key: Buffer.from(key) },
         })),
       }),
@@ -654,7 +656,7 @@ export class Semaphore implements SlotLock {
           return;
         }
         if (decision.kind === 'admit') {
-          const grant = await this.#admit(view);
+          const grant = await this.#admit(view, decision);
           if (grant) {
             finish(() => resolve(grant));
             return;
@@ -793,7 +795,7 @@ export class Semaphore implements SlotLock {
           wakeAt: null,
         };
       }
-      const grant = await this.#admit(view);
+      const grant = await this.#admit(view, decision);
       if (grant) return grant;
       return {
         kind: 'wait',
@@ -811,7 +813,7 @@ export class Semaphore implements SlotLock {
    * Moves our key to the hold lease and writes the lease-less holding marker. Returns null when
    * the guard failed.
    */
-  async #admit(view: AdmissionView): Promise<Grant | null> {
+  async #admit(view: AdmissionView, decision: Decision): Promise<Grant | null> {
     const self = view.self!;
     const hold = await this.#holdLease();
     const holdingKey = this.keys.holding(this.node);
@@ -855,6 +857,9 @@ export class Semaphore implements SlotLock {
               value: Buffer.from(JSON.stringify(marker)),
             },
           },
+          ...(decision.kind === 'admit' && decision.canary
+            ? canarySeatOps(view, decision.canary, this.#now())
+            : []),
           ...(domainLimit(view) === null
             ? []
             : [
@@ -909,7 +914,33 @@ export class Semaphore implements SlotLock {
     if (!res.succeeded) {
       throw new SluiceError('refused', `${key} is gone: this node no longer holds its slot`, key);
     }
+    if (state === 'post-checking' && patch.problem) await this.#failCanary(grant, patch.problem);
     return { ...grant, record };
+  }
+
+  /**
+   * A canary whose post-checks fail past their deadline: its record says so (which stops the
+   * group's admissions until an operator resets or skips the canary), and the group is halted
+   * with the reason, unless it is paused already.
+   */
+  async #failCanary(grant: Grant, problem: string): Promise<void> {
+    const key = this.keys.canaryRecord(this.node);
+    const res = await etcdCall(`a read of ${key}`, () => this.#client.get(key).exec());
+    const kv = res.kvs[0];
+    const parsed = kv ? parseRecord(CanaryRecordSchema, kv.value.toString()) : null;
+    if (!kv || !parsed?.ok || parsed.value.outcome !== undefined) return;
+    const now = this.#now().toISOString();
+    const failed = { ...parsed.value, outcome: 'failed', endedAt: now, problem };
+    const marked = await etcdCall(`marking ${key} failed`, () =>
+      this.#client
+        .if(key, 'Mod', '==', Number(kv.mod_revision))
+        .and(this.keys.holding(this.node), 'Create', '==', grant.revision)
+        .then(this.#client.put(key).value(JSON.stringify(failed)))
+        .commit(),
+    );
+    if (!marked.succeeded) return;
+    const reason = `canary ${this.node} of ${parsed.value.version} failed: ${problem}`;
+    await haltGroupFor(this.#client, this.keys, reason, this.#now());
   }
 
   /**
@@ -948,6 +979,7 @@ export class Semaphore implements SlotLock {
         },
       ];
       const success: IRequestOp[] = [{ request_delete_range: { key: Buffer.from(own.entry.key) } }];
+      const canary = ours ? this.#endCanary(snapshot, outcome, compare) : [];
       if (ours) {
         compare.push({
           key: Buffer.from(ours.key),
@@ -963,6 +995,7 @@ export class Semaphore implements SlotLock {
               value: Buffer.from(JSON.stringify(history.record)),
             },
           },
+          ...canary,
           // The other markers, to see whether a holder was lost (see #haltIfLost).
           {
             request_range: {
@@ -976,6 +1009,8 @@ export class Semaphore implements SlotLock {
       const res = await etcdCall(`releasing ${own.entry.key}`, () =>
         this.#client.kv.txn({ compare, success }),
       );
+      // The canary record changed meanwhile (an operator reset the canary): release again.
+      if (!res.succeeded && canary.length > 0) return this.release(grant, outcome, signal);
       this.#dropLeases();
       if (res.succeeded && ours) {
         await this.#pruneHistory();
@@ -991,6 +1026,25 @@ export class Semaphore implements SlotLock {
     }
     this.#dropLeases();
     return false;
+  }
+
+  /**
+   * For a release: the write that ends this node's canary record with the slot (`released` means
+   * its post-checks passed), guarded on the record as read. Nothing when it is no canary.
+   */
+  #endCanary(snapshot: GroupSnapshot, outcome: string, compare: ICompare[]): IRequestOp[] {
+    const entry = snapshot.canaries.find((c) => c.node === this.node);
+    if (!entry?.record || entry.record.outcome !== undefined) return [];
+    compare.push({
+      key: Buffer.from(entry.key),
+      target: 'Mod',
+      result: 'Equal',
+      mod_revision: entry.modRevision,
+    });
+    const ended = { ...entry.record, outcome, endedAt: this.#now().toISOString() };
+    return [
+      { request_put: { key: Buffer.from(entry.key), value: Buffer.from(JSON.stringify(ended)) } },
+    ];
   }
 
   /**

@@ -201,7 +201,11 @@ export class FleetLockService {
     switch (decision.reason) {
       case 'queue':
       case 'domain-full':
+      case 'canary':
+        // A canary soaking holds everyone back as a full group would: the place is kept.
         return failure('full', `${decision.detail}; the place is kept: poll again`);
+      case 'canary-failed':
+        return failure('halted', `${decision.detail}${place}`);
       case 'window-closed': {
         const opens = decision.wakeAt ? `; it opens at ${decision.wakeAt.toISOString()}` : '';
         return failure(

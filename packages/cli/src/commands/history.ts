@@ -78,6 +78,12 @@ function actionDetail(a: ActionRecord): string {
     case 'blackouts-set':
     case 'blackouts-clear':
       return `blackouts ${a.old ?? 'none'} -> ${a.new ?? 'none'}`;
+    case 'canary-set':
+    case 'canary-clear':
+      return `canary ${a.old ?? 'none'} -> ${a.new ?? 'none'}`;
+    case 'canary-reset':
+    case 'canary-skip':
+      return `canary of ${a.old ?? '?'} ${a.action === 'canary-reset' ? 'reset' : 'skipped'}`;
     case 'set-domain-max':
       return `domain-max ${a.old ?? 'unset (no limit)'} -> ${a.new ?? 'unset (no limit)'}`;
     case 'windows-set':
