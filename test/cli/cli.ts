@@ -163,7 +163,7 @@ export const StatusJsonSchema = z.object({
   /** Why nothing (more) can be admitted, or null. */
   blocker: z
     .object({
-      kind: z.enum(['invalid-value', 'halted', 'paused', 'window-closed', 'full']),
+      kind: z.enum(['invalid-value', 'halted', 'paused', 'window-closed', 'canary', 'full']),
       message: z.string(),
     })
     .passthrough()

@@ -2,8 +2,8 @@
  * `sluicectl status`: one group, or every group under the prefix with `--all-groups`. With
  * `--check`, only the verdict, for monitoring and scripts: exit 0 when the group is healthy, 1
  * when it is paused or halted, has invalid or unreadable keys, holders above max or lost, a
- * holder whose post-reboot checks fail past their deadline, or an agent that cannot take part (a
- * second agent with its node id, a clock too far from etcd's), with one line per reason.
+ * holder whose post-reboot checks fail past their deadline, a failed canary, or an agent that
+ * cannot take part (a second agent with its node id, a clock too far from etcd's), with one line per reason.
  */
 import { GroupKeys, type GroupStatus, groupsPrefix, SluiceError } from '@sluice/core';
 import { etcdCall, GroupAdmin } from '@sluice/etcd';
@@ -29,6 +29,8 @@ export function problems(status: GroupStatus, now: Date): string[] {
     );
   }
   for (const e of status.errors) out.push(`${e.key}: ${e.message}`);
+  // A failed canary stops the group until an operator resets or skips it (a soaking one is fine).
+  if (status.blocker?.kind === 'canary' && status.blocker.failed) out.push(status.blocker.detail);
   if (status.holdersOverMax > 0) {
     out.push(
       `${status.holdersOverMax} holder(s) above max ${status.max}: ${status.holders
