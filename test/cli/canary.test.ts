@@ -108,7 +108,10 @@ describe('sluicectl canary', () => {
     expect(check.stdout + check.stderr).toContain('the canary of 2.0 failed');
     const reset = await cli.run(['canary', 'reset']);
     expect(reset.stdout).toContain('canary of 2.0 in group');
-    expect((await etcd.etcdctl(['get', cli.keys.canaryState])).trim()).toBe('');
+    const state = await etcd.etcdctl(['get', cli.keys.canaryState, '--print-value-only']);
+    expect(JSON.parse(state)).toMatchObject({ version: '2.0', seats: 0, done: ['1.9'] });
+    const records = await etcd.etcdctl(['get', '--prefix', cli.keys.canariesPrefix, '--keys-only']);
+    expect(records.trim()).toBe('');
     expect(((await cli.json(['status'])) as { blocker: unknown }).blocker).toBeNull();
 
     await etcd.etcdctl(['put', cli.keys.canary, '{"count":2,"soak":"30 minutes"}']);

@@ -173,6 +173,28 @@ describe('canary', () => {
     expect(records.trim()).toBe(env.keys.canaryRecord('b'));
   });
 
+  it('a reset keeps the versions proven before: their nodes go freely, not as canaries', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '3']);
+    await etcd.etcdctl(['put', env.keys.canary, '{"count":1,"soak":"1s"}']);
+    const [a, b, c] = ['a', 'b', 'c'].map((n) => env.semaphore(n));
+    await release(a!, await acquire(a!, '1.0'));
+    await sleep(1100); // 1.0 is proven
+    const gb = await acquire(b!, '2.0');
+    await b!.setState(gb, 'post-checking', { problem: 'post-reboot checks failing' });
+    const admin = new GroupAdmin(env.client(), env.keys);
+    expect(await admin.endCanary('reset', 'ops@test')).toEqual({ version: '2.0' });
+    await etcd.etcdctl(['del', env.keys.paused]);
+    const state = JSON.parse(
+      await etcd.etcdctl(['get', env.keys.canaryState, '--print-value-only']),
+    );
+    expect(state).toMatchObject({ version: '2.0', seats: 0, done: ['1.0'] });
+    // c still runs the proven 1.0: it goes, and takes no canary seat.
+    expect(await c!.tryAdmit({ toVersion: '1.0' })).toHaveProperty('revision');
+    const records = await etcd.etcdctl(['get', '--prefix', env.keys.canariesPrefix, '--keys-only']);
+    expect(records.trim()).toBe('');
+  });
+
   it('a lost canary halts the group whatever the loss budget', async () => {
     env = new TestEnv(etcd.endpoints);
     await etcd.etcdctl(['put', env.keys.max, '3']);

@@ -430,6 +430,10 @@ export class GroupAdmin {
         const done = [...state.done.filter((v) => v !== state.version), state.version];
         const skipped = { ...state, done: done.slice(-CANARY_DONE_KEPT) };
         ops.push(this.client.put(this.keys.canaryState).value(JSON.stringify(skipped)));
+      } else if (state) {
+        // Reset: the version's next nodes are its canaries again; the versions proven stay proven.
+        const again = { ...state, seats: 0, startedAt: now.toISOString() };
+        ops.push(this.client.put(this.keys.canaryState).value(JSON.stringify(again)));
       } else {
         ops.push(this.client.delete().key(this.keys.canaryState));
       }
