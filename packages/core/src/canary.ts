@@ -277,7 +277,10 @@ export function canaryVerdict(
 function canaryWaitDetail(progress: CanaryProgress, now: Date): string {
   const head = `canary of ${progress.version}: ${progress.back.length} of ${progress.seated.length} back`;
   if (progress.soakEndsAt) {
-    const left = Math.max(0, progress.soakEndsAt.getTime() - now.getTime());
+    const left = Math.max(
+      0,
+      Math.ceil((progress.soakEndsAt.getTime() - now.getTime()) / 1000) * 1000,
+    );
     return `${head}, soaking until ${progress.soakEndsAt.toISOString()} (${formatDuration(left)} left)`;
   }
   return `${head} (${progress.inFlight.join(', ')} still rebooting)`;
