@@ -289,6 +289,28 @@ describe('npm run demo', () => {
     expect(await leftovers(demo)).toEqual([]);
   }, 90_000);
 
+  it('--canary 2 reboots two nodes first, and the rest only once they are back and soaked', async () => {
+    const demo = await startDemo(
+      ['--nodes', '5', '--max', '3', '--canary', '2', '--canary-soak', '2s'].concat([
+        '--reboot-seconds',
+        '1',
+        '--plain',
+        '--timeout',
+        '60',
+      ]),
+    );
+    const code = await demo.exited;
+    const out = demo.output();
+    expect(code, out).toBe(0);
+    // The invariant check reads the simulated logind's reboot log: rule 10 held.
+    expect(out).toMatch(/^invariant check: +invariants hold: 5 reboots/m);
+    const line =
+      /^canary: +(n\d+), (n\d+) rebooted first; the next reboot began ([\d.]+) s after/m.exec(out);
+    expect(line, out).not.toBeNull();
+    expect(Number(line![3])).toBeGreaterThanOrEqual(2);
+    expect(await leftovers(demo)).toEqual([]);
+  }, 90_000);
+
   it('--stay keeps the fleet up after the rollout until Ctrl-C, for the printed commands', async () => {
     const demo = await startDemo([
       '--nodes',

@@ -15,7 +15,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { parseWindowSpec } from '@sluice/core';
+import { MAX_CANARY_COUNT, parseCanary, parseWindowSpec } from '@sluice/core';
 import { compactSteps, describeMaxOverTime, isValidZone, maxSeries } from '@sluice/report';
 import { startEtcd } from '@sluice/testkit';
 import { Fleet } from './fleet.js';
@@ -41,6 +41,9 @@ const USAGE = `usage: npm run demo -- [options]
                        (START is 00:00 to 23:59; END may be 24:00; see docs/sluiced.md)
   --domains N          put the nodes in N failure domains, zone-1 to zone-N, round robin
   --domain-max N       at most N nodes of one domain reboot at once (needs --domains)
+  --canary K           the first K nodes to take the update reboot alone; the rest wait until
+                       they are back and --canary-soak has passed (docs/sluiced.md, "Canaries")
+  --canary-soak D      how long the canaries soak before the rest go (default 5s; needs --canary)
   --members N          etcd members: 1 or 3 (default 1)
   --os OS              flatcar (update_engine, logind) or fcos (rpm-ostree, finalization
                        locked: finalized once a node holds its slot) (default flatcar)
@@ -71,6 +74,8 @@ function parse() {
       members: { type: 'string', default: '1' },
       domains: { type: 'string' },
       'domain-max': { type: 'string' },
+      canary: { type: 'string' },
+      'canary-soak': { type: 'string' },
       os: { type: 'string', default: 'flatcar' },
       seed: { type: 'string' },
       html: { type: 'string' },
@@ -118,6 +123,20 @@ const domainMax =
     ? undefined
     : Math.floor(number('domain-max', args['domain-max'], 0, 10_000));
 if (domainMax !== undefined && domains === undefined) fail('--domain-max needs --domains');
+if (args['canary-soak'] !== undefined && args.canary === undefined)
+  fail('--canary-soak needs --canary');
+const canary =
+  args.canary === undefined
+    ? undefined
+    : {
+        count: Math.floor(number('canary', args.canary, 1, MAX_CANARY_COUNT)),
+        soak: args['canary-soak'] ?? '5s',
+      };
+// The agents read the canary with this parser: refuse a bad soak now, with the parser's words.
+if (canary !== undefined) {
+  const parsed = parseCanary(JSON.stringify(canary), '--canary-soak');
+  if (!parsed.ok) fail(parsed.error.message);
+}
 if (args.os !== 'flatcar' && args.os !== 'fcos')
   fail(`--os must be flatcar or fcos, got "${args.os}"`);
 const os: SimOs = args.os;
@@ -155,6 +174,7 @@ const fleet = await Fleet.start({
   os,
   ...(domains === undefined ? {} : { domains }),
   ...(domainMax === undefined ? {} : { domainMax }),
+  ...(canary === undefined ? {} : { canary }),
   ...(args.window ? { window: args.window } : {}),
 });
 say(
@@ -164,6 +184,11 @@ if (args.keep) say(`agent logs and configs: ${fleet.dir}/<node>/`);
 if (domains !== undefined) {
   say(
     `failure domains: ${domains} (zone-1 to zone-${domains}, round robin)${domainMax === undefined ? '' : `, at most ${domainMax} of one domain at once`}`,
+  );
+}
+if (canary !== undefined) {
+  say(
+    `canary: the first ${canary.count} node(s) to take ${target} reboot alone; the rest wait until they are back and ${canary.soak} has passed`,
   );
 }
 say();
@@ -262,6 +287,15 @@ if (domains !== undefined) {
   }
   say(
     `peak down in one domain:  ${peakZone}${domainMax === undefined ? '' : ` (domain-max ${domainMax})`}`,
+  );
+}
+if (canary !== undefined) {
+  const ordered = [...fleet.reboots].sort((a, b) => a.downAt - b.downAt);
+  const seats = ordered.slice(0, canary.count);
+  const lastUp = Math.max(...seats.map((r) => r.upAt ?? Number.POSITIVE_INFINITY));
+  const next = ordered[canary.count];
+  say(
+    `canary:                  ${seats.map((r) => r.node).join(', ')} rebooted first${next ? `; the next reboot began ${secs(next.downAt - lastUp)} after the last canary was up (soak ${canary.soak})` : ''}`,
   );
 }
 say(

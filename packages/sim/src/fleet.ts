@@ -30,7 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { GroupKeys } from '@sluice/core';
+import { GroupKeys, parseCanary } from '@sluice/core';
 import { type EtcdCluster, HolderObserver, startEtcd } from '@sluice/testkit';
 import { Etcd3 } from 'etcd3';
 import {
@@ -66,6 +66,11 @@ export interface FleetOptions {
   domains?: number;
   /** The group's `domain-max`, written before the agents start. Default: unset (no limit). */
   domainMax?: number;
+  /**
+   * The group's canary, written before the agents start: the first `count` nodes of each new
+   * version reboot alone, then soak (`soak`, e.g. "5s"). The invariants then check rule 10.
+   */
+  canary?: { count: number; soak: string };
   /** How long a reboot keeps a machine down, in seconds. Default 3. */
   rebootSeconds?: number;
   /** Spread reboot times by up to ± this fraction, from `random`. Default 0. */
@@ -234,6 +239,9 @@ export class Fleet {
     if (o.window !== undefined) await this.setWindow(o.window);
     if (o.domainMax !== undefined) {
       await this.#client.put(this.keys.domainMax).value(String(o.domainMax));
+    }
+    if (o.canary !== undefined) {
+      await this.#client.put(this.keys.canary).value(JSON.stringify(o.canary));
     }
     if (o.lossBudget !== undefined) {
       await this.#client.put(this.keys.lossBudget).value(String(o.lossBudget));
@@ -721,10 +729,18 @@ export class Fleet {
       ...(this.opts.domainMax !== undefined && this.domains.size > 0
         ? { domains: { of: this.domains, max: this.opts.domainMax } }
         : {}),
+      ...this.#canaryRule(),
       observerGap: this.observer?.gaps.length ? new Error(this.observer.gaps.join('; ')) : null,
       complete: opts.complete ?? true,
       ...(opts.leftover ? { leftover: opts.leftover } : {}),
     });
+  }
+
+  /** The canary as the agents read it, for rule 10 (none when unset or not valid). */
+  #canaryRule(): { canary?: { count: number; soakMs: number } } {
+    if (!this.opts.canary) return {};
+    const parsed = parseCanary(JSON.stringify(this.opts.canary), this.keys.canary);
+    return parsed.ok && parsed.value ? { canary: parsed.value } : {};
   }
 
   /**

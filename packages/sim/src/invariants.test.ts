@@ -303,6 +303,39 @@ describe('checkInvariants', () => {
     expect(report.violations.map((v) => `${v.check}:${v.node}`)).toEqual(['domain:d', 'domain:d']);
   });
 
+  it('with a canary, flags a node that follows the canaries before they are up and soaked', () => {
+    const t = timeline(
+      [
+        ['holding/a', 'put'],
+        ['holding/b', 'put'],
+        ['holding/c', 'put'],
+      ],
+      '3',
+    );
+    // a and b are 2's canaries (up at 2000 and 2100); with a 1 s soak, nobody else before 3100.
+    const run = (cDownAt: number) =>
+      checkInvariants({
+        reboots: [reboot('a', 1000, 2), reboot('b', 1100, 4), reboot('c', cDownAt, 6)],
+        stages: stages('a', 'b', 'c'),
+        maxSets: [],
+        timeline: t,
+        complete: true,
+        canary: { count: 2, soakMs: 1000 },
+      });
+    expect(run(3100).violations).toEqual([]);
+    expect(run(3000).violations.map((v) => `${v.check}:${v.node}`)).toEqual(['canary:c']);
+    // A canary still down holds everyone else back.
+    const down = checkInvariants({
+      reboots: [reboot('a', 1000, 2), { ...reboot('b', 1100, 4), upAt: null }, reboot('c', 9e9, 6)],
+      stages: stages('a', 'b', 'c'),
+      maxSets: [],
+      timeline: t,
+      complete: false,
+      canary: { count: 2, soakMs: 1000 },
+    });
+    expect(down.violations.map((v) => v.check)).toContain('canary');
+  });
+
   it('under domain-max, does not count a node still down whose slot an operator took away', () => {
     // a (z1) goes down on its slot; an operator force-unlocks it (its marker goes) while it is
     // still down; b (z1) is admitted and goes down too. As for max, that is the operator's doing.

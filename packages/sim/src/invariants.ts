@@ -49,6 +49,10 @@
  *    (`Mon,Tue 04:00+30m UTC`; several joined by `;`) are evaluated, independently of core.
  * 8. **leak**: once a rollout is complete no queue key or holding marker is left (read directly
  *    from etcd by the caller, passed in as `leftover`).
+ * 10. **canary** (in time, when the group has a canary fixed for the run): for each version, the
+ *    first `count` machines to reboot into it are its canaries, and no other machine reboots into
+ *    it before every canary is up again and `soak` has passed since the last came up. (A canary
+ *    is back at its release, after it is up, so this is weaker than the rule, never stricter.)
  * 9. **observer**: the watchers saw every revision (etcd did not cancel a watch for compaction);
  *    otherwise nothing above can be vouched for.
  *
@@ -163,6 +167,8 @@ export interface InvariantInput {
    * against it, and the FIFO rank check gives way to it (nodes may pass one blocked by its domain).
    */
   domains?: { of: ReadonlyMap<string, string>; max: number };
+  /** The group's canary, when one was set for the whole run: checked by rule 10. */
+  canary?: { count: number; soakMs: number };
 }
 
 /** One broken invariant. */
@@ -178,6 +184,7 @@ export interface Violation {
     | 'window'
     | 'leak'
     | 'domain'
+    | 'canary'
     | 'observer';
   node: string | null;
   revision: number | null;
@@ -207,6 +214,7 @@ export function checkInvariants(input: InvariantInput): InvariantReport {
   checkSlotAtReboot(input, violations, notes);
   checkOnce(input, violations);
   checkWindows(input, violations, notes);
+  if (input.canary) checkCanary(input.reboots, input.canary, violations);
   if (input.complete && input.leftover && input.leftover.length > 0) {
     violations.push({
       check: 'leak',
@@ -524,6 +532,35 @@ function checkSlotAtReboot(input: InvariantInput, violations: Violation[], notes
       at: reboots[1]!.downAt,
       message: `${machines.length} machines rebooted on one slot (${node}'s, admitted at revision ${revision}): ${machines.join(', ')}`,
     });
+  }
+}
+
+/** Rule 10: nobody follows a version's canaries into it before they are all up and soaked. */
+function checkCanary(
+  reboots: readonly RebootEntry[],
+  canary: { count: number; soakMs: number },
+  violations: Violation[],
+): void {
+  const byVersion = new Map<string, RebootEntry[]>();
+  for (const r of reboots) {
+    if (r.versionAfter === r.versionBefore) continue;
+    byVersion.set(r.versionAfter, [...(byVersion.get(r.versionAfter) ?? []), r]);
+  }
+  for (const [version, list] of byVersion) {
+    const ordered = [...list].sort((a, b) => a.downAt - b.downAt);
+    const canaries = ordered.slice(0, canary.count);
+    const ups = canaries.map((r) => r.upAt ?? Number.POSITIVE_INFINITY);
+    const soakedAt = Math.max(...ups) + canary.soakMs;
+    for (const r of ordered.slice(canary.count)) {
+      if (r.downAt >= soakedAt) continue;
+      violations.push({
+        check: 'canary',
+        node: machineOf(r),
+        revision: null,
+        at: r.downAt,
+        message: `${machineOf(r)} rebooted into ${version} before its canaries (${canaries.map(machineOf).join(', ')}) were up and soaked for ${canary.soakMs} ms`,
+      });
+    }
   }
 }
 
