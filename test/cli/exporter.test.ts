@@ -96,6 +96,28 @@ describe('sluicectl exporter', () => {
     expect(m.get(g('sluice_group_domain_holders', ',domain="rack-2"'))).toBe(0);
     expect((await cli.run(['domain-max', '--clear'])).code).toBe(0);
 
+    // A canary: its phase, waiting for a first version, then failed once a canary record says so.
+    const phase = (p: string) => g('sluice_group_canary_phase', `,phase="${p}"`);
+    expect((await cli.run(['canary', 'set', '1', '30m'])).code).toBe(0);
+    await expect.poll(async () => (await scrape(url)).get(phase('waiting'))).toBe(1);
+    const at = new Date().toISOString();
+    const state = { v: 1, version: '2.0', seats: 1, startedAt: at, done: [] };
+    await etcd.etcdctl(['put', cli.keys.canaryState, JSON.stringify(state)]);
+    const failed = {
+      v: 1,
+      node: 'n9',
+      version: '2.0',
+      grantedAt: at,
+      outcome: 'failed',
+      endedAt: at,
+    };
+    await etcd.etcdctl(['put', cli.keys.canaryRecord('n9'), JSON.stringify(failed)]);
+    await expect.poll(async () => (await scrape(url)).get(phase('failed'))).toBe(1);
+    expect((await scrape(url)).get(phase('waiting'))).toBe(0);
+    expect((await cli.run(['canary', 'skip'])).code).toBe(0);
+    expect((await cli.run(['canary', 'clear'])).code).toBe(0);
+    await expect.poll(async () => (await scrape(url)).has(phase('failed'))).toBe(false);
+
     // A pause says since when; lowering max below the holders counts them as over max.
     const before = Date.now() / 1000;
     expect((await cli.run(['pause', '--reason', 'look first'])).code).toBe(0);

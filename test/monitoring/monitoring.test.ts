@@ -109,6 +109,7 @@ describe.skipIf(skipWithout(PROMTOOL))('the alert rules', () => {
       'SluiceGroupPausedTooLong',
       'SluiceNodeLost',
       'SluicePostChecksFailing',
+      'SluiceCanaryFailed',
       'SluiceHoldersOverMax',
       'SluiceNodesQueuedTooLong',
       'SluiceAgentDown',

@@ -18,6 +18,8 @@ import type { Server } from 'node:http';
 import { serveMetrics } from '@sluice/agent';
 import {
   BLOCKER_KINDS,
+  CANARY_PHASES,
+  canaryStatus,
   domainHolders,
   GroupKeys,
   type GroupSnapshot,
@@ -88,6 +90,11 @@ export class GroupExporter {
     'sluice_group_domain_holders',
     'Slots taken in each failure domain (lost holders included), while domain-max is set',
     ['group', 'domain'],
+  );
+  readonly canaryPhase = this.#g(
+    'sluice_group_canary_phase',
+    "Where the group's canary stands: 1 for the current phase (waiting, rebooting, soaking, done, failed), 0 for the others; absent without a canary",
+    ['group', 'phase'],
   );
   readonly overMax = this.#g(
     'sluice_group_holders_over_max',
@@ -252,6 +259,12 @@ export class GroupExporter {
         for (const h of snapshot.holding) if (h.marker?.domain) names.add(h.marker.domain);
         for (const e of snapshot.queue) if (e.record?.domain) names.add(e.record.domain);
         for (const domain of names) this.domainHolders.set({ group, domain }, inDomain(domain));
+      }
+      const canary = canaryStatus(snapshot, now);
+      if (canary) {
+        for (const phase of CANARY_PHASES) {
+          this.canaryPhase.set({ group, phase }, canary.phase === phase ? 1 : 0);
+        }
       }
       this.overMax.set(labels, admission.overMax);
       this.lost.set(labels, lostHolders(snapshot).length);

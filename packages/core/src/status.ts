@@ -74,10 +74,12 @@ export interface RequestStatus {
  * canaries in their slots), `soaking` (all back, the soak running), `done` (soaked; the version is
  * proven), or `failed` (a canary failed: nobody goes until `sluicectl canary reset` or `skip`).
  */
+export const CANARY_PHASES = ['waiting', 'rebooting', 'soaking', 'done', 'failed'] as const;
+
 export interface CanaryStatus {
   count: number;
   soak: string;
-  phase: 'waiting' | 'rebooting' | 'soaking' | 'done' | 'failed';
+  phase: (typeof CANARY_PHASES)[number];
   /** The version being canaried; null before the first. */
   version: string | null;
   seated: string[];
@@ -89,7 +91,8 @@ export interface CanaryStatus {
   done: string[];
 }
 
-function canaryStatus(snapshot: GroupSnapshot, now: Date): CanaryStatus | null {
+/** Where the group's canary stands at `now`; null without a (valid) canary setting. */
+export function canaryStatus(snapshot: GroupSnapshot, now: Date): CanaryStatus | null {
   if (!snapshot.canary.ok || !snapshot.canary.value) return null;
   const { count, soakMs } = snapshot.canary.value;
   const base = { count, soak: formatDuration(soakMs) };
