@@ -195,6 +195,45 @@ describe('canary', () => {
     expect(records.trim()).toBe('');
   });
 
+  it('works with domain-max, a pause and a shut window: canaries obey them, and waiters wait for both', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '3']);
+    await etcd.etcdctl(['put', env.keys.domainMax, '1']);
+    await etcd.etcdctl(['put', env.keys.canary, '{"count":2,"soak":"1s"}']);
+    const a = env.semaphore('a', { domain: 'rack-1' });
+    const b = env.semaphore('b', { domain: 'rack-1' });
+    const c = env.semaphore('c', { domain: 'rack-2' });
+    const d = env.semaphore('d', { domain: 'rack-2' });
+    const ga = await acquire(a, '2.0');
+    // b would be the second canary, but its rack holds one already: c (rack-2) passes it.
+    expect(await b.tryAdmit({ toVersion: '2.0' })).toMatchObject({ kind: 'wait' });
+    const gc = await c.tryAdmit({ toVersion: '2.0' });
+    expect(gc).toHaveProperty('revision');
+    // Two seats taken: b and d wait for the canary, whatever their domains say.
+    expect(await d.tryAdmit({ toVersion: '2.0' })).toMatchObject({ reason: 'canary' });
+    await release(a, ga);
+    expect(await b.tryAdmit({ toVersion: '2.0' })).toMatchObject({ reason: 'canary' });
+    await release(c, gc as Grant);
+    // Soaked, but paused: the pause wins; then a shut window wins.
+    await sleep(1100);
+    await etcd.etcdctl(['put', env.keys.paused, 'look first']);
+    expect(await b.tryAdmit({ toVersion: '2.0' })).toMatchObject({ reason: 'paused' });
+    await etcd.etcdctl(['del', env.keys.paused]);
+    const shut = new Date(Date.now() + 6 * 3_600_000);
+    const hh = String(shut.getUTCHours()).padStart(2, '0');
+    await etcd.etcdctl(['put', env.keys.windows, `${hh}:00+30m UTC`]);
+    expect(await b.tryAdmit({ toVersion: '2.0' })).toMatchObject({ reason: 'window-closed' });
+    await etcd.etcdctl(['del', env.keys.windows]);
+    // 2.0 is proven: b and d go by max and domain-max alone.
+    expect(await b.tryAdmit({ toVersion: '2.0' })).toHaveProperty('revision');
+    expect(await d.tryAdmit({ toVersion: '2.0' })).toHaveProperty('revision');
+    const records = await etcd.etcdctl(['get', '--prefix', env.keys.canariesPrefix, '--keys-only']);
+    expect(records.split('\n').filter(Boolean)).toEqual([
+      env.keys.canaryRecord('a'),
+      env.keys.canaryRecord('c'),
+    ]);
+  });
+
   it('a lost canary halts the group whatever the loss budget', async () => {
     env = new TestEnv(etcd.endpoints);
     await etcd.etcdctl(['put', env.keys.max, '3']);
