@@ -32,6 +32,25 @@ export interface GroupSettingsEvents {
 }
 
 /** A node's view of its group's window and of its own reboot request key. */
+/**
+ * The group's `windows` and `blackouts` as stored (undefined: absent), both at one revision in
+ * one round trip: what the agents and `sluicectl windows` parse with `groupWindow()`.
+ */
+export async function readWindowKeys(
+  client: Etcd3,
+  keys: GroupKeys,
+): Promise<{ windows: string | undefined; blackouts: string | undefined }> {
+  const { windows, blackouts } = keys;
+  const res = await etcdCall(`a read of ${windows} and ${blackouts}`, () =>
+    client.kv.txn({
+      compare: [],
+      success: [windows, blackouts].map((key) => ({ request_range: { key: Buffer.from(key) } })),
+    }),
+  );
+  const value = (i: number) => res.responses[i]?.response_range?.kvs[0]?.value.toString();
+  return { windows: value(0), blackouts: value(1) };
+}
+
 export class EtcdGroupSettings implements GroupSettings {
   /** The mirrors of the window's two keys, `windows` and `blackouts`, while followed. */
   #window: Mirror[] | null = null;
@@ -60,17 +79,8 @@ export class EtcdGroupSettings implements GroupSettings {
       return this.#parse(w?.get(windows)?.value, b?.get(blackouts)?.value);
     }
     try {
-      // Both keys at one revision, in one round trip.
-      const res = await etcdCall(`a read of ${windows} and ${blackouts}`, () =>
-        this.client.kv.txn({
-          compare: [],
-          success: [windows, blackouts].map((key) => ({
-            request_range: { key: Buffer.from(key) },
-          })),
-        }),
-      );
-      const value = (i: number) => res.responses[i]?.response_range?.kvs[0]?.value.toString();
-      return this.#parse(value(0), value(1));
+      const read = await readWindowKeys(this.client, this.keys);
+      return this.#parse(read.windows, read.blackouts);
     } catch (error) {
       this.events.onReadError?.(error);
       return 'unknown';

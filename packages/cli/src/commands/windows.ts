@@ -81,13 +81,12 @@ export async function showWindows(ctx: Context, opts: { count: string }): Promis
       '--count',
     );
   }
-  const { etcdCall } = await import('@sluice/etcd');
+  const { readWindowKeys } = await import('@sluice/etcd');
   await ctx.requireGroup('read');
   const keys = await ctx.keys();
-  const client = await ctx.client();
-  const [text, blackoutsText] = await etcdCall(`a read of ${keys.windows}`, () =>
-    Promise.all([client.get(keys.windows).string(), client.get(keys.blackouts).string()]),
-  );
+  const read = await readWindowKeys(await ctx.client(), keys);
+  const text = read.windows ?? null;
+  const blackoutsText = read.blackouts ?? null;
   const now = new Date();
   if (text === null && blackoutsText === null) {
     if (ctx.json) {
