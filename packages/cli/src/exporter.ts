@@ -19,8 +19,6 @@ import { serveMetrics } from '@sluice/agent';
 import {
   BLOCKER_KINDS,
   CANARY_PHASES,
-  canaryStatus,
-  domainHolders,
   GroupKeys,
   type GroupSnapshot,
   groupAdmission,
@@ -249,18 +247,14 @@ export class GroupExporter {
       const snapshot = w.watch.snapshot;
       const labels = { group };
       const admission = groupAdmission(snapshot, now);
+      const status = groupStatus(snapshot, now);
       if (snapshot.max.ok) this.max.set(labels, snapshot.max.value);
       if (snapshot.lossBudget.ok) this.lossBudget.set(labels, snapshot.lossBudget.value);
       this.holders.set(labels, admission.holders);
-      if (snapshot.domainMax.ok && snapshot.domainMax.value !== null) {
-        this.domainMax.set(labels, snapshot.domainMax.value);
-        const { inDomain } = domainHolders(snapshot.holding);
-        const names = new Set<string>();
-        for (const h of snapshot.holding) if (h.marker?.domain) names.add(h.marker.domain);
-        for (const e of snapshot.queue) if (e.record?.domain) names.add(e.record.domain);
-        for (const domain of names) this.domainHolders.set({ group, domain }, inDomain(domain));
-      }
-      const canary = canaryStatus(snapshot, now);
+      if (status.domainMax !== null) this.domainMax.set(labels, status.domainMax);
+      for (const d of status.domains)
+        this.domainHolders.set({ group, domain: d.domain }, d.holders);
+      const canary = status.canary;
       if (canary) {
         for (const phase of CANARY_PHASES) {
           this.canaryPhase.set({ group, phase }, canary.phase === phase ? 1 : 0);
@@ -299,7 +293,6 @@ export class GroupExporter {
       this.waiting.set(labels, waiting);
       if (Number.isFinite(oldest)) this.oldestWaiting.set(labels, oldest / 1000);
       this.problems.set(labels, problems);
-      const status = groupStatus(snapshot, now);
       this.registered.set(labels, status.registered);
       this.nodeProblems.set(labels, status.nodeProblems.length);
       this.connected.set(labels, w.watch.connected ? 1 : 0);

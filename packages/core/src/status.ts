@@ -91,8 +91,7 @@ export interface CanaryStatus {
   done: string[];
 }
 
-/** Where the group's canary stands at `now`; null without a (valid) canary setting. */
-export function canaryStatus(snapshot: GroupSnapshot, now: Date): CanaryStatus | null {
+function canaryStatus(snapshot: GroupSnapshot, now: Date): CanaryStatus | null {
   if (!snapshot.canary.ok || !snapshot.canary.value) return null;
   const { count, soakMs } = snapshot.canary.value;
   const base = { count, soak: formatDuration(soakMs) };
