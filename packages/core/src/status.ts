@@ -187,6 +187,7 @@ export function groupStatus(
   const holders: HolderStatus[] = [];
   const waiting: WaiterStatus[] = [];
   const markers = new Map(snapshot.holding.map((h) => [h.node, h]));
+  const domainTaken = domainHolders(snapshot.holding).inDomain;
   for (const entry of snapshot.queue) {
     const record = entry.record;
     if (entry.holding || (record && record.state !== 'waiting')) {
@@ -212,7 +213,7 @@ export function groupStatus(
         reason: record?.reason ?? '',
         client: record?.client ?? null,
         heldBack:
-          domainFull(snapshot, record?.domain) ??
+          domainFull(snapshot, record?.domain, domainTaken) ??
           slotTooLong(snapshot, record?.expectedSlotMs, now),
         domain: record?.domain ?? null,
       });
@@ -334,10 +335,14 @@ function nodeProblems(snapshot: GroupSnapshot): GroupStatus['nodeProblems'] {
 }
 
 /** Why a waiter's failure domain keeps it back (domain-max holders in it already), or null. */
-function domainFull(snapshot: GroupSnapshot, domain: string | undefined): string | null {
+function domainFull(
+  snapshot: GroupSnapshot,
+  domain: string | undefined,
+  inDomain: (domain: string) => number,
+): string | null {
   const limit = snapshot.domainMax.ok ? snapshot.domainMax.value : null;
   if (limit === null || domain === undefined) return null;
-  const taken = domainHolders(snapshot.holding).inDomain(domain);
+  const taken = inDomain(domain);
   if (taken < limit) return null;
   return `its failure domain ${domain} has ${taken} of ${limit} slot(s) taken (domain-max); nodes of other domains may pass it, and it keeps its place`;
 }
