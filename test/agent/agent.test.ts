@@ -216,6 +216,45 @@ describe('sluiced', () => {
     }
   });
 
+  it('as the canary of a new version whose post-checks fail, halts the group; the next node waits', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '3']);
+    await etcd.etcdctl(['put', env.keys.canary, '{"count":1,"soak":"1s"}']);
+    const a = await node(
+      'node-a',
+      'checks:\n  post:\n    - name: healthy\n      command: "false"\n  postDeadline: 100ms\n  postInterval: 200ms',
+    );
+    guardReboots(a);
+    await a.start();
+    await a.updateEngine.stageUpdate('4000.0.0');
+    await a.until('rebooting');
+    await a.reboot('4000.0.0');
+    await a.start();
+    // Etcd says so, read with the test's own client: the canary's record, and the halt.
+    const value = async (key: string) =>
+      (await etcd.etcdctl(['get', key, '--print-value-only'])).trim();
+    await expect.poll(() => value(env.keys.paused), { timeout: 10_000 }).not.toBe('');
+    expect(JSON.parse(await value(env.keys.paused))).toMatchObject({
+      by: 'sluice',
+      reason: expect.stringContaining('canary node-a of 4000.0.0 failed'),
+    });
+    expect(JSON.parse(await value(env.keys.canaryRecord('node-a')))).toMatchObject({
+      version: '4000.0.0',
+      outcome: 'failed',
+    });
+    // Resumed by hand: node-b (same version) still waits for an operator's canary reset or skip.
+    await etcd.etcdctl(['del', env.keys.paused]);
+    const b = await node('node-b');
+    guardReboots(b);
+    await b.start();
+    await b.updateEngine.stageUpdate('4000.0.0');
+    await b.until('queued');
+    await sleep(1500);
+    expect(b.state.name).toBe('queued');
+    expect(await etcdKeys(env.keys.holdingPrefix)).toEqual([env.keys.holding('node-a')]);
+    expect(await rebootsWithoutSlot()).toEqual([]);
+  });
+
   it('follows update_engine across its restart, and never reboots with strategy off', async () => {
     env = new TestEnv(etcd.endpoints);
     const a = await node('node-a', 'strategy: "off"');
