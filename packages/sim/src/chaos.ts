@@ -90,6 +90,7 @@ async function main(): Promise<void> {
           notes: [],
           ms: Date.now() - began,
           stuck: `the run failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+          harnessError: true,
         }),
       );
       results.push(result);
@@ -111,6 +112,7 @@ async function main(): Promise<void> {
   }
   const violations = results.reduce((n, r) => n + r.violations.length, 0);
   const unfinished = results.filter((r) => !r.finished).length;
+  const harnessErrors = results.filter((r) => r.harnessError).length;
   // Wall time per run, with the lanes running side by side.
   const perRun = (Date.now() - began) / results.length / 1000;
   const sum = (pick: (r: ChaosResult) => Record<string, number>) => {
@@ -128,6 +130,7 @@ async function main(): Promise<void> {
     seed,
     violations,
     unfinished,
+    harnessErrors,
     reboots: results.reduce((n, r) => n + r.reboots, 0),
     faults: sum((r) => r.faults as Record<string, number>),
     cleanup: sum((r) => r.cleanup),
@@ -142,7 +145,7 @@ async function main(): Promise<void> {
     minutes: Number(((Date.now() - began) / 60_000).toFixed(1)),
   };
   out(
-    `chaos: ${summary.runs} runs, ${summary.reboots} reboots, faults ${JSON.stringify(summary.faults)}, ${summary.burstRevisions} burst revisions: ${violations} invariant violations ${JSON.stringify(summary.byCheck)}, ${unfinished} unfinished rollouts, ${summary.secondsPerRun} s per run (${summary.minutes} min)`,
+    `chaos: ${summary.runs} runs, ${summary.reboots} reboots, faults ${JSON.stringify(summary.faults)}, ${summary.burstRevisions} burst revisions: ${violations} invariant violations ${JSON.stringify(summary.byCheck)}, ${unfinished} unfinished rollouts${harnessErrors ? ` (${harnessErrors} of them harness errors)` : ''}, ${summary.secondsPerRun} s per run (${summary.minutes} min)`,
   );
   if (failing.length > 0) out(`failing seeds: ${summary.failingSeeds.join(' ')}`);
   if (values.json) out(JSON.stringify(summary));
@@ -158,7 +161,7 @@ function describeRun(r: ChaosResult): string {
     .map(([k, v]) => `${v} ${k}`)
     .join(', ');
   const checks = [...new Set(r.violations.map((v) => v.check))].join(', ');
-  return `run ${r.run} seed ${r.seed}: ${r.nodes} nodes, max ${r.max}${r.domains ? `, ${r.domains} domains (domain-max 1)` : ''}, loss budget ${r.lossBudget}, ${r.rebootSeconds} s reboots; faults: ${faults || 'none'}${cleanup ? `; operator after: ${cleanup}` : ''}; ${r.reboots} reboots; ${r.finished ? 'finished' : 'DID NOT FINISH'}; ${r.violations.length} violations${checks ? ` (${checks})` : ''}; ${(r.ms / 1000).toFixed(1)} s`;
+  return `run ${r.run} seed ${r.seed}: ${r.nodes} nodes, max ${r.max}${r.domains ? `, ${r.domains} domains (domain-max 1)` : ''}, loss budget ${r.lossBudget}, ${r.rebootSeconds} s reboots; faults: ${faults || 'none'}${cleanup ? `; operator after: ${cleanup}` : ''}; ${r.reboots} reboots; ${r.finished ? 'finished' : r.harnessError ? 'DID NOT FINISH (harness error)' : 'DID NOT FINISH'}; ${r.violations.length} violations${checks ? ` (${checks})` : ''}; ${(r.ms / 1000).toFixed(1)} s`;
 }
 
 await main();

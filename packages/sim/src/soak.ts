@@ -150,6 +150,8 @@ export interface ChaosResult {
   ms: number;
   /** The fleet's state when the run did not finish. */
   stuck?: string;
+  /** Set when the harness itself could not carry the run out (the run says nothing of sluice). */
+  harnessError?: boolean;
   /** The run's directory, kept (agent logs) when the run failed. */
   dir?: string;
 }
@@ -733,8 +735,9 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
       fleet.machines.filter((n) => n.clockOffset !== 0).map((n) => fleet.setClock(n.id, 0)),
     );
     for (const clone of [...fleet.clones]) await fleet.removeClone(clone.id);
-    await persist('window', () => fleet.setWindow(null, 'client'));
-    await persist('max', () => fleet.setMax(max));
+    // On a starved machine the healed cluster may take a while to elect a leader and serve again.
+    await persist('window', () => fleet.setWindow(null, 'client'), 120_000);
+    await persist('max', () => fleet.setMax(max), 120_000);
     await Promise.all(pending);
     await settleSettings();
 
