@@ -25,8 +25,9 @@ import { err, ok, type Result, SluiceError } from './errors.js';
 import { parseRecord } from './records.js';
 import { quoteValue } from './values.js';
 
-/** The most canaries per version, and the longest soak accepted. */
+/** The most canaries per version. */
 export const MAX_CANARY_COUNT = 1000;
+/** The longest soak accepted: 30 days. */
 export const MAX_CANARY_SOAK_MS = 30 * 24 * 3_600_000;
 /** How many proven versions `canary-state` remembers. */
 export const CANARY_DONE_KEPT = 32;

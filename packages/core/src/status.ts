@@ -76,6 +76,7 @@ export interface RequestStatus {
  */
 export const CANARY_PHASES = ['waiting', 'rebooting', 'soaking', 'done', 'failed'] as const;
 
+/** The canary part of a group's status (`canary` in `sluicectl status -o json`). */
 export interface CanaryStatus {
   count: number;
   soak: string;

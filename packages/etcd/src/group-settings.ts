@@ -51,6 +51,7 @@ export async function readWindowKeys(
   return { windows: value(0), blackouts: value(1) };
 }
 
+/** A node's view of its group's window and of its own reboot request key. */
 export class EtcdGroupSettings implements GroupSettings {
   /** The mirrors of the window's two keys, `windows` and `blackouts`, while followed. */
   #window: Mirror[] | null = null;
