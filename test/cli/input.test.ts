@@ -6,8 +6,7 @@
 
 import { spawn } from 'node:child_process';
 import { type EtcdCluster, startEtcd } from '@sluice/testkit';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { sleep } from '../helpers.js';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CLI, CliRunner, StatusJsonSchema } from './cli.js';
 
 let etcd: EtcdCluster;
@@ -137,8 +136,9 @@ describe('reboot requests', () => {
   it('are listed by status, expire after --ttl, and cancel-request removes one', async () => {
     await register('default', 'n1');
     await register('default', 'n2');
+    await register('default', 'n3');
     expect((await cli.run(['request-reboot', 'n1', '--reason', 'kernel args'])).code).toBe(0);
-    expect((await cli.run(['request-reboot', 'n2', '--ttl', '2s'])).code).toBe(0);
+    expect((await cli.run(['request-reboot', 'n2', '--ttl', '1h'])).code).toBe(0);
 
     const status = StatusJsonSchema.parse(await cli.json(['status']));
     expect(status.requests.map((r) => [r.node, r.reason])).toEqual([
@@ -149,15 +149,33 @@ describe('reboot requests', () => {
     const hours = (Date.parse(n1.expiresAt!) - Date.now()) / 3_600_000;
     expect(hours).toBeGreaterThan(23.9);
     expect(hours).toBeLessThanOrEqual(24);
+    const n2hours = (Date.parse(status.requests[1]!.expiresAt!) - Date.now()) / 3_600_000;
+    expect(n2hours).toBeGreaterThan(0.9);
+    expect(n2hours).toBeLessThanOrEqual(1);
     const table = await cli.run(['status']);
     expect(table.stdout).toMatch(/^REQUESTS$/m);
     expect(table.stdout).toMatch(/n1 .*kernel args/);
 
-    // The short request's lease runs out: etcd deletes the key.
-    await sleep(3500);
-    expect(await etcd.etcdctl(['get', cli.keys.request('n2'), '--keys-only'])).toBe('');
+    // A short request: its key is on a lease of --ttl, and etcd deletes it when that runs out
+    // (however slowly this machine runs the CLI, the lease's granted TTL is what was asked for).
+    expect((await cli.run(['request-reboot', 'n3', '--ttl', '6s'])).code).toBe(0);
+    // The lease ID is an int64: read it from the text, JSON.parse would round it.
+    const got = await etcd.etcdctl(['get', cli.keys.request('n3'), '-w', 'json']);
+    const lease = BigInt(/"lease":(\d+)/.exec(got)?.[1] ?? 0);
+    expect(lease).not.toBe(0n);
+    const ttl = await etcd.etcdctl(['lease', 'timetolive', lease.toString(16)]);
+    expect(ttl).toMatch(/granted with TTL\(6s\)/);
+    await vi.waitFor(
+      async () =>
+        expect(await etcd.etcdctl(['get', cli.keys.request('n3'), '--keys-only'])).toBe(''),
+      { timeout: 20_000, interval: 250 },
+    );
     const cancelled = await cli.run(['cancel-request', 'n1']);
     expect(cancelled.code, cancelled.stderr).toBe(0);
+    expect(StatusJsonSchema.parse(await cli.json(['status'])).requests.map((r) => r.node)).toEqual([
+      'n2',
+    ]);
+    expect((await cli.run(['cancel-request', 'n2'])).code).toBe(0);
     expect(StatusJsonSchema.parse(await cli.json(['status'])).requests).toEqual([]);
     const again = await cli.run(['cancel-request', 'n1']);
     expect(again.code).toBe(1);
