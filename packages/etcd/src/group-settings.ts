@@ -31,7 +31,6 @@ export interface GroupSettingsEvents {
   onFollowError?: (error: unknown) => void;
 }
 
-/** A node's view of its group's window and of its own reboot request key. */
 /**
  * The group's `windows` and `blackouts` as stored (undefined: absent), both at one revision in
  * one round trip: what the agents and `sluicectl windows` parse with `groupWindow()`.

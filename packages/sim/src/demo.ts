@@ -20,7 +20,7 @@ import { compactSteps, describeMaxOverTime, isValidZone, maxSeries } from '@slui
 import { startEtcd } from '@sluice/testkit';
 import { Fleet } from './fleet.js';
 import { renderTimeline } from './html.js';
-import { formatReport } from './invariants.js';
+import { canaryOrder, formatReport } from './invariants.js';
 import type { SimOs } from './node.js';
 import { installShutdownHandlers, onShutdown, setSignalExitCode } from './procs.js';
 import { ProgressDisplay } from './progress.js';
@@ -290,12 +290,11 @@ if (domains !== undefined) {
   );
 }
 if (canary !== undefined) {
-  const ordered = [...fleet.reboots].sort((a, b) => a.downAt - b.downAt);
-  const seats = ordered.slice(0, canary.count);
-  const lastUp = Math.max(...seats.map((r) => r.upAt ?? Number.POSITIVE_INFINITY));
-  const next = ordered[canary.count];
+  // Every node takes the one target version, so the demo's reboots are one canary round.
+  const { canaries, rest, lastUpAt } = canaryOrder(fleet.reboots, canary.count);
+  const next = rest[0];
   say(
-    `canary:                  ${seats.map((r) => r.node).join(', ')} rebooted first${next ? `; the next reboot began ${secs(next.downAt - lastUp)} after the last canary was up (soak ${canary.soak})` : ''}`,
+    `canary:                  ${canaries.map((r) => r.node).join(', ')} rebooted first${next ? `; the next reboot began ${secs(next.downAt - lastUpAt)} after the last canary was up (soak ${canary.soak})` : ''}`,
   );
 }
 say(

@@ -49,12 +49,12 @@
  *    (`Mon,Tue 04:00+30m UTC`; several joined by `;`) are evaluated, independently of core.
  * 8. **leak**: once a rollout is complete no queue key or holding marker is left (read directly
  *    from etcd by the caller, passed in as `leftover`).
+ * 9. **observer**: the watchers saw every revision (etcd did not cancel a watch for compaction);
+ *    otherwise nothing above can be vouched for.
  * 10. **canary** (in time, when the group has a canary fixed for the run): for each version, the
  *    first `count` machines to reboot into it are its canaries, and no other machine reboots into
  *    it before every canary is up again and `soak` has passed since the last came up. (A canary
  *    is back at its release, after it is up, so this is weaker than the rule, never stricter.)
- * 9. **observer**: the watchers saw every revision (etcd did not cancel a watch for compaction);
- *    otherwise nothing above can be vouched for.
  *
  * An operator's `sluicectl unlock --force` that was in flight at a node's Reboot call can take
  * the slot away between the agent's confirmation and the call: that reboot is the operator's
@@ -535,6 +535,20 @@ function checkSlotAtReboot(input: InvariantInput, violations: Violation[], notes
   }
 }
 
+/**
+ * Reboots into one version in the order they went down: the first `count` are its canaries, and
+ * `lastUpAt` is when the last of them came up (infinity while one is still down).
+ */
+export function canaryOrder(
+  reboots: readonly RebootEntry[],
+  count: number,
+): { canaries: RebootEntry[]; rest: RebootEntry[]; lastUpAt: number } {
+  const ordered = [...reboots].sort((a, b) => a.downAt - b.downAt);
+  const canaries = ordered.slice(0, count);
+  const lastUpAt = Math.max(...canaries.map((r) => r.upAt ?? Number.POSITIVE_INFINITY));
+  return { canaries, rest: ordered.slice(count), lastUpAt };
+}
+
 /** Rule 10: nobody follows a version's canaries into it before they are all up and soaked. */
 function checkCanary(
   reboots: readonly RebootEntry[],
@@ -547,11 +561,9 @@ function checkCanary(
     byVersion.set(r.versionAfter, [...(byVersion.get(r.versionAfter) ?? []), r]);
   }
   for (const [version, list] of byVersion) {
-    const ordered = [...list].sort((a, b) => a.downAt - b.downAt);
-    const canaries = ordered.slice(0, canary.count);
-    const ups = canaries.map((r) => r.upAt ?? Number.POSITIVE_INFINITY);
-    const soakedAt = Math.max(...ups) + canary.soakMs;
-    for (const r of ordered.slice(canary.count)) {
+    const { canaries, rest, lastUpAt } = canaryOrder(list, canary.count);
+    const soakedAt = lastUpAt + canary.soakMs;
+    for (const r of rest) {
       if (r.downAt >= soakedAt) continue;
       violations.push({
         check: 'canary',
