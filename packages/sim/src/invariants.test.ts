@@ -437,6 +437,28 @@ describe('checkInvariants', () => {
     expect(checkInvariants({ ...base, reboots: bare, unlocks: early }).ok).toBe(false);
   });
 
+  it('takes the slot from the timeline when an operator force-unlocked it before the direct read answered', () => {
+    // a is admitted (marker at revision 2), goes down at 300 ms; an operator's unlock starts at
+    // 1000 ms and deletes the marker (revision 11); the simulator's read of the marker, slowed
+    // by an etcd just back from an outage, answers only at 1500 ms and finds nothing.
+    const padding = Array.from({ length: 8 }, (_, i): [string, 'put'] => [`requests/x${i}`, 'put']);
+    const t = timeline([['holding/a', 'put'], ...padding, ['holding/a', 'delete']], '1');
+    const late: RebootEntry = { ...reboot('a', 300, null), slotSeen: true, admissionReadAt: 1500 };
+    const base = { stages: stages('a'), maxSets: [], timeline: t, complete: true };
+    const unlocks = [{ node: 'a', at: 1000, doneAt: 1200, code: 0 }];
+    const report = checkInvariants({ ...base, reboots: [late], unlocks });
+    expect(report.violations).toEqual([]);
+    expect(report.notes.join('\n')).toContain('a rebooted (#1) on its marker of revision 2');
+    // The same null answer with no unlock in flight, or with one that started only after the
+    // read answered, is a reboot without a slot.
+    const checks = (u: typeof unlocks) =>
+      checkInvariants({ ...base, reboots: [late], unlocks: u }).violations.map((v) => v.check);
+    expect(checks([])).toContain('slot-at-reboot');
+    expect(checks([{ node: 'a', at: 1600, doneAt: 1700, code: 0 }])).toContain('slot-at-reboot');
+    // Nor does an unlock of another node excuse it.
+    expect(checks([{ node: 'b', at: 1000, doneAt: 1200, code: 0 }])).toContain('slot-at-reboot');
+  });
+
   it('flags an admission and a reboot while the group window is shut', () => {
     // The timeline's clock is revision × 100 ms after the epoch, a Thursday: Thursday 00:00
     // for a minute is open, a Monday window is shut.

@@ -94,6 +94,8 @@ export interface RebootEntry {
    * admission); null if there was none.
    */
   admissionRevision: number | null;
+  /** When that read answered (ms, the simulator's clock); null or absent while unanswered. */
+  admissionReadAt?: number | null;
 }
 
 /** An update staged on a machine. */
@@ -206,9 +208,10 @@ export interface InvariantReport {
 }
 
 /** Checks every invariant; see the module comment for their exact definitions. */
-export function checkInvariants(input: InvariantInput): InvariantReport {
+export function checkInvariants(given: InvariantInput): InvariantReport {
   const violations: Violation[] = [];
   const notes: string[] = [];
+  const input = { ...given, reboots: given.reboots.map((r) => slotOfLateRead(given, r, notes)) };
   const slots = checkSlots(input.timeline, violations, input.domains);
   const peakDown = checkDown(input, violations);
   checkSlotAtReboot(input, violations, notes);
@@ -421,6 +424,39 @@ function stintOf(t: TimelineData, r: RebootEntry): MarkerInterval | undefined {
 /** The machine a reboot entry is about. */
 function machineOf(r: RebootEntry): string {
   return r.machine ?? r.node;
+}
+
+/**
+ * A reboot whose direct read of the marker found nothing, but answered only after an operator's
+ * force-unlock of that node had started (the read is retried while etcd is unreachable, so after
+ * an outage it can answer seconds after the call): the unlock, not the agent, may have removed
+ * the marker in between. Then the observer's timeline decides: the marker the unlock deleted
+ * (seen created before the unlock returned and deleted after it began) is the slot the node
+ * rebooted on, provided the observer also showed the node holding after the call. A watcher
+ * that lags can only make this stricter. Returns the entry with that marker's revision,
+ * or the entry itself.
+ */
+function slotOfLateRead(input: InvariantInput, r: RebootEntry, notes: string[]): RebootEntry {
+  const readAt = r.admissionReadAt;
+  if (r.admissionRevision !== null || r.slotSeen !== true || readAt == null) return r;
+  const unlock = input.unlocks?.find(
+    (u) => u.node === r.node && u.at >= r.downAt && u.at <= readAt,
+  );
+  if (!unlock) return r;
+  const removed = input.timeline.markers
+    .filter(
+      (m) =>
+        m.node === r.node &&
+        m.createdAt <= unlock.doneAt &&
+        m.deletedAt !== null &&
+        m.deletedAt >= unlock.at,
+    )
+    .sort((a, b) => a.createdRevision - b.createdRevision)[0];
+  if (!removed) return r;
+  notes.push(
+    `${r.machine ?? r.node} rebooted (#${r.seq}) on its marker of revision ${removed.createdRevision}, which an operator's force-unlock ${unlock.at - r.downAt} ms after the call removed before the simulator's read of it answered`,
+  );
+  return { ...r, admissionRevision: removed.createdRevision };
 }
 
 /** An operator's force-unlock of the node that was in flight at the reboot call, if any. */

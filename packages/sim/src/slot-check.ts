@@ -18,9 +18,11 @@ export type MarkerReader = (node: string) => Promise<number | null>;
  * Fills in `slotSeen` and `admissionRevision` of a fresh reboot entry.
  *
  * - `admissionRevision`: the marker's create revision, read from etcd right after the call
- *   (retried while etcd is unreachable). The marker cannot have appeared after the call: the
- *   rebooting agent was killed at the call and only an agent writes its own marker; nor can it
- *   have gone: only its own release (the node is down) or an operator removes it.
+ *   (retried while etcd is unreachable), and `admissionReadAt`, when that read answered. The
+ *   marker cannot have appeared after the call: the rebooting agent was killed at the call and
+ *   only an agent writes its own marker; nor can it have gone: only its own release (the node is
+ *   down) or an operator removes it. An operator's force-unlock that began before the read
+ *   answered may have; the invariant checker then asks the timeline.
  * - `slotSeen`: whether the HolderObserver shows the marker. Watchers lag the agents by
  *   milliseconds, and much more after an etcd outage or in a busy process, so this waits up to
  *   `timeoutMs`.
@@ -38,6 +40,7 @@ export async function confirmSlot(
     for (;;) {
       try {
         entry.admissionRevision = await readMarker(entry.node);
+        entry.admissionReadAt = Date.now();
         return;
       } catch {
         if (Date.now() > deadline) return;
