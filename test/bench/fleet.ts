@@ -1,7 +1,7 @@
 /**
  * Fleet benchmarks, against a real local etcd:
  *
- *   npm run bench [-- --json] [-- --only process,inprocess]
+ *   npm run bench [-- --json] [-- --only process,inprocess] [-- --agent bundle|built]
  *
  * 1. process: a rollout with real `sluiced` processes (default 30 nodes, max 5, 3 s reboots):
  *    makespan against the ideal ceil(N/max) × reboot time, handoff latency, etcd writes per
@@ -15,6 +15,7 @@
  * Every figure comes from the simulator's own records and watchers, and etcd's counters.
  */
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   Fleet,
@@ -27,6 +28,7 @@ import {
   Random,
   type RolloutStats,
   rolloutStats,
+  SLUICED,
   sampleEtcd,
 } from '@sluice/sim';
 import { startEtcd } from '@sluice/testkit';
@@ -45,8 +47,17 @@ const { values } = parseArgs({
     'inproc-clients': { type: 'string' },
     'inproc-spread-seconds': { type: 'string', default: '10' },
     seed: { type: 'string', default: '1' },
+    agent: { type: 'string', default: 'bundle' },
   },
 });
+// The real-process fleet runs the agent as nodes get it (the bundle, `npm run bundle`) unless
+// `--agent built` asks for packages/agent/dist.
+const agents: Record<string, string> = {
+  bundle: fileURLToPath(new URL('../../dist-bundle/sluiced.mjs', import.meta.url)),
+  built: SLUICED,
+};
+const agent = agents[values.agent];
+if (!agent) throw new Error(`--agent: expected bundle or built, got ${values.agent}`);
 const only = new Set(values.only.split(','));
 const json = values.json;
 const say = (line: string) => {
@@ -114,8 +125,8 @@ if (only.has('process')) {
   const idleSeconds = Number(values['idle-seconds']);
   const etcd = await startEtcd();
   const stopEtcd = onShutdown(() => etcd.stop());
-  say(`starting ${nodes} sluiced processes...`);
-  const fleet = await Fleet.start({ etcd, nodes, max, rebootSeconds });
+  say(`starting ${nodes} sluiced processes (${values.agent})...`);
+  const fleet = await Fleet.start({ etcd, nodes, max, rebootSeconds, agent });
   try {
     const before = await sampleEtcd(etcd, () => fleet.revision());
     const startAt = Date.now();
@@ -138,7 +149,7 @@ if (only.has('process')) {
       after,
     });
     describeRollout(
-      `real processes: ${nodes} nodes, max ${max}, ${rebootSeconds} s reboots`,
+      `real processes (${values.agent}): ${nodes} nodes, max ${max}, ${rebootSeconds} s reboots`,
       stats,
       report.violations.length,
     );
@@ -179,6 +190,7 @@ if (only.has('process')) {
       `  one agent (n01, pid ${pids[0]})      RSS ${meanRss[0]?.toFixed(1)} MiB, CPU ${(cpuAfter[0]! - cpuBefore[0]!).toFixed(2)} s in ${elapsed.toFixed(0)} s`,
     );
     result.process = {
+      agent: values.agent,
       nodes,
       max,
       rebootSeconds,

@@ -118,6 +118,8 @@ export interface FleetOptions {
   links?: boolean;
   /** Agents run under libfaketime, so that `setClock()` can set their clocks off. Default off. */
   fakeClocks?: boolean;
+  /** The `sluiced` program every machine runs (see `SimNodeOptions.agent`). Default the built agent. */
+  agent?: string;
   /** The group's loss budget, written before the agents start. Default: left unset (0). */
   lossBudget?: number;
 }
@@ -311,6 +313,7 @@ export class Fleet {
         ...(o.extraYaml ? { extraYaml: o.extraYaml } : {}),
         ...(o.fakeClocks ? { fakeClock: true } : {}),
         ...(o.os ? { os: o.os } : {}),
+        ...(o.agent ? { agent: o.agent } : {}),
       },
       this.#hooks,
     );

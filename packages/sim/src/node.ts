@@ -75,6 +75,8 @@ export interface SimNodeOptions {
    * directory (see `setClockOffset`). Default off.
    */
   fakeClock?: boolean;
+  /** The `sluiced` program to run: the built agent ({@link SLUICED}) unless this says otherwise. */
+  agent?: string;
 }
 
 /**
@@ -294,7 +296,7 @@ export class SimNode {
     if (this.#child) return this.#ready?.promise ?? Promise.resolve();
     const o = this.opts;
     const args = [
-      SLUICED,
+      o.agent ?? SLUICED,
       '--config',
       this.configFile,
       '--machine-id-file',
