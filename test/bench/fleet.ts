@@ -14,7 +14,6 @@
  *
  * Every figure comes from the simulator's own records and watchers, and etcd's counters.
  */
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
@@ -32,6 +31,7 @@ import {
   sampleEtcd,
 } from '@sluice/sim';
 import { startEtcd } from '@sluice/testkit';
+import { cpuSeconds, rssMiB } from './proc.js';
 
 const { values } = parseArgs({
   options: {
@@ -64,23 +64,6 @@ const say = (line: string) => {
   if (!json) process.stdout.write(`${line}\n`);
 };
 installShutdownHandlers((text) => process.stderr.write(text));
-
-const CLK_TCK = 100; // Linux's USER_HZ, which /proc/<pid>/stat counts CPU time in.
-
-/** User plus system CPU seconds of a process, from /proc/<pid>/stat. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces) start after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
-/** Resident set size of a process in MiB, from /proc/<pid>/status. */
-function rssMiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
-  return kb / 1024;
-}
 
 const round = (n: number | null, digits = 1) =>
   n === null || !Number.isFinite(n) ? null : Number(n.toFixed(digits));

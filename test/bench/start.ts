@@ -8,13 +8,14 @@
  *   npm run bench:start [-- --runs 7 --idle-seconds 20 --json]
  */
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SimNode, SLUICED, spawnTracked } from '@sluice/sim';
 import { FaultProxy, startEtcd } from '@sluice/testkit';
+import { cpuSeconds, rssMiB } from './proc.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,20 +49,6 @@ async function until(test: () => boolean, timeoutMs: number): Promise<number> {
     await sleep(1);
   }
   return performance.now();
-}
-
-/** RSS in MiB of a process, from /proc. */
-async function rssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kib = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1]);
-  return kib / 1024;
-}
-
-/** User plus system CPU seconds of a process so far, from /proc (clock ticks of 10 ms). */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** How long a bare `node -e 0` takes here: the floor under any Node program's start. */
@@ -120,13 +107,13 @@ try {
       if (pid === null) throw new Error(`${program.name}: the agent exited\n${node.tail()}`);
       // Let start-up settle, then sample once a second.
       await sleep(2000);
-      const cpu0 = await cpuSeconds(pid);
+      const cpu0 = cpuSeconds(pid);
       const rss: number[] = [];
       for (let s = 0; s < idleSeconds; s++) {
         await sleep(1000);
-        rss.push(await rssMiB(pid));
+        rss.push(rssMiB(pid));
       }
-      const cpuPercent = (((await cpuSeconds(pid)) - cpu0) / idleSeconds) * 100;
+      const cpuPercent = ((cpuSeconds(pid) - cpu0) / idleSeconds) * 100;
       const row = {
         program: program.name,
         firstRequestMs: Math.round(median(firstRequest)),

@@ -432,9 +432,10 @@ function machineOf(r: RebootEntry): string {
  * an outage it can answer seconds after the call): the unlock, not the agent, may have removed
  * the marker in between. Then the observer's timeline decides: the marker the unlock deleted
  * (seen created before the unlock returned and deleted after it began) is the slot the node
- * rebooted on, provided the observer also showed the node holding after the call. A watcher
- * that lags can only make this stricter. Returns the entry with that marker's revision,
- * or the entry itself.
+ * rebooted on, provided the observer also showed the node holding after the call. A lagging
+ * watcher makes the creation bound stricter but the deletion bound laxer: a marker removed just
+ * before the unlock by someone else (a clone's release, its lease) may be seen deleted after it
+ * began. Returns the entry with that marker's revision, or the entry itself.
  */
 function slotOfLateRead(input: InvariantInput, r: RebootEntry, notes: string[]): RebootEntry {
   const readAt = r.admissionReadAt;
@@ -454,7 +455,7 @@ function slotOfLateRead(input: InvariantInput, r: RebootEntry, notes: string[]):
     .sort((a, b) => a.createdRevision - b.createdRevision)[0];
   if (!removed) return r;
   notes.push(
-    `${r.machine ?? r.node} rebooted (#${r.seq}) on its marker of revision ${removed.createdRevision}, which an operator's force-unlock ${unlock.at - r.downAt} ms after the call removed before the simulator's read of it answered`,
+    `${machineOf(r)} rebooted (#${r.seq}) on its marker of revision ${removed.createdRevision}, which an operator's force-unlock ${unlock.at - r.downAt} ms after the call removed before the simulator's read of it answered`,
   );
   return { ...r, admissionRevision: removed.createdRevision };
 }
