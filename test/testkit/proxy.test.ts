@@ -89,4 +89,25 @@ describe('FaultProxy', () => {
     expect(slow).toBeGreaterThanOrEqual(400);
     expect(fast).toBeLessThan(400);
   });
+
+  it('holdUp runs its action before the one request it matches goes on, once', async () => {
+    const seen: string[] = [];
+    // An HTTP request of its own on the link, as the agent's clock check makes.
+    const version = () => fetch(`${proxy.endpoint}/version`).then((r) => r.json());
+    proxy.holdUp(
+      (chunk) => chunk.toString('latin1').startsWith('GET /version'),
+      async () => {
+        // Written while the request waits: etcd answers it only afterwards.
+        await client.put('/proxy/hold').value('first');
+        seen.push(await etcd.etcdctl(['get', '/proxy/hold', '--print-value-only']));
+      },
+    );
+    await client.put('/proxy/c').value('not held'); // Other traffic is not matched.
+    expect(seen).toEqual([]);
+    expect(await version()).toHaveProperty('etcdserver');
+    expect(seen.map((v) => v.trim())).toEqual(['first']);
+    // Once only: the next request goes straight on.
+    expect(await version()).toHaveProperty('etcdserver');
+    expect(seen).toHaveLength(1);
+  });
 });

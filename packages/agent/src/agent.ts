@@ -65,7 +65,8 @@ export interface AgentDeps {
   registration?: Registration | null;
   /**
    * The clock guard (see `checkClock`): null when the clock may be trusted, else why not. Asked
-   * right before every reboot call; a problem keeps the slot and retries later.
+   * before the confirmation that precedes every reboot call (never between the two); a problem
+   * keeps the slot and retries later.
    */
   clockCheck?: (() => Promise<string | null>) | null;
   sources: UpdateSource[];
@@ -639,12 +640,15 @@ export class Agent {
         // Without a grant there is no slot to confirm: fail closed.
         if (!lock || !this.#grant) return { type: 'slot-lost', detail: 'this node holds no slot' };
         try {
-          this.#grant = await lock.confirm(this.#grant, effect.state, {
+          const patch = {
             bootId: this.#grant.record.bootId ?? this.#bootId,
             // This boot's count: a higher one after a restart means a soft reboot happened.
             ...(this.#softReboots !== null ? { softReboots: this.#softReboots } : {}),
             // null clears an earlier problem (undefined drops the key from the JSON).
             ...(effect.problem !== undefined ? { problem: effect.problem ?? undefined } : {}),
+          };
+          this.#grant = await lock.confirm(this.#grant, effect.state, patch, {
+            clearRequest: effect.clearRequest === true,
           });
         } catch (error) {
           if (isSluiceError(error) && error.kind === 'refused') {
@@ -665,6 +669,11 @@ export class Agent {
           this.#log.warn({ err: describe(error) }, 'cannot clear the reboot request');
         });
         return null;
+      case 'check-clock': {
+        // Windows were checked on this node's clock: never reboot on a clock that is far off.
+        const skew = await this.#deps.clockCheck?.();
+        return skew ? { type: 'reboot-failed', detail: skew } : null;
+      }
       case 'check-inhibitors': {
         const blockers = await this.#inhibitors?.(signal);
         if (!blockers || blockers.length === 0) return null;
@@ -728,10 +737,8 @@ export class Agent {
   async #reboot(method: string): Promise<AgentEvent | null> {
     // Never reboot once stopping: the slot stays recorded and the next start carries on.
     throwIfAborted(this.#stop.signal);
-    // Windows were checked on this node's clock: never reboot on a clock that is far off.
-    const skew = await this.#deps.clockCheck?.();
-    if (skew) return { type: 'reboot-failed', detail: skew };
-    throwIfAborted(this.#stop.signal);
+    // Nothing here waits on the network before the Reboot call: the confirmation just before it
+    // must stay the last word on the slot (the clock was checked before it).
     const needed = neededInOrder(this.#signals.values());
     // Automatic soft reboots only where one can be told from a restart afterwards.
     const softReboot =

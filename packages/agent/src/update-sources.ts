@@ -79,7 +79,7 @@ export class UpdateEngineSource implements UpdateSource {
  * A reboot requested for this node with `sluicectl request-reboot`: needed while the key
  * `groups/<g>/requests/<node>` exists and its `expiresAt` (if any) has not passed. Follows that
  * one key through the group's settings port and turns not-needed when the request lapses; the
- * agent deletes it (`clear-request`) right before the reboot that serves it.
+ * agent deletes it in the write that confirms its slot right before the reboot that serves it.
  */
 export class ManualRequestSource implements UpdateSource {
   readonly name = 'manual';

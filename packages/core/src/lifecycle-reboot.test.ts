@@ -35,18 +35,23 @@ const at = (ms: number) => new Date(NOW.getTime() + ms);
 describe('inhibitor locks', () => {
   const draining: AgentState = { name: 'draining', update, revision: 7 };
 
-  it('looks at the inhibitor locks first, before the slot is confirmed and the reboot asked for', () => {
+  it('looks at the inhibitor locks first, then the clock, then confirms the slot and asks for the reboot', () => {
     const step = transition(draining, { type: 'drained' }, ctx());
     expect(step.state).toMatchObject({ name: 'rebooting' });
     expect(step.effects).toEqual([
       { type: 'check-inhibitors' },
+      { type: 'check-clock' },
       { type: 'record-state', state: 'rebooting', confirm: true },
       { type: 'reboot' },
     ]);
     // Without the check (method command, or inhibitors: ignore) nothing changes.
     expect(
       transition(draining, { type: 'drained' }, ctx({ checkInhibitors: false })).effects,
-    ).toEqual([{ type: 'record-state', state: 'rebooting', confirm: true }, { type: 'reboot' }]);
+    ).toEqual([
+      { type: 'check-clock' },
+      { type: 'record-state', state: 'rebooting', confirm: true },
+      { type: 'reboot' },
+    ]);
   });
 
   it('keeps the slot while blocked, says who blocks in the record once, and looks again', () => {
@@ -83,6 +88,7 @@ describe('inhibitor locks', () => {
     expect(recheck.effects).toEqual([
       { type: 'check-inhibitors' },
       // Clears the wait from the record as the reboot goes ahead.
+      { type: 'check-clock' },
       { type: 'record-state', state: 'rebooting', confirm: true, problem: null },
       { type: 'reboot' },
     ]);

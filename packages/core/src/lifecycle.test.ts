@@ -59,6 +59,7 @@ describe('lifecycle', () => {
     s = transition(s.state, { type: 'drained' }, ctx());
     expect(s.state.name).toBe('rebooting');
     expect(s.effects).toEqual([
+      { type: 'check-clock' },
       { type: 'record-state', state: 'rebooting', confirm: true },
       { type: 'reboot' },
     ]);
@@ -220,6 +221,7 @@ describe('lifecycle', () => {
       const s = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'boot-1' }, ctx());
       expect(s.state.name).toBe('rebooting');
       expect(s.effects).toEqual([
+        { type: 'check-clock' },
         { type: 'record-state', state: 'rebooting', confirm: true },
         { type: 'reboot' },
       ]);
@@ -289,6 +291,7 @@ describe('lifecycle', () => {
     expect(transition(s.state, { type: 'tick' }, ctx()).effects).toEqual([]);
     s = transition(s.state, { type: 'tick' }, ctx({ now: new Date('2026-11-25T03:01:00Z') }));
     expect(s.effects).toEqual([
+      { type: 'check-clock' },
       { type: 'record-state', state: 'rebooting', confirm: true },
       { type: 'reboot' },
     ]);

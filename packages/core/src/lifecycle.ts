@@ -261,9 +261,21 @@ export type Effect =
    * Rewrite the node's queue record with `state`, guarded on its key. With `confirm`, the write
    * proves the slot is still held, and its failure stops the effects after it (the reboot).
    * Without, it only informs operators: an etcd error is logged and the next effects run.
-   * `problem` is shown in status; null clears one written before.
+   * `problem` is shown in status; null clears one written before. With `clearRequest`, the same
+   * write deletes the node's reboot request, which the reboot it confirms serves.
    */
-  | { type: 'record-state'; state: NodeState; confirm: boolean; problem?: string | null }
+  | {
+      type: 'record-state';
+      state: NodeState;
+      confirm: boolean;
+      problem?: string | null;
+      clearRequest?: true;
+    }
+  /**
+   * Compare this node's clock with etcd's before the confirmation that precedes the reboot:
+   * `reboot-failed` (and nothing after it) if it is too far off or cannot be compared.
+   */
+  | { type: 'check-clock' }
   /**
    * Look for logind block inhibitor locks on shutdown held by others, right before the reboot.
    * `reboot-blocked` if there are (and the effects after it do not run), nothing if not.
@@ -589,28 +601,35 @@ function rebootInWindow(
 
 /**
  * The reboot itself. First, when asked to, a look at logind's inhibitor locks (blocked: nothing
- * after it runs). With a slot, then rewrite the record as `rebooting`, guarded on the key's
- * create revision: that write succeeding is the proof, right before the reboot, that the slot is
- * still ours. If it fails the runtime stops and the reboot does not happen. After a wait for an
- * inhibitor, the same write clears the wait from the record. A pending reboot request is cleared
- * just before: this reboot serves it.
+ * after it runs). With a slot, then the clock check against etcd, and then the record rewritten
+ * as `rebooting`, guarded on the key's create revision: that write succeeding is the proof that
+ * the slot is still ours, and it is the last thing that talks to etcd before the Reboot call.
+ * Anything between the two would leave a gap in which an operator's force-unlock lands unseen
+ * and the node reboots on a slot another may hold. If it fails the runtime stops and the reboot
+ * does not happen. After a wait for an inhibitor, the same write clears the wait from the record;
+ * a pending reboot request is deleted by it too (this reboot serves it, and a failed confirmation
+ * keeps it). Without a lock the request is cleared just before the reboot.
  */
 function rebootEffects(ctx: Context, wasBlocked = false): Effect[] {
   const check: Effect[] = ctx.checkInhibitors ? [{ type: 'check-inhibitors' }] : [];
-  const request: Effect[] = ctx.requested ? [{ type: 'clear-request' }] : [];
   return ctx.strategy === 'etcd-lock'
     ? [
         ...check,
+        { type: 'check-clock' },
         {
           type: 'record-state',
           state: 'rebooting',
           confirm: true,
           ...(wasBlocked ? { problem: null } : {}),
+          ...(ctx.requested ? { clearRequest: true as const } : {}),
         },
-        ...request,
         { type: 'reboot' },
       ]
-    : [...check, ...request, { type: 'reboot' }];
+    : [
+        ...check,
+        ...(ctx.requested ? [{ type: 'clear-request' } as const] : []),
+        { type: 'reboot' },
+      ];
 }
 
 /**

@@ -64,13 +64,15 @@ export interface SlotLock {
   pastSlotMs?(signal?: AbortSignal): Promise<number | null>;
   /**
    * Rewrites the holder's record with `state`, guarded on the slot still being this one (the
-   * fencing token). Rejects with a `refused` SluiceError when it is not: the slot is gone.
+   * fencing token). Rejects with a `refused` SluiceError when it is not: the slot is gone. With
+   * `clearRequest`, the same write deletes the node's reboot request (the reboot it confirms
+   * serves it), so the request goes exactly when the slot is proven and stays when it is not.
    */
   confirm(
     grant: Grant,
     state: NodeState,
     patch?: Partial<QueueRecord>,
-    signal?: AbortSignal,
+    options?: ConfirmOptions,
   ): Promise<Grant>;
   /** Gives the slot back (`released` after a reboot, `abandoned` otherwise). */
   release(
@@ -87,6 +89,12 @@ export interface SlotLock {
   position(): number | null;
   /** Stops keep-alives without giving anything up: keys live on until their leases run out. */
   close(): void;
+}
+
+/** How `SlotLock.confirm` writes: whether it also deletes the reboot request; its abort signal. */
+export interface ConfirmOptions {
+  clearRequest?: boolean;
+  signal?: AbortSignal;
 }
 
 /** Where the agent hears the group's decisions while it waits (for logs and metrics). */

@@ -17,6 +17,7 @@ import {
   type AdmissionView,
   buildSnapshot,
   CanaryRecordSchema,
+  type ConfirmOptions,
   DEFAULT_GROUP,
   DEFAULT_PREFIX,
   type Decision,
@@ -296,10 +297,10 @@ export class Semaphore implements SlotLock {
     grant: Grant,
     state: NodeState,
     patch: Partial<QueueRecord> = {},
-    signal?: AbortSignal,
+    options: ConfirmOptions = {},
   ): Promise<Grant> {
-    throwIfAborted(signal);
-    return this.setState(grant, state, patch);
+    throwIfAborted(options.signal);
+    return this.setState(grant, state, patch, options.clearRequest === true);
   }
 
   /** Releases this node's slot migrated from locksmith, recording `released` in history. */
@@ -892,7 +893,12 @@ export class Semaphore implements SlotLock {
    * its marker still being the one its admission wrote (the fencing token). Rejects with
    * `refused` if the node no longer holds that slot (released, lost, or taken by another agent).
    */
-  async setState(grant: Grant, state: NodeState, patch: Partial<QueueRecord> = {}): Promise<Grant> {
+  async setState(
+    grant: Grant,
+    state: NodeState,
+    patch: Partial<QueueRecord> = {},
+    clearRequest = false,
+  ): Promise<Grant> {
     const hold = await this.#holdLease();
     const key = this.keys.queue(this.node);
     const now = this.#now().toISOString();
@@ -908,7 +914,10 @@ export class Semaphore implements SlotLock {
       this.#client
         .if(key, 'Create', '==', grant.createRevision)
         .and(this.keys.holding(this.node), 'Create', '==', grant.revision)
-        .then(this.#client.put(key).value(JSON.stringify(record)).lease(hold.id))
+        .then(
+          this.#client.put(key).value(JSON.stringify(record)).lease(hold.id),
+          ...(clearRequest ? [this.#client.delete().key(this.keys.request(this.node))] : []),
+        )
         .commit(),
     );
     if (!res.succeeded) {

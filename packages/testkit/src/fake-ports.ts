@@ -5,6 +5,7 @@
  * their own: safety is tested against real etcd in test/.
  */
 import {
+  type ConfirmOptions,
   type Grant,
   type GroupSettings,
   type NodeState,
@@ -74,8 +75,13 @@ export class FakeSlotLock implements SlotLock {
     waiting?.();
   }
 
-  async confirm(grant: Grant, state: NodeState, patch: Partial<QueueRecord> = {}): Promise<Grant> {
-    this.calls.push(`confirm:${state}`);
+  async confirm(
+    grant: Grant,
+    state: NodeState,
+    patch: Partial<QueueRecord> = {},
+    options: ConfirmOptions = {},
+  ): Promise<Grant> {
+    this.calls.push(`confirm:${state}${options.clearRequest ? '+clear-request' : ''}`);
     const fails = this.confirmFails;
     if (fails === 'refused') {
       throw new SluiceError('refused', 'the queue key is gone: this node no longer holds its slot');

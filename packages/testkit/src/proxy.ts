@@ -10,6 +10,9 @@
  *   keep-alive timeout ends without a reconnect, and a longer one ends with the client's.
  * - `setLatency({ up, down })` delays every chunk by that many ms in one direction (`up` is
  *   client to server), keeping their order.
+ * - `holdUp(match, action)` holds the first chunk sent to the server that `match` accepts (and
+ *   whatever follows it on that connection) until `action` is done: a test can act at the moment
+ *   a client sends one particular request, such as a clock check's `GET /version`.
  *
  * Loopback only: it listens on 127.0.0.1 and forwards to the target given. Stop it with `stop()`.
  */
@@ -32,6 +35,9 @@ export interface ProxyStats {
 /** One direction of one proxied connection: holds and delays chunks as the faults say. */
 class Pipe {
   readonly #held: Buffer[] = [];
+  /** While a `holdUp` action runs: what waits for it, in order. */
+  #gate: Promise<void> | null = null;
+  readonly #gated: Buffer[] = [];
   /** When the last scheduled chunk goes out, so that delayed chunks keep their order. */
   #lastAt = 0;
 
@@ -42,6 +48,20 @@ class Pipe {
   ) {}
 
   push(chunk: Buffer): void {
+    if (this.#gate) {
+      this.#gated.push(chunk);
+      return;
+    }
+    const gate = this.direction === 'up' ? this.proxy.gateFor(chunk) : null;
+    if (gate) {
+      this.#gate = gate;
+      this.#gated.push(chunk);
+      void gate.then(() => {
+        this.#gate = null;
+        for (const held of this.#gated.splice(0)) this.push(held);
+      });
+      return;
+    }
     if (this.proxy.blackholed) {
       this.#held.push(chunk);
       return;
@@ -86,6 +106,7 @@ export class FaultProxy {
   readonly latency = { up: 0, down: 0 };
   #blackholed = false;
   readonly #links = new Set<Link>();
+  #hold: { match: (chunk: Buffer) => boolean; action: () => Promise<unknown> } | null = null;
 
   private constructor(
     private readonly server: Server,
@@ -177,6 +198,25 @@ export class FaultProxy {
   setLatency(latency: { up?: number; down?: number }): void {
     if (latency.up !== undefined) this.latency.up = Math.max(0, latency.up);
     if (latency.down !== undefined) this.latency.down = Math.max(0, latency.down);
+  }
+
+  /**
+   * Holds the first chunk going to the server that `match` accepts until `action` has run (or
+   * failed), then sends it on: once. A chunk split across reads is matched on its first part.
+   */
+  holdUp(match: (chunk: Buffer) => boolean, action: () => Promise<unknown>): void {
+    this.#hold = { match, action };
+  }
+
+  /** For a chunk going up: the wait a `holdUp` puts on it, or null. */
+  gateFor(chunk: Buffer): Promise<void> | null {
+    const hold = this.#hold;
+    if (!hold?.match(chunk)) return null;
+    this.#hold = null;
+    return hold.action().then(
+      () => {},
+      () => {},
+    );
   }
 
   /** Back to a clean link: no partition, no latency. Open connections stay. */
