@@ -25,7 +25,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -122,6 +122,12 @@ export interface FleetOptions {
   agent?: string;
   /** The group's loss budget, written before the agents start. Default: left unset (0). */
   lossBudget?: number;
+  /**
+   * How long a rebooting machine stays down at most waiting for the observer to show its marker
+   * (see `confirmSlot`), in ms. Default 120 s, for etcd outages; a test that expects a reboot
+   * without a marker sets less.
+   */
+  slotCheckMs?: number;
 }
 
 /** Something the simulator did or saw, for logs and the HTML timeline. */
@@ -388,13 +394,24 @@ export class Fleet {
 
   /**
    * Releases a node's slot as an operator would, with `sluicectl unlock --force` (and `--yes`
-   * where sluicectl asks for it), and records it for the checker. Returns the exit code.
+   * where sluicectl asks for it), and records it for the checker: when it ran, and etcd's
+   * revision just before and just after (unless etcd could not say), between which it deleted
+   * what it deleted. Returns the exit code.
    */
   async forceUnlock(node: string): Promise<number> {
-    const at = Date.now();
     const args = ['unlock', node, '--force', ...((await this.#unlockNeedsYes()) ? ['--yes'] : [])];
+    const fromRevision = await this.#revision();
+    const at = Date.now();
     const res = await this.sluicectl(args);
-    this.unlocks.push({ node, at, doneAt: Date.now(), code: res.code });
+    const doneAt = Date.now();
+    const toRevision = fromRevision === null ? null : await this.#revision();
+    this.unlocks.push({
+      node,
+      at,
+      doneAt,
+      code: res.code,
+      ...(fromRevision !== null && toRevision !== null ? { fromRevision, toRevision } : {}),
+    });
     this.note('unlock', node, `sluicectl ${args.join(' ')}: exit ${res.code}`);
     return res.code;
   }
@@ -462,7 +479,29 @@ export class Fleet {
     };
     this.reboots.push(entry);
     this.note('down', node.id, `${entry.versionBefore} -> ${entry.versionAfter}`);
-    return confirmSlot(entry, this.observer, (id) => this.#markerRevision(id));
+    // Which agent went down: its token tells its record from a twin's (the first line of the file).
+    void readFile(join(node.opts.dir, 'instance'), 'utf8').then(
+      (text) => {
+        const token = text.split('\n')[0];
+        if (token) entry.token = token;
+      },
+      () => {},
+    );
+    return confirmSlot(
+      entry,
+      this.observer,
+      (id) => this.#markerRevision(id),
+      this.opts.slotCheckMs,
+    );
+  }
+
+  /** etcd's current revision, or null when etcd does not answer within 2 s. */
+  async #revision(): Promise<number | null> {
+    const read = this.#client!.get(this.keys.max).exec();
+    read.catch(() => {});
+    const timeout = new Promise<null>((r) => setTimeout(() => r(null), 2000).unref());
+    const res = await Promise.race([read.catch(() => null), timeout]);
+    return res ? Number(res.header.revision) : null;
   }
 
   async #markerRevision(node: string): Promise<number | null> {

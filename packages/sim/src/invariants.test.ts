@@ -5,7 +5,12 @@ import {
   type RebootEntry,
   type TimelineData,
 } from './invariants.js';
-import { effectiveMax, type MarkerInterval, type TimelineEvent } from './timeline.js';
+import {
+  effectiveMax,
+  type MarkerInterval,
+  type RecordState,
+  type TimelineEvent,
+} from './timeline.js';
 
 const ROOT = '/p/groups/g/';
 const keys = {
@@ -82,8 +87,20 @@ function timeline(script: [string, 'put' | 'delete', string?][], initialMax = '2
   const windowChanges = [{ revision: 0, at: 0, raw: null as string | null }];
   const budgetChanges = [{ revision: 0, at: 0, raw: null as string | null }];
   const markers: MarkerInterval[] = [];
+  const records = new Map<string, RecordState[]>();
   for (const e of events) {
-    if (e.key === `${ROOT}windows`) {
+    if (e.key.startsWith(keys.queuePrefix)) {
+      const node = e.key.slice(keys.queuePrefix.length);
+      const parsed = e.value === null ? null : (JSON.parse(e.value) as Record<string, string>);
+      const list = records.get(node) ?? [];
+      records.set(node, list);
+      list.push({
+        at: e.at,
+        revision: e.revision,
+        state: parsed === null ? null : (parsed.state ?? 'unreadable'),
+        ...(parsed?.token ? { token: parsed.token } : {}),
+      });
+    } else if (e.key === `${ROOT}windows`) {
       windowChanges.push({ revision: e.revision, at: e.at, raw: e.value });
     } else if (e.key === `${ROOT}loss-budget`) {
       budgetChanges.push({ revision: e.revision, at: e.at, raw: e.value });
@@ -122,6 +139,7 @@ function timeline(script: [string, 'put' | 'delete', string?][], initialMax = '2
     maxChanges,
     pausedChanges,
     markers,
+    records,
     keys,
     windowChanges,
     maxAt: (r) => at(maxChanges, r).value,
@@ -457,6 +475,48 @@ describe('checkInvariants', () => {
     expect(checks([{ node: 'a', at: 1600, doneAt: 1700, code: 0 }])).toContain('slot-at-reboot');
     // Nor does an unlock of another node excuse it.
     expect(checks([{ node: 'b', at: 1000, doneAt: 1200, code: 0 }])).toContain('slot-at-reboot');
+  });
+
+  it('leaves to the operator a reboot confirmed before a force-unlock took its slot (a live reboot, --yes)', () => {
+    // a is admitted (marker at revision 2) and confirms its reboot (record `rebooting`, revision
+    // 3); an operator's unlock (revisions 3 to 12) removes the marker at revision 12; b is
+    // admitted on the freed slot; a's Reboot call comes only at 2500 ms (its confirmation's
+    // answer was slow, or it was paused), when it has no marker. Both are down against max 1.
+    const padding = Array.from({ length: 8 }, (_, i): [string, 'put'] => [`requests/x${i}`, 'put']);
+    const script = (state: string): [string, 'put' | 'delete', string?][] => [
+      ['holding/a', 'put'],
+      ['queue/a', 'put', JSON.stringify({ state, token: 'ta' })],
+      ...padding,
+      ['holding/a', 'delete'],
+      ['holding/b', 'put'],
+    ];
+    const base = { stages: stages('a', 'b'), maxSets: [], complete: true };
+    const bare: RebootEntry = { ...reboot('a', 2500, null), slotSeen: false, token: 'ta' };
+    const reboots = [bare, reboot('b', 2600, 15)];
+    const unlock = { node: 'a', at: 350, doneAt: 1250, code: 0, fromRevision: 3, toRevision: 12 };
+    const run = (over: { state?: string; unlock?: object; reboot?: Partial<RebootEntry> } = {}) =>
+      checkInvariants({
+        ...base,
+        timeline: timeline(script(over.state ?? 'rebooting'), '1'),
+        reboots: [{ ...bare, ...over.reboot }, reboots[1]!],
+        unlocks: [{ ...unlock, ...over.unlock }],
+      });
+    const excused = run();
+    expect(excused.violations).toEqual([]);
+    expect(excused.notes.join('\n')).toContain(
+      'a rebooted (#1) after confirming its slot (record rebooting at revision 3), which an operator then force-unlocked (revision 12;',
+    );
+    const unexcused = ['down', 'slot-at-reboot', 'slot-at-reboot'];
+    const checks = (r: ReturnType<typeof run>) =>
+      r.violations.map((v) => v.check).filter((c) => unexcused.includes(c));
+    // Still draining when its slot went: the agent's confirmation must have failed.
+    expect(checks(run({ state: 'draining' }))).toEqual(unexcused);
+    // The marker went before the unlock began (someone else removed it).
+    expect(checks(run({ unlock: { fromRevision: 12, toRevision: 14 } }))).toEqual(unexcused);
+    // A twin with the same node id but another instance token did not confirm anything.
+    expect(checks(run({ reboot: { machine: 'a-clone1', token: 'tc' } }))).toEqual(unexcused);
+    // An unlock that began only after the call excuses nothing by this rule.
+    expect(checks(run({ unlock: { at: 2700, doneAt: 2800 } }))).toEqual(unexcused);
   });
 
   it('flags an admission and a reboot while the group window is shut', () => {

@@ -58,12 +58,20 @@
  *
  * An operator's `sluicectl unlock --force` that was in flight at a node's Reboot call can take
  * the slot away between the agent's confirmation and the call: that reboot is the operator's
- * explicit doing, noted and not counted (see {@link UnlockEntry}).
+ * explicit doing, noted and not counted (see {@link UnlockEntry}). So is one that came after an
+ * unlock of a slot whose record already said `rebooting` (a live reboot, which sluicectl makes
+ * the operator acknowledge with `--yes`), judged on etcd's revisions: see confirmedThenUnlocked.
  *
  * Why one file: the independent checker reads the reboot log and the observer's samples once and
  * checks every invariant over them; the invariants share that timeline.
  */
-import type { MarkerInterval, MaxChange, SettingChange, TimelineEvent } from './timeline.js';
+import type {
+  MarkerInterval,
+  MaxChange,
+  RecordState,
+  SettingChange,
+  TimelineEvent,
+} from './timeline.js';
 
 /** How far (ms) an admission's or reboot's time may be off for the window check. */
 export const WINDOW_SLACK_MS = 10_000;
@@ -96,6 +104,8 @@ export interface RebootEntry {
   admissionRevision: number | null;
   /** When that read answered (ms, the simulator's clock); null or absent while unanswered. */
   admissionReadAt?: number | null;
+  /** The instance token of the machine's agent (from its token file), when known. */
+  token?: string;
 }
 
 /** An update staged on a machine. */
@@ -116,6 +126,12 @@ export interface UnlockEntry {
   doneAt: number;
   /** Its exit code. */
   code: number;
+  /**
+   * etcd's revision read just before the command and just after it returned: what the unlock
+   * deleted was deleted in between. Absent in older logs (times are used instead).
+   */
+  fromRevision?: number;
+  toRevision?: number;
 }
 
 /** A change of max made by the simulator (or by a test through it). */
@@ -137,6 +153,8 @@ export interface TimelineData {
   maxChanges: readonly MaxChange[];
   pausedChanges: readonly SettingChange[];
   markers: readonly MarkerInterval[];
+  /** Each node's queue record states over time (absent: no reboot is taken as confirmed). */
+  records?: ReadonlyMap<string, readonly RecordState[]>;
   keys: { max: string; paused: string; holdingPrefix: string; queuePrefix: string };
   /** The windows key over time (its raw spec; null while absent). */
   windowChanges: readonly SettingChange[];
@@ -427,15 +445,31 @@ function machineOf(r: RebootEntry): string {
 }
 
 /**
+ * The markers an operator's force-unlock removed: deleted at a revision between the ones read
+ * just before and just after the command, which no watcher lag can blur. For an entry without
+ * them, those seen created before it returned and deleted after it began (a lagging watcher can
+ * then take a marker removed just before the unlock by someone else for the unlock's).
+ */
+function removedBy(t: TimelineData, u: UnlockEntry): MarkerInterval[] {
+  const { fromRevision: from, toRevision: to } = u;
+  return t.markers
+    .filter((m) => {
+      if (m.node !== u.node || m.deletedRevision === null) return false;
+      if (from !== undefined && to !== undefined) {
+        return m.deletedRevision > from && m.deletedRevision <= to;
+      }
+      return m.createdAt <= u.doneAt && m.deletedAt !== null && m.deletedAt >= u.at;
+    })
+    .sort((a, b) => a.createdRevision - b.createdRevision);
+}
+
+/**
  * A reboot whose direct read of the marker found nothing, but answered only after an operator's
  * force-unlock of that node had started (the read is retried while etcd is unreachable, so after
  * an outage it can answer seconds after the call): the unlock, not the agent, may have removed
  * the marker in between. Then the observer's timeline decides: the marker the unlock deleted
- * (seen created before the unlock returned and deleted after it began) is the slot the node
- * rebooted on, provided the observer also showed the node holding after the call. A lagging
- * watcher makes the creation bound stricter but the deletion bound laxer: a marker removed just
- * before the unlock by someone else (a clone's release, its lease) may be seen deleted after it
- * began. Returns the entry with that marker's revision, or the entry itself.
+ * (see {@link removedBy}) is the slot the node rebooted on, provided the observer also showed
+ * the node holding after the call. Returns the entry with that marker's revision, or the entry.
  */
 function slotOfLateRead(input: InvariantInput, r: RebootEntry, notes: string[]): RebootEntry {
   const readAt = r.admissionReadAt;
@@ -444,15 +478,7 @@ function slotOfLateRead(input: InvariantInput, r: RebootEntry, notes: string[]):
     (u) => u.node === r.node && u.at >= r.downAt && u.at <= readAt,
   );
   if (!unlock) return r;
-  const removed = input.timeline.markers
-    .filter(
-      (m) =>
-        m.node === r.node &&
-        m.createdAt <= unlock.doneAt &&
-        m.deletedAt !== null &&
-        m.deletedAt >= unlock.at,
-    )
-    .sort((a, b) => a.createdRevision - b.createdRevision)[0];
+  const removed = removedBy(input.timeline, unlock)[0];
   if (!removed) return r;
   notes.push(
     `${machineOf(r)} rebooted (#${r.seq}) on its marker of revision ${removed.createdRevision}, which an operator's force-unlock ${unlock.at - r.downAt} ms after the call removed before the simulator's read of it answered`,
@@ -465,6 +491,39 @@ function forcedAt(input: InvariantInput, r: RebootEntry): UnlockEntry | undefine
   return input.unlocks?.find(
     (u) => u.node === r.node && u.at <= r.downAt + 100 && u.doneAt >= r.downAt - UNLOCK_RACE_MS,
   );
+}
+
+/**
+ * A reboot without a slot at the call whose agent had confirmed it: the node's record turned
+ * `rebooting` (the write guarded on its marker) while the marker was there, and then an
+ * operator's force-unlock, begun before the call, removed that marker. sluicectl makes the
+ * operator acknowledge exactly this (`--yes`: the node is rebooting now, and another may reboot
+ * while it is down), so the reboot is the operator's doing, however long the confirmation's
+ * answer or a pause of the agent took. The record must be the rebooting machine's: its instance
+ * token, or without tokens the machine that owns the node id (not a clone). That the agent does
+ * nothing slow between its confirmation and the call is tested on its own.
+ */
+function confirmedThenUnlocked(
+  input: InvariantInput,
+  r: RebootEntry,
+): { unlock: UnlockEntry; marker: MarkerInterval; confirm: RecordState } | undefined {
+  const states = input.timeline.records?.get(r.node) ?? [];
+  for (const unlock of input.unlocks ?? []) {
+    if (unlock.node !== r.node || unlock.at > r.downAt + 100) continue;
+    for (const marker of removedBy(input.timeline, unlock)) {
+      const confirm = states.find(
+        (s) =>
+          s.state === 'rebooting' &&
+          s.revision > marker.createdRevision &&
+          s.revision < marker.deletedRevision! &&
+          (r.token !== undefined && s.token !== undefined
+            ? s.token === r.token
+            : machineOf(r) === r.node),
+      );
+      if (confirm) return { unlock, marker, confirm };
+    }
+  }
+  return undefined;
 }
 
 function checkDown(input: InvariantInput, violations: Violation[]): number {
@@ -481,7 +540,7 @@ function checkDown(input: InvariantInput, violations: Violation[]): number {
       const stint = stints.get(o);
       // No slot at all is counted (and reported by the slot-at-reboot check), unless an
       // operator's force-unlock took it away right at the reboot.
-      if (!stint) return !forcedAt(input, o);
+      if (!stint) return !forcedAt(input, o) && !confirmedThenUnlocked(input, o);
       if (stint.deletedAt !== null && stint.deletedAt <= at) return false;
       return t.maxAt(stint.createdRevision) <= max;
     });
@@ -525,6 +584,13 @@ function checkSlotAtReboot(input: InvariantInput, violations: Violation[], notes
     if (forced) {
       notes.push(
         `${who} rebooted (#${r.seq}) as an operator force-unlocked its slot (sluicectl unlock --force, exit ${forced.code})`,
+      );
+      continue;
+    }
+    const overridden = missing ? confirmedThenUnlocked(input, r) : undefined;
+    if (overridden) {
+      notes.push(
+        `${who} rebooted (#${r.seq}) after confirming its slot (record rebooting at revision ${overridden.confirm.revision}), which an operator then force-unlocked (revision ${overridden.marker.deletedRevision}; sluicectl unlock --force --yes, exit ${overridden.unlock.code})`,
       );
       continue;
     }

@@ -65,6 +65,8 @@ export interface RecordState {
   at: number;
   revision: number;
   state: string | null;
+  /** The instance token the record carries (the agent that wrote it), when it has one. */
+  token?: string;
 }
 
 /** One queue key as the simulator shows it. */
@@ -269,8 +271,11 @@ export class GroupTimeline {
       const node = key.slice(keys.queuePrefix.length);
       const list = this.records.get(node) ?? [];
       this.records.set(node, list);
-      const state = value === null ? null : recordState(value);
-      if (list.at(-1)?.state !== state) list.push({ at, revision: rev, state });
+      const { state, token } = value === null ? { state: null, token: undefined } : recordOf(value);
+      const last = list.at(-1);
+      if (last?.state !== state || last?.token !== token) {
+        list.push({ at, revision: rev, state, ...(token ? { token } : {}) });
+      }
     }
   }
 
@@ -405,11 +410,19 @@ function toMirror(kv: IKeyValue): MirrorKV {
 
 /** The `state` field of a queue record, or `unreadable`. */
 function recordState(value: string): string {
+  return recordOf(value).state;
+}
+
+/** The `state` (or `unreadable`) and `token` fields of a queue record. */
+function recordOf(value: string): { state: string; token: string | undefined } {
   try {
-    const parsed = JSON.parse(value) as { state?: unknown };
-    return typeof parsed.state === 'string' ? parsed.state : 'unreadable';
+    const parsed = JSON.parse(value) as { state?: unknown; token?: unknown };
+    return {
+      state: typeof parsed.state === 'string' ? parsed.state : 'unreadable',
+      token: typeof parsed.token === 'string' ? parsed.token : undefined,
+    };
   } catch {
-    return 'unreadable';
+    return { state: 'unreadable', token: undefined };
   }
 }
 
