@@ -161,8 +161,11 @@ describe('sluiced', () => {
 
     // The operator opens the window: the waiting agent sees the key change and goes ahead.
     await etcd.etcdctl(['del', env.keys.windows]);
-    await expect.poll(() => a.edges.some((e) => e.startsWith('draining'))).toBe(true);
-    await a.until('waiting-window', 15_000);
+    // Generous bounds: on a loaded machine the drain's etcdctl alone can take seconds.
+    await expect
+      .poll(() => a.edges.some((e) => e.startsWith('draining')), { timeout: 15_000 })
+      .toBe(true);
+    await a.until('waiting-window', 30_000);
     expect(a.edges.some((e) => e.startsWith('queued'))).toBe(true);
     expect(a.edges.some((e) => e.startsWith('draining'))).toBe(true);
     await expect.poll(() => etcdKeys(env.keys.queuePrefix)).toEqual([]);
