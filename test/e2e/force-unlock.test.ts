@@ -21,7 +21,7 @@ it('leaves to the operator a reboot whose slot was force-unlocked after the node
   fleet = await Fleet.start({
     nodes: 2,
     max: 1,
-    rebootSeconds: 6,
+    rebootSeconds: 10,
     links: true,
     slotCheckMs: 5000,
     // A drain long enough to slow n01's link during it.
@@ -31,6 +31,8 @@ it('leaves to the operator a reboot whose slot was force-unlocked after the node
   await f.stageAll('2.0.0', { nodes: ['n01'] });
   const n1 = f.node('n01');
   await f.waitFor(() => n1.agentState === 'draining', 'n01 to drain', 30_000);
+  // n02 queues behind n01, so that the slot the unlock frees is taken at once.
+  await f.stageAll('2.0.0', { nodes: ['n02'] });
   // Answers from etcd now take a second to reach n01: its confirmation commits at once, and n01
   // hears of it a second later. Seen committed, n01's agent is paused (SIGSTOP) until two
   // seconds after the operator's unlock is done, as a stalled process would be: the reboot
