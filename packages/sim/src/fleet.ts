@@ -130,6 +130,19 @@ export interface FleetOptions {
   slotCheckMs?: number;
 }
 
+/** Resolves with `p`'s value, or undefined if it fails or takes longer than `ms` (etcd may hang). */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const result = await Promise.race([
+    p.catch(() => undefined),
+    new Promise<undefined>((r) => {
+      timer = setTimeout(() => r(undefined), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return result;
+}
+
 /** Something the simulator did or saw, for logs and the HTML timeline. */
 export interface FleetEvent {
   at: number;
@@ -497,10 +510,7 @@ export class Fleet {
 
   /** etcd's current revision, or null when etcd does not answer within 2 s. */
   async #revision(): Promise<number | null> {
-    const read = this.#client!.get(this.keys.max).exec();
-    read.catch(() => {});
-    const timeout = new Promise<null>((r) => setTimeout(() => r(null), 2000).unref());
-    const res = await Promise.race([read.catch(() => null), timeout]);
+    const res = await within(this.#client!.get(this.keys.max).exec(), 2000);
     return res ? Number(res.header.revision) : null;
   }
 

@@ -36,7 +36,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type EtcdCluster, startEtcd } from '@sluice/testkit';
 import { Etcd3 } from 'etcd3';
-import { Fleet } from './fleet.js';
+import { Fleet, within } from './fleet.js';
 import { formatReport, type Violation } from './invariants.js';
 import { PeerNet } from './links.js';
 import { LIBFAKETIME, type SimNode } from './node.js';
@@ -202,19 +202,6 @@ async function until(predicate: () => boolean, ms: number): Promise<boolean> {
     await sleep(25);
   }
   return true;
-}
-
-/** Resolves with `p`'s value, or undefined if it fails or takes longer than `ms` (etcd may hang). */
-async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const result = await Promise.race([
-    p.catch(() => undefined),
-    new Promise<undefined>((r) => {
-      timer = setTimeout(() => r(undefined), ms);
-    }),
-  ]);
-  clearTimeout(timer);
-  return result;
 }
 
 /** True when `p` succeeds within `ms`. */
