@@ -375,7 +375,7 @@ export class GroupTimeline {
       const node = key.slice(this.keys.queuePrefix.length);
       entries.push({
         node,
-        state: recordState(kv.value) ?? 'unreadable',
+        state: recordOf(kv.value).state,
         createRevision: kv.createRevision,
         holding: markers.has(node),
         position: null,
@@ -406,11 +406,6 @@ function toMirror(kv: IKeyValue): MirrorKV {
     modRevision: Number(kv.mod_revision),
     lease: String(kv.lease ?? '0'),
   };
-}
-
-/** The `state` field of a queue record, or `unreadable`. */
-function recordState(value: string): string {
-  return recordOf(value).state;
 }
 
 /** The `state` (or `unreadable`) and `token` fields of a queue record. */
