@@ -544,6 +544,10 @@ export class Agent {
       checkInhibitors: this.#inhibitors !== null,
       inhibitorWaitMs: cfg.reboot.inhibitorWaitMs,
       inhibitorRecheckMs: Math.min(15_000, Math.max(200, cfg.reboot.inhibitorWaitMs / 10)),
+      slowPhases: {
+        drain: cfg.checks.drain !== null || cfg.reboot.warnDelayMs > 0,
+        post: cfg.checks.post.length > 0 || cfg.checks.releaseDelayMs > 0,
+      },
     };
   }
 

@@ -65,6 +65,23 @@ describe('lifecycle', () => {
     ]);
   });
 
+  it('does not rewrite the record for a drain or a post-boot phase that takes no time', () => {
+    const quick = ctx({ slowPhases: { drain: false, post: false } });
+    const holding: AgentState = { name: 'holding', update, revision: 42 };
+    const drain = transition(holding, { type: 'checks-passed', phase: 'admitted' }, quick);
+    expect(drain.state.name).toBe('draining');
+    expect(drain.effects).toEqual([{ type: 'run-checks', phase: 'drain' }, { type: 'warn-users' }]);
+    const own = { holding: true, state: 'rebooting' as const, bootId: 'b1', revision: 42, update };
+    const back = transition(INITIAL_STATE, { type: 'recovered', own, bootId: 'b2' }, quick);
+    expect(back.state.name).toBe('post-checking');
+    expect(back.effects).toEqual([{ type: 'run-checks', phase: 'post' }]);
+    // A phase that takes time is still recorded, so operators see it.
+    const slow = ctx({ slowPhases: { drain: true, post: false } });
+    expect(
+      transition(holding, { type: 'checks-passed', phase: 'admitted' }, slow).effects[0],
+    ).toEqual({ type: 'record-state', state: 'draining', confirm: false });
+  });
+
   it('waits for the window before doing anything', () => {
     const s = transition({ name: 'idle' }, { type: 'update', update }, ctx({ window: closed }));
     expect(s.state).toMatchObject({ name: 'waiting-window', nextOpen: '2026-11-26T04:00:00.000Z' });

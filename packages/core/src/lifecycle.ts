@@ -307,6 +307,14 @@ export interface Context {
   releaseDelayMs: number;
   /** Whether to look for logind inhibitor locks before the reboot. Default false. */
   checkInhibitors?: boolean;
+  /**
+   * Whether the drain takes time (a drain command, or a delay warning logged-in users) and
+   * whether the time after boot does (post checks, or a release delay). A phase that takes no
+   * time passes in moments, so the record is not rewritten for it: `draining` and
+   * `post-checking` each cost an etcd revision per reboot only where an operator could see them.
+   * Default: both take time.
+   */
+  slowPhases?: { drain: boolean; post: boolean };
   /** The longest wait for inhibitors, holding the slot, before giving it back. Default 10 min. */
   inhibitorWaitMs?: number;
   /** How often to look again while blocked. Default 15 s. */
@@ -448,7 +456,7 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
         return go(
           'admitted-checks-passed',
           { name: 'draining', update: state.update, revision: state.revision },
-          { type: 'record-state', state: 'draining', confirm: false },
+          ...phaseRecord(ctx, 'drain', 'draining'),
           ...DRAIN,
         );
       }
@@ -562,6 +570,11 @@ export function transition(state: AgentState, event: AgentEvent, ctx: Context): 
  * The window is checked once more after both, right before the reboot.
  */
 const DRAIN: readonly Effect[] = [{ type: 'run-checks', phase: 'drain' }, { type: 'warn-users' }];
+
+/** The record's rewrite on entering a phase's state, unless the phase takes no time (`slowPhases`). */
+function phaseRecord(ctx: Context, phase: 'drain' | 'post', state: NodeState): Effect[] {
+  return ctx.slowPhases?.[phase] === false ? [] : [{ type: 'record-state', state, confirm: false }];
+}
 
 /**
  * Reboots now if the window is open: it is checked once more right before every reboot call.
@@ -768,7 +781,7 @@ function recover(
           lastError: null,
           nextCheckAt: null,
         },
-        { type: 'record-state', state: 'post-checking', confirm: false },
+        ...phaseRecord(ctx, 'post', 'post-checking'),
         { type: 'run-checks', phase: 'post' },
       );
     }
