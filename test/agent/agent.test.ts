@@ -12,6 +12,8 @@ import {
   FakeLogind,
   FakeUpdateEngine,
   HolderObserver,
+  type RevisionEvent,
+  RevisionWatch,
   startDbusDaemon,
   startEtcd,
 } from '@sluice/testkit';
@@ -145,6 +147,47 @@ describe('sluiced', () => {
     expect(history).toMatchObject({ node: 'node-a', outcome: 'released' });
     expect(a.logind.reboots).toHaveLength(1);
     expect(observer.peak).toBe(1);
+  });
+
+  it('costs four slot writes per reboot, and keeps its hold lease across the reboot', async () => {
+    env = new TestEnv(etcd.endpoints);
+    const a = await node('node-a');
+    guardReboots(a);
+    await a.start();
+    await a.until('idle');
+    const client = env.client();
+    const start = Number((await client.get(env.prefix).exec()).header.revision);
+    // Every write under the prefix, one line per revision, as an independent watch sees it.
+    const writes: string[] = [];
+    const what = (e: RevisionEvent) => {
+      const key = e.key.slice(env.prefix.length).replace(/history\/g\/\d+-/, 'history/g/');
+      const state = e.value && key.startsWith('groups/g/queue/') ? JSON.parse(e.value).state : '';
+      return `${e.type} ${key}${state ? ` ${state}` : ''}`;
+    };
+    const watch = await RevisionWatch.start(client, env.prefix, {
+      startRevision: start + 1,
+      onRevision: (change) => writes.push(change.events.map(what).sort().join(', ')),
+    });
+    onCleanup(() => watch.close());
+    await a.updateEngine.stageUpdate('4000.0.0');
+    await a.until('rebooting');
+    await expect.poll(() => a.logind.reboots.length).toBe(1);
+    await a.reboot('4000.0.0');
+    await a.start();
+    await a.until('idle');
+    await expect.poll(() => writes.length).toBe(6);
+    expect(await rebootsWithoutSlot()).toEqual([]);
+    expect(writes).toEqual([
+      // The slot: join, admission, the confirmation before Reboot, the release.
+      'put groups/g/queue/node-a waiting',
+      'put groups/g/holding/node-a, put groups/g/queue/node-a holding',
+      'put groups/g/queue/node-a rebooting',
+      // The agent's registration: its stop for the reboot removes it, its start writes it. The
+      // slot's key is not written after boot: the new process keeps the same hold lease alive.
+      'delete groups/g/nodes/node-a',
+      'put groups/g/nodes/node-a',
+      'delete groups/g/holding/node-a, delete groups/g/queue/node-a, put history/g/node-a',
+    ]);
   });
 
   it('enqueues nothing while the window is closed, and releases if it shuts after admission', async () => {

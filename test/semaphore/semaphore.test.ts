@@ -266,38 +266,54 @@ describe('semaphore', () => {
 
   it('lets a holder and a waiter re-attach from new clients, keeping slot and place', async () => {
     env = new TestEnv(etcd.endpoints);
-    const a1 = env.semaphore('a');
-    const b1 = env.semaphore('b');
+    // Short hold leases, so the test can see them kept alive past their TTL.
+    const short = { holdTTL: 3 };
+    const a1 = env.semaphore('a', short);
+    const b1 = env.semaphore('b', short);
     const c = env.semaphore('c');
     const grantA = await a1.acquire({ reason: 'update 2.0' });
     await b1.enqueue();
     await c.enqueue();
     const before = await a1.snapshot();
+    const entry = (snap: typeof before, node: string) => snap.queue.find((e) => e.node === node)!;
     // Both processes restart: keep-alives stop, keys stay within their TTLs.
     a1.close();
     b1.close();
-    const a2 = env.semaphore('a');
-    const b2 = env.semaphore('b');
+    const a2 = env.semaphore('a', short);
+    const b2 = env.semaphore('b', short);
     const ownA = await a2.enqueue();
     const ownB = await b2.enqueue();
     expect(ownA.grant?.revision).toBe(grantA.revision);
     expect(ownA.entry.createRevision).toBe(grantA.createRevision);
-    expect(ownB.entry.createRevision).toBe(
-      before.queue.find((e) => e.node === 'b')!.createRevision,
-    );
+    expect(ownB.entry.createRevision).toBe(entry(before, 'b').createRevision);
+    // Past both TTLs (hold 3 s, session 5 s): the new processes keep the very same leases alive,
+    // and re-attaching wrote nothing.
+    await sleep(6500);
     const after = await a2.snapshot();
+    expect(after.revision).toBe(before.revision);
     expect(after.queue.map((e) => e.node)).toEqual(['a', 'b', 'c']);
+    for (const node of ['a', 'b']) {
+      expect(entry(after, node).lease).toBe(entry(before, node).lease);
+      expect(entry(after, node).modRevision).toBe(entry(before, node).modRevision);
+    }
     expect(decide(after, 'b', new Date())).toMatchObject({
       kind: 'wait',
       reason: 'queue',
       rank: 1,
     });
-    // The old leases were revoked and the keys now sit on the new processes' leases.
-    expect(after.queue.find((e) => e.node === 'a')!.lease).not.toBe(
-      before.queue.find((e) => e.node === 'a')!.lease,
-    );
+    // A process whose record differs (another hostname) moves the key onto its own lease, in
+    // place, and revokes the old one.
+    b2.close();
+    const b3 = env.semaphore('b', { ...short, hostname: 'b-renamed' });
+    const ownB3 = await b3.enqueue();
+    expect(ownB3.entry.createRevision).toBe(ownB.entry.createRevision);
+    const renamed = await b3.snapshot();
+    expect(entry(renamed, 'b').record?.hostname).toBe('b-renamed');
+    expect(entry(renamed, 'b').lease).not.toBe(entry(before, 'b').lease);
+    const old = BigInt(entry(before, 'b').lease).toString(16);
+    expect(JSON.parse(await etcd.etcdctl(['lease', 'timetolive', old, '-w', 'json'])).ttl).toBe(-1);
     expect(await a2.release(ownA.grant!)).toBe(true);
-    const grantB = await b2.acquire();
+    const grantB = await b3.acquire();
     expect(grantB.createRevision).toBe(ownB.entry.createRevision);
   });
 

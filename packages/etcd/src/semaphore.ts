@@ -13,6 +13,8 @@
  * Why one file: enqueue, the wait loop, the admission txn and release share the node's keys and
  * leases, and the safety argument is about all of them together.
  */
+
+import { isDeepStrictEqual } from 'node:util';
 import {
   type AdmissionView,
   buildSnapshot,
@@ -286,9 +288,9 @@ export class Semaphore implements SlotLock {
       };
       return recovery;
     }
-    // Move the key onto this process's leases, keeping its place and slot.
-    const own = await this.enqueue({ bootId: found.record?.bootId ?? bootId }, signal);
-    recovery.own = { record: own.record, holding: own.holding, grant: own.grant };
+    // Keep the key alive from this process, keeping its place and slot.
+    await this.#attach(found, { bootId: found.record?.bootId ?? bootId });
+    recovery.own = { record: found.record, holding: found.holding, grant: found.grant };
     return recovery;
   }
 
@@ -338,10 +340,15 @@ export class Semaphore implements SlotLock {
     return res.succeeded;
   }
 
+  /** The TTL this process grants the hold lease (`holding`) or the session lease with. */
+  #ttl(holding: boolean): number {
+    return holding ? (this.#opts.holdTTL ?? 3600) : (this.#opts.sessionTTL ?? 30);
+  }
+
   async #sessionLease(): Promise<Session> {
     if (this.#session?.alive) return this.#session;
     this.#session?.close();
-    this.#session = await Session.open(this.#client, this.#opts.sessionTTL ?? 30, {
+    this.#session = await Session.open(this.#client, this.#ttl(false), {
       keepAlive: this.#opts.keepAlive ?? true,
     });
     return this.#session;
@@ -350,7 +357,7 @@ export class Semaphore implements SlotLock {
   async #holdLease(): Promise<Session> {
     if (this.#hold?.alive) return this.#hold;
     this.#hold?.close();
-    this.#hold = await Session.open(this.#client, this.#opts.holdTTL ?? 3600, {
+    this.#hold = await Session.open(this.#client, this.#ttl(true), {
       keepAlive: this.#opts.keepAlive ?? true,
     });
     return this.#hold;
@@ -393,6 +400,8 @@ export class Semaphore implements SlotLock {
    */
   async enqueue(req: SlotRequest = {}, signal?: AbortSignal): Promise<OwnEntry> {
     throwIfAborted(signal);
+    const { own: found } = await this.readOwn();
+    if (found) return this.#reattach(found, req);
     const session = await this.#sessionLease();
     const key = this.keys.queue(this.node);
     const res = await etcdCall(`joining the queue at ${key}`, () =>
@@ -412,41 +421,64 @@ export class Semaphore implements SlotLock {
       if (!res.succeeded) return this.enqueue(req, signal);
       throw new SluiceError('refused', `queue key ${key} disappeared right after it was written`);
     }
-    if (!res.succeeded) {
-      if (!this.#mine(own.record?.token)) {
-        throw new SluiceError(
-          'refused',
-          `${key} belongs to another agent with node id ${this.node} (hostname ${own.record?.hostname || 'unknown'}, boot id ${own.record?.bootId ?? 'unknown'}); two machines share this id`,
-          key,
-        );
-      }
-      if (Boolean(own.record?.manual) !== Boolean(req.manual)) {
-        // A manual lock and an agent's slot never stand in for each other.
-        throw new SluiceError(
-          'refused',
-          own.record?.manual
-            ? `${key} is a manual lock (sluicectl lock); this node waits until it is unlocked`
-            : `${key} belongs to this node's agent; a manual lock must wait until it is released`,
-          key,
-        );
-      }
-      await this.#attach(own, req);
+    // Another writer created the key between the read and the txn.
+    return res.succeeded ? own : this.#reattach(own, req);
+  }
+
+  /**
+   * Re-attaches to this node's existing key (see `#attach`), refusing another agent's key and
+   * never letting a manual lock and an agent's slot stand in for each other.
+   */
+  async #reattach(own: OwnEntry, req: SlotRequest): Promise<OwnEntry> {
+    const key = own.entry.key;
+    if (!this.#mine(own.record?.token)) {
+      throw new SluiceError(
+        'refused',
+        `${key} belongs to another agent with node id ${this.node} (hostname ${own.record?.hostname || 'unknown'}, boot id ${own.record?.bootId ?? 'unknown'}); two machines share this id`,
+        key,
+      );
     }
+    if (Boolean(own.record?.manual) !== Boolean(req.manual)) {
+      throw new SluiceError(
+        'refused',
+        own.record?.manual
+          ? `${key} is a manual lock (sluicectl lock); this node waits until it is unlocked`
+          : `${key} belongs to this node's agent; a manual lock must wait until it is released`,
+        key,
+      );
+    }
+    await this.#attach(own, req);
     return own;
   }
 
   /**
-   * Moves an existing key onto a lease this process keeps alive: the hold lease for a holder, the
-   * session lease for a waiter. The txn is guarded on the key's create and mod revisions, so it
-   * never resurrects a key that was released or lost meanwhile, nor overwrites another writer.
+   * Makes this process keep the node's existing key alive: the hold lease for a holder, the
+   * session lease for a waiter. When the key's lease is still alive, was granted with the TTL
+   * this process would grant, and the record would not change, the lease itself is adopted and
+   * kept alive from here (see `Session.adopt`): no write at all, which is the common case of an
+   * agent back from its reboot. Otherwise the key moves onto this process's lease in a txn
+   * guarded on its create and mod revisions, so it never resurrects a key that was released or
+   * lost meanwhile, nor overwrites another writer; the old lease is then revoked.
    */
   async #attach(own: OwnEntry, req: SlotRequest = {}): Promise<void> {
-    const lease = own.holding ? await this.#holdLease() : await this.#sessionLease();
     const previous = own.entry.lease;
-    if (previous === lease.id) return;
+    const current = own.holding ? this.#hold : this.#session;
+    if (current?.alive && current.id === previous) return;
     const record = own.record
       ? { ...this.#record(own.record.state, req, own.record) }
       : this.#record(own.holding ? 'holding' : 'waiting', req);
+    if (previous !== '0' && !current?.alive && isDeepStrictEqual(record, own.record)) {
+      const adopted = await Session.adopt(this.#client, previous, this.#ttl(own.holding), {
+        keepAlive: this.#opts.keepAlive ?? true,
+      });
+      if (adopted) {
+        if (own.holding) this.#hold = adopted;
+        else this.#session = adopted;
+        return;
+      }
+    }
+    const lease = own.holding ? await this.#holdLease() : await this.#sessionLease();
+    if (previous === lease.id) return;
     const res = await etcdCall(`re-attaching ${own.entry.key}`, () =>
       this.#client
         .if(own.entry.key, 'Create', '==', own.entry.createRevision)
