@@ -467,10 +467,10 @@ export class Semaphore implements SlotLock {
     const record = own.record
       ? { ...this.#record(own.record.state, req, own.record) }
       : this.#record(own.holding ? 'holding' : 'waiting', req);
-    if (previous !== '0' && !current?.alive && isDeepStrictEqual(record, own.record)) {
-      const adopted = await Session.adopt(this.#client, previous, this.#ttl(own.holding), {
-        keepAlive: this.#opts.keepAlive ?? true,
-      });
+    // A caller that refreshes its place by asking again (keepAlive false) wants a fresh lease.
+    const adopt = (this.#opts.keepAlive ?? true) && previous !== '0' && !current?.alive;
+    if (adopt && isDeepStrictEqual(record, own.record)) {
+      const adopted = await Session.adopt(this.#client, previous, this.#ttl(own.holding));
       if (adopted) {
         if (own.holding) this.#hold = adopted;
         else this.#session = adopted;

@@ -72,18 +72,13 @@ export class Session {
    * longer has that lease (it ran out or was revoked), or when its granted TTL is not `ttl`: a
    * lease granted under another setting is not kept, the caller grants a new one.
    */
-  static async adopt(
-    client: Etcd3,
-    id: string,
-    ttl: number,
-    opts: { keepAlive?: boolean } = {},
-  ): Promise<Session | null> {
+  static async adopt(client: Etcd3, id: string, ttl: number): Promise<Session | null> {
     const res = await etcdCall(`reading lease ${id}`, () =>
       client.leaseClient.leaseTimeToLive({ ID: id }),
     );
     // etcd answers TTL -1 for a lease it does not have.
     if (Number(res.TTL) <= 0 || Number(res.grantedTTL) !== ttl) return null;
-    return new Session(client, id, ttl, opts.keepAlive ?? true);
+    return new Session(client, id, ttl, true);
   }
 
   /**
