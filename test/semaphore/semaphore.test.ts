@@ -317,6 +317,27 @@ describe('semaphore', () => {
     expect(grantB.createRevision).toBe(ownB.entry.createRevision);
   });
 
+  it('moves the place of a caller that refreshes by asking again onto a fresh lease each time', async () => {
+    env = new TestEnv(etcd.endpoints);
+    // As sluice-fleetlock asks: no keep-alive, each poll is what extends the place.
+    const poll = { keepAlive: false, sessionTTL: 4 };
+    const first = await env.semaphore('z', poll).enqueue();
+    let lease = first.entry.lease;
+    for (let i = 0; i < 3; i++) {
+      await sleep(1500);
+      const again = await env.semaphore('z', poll).enqueue();
+      expect(again.entry.createRevision).toBe(first.entry.createRevision);
+      // Adopting the last poll's lease would not extend it: the place must move.
+      expect(again.entry.lease).not.toBe(lease);
+      lease = again.entry.lease;
+    }
+    // 4.5 s after the first poll, past its 4 s lease: the key is there, on the last poll's lease.
+    const snap = await env.semaphore('observer').snapshot();
+    const entry = snap.queue.find((e) => e.node === 'z');
+    expect(entry?.createRevision).toBe(first.entry.createRevision);
+    expect(entry?.lease).not.toBe(first.entry.lease);
+  });
+
   it('halts the group when a holder is lost, until an operator clears it', async () => {
     env = new TestEnv(etcd.endpoints);
     await etcd.etcdctl(['put', env.keys.max, '2']);
