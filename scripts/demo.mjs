@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run demo`: from a fresh clone to a running demo fleet. Installs what is missing (npm
 // dependencies from the lockfile; etcd, etcdctl, dbus-daemon and setpriv from Debian when root),
-// builds the packages (the demo runs the built sluiced), then runs the fleet simulator's demo
+// builds the packages and the agent bundle (the demo's nodes run dist-bundle/sluiced.mjs, as
+// real nodes do), then runs the fleet simulator's demo
 // with any arguments given after `--`, e.g. `npm run demo -- --nodes 12 --max 3`.
 // `--no-setup` skips the first two steps, for a checkout that is installed and built already.
 //
@@ -29,8 +30,9 @@ const args = process.argv.slice(2);
 const setup = !args.includes('--no-setup');
 if (setup) {
   step('bootstrap', process.execPath, [join(root, 'scripts', 'bootstrap.mjs'), '--demo']);
-  console.log('building (turbo run build)...');
+  console.log('building (turbo run build, then the agent bundle)...');
   step('the build', bin('turbo'), ['run', 'build', '--output-logs=errors-only']);
+  step('the bundle', process.execPath, [join(root, 'scripts', 'bundle.mjs')]);
 }
 
 const child = spawn(

@@ -14,9 +14,9 @@
  *
  * Every figure comes from the simulator's own records and watchers, and etcd's counters.
  */
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  agentProgram,
   Fleet,
   formatReport,
   InProcessFleet,
@@ -27,7 +27,6 @@ import {
   Random,
   type RolloutStats,
   rolloutStats,
-  SLUICED,
   sampleEtcd,
 } from '@sluice/sim';
 import { startEtcd } from '@sluice/testkit';
@@ -50,14 +49,9 @@ const { values } = parseArgs({
     agent: { type: 'string', default: 'bundle' },
   },
 });
-// The real-process fleet runs the agent as nodes get it (the bundle, `npm run bundle`) unless
-// `--agent built` asks for packages/agent/dist.
-const agents: Record<string, string> = {
-  bundle: fileURLToPath(new URL('../../dist-bundle/sluiced.mjs', import.meta.url)),
-  built: SLUICED,
-};
-const agent = agents[values.agent];
-if (!agent) throw new Error(`--agent: expected bundle or built, got ${values.agent}`);
+// The real-process fleet runs the agent as nodes get it (the bundle) unless `--agent built` asks
+// for packages/agent/dist.
+const agent = agentProgram(values.agent);
 const only = new Set(values.only.split(','));
 const json = values.json;
 const say = (line: string) => {

@@ -10,7 +10,7 @@
  * Each run gets its own TMPDIR, so its temp dirs are easy to find, and every process the demo
  * starts (etcd, dbus-daemons, sluiced) names a file in it on its command line: a process whose
  * command line still names it after the demo has exited was left behind. The checkout must be
- * installed (`npm ci`) and built: the demo runs with `--no-setup`.
+ * installed (`npm ci`), built and bundled (`npm test` does both): the demo runs with `--no-setup`.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -42,8 +42,9 @@ beforeAll(() => {
       throw new Error(`node_modules/.bin/${bin} is missing: run "npm ci" in ${ROOT}`);
     }
   }
-  if (!existsSync(join(ROOT, 'packages/agent/dist/main.js'))) {
-    throw new Error('packages/agent/dist/main.js is missing: run "npx turbo run build" first');
+  // The demo's nodes run the agent bundle, as real nodes do.
+  if (!existsSync(join(ROOT, 'dist-bundle/sluiced.mjs'))) {
+    throw new Error('dist-bundle/sluiced.mjs is missing: run "node scripts/bundle.mjs" first');
   }
 });
 
@@ -393,7 +394,7 @@ describe('npm run demo', () => {
     await waitFor(demo, /^\+[\d.]+s n\d+ .* -> down /m);
     expect(demo.output()).not.toContain('[rollout-done]');
     expect(
-      (await processesNaming(demo.tmp)).some((p) => p.cmdline.includes('agent/dist/main.js')),
+      (await processesNaming(demo.tmp)).some((p) => p.cmdline.includes('dist-bundle/sluiced.mjs')),
     ).toBe(true);
     signalGroup(demo, 'SIGINT');
     const code = await demo.exited;

@@ -14,6 +14,7 @@
  */
 import { parseArgs } from 'node:util';
 import { installShutdownHandlers, onShutdown } from './procs.js';
+import { agentProgram } from './programs.js';
 import { freshSeed } from './random.js';
 import { type ChaosLane, type ChaosResult, chaosRun, startLane } from './soak.js';
 
@@ -27,6 +28,7 @@ async function main(): Promise<void> {
       mix: { type: 'string', default: 'random' },
       json: { type: 'boolean', default: false },
       domains: { type: 'boolean', default: false },
+      agent: { type: 'string', default: 'bundle' },
     },
   });
   const runs = Number(values.runs);
@@ -41,11 +43,18 @@ async function main(): Promise<void> {
     (mix !== 'random' && mix !== 'every')
   ) {
     process.stderr.write(
-      'usage: chaos.ts --runs N --seed S [--parallel 2] [--fault-seconds 12] [--mix random|every] [--domains] [--json]\n',
+      'usage: chaos.ts --runs N --seed S [--parallel 2] [--fault-seconds 12] [--mix random|every] [--domains] [--agent bundle|built] [--json]\n',
     );
     process.exit(2);
   }
   const parallel = Number(values.parallel);
+  let agent: string;
+  try {
+    agent = agentProgram(values.agent);
+  } catch (error) {
+    process.stderr.write(`chaos: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
   const out = (line: string) => process.stdout.write(`${line}\n`);
   installShutdownHandlers((text) => process.stdout.write(text));
   out(
@@ -71,6 +80,7 @@ async function main(): Promise<void> {
         faultMs: Number(values['fault-seconds']) * 1000,
         mix,
         domains: values.domains,
+        agent,
         log: out,
       }).catch(
         (error: unknown): ChaosResult => ({

@@ -23,6 +23,7 @@ import { renderTimeline } from './html.js';
 import { canaryOrder, formatReport } from './invariants.js';
 import type { SimOs } from './node.js';
 import { installShutdownHandlers, onShutdown, setSignalExitCode } from './procs.js';
+import { agentProgram } from './programs.js';
 import { ProgressDisplay } from './progress.js';
 import { freshSeed, Random } from './random.js';
 import { ms, rolloutStats, sampleEtcd, secs } from './report.js';
@@ -55,6 +56,8 @@ const USAGE = `usage: npm run demo -- [options]
   --timeout S          give up after this many seconds (default 300)
   --plain              print plain progress lines even on a terminal
   --keep               keep the agents' logs and configs
+  --agent KIND         bundle (dist-bundle/sluiced.mjs, what nodes get) or built
+                       (packages/agent/dist) (default bundle)
   --no-setup           (scripts/demo.mjs) skip installing and building: both were done already
 `;
 
@@ -84,6 +87,7 @@ function parse() {
       timeout: { type: 'string', default: '300' },
       plain: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      agent: { type: 'string', default: 'bundle' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -112,6 +116,12 @@ if (args.window !== undefined) {
   if (!parsed.ok) fail(parsed.error.message);
 }
 
+let agent: string;
+try {
+  agent = agentProgram(args.agent);
+} catch (error) {
+  fail((error as Error).message);
+}
 const nodes = Math.floor(number('nodes', args.nodes, 1, 200));
 const max = Math.floor(number('max', args.max, 0, 10_000));
 const rebootSeconds = number('reboot-seconds', args['reboot-seconds'], 0.1, 600);
@@ -172,6 +182,7 @@ const fleet = await Fleet.start({
   random,
   keepDir: args.keep,
   os,
+  agent,
   ...(domains === undefined ? {} : { domains }),
   ...(domainMax === undefined ? {} : { domainMax }),
   ...(canary === undefined ? {} : { canary }),

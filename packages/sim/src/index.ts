@@ -5,6 +5,7 @@ export * from './invariants.js';
 export * from './links.js';
 export * from './node.js';
 export * from './procs.js';
+export * from './programs.js';
 export * from './progress.js';
 export * from './random.js';
 export * from './report.js';

@@ -12,7 +12,6 @@ import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   type DbusDaemon,
   FakeLogind,
@@ -22,9 +21,7 @@ import {
   startDbusDaemon,
 } from '@sluice/testkit';
 import { exited, killChild, spawnTracked } from './procs.js';
-
-/** The built agent the simulator runs: `npx turbo run build` makes it. */
-export const SLUICED = fileURLToPath(new URL('../../agent/dist/main.js', import.meta.url));
+import { SLUICED } from './programs.js';
 
 /**
  * libfaketime, which the simulator preloads into an agent to set its clock off: where Debian's

@@ -161,6 +161,8 @@ export interface ChaosRunOptions {
   lane: ChaosLane;
   run: number;
   seed: number;
+  /** The `sluiced` program the nodes run (see `agentProgram`); default the built agent. */
+  agent?: string;
   /** How long to inject faults, in ms. Default 12 s. */
   faultMs?: number;
   /**
@@ -293,6 +295,7 @@ export async function chaosRun(opts: ChaosRunOptions): Promise<ChaosResult> {
     links: true,
     fakeClocks: true,
     dir,
+    ...(opts.agent ? { agent: opts.agent } : {}),
   });
   const client = new Etcd3(simClientOptions(etcd.endpoints));
   const pending = new Set<Promise<unknown>>();
