@@ -4,6 +4,7 @@
  * update source and the Rebooter are in-process fakes too. What needs etcd and D-Bus is in
  * test/agent/.
  */
+import { SluiceError } from '@sluice/core';
 import { FakeGroupSettings, FakeSlotLock } from '@sluice/testkit';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -131,6 +132,30 @@ describe('agent runtime with a slot lock (in-memory fakes of the ports)', () => 
     // No drain command and no warning delay: the drain takes no time and is not recorded.
     expect(lock.calls).toEqual(['recover', 'acquire', 'confirm:rebooting', 'reboot']);
     expect(agent.state.name).toBe('rebooting');
+  });
+
+  it('retries on time after its clock steps back while it works out when to retry', async () => {
+    // The clock is two hours ahead, and NTP puts it right while the agent reads the group's
+    // window for the transition after a failed queue attempt (soak seed 1666).
+    let offset = 2 * 3600_000;
+    const lock = new FakeSlotLock('n1');
+    lock.acquireFails = new SluiceError('etcd-unavailable', 'etcd did not answer a lease grant');
+    const settings = new FakeGroupSettings();
+    const read = settings.window.bind(settings);
+    settings.window = async () => {
+      if (lock.calls.includes('acquire')) offset = 0;
+      return read();
+    };
+    const reboots: string[] = [];
+    const agent = await agentWith(new FlakySource(0), reboots, {
+      lock,
+      settings,
+      now: () => new Date(Date.now() + offset),
+    });
+    await agent.start();
+    // The retry comes after the retry delay (200 ms), not two hours later.
+    await expect.poll(() => reboots.length, { timeout: 3000, interval: 20 }).toBe(1);
+    expect(lock.calls.filter((c) => c === 'acquire')).toHaveLength(2);
   });
 
   it('never reboots when the slot is gone at the last confirmation', async () => {

@@ -116,6 +116,12 @@ const STOPS: readonly AgentEvent['type'][] = [
   'reboot-blocked',
 ];
 
+/** When a step was decided: the wall clock it read, and the monotonic clock then. */
+interface StepTime {
+  wall: number;
+  mono: number;
+}
+
 /** One node's agent. `start()` it once; `stop()` on SIGTERM. */
 export class Agent {
   #state: AgentState = INITIAL_STATE;
@@ -487,7 +493,7 @@ export class Agent {
         m.setState(step.state.name);
         m.slotHeld.set(holdsSlot(step.state) ? 1 : 0);
         for (const listener of this.#listeners) listener(step.state, step.edge);
-        this.#run(step.effects);
+        this.#run(step.effects, { wall: ctx.now.getTime(), mono: performance.now() });
         this.#scheduleWindowTick(ctx);
         this.#deps.settings?.followWindow(this.#following(), () =>
           this.#dispatch({ type: 'tick' }),
@@ -527,9 +533,10 @@ export class Agent {
   /** The context for a transition: time, the combined window, settings. */
   async #context(): Promise<Context> {
     const cfg = this.#deps.config;
-    const now = this.#now();
     const settings = cfg.strategy === 'etcd-lock' ? this.#deps.settings : null;
     const group = settings ? await settings.window() : null;
+    // Read after the window, which may wait on etcd: the step is decided at this time.
+    const now = this.#now();
     const { window, nextChange } = windowContext(now, cfg.windows, group, this.#retryDelay());
     this.#windowChange = nextChange;
     return {
@@ -571,14 +578,14 @@ export class Agent {
    * failed, the slot gone, the reboot call refused), stops the rest: a reboot never follows a
    * failed confirmation that this node still holds its slot.
    */
-  #run(effects: readonly Effect[]): void {
+  #run(effects: readonly Effect[], step: StepTime): void {
     if (effects.length === 0) return;
     this.#running++;
     void (async () => {
       for (const effect of effects) {
         let event: AgentEvent | null;
         try {
-          event = await this.#execute(effect);
+          event = await this.#execute(effect, step);
         } catch (error) {
           if (this.#stopped || (isSluiceError(error) && error.kind === 'aborted')) return;
           if (isSluiceError(error) && error.kind.startsWith('etcd'))
@@ -596,7 +603,7 @@ export class Agent {
     });
   }
 
-  async #execute(effect: Effect): Promise<AgentEvent | null> {
+  async #execute(effect: Effect, step: StepTime): Promise<AgentEvent | null> {
     const cfg = this.#deps.config;
     const lock = this.#deps.lock;
     const signal = this.#stop.signal;
@@ -687,12 +694,15 @@ export class Agent {
       }
       case 'reboot':
         return this.#reboot(cfg.reboot.method);
-      case 'wake-at':
+      case 'wake-at': {
+        // The step set the time by its own clock reading: measure the wait from that reading on
+        // the monotonic clock, so a wall clock that stepped since (NTP putting it right) neither
+        // delays the wake-up by the step nor brings it forward.
+        const waitMs = Date.parse(effect.at) - step.wall - (performance.now() - step.mono);
         clearTimeout(this.#wakeTimer);
-        this.#wakeTimer = after(Date.parse(effect.at) - this.#now().getTime() + 5, () =>
-          this.#dispatch({ type: 'tick', due: effect.at }),
-        );
+        this.#wakeTimer = after(waitMs + 5, () => this.#dispatch({ type: 'tick', due: effect.at }));
         return null;
+      }
     }
   }
 

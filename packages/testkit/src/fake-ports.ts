@@ -27,6 +27,8 @@ export class FakeSlotLock implements SlotLock {
   autoGrant = true;
   /** The next confirmations fail: `refused` (the slot is gone) or an error a retry may fix. */
   confirmFails: 'refused' | Error | null = null;
+  /** The next `acquire()` fails with this (an etcd that does not answer), once. */
+  acquireFails: Error | null = null;
   #revision = 100;
   #waiting: (() => void) | null = null;
 
@@ -53,6 +55,9 @@ export class FakeSlotLock implements SlotLock {
 
   acquire(request: SlotRequest, signal?: AbortSignal): Promise<Grant> {
     this.calls.push('acquire');
+    const failure = this.acquireFails;
+    this.acquireFails = null;
+    if (failure) return Promise.reject(failure);
     const grant = (): Grant => ({
       node: this.node,
       revision: ++this.#revision,
