@@ -11,9 +11,8 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { SimNode, SLUICED, spawnTracked } from '@sluice/sim';
+import { SimNode, SLUICED, SLUICED_BUNDLE, spawnTracked } from '@sluice/sim';
 import { FaultProxy, startEtcd } from '@sluice/testkit';
 import { cpuSeconds, rssMiB } from './proc.js';
 
@@ -26,9 +25,8 @@ const { values } = parseArgs({
 });
 const runs = Number(values.runs);
 const idleSeconds = Number(values['idle-seconds']);
-const repo = fileURLToPath(new URL('../..', import.meta.url));
 const programs = [
-  { name: 'bundle', file: `${repo}dist-bundle/sluiced.mjs` },
+  { name: 'bundle', file: SLUICED_BUNDLE },
   { name: 'built', file: SLUICED },
 ].filter((p) => existsSync(p.file));
 if (!programs.some((p) => p.name === 'bundle')) {

@@ -477,8 +477,8 @@ export class Semaphore implements SlotLock {
         return;
       }
     }
+    // Not the key's lease: that case returned above, and a lease granted now is a new one.
     const lease = own.holding ? await this.#holdLease() : await this.#sessionLease();
-    if (previous === lease.id) return;
     const res = await etcdCall(`re-attaching ${own.entry.key}`, () =>
       this.#client
         .if(own.entry.key, 'Create', '==', own.entry.createRevision)
