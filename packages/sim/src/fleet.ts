@@ -429,6 +429,14 @@ export class Fleet {
     return res.code;
   }
 
+  /**
+   * Learns ahead which options this sluicectl's unlock takes, so that a later `forceUnlock()` is
+   * a single command: for a test whose timing starts at the unlock.
+   */
+  async prepareUnlock(): Promise<void> {
+    await this.#unlockNeedsYes();
+  }
+
   #yes: Promise<boolean> | null = null;
 
   /** Whether this sluicectl's unlock has a `--yes` (its confirmation for a live reboot). */
