@@ -7,7 +7,7 @@ import { decide } from '@sluice/core';
 import type { Grant } from '@sluice/etcd';
 import { GroupAdmin, GroupWatch } from '@sluice/etcd';
 import { type EtcdCluster, HolderObserver, startEtcd } from '@sluice/testkit';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { sleep, stillPending, TestEnv } from '../helpers.js';
 
 let etcd: EtcdCluster;
@@ -401,6 +401,50 @@ describe('semaphore', () => {
     expect(status.errors).toEqual([expect.objectContaining({ key: env.keys.max })]);
     await etcd.etcdctl(['put', env.keys.max, '1']);
     expect((await waiting).node).toBe('a');
+  });
+
+  it('asks etcd about once, not on every change, while its mirror has yet to see its own key', async () => {
+    env = new TestEnv(etcd.endpoints);
+    await etcd.etcdctl(['put', env.keys.max, '1']);
+    const holder = env.semaphore('h0');
+    const grant = await holder.acquire();
+    // The waiter's mirror runs 1.5 s behind its answers from etcd, as a watch does when etcd
+    // catches up a slow watcher or its process is busy: the watch's link is slow, the waiter's
+    // own link is not. Meanwhile other machines write 40 reboot requests a second.
+    const { proxy, client: watchClient } = await env.proxied('unused');
+    // Another waiter of this process has the shared watch open already.
+    const sibling = await GroupWatch.open(watchClient, env.keys);
+    onTestFinished(() => sibling.close());
+    proxy.setLatency({ down: 1500 });
+    const writer = env.client();
+    let writing = true;
+    const writes = (async () => {
+      for (let i = 0; writing; i++) {
+        await writer
+          .put(env.keys.request(`ghost-${i}`))
+          .value('{"v":1}')
+          .exec();
+        await sleep(25);
+      }
+    })();
+    onTestFinished(() => {
+      writing = false;
+    });
+    await sleep(500);
+    const txns = () => etcd.metric('grpc_server_started_total', 0, 'grpc_method="Txn"');
+    const before = await txns();
+    const waiter = env.semaphore('w1', { watchClient });
+    const waiting = waiter.acquire();
+    await waitForKey(env.keys.queue('w1'));
+    await sleep(3000);
+    writing = false;
+    await writes;
+    // Joining: a read of its own key and a create; then a read for the decision, and maybe one
+    // more as the mirror catches up. Not one for each change the mirror shows before its key.
+    expect((await txns()) - before).toBeLessThan(6);
+    expect(await stillPending(waiting, 200)).toBe(true);
+    expect(await holder.release(grant)).toBe(true);
+    expect((await waiting).node).toBe('w1');
   });
 
   it('admits nobody while etcd is down, and waiters recover when it returns', async () => {

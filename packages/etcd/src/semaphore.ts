@@ -125,6 +125,12 @@ export interface SemaphoreOptions {
    * runs out its full TTL after it was granted, with no keep-alive stream.
    */
   keepAlive?: boolean;
+  /**
+   * The client whose shared group watch wakes this waiter (default: its own). Its mirror may run
+   * behind this semaphore's answers from etcd, as any watch may: waiters must not mistake that
+   * for their key being gone.
+   */
+  watchClient?: Etcd3;
 }
 
 export type { Grant, SlotRequest } from '@sluice/core';
@@ -511,7 +517,7 @@ export class Semaphore implements SlotLock {
     if (first.grant) return first.grant;
     // Grant the hold lease now, so taking a slot is one txn when the turn comes.
     await this.#holdLease();
-    const watch = await GroupWatch.open(this.#client, this.keys);
+    const watch = await GroupWatch.open(this.#opts.watchClient ?? this.#client, this.keys);
     this.#waiting = watch;
     try {
       return await this.#waitLoop(watch, req, first, signal);
@@ -751,6 +757,10 @@ export class Semaphore implements SlotLock {
           }
           // Our key gone, or a holder lost: etcd has to confirm it (and the group be halted).
           if (hint.reason !== 'not-queued' && hint.reason !== 'halted') return;
+          // A mirror that has not reached our key's revision has not seen it yet: it is behind,
+          // and its event will come. Asking on each change until then is a read per event for
+          // every such waiter, and in a busy process the reads slow the watch further.
+          if (hint.reason === 'not-queued' && snapshot.revision < own.entry.createRevision) return;
         }
         const wait = askNotBefore - Date.now();
         if (wait > 0) askIn(wait);
