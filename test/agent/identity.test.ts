@@ -249,7 +249,7 @@ describe('one node, one agent', () => {
         ended ??= `exited ${code}: ${a.stderr()}`;
       });
     }
-    await sleep(30_000);
+    await sleep(10_000);
     expect(ended).toBeNull();
     for (const a of agents) {
       a.child.kill('SIGTERM');
