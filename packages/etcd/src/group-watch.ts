@@ -167,6 +167,11 @@ export class GroupWatch {
     return this.#snapshot;
   }
 
+  /** The revision the mirror is at: its last read's, or its last event's if later. */
+  get revision(): number {
+    return this.#mirror.revision;
+  }
+
   /** How many queue keys the mirror holds: the size of the group, for scaling timers. */
   get queueSize(): number {
     return this.#queueRevisions.length;

@@ -741,6 +741,11 @@ export class Semaphore implements SlotLock {
        */
       const onChange = () => {
         if (done) return;
+        // A mirror that has not reached our key's revision has not seen it yet: it is behind,
+        // and its event will come. Until then it can tell nothing, and deciding on it (or asking
+        // etcd) on each change costs every such waiter a pass over the group per event: in a
+        // busy process that work, or the reads, slow the watch further.
+        if (watch.revision < own.entry.createRevision) return;
         clearTimeout(hintTimer);
         const snapshot = watch.snapshot;
         const hint = decide(snapshot, this.node, this.#now(), this.#opts.localWindows);
@@ -757,10 +762,6 @@ export class Semaphore implements SlotLock {
           }
           // Our key gone, or a holder lost: etcd has to confirm it (and the group be halted).
           if (hint.reason !== 'not-queued' && hint.reason !== 'halted') return;
-          // A mirror that has not reached our key's revision has not seen it yet: it is behind,
-          // and its event will come. Asking on each change until then is a read per event for
-          // every such waiter, and in a busy process the reads slow the watch further.
-          if (hint.reason === 'not-queued' && snapshot.revision < own.entry.createRevision) return;
         }
         const wait = askNotBefore - Date.now();
         if (wait > 0) askIn(wait);
