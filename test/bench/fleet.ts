@@ -10,15 +10,27 @@
  *    and CPU from /proc.
  * 2. inprocess: a rollout with agents in this process (default 1000 nodes, max 10, 1 s
  *    reboots): the real Agent and Semaphore against real etcd, D-Bus simulated, nodes sharing one
- *    etcd client per 50 (see packages/sim/src/in-process.ts).
+ *    etcd client per 50 (see packages/sim/src/in-process.ts). `--inproc-processes K` splits them
+ *    over K simulator processes (packages/sim/src/split-fleet.ts), for groups one process cannot
+ *    drive: `-- --only inprocess --inproc-nodes 10000 --inproc-max 50 --inproc-reboot-seconds 10
+ *    --inproc-processes 4`.
+ *
+ * 3. start and status (first, unless `--only` leaves them out): test/bench/start.ts (start of one
+ *    agent to its first etcd request, idle RSS and CPU) and test/bench/status.ts (`sluicectl
+ *    status` of a 1000- and a 20,000-node group), run as they are alone and reported here too, so
+ *    that one `npm run bench -- --json` prints every figure.
  *
  * Every figure comes from the simulator's own records and watchers, and etcd's counters.
  */
-import { parseArgs } from 'node:util';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
 import {
   agentProgram,
   Fleet,
   formatReport,
+  type GroupEventsPerReboot,
+  groupEventsPerReboot,
   InProcessFleet,
   installShutdownHandlers,
   onShutdown,
@@ -27,15 +39,15 @@ import {
   Random,
   type RolloutStats,
   rolloutStats,
+  SplitFleet,
   sampleEtcd,
 } from '@sluice/sim';
-import { startEtcd } from '@sluice/testkit';
-import { cpuSeconds, rssMiB } from './proc.js';
+import { cpuSeconds, rssMiB, startEtcd } from '@sluice/testkit';
 
 const { values } = parseArgs({
   options: {
     json: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'process,inprocess' },
+    only: { type: 'string', default: 'start,status,process,inprocess' },
     nodes: { type: 'string', default: '30' },
     max: { type: 'string', default: '5' },
     'reboot-seconds': { type: 'string', default: '3' },
@@ -44,6 +56,7 @@ const { values } = parseArgs({
     'inproc-max': { type: 'string', default: '10' },
     'inproc-reboot-seconds': { type: 'string', default: '1' },
     'inproc-clients': { type: 'string' },
+    'inproc-processes': { type: 'string', default: '1' },
     'inproc-spread-seconds': { type: 'string', default: '10' },
     seed: { type: 'string', default: '1' },
     agent: { type: 'string', default: 'bundle' },
@@ -68,7 +81,12 @@ const rounds = (s: RolloutStats) => Math.ceil(s.nodes / Math.max(1, s.max));
 /** What a round costs beyond the reboot itself: the fixed cost of a slot changing hands. */
 const overheadPerRoundMs = (s: RolloutStats) => (s.makespanMs - s.idealMs) / rounds(s);
 
-function describeRollout(label: string, s: RolloutStats, violations: number): void {
+function describeRollout(
+  label: string,
+  s: RolloutStats,
+  violations: number,
+  groupEvents: GroupEventsPerReboot | null,
+): void {
   say(`${label}`);
   say(
     `  makespan                   ${(s.makespanMs / 1000).toFixed(1)} s (ideal ceil(${s.nodes}/${s.max}) × ${s.rebootSeconds} s = ${(s.idealMs / 1000).toFixed(1)} s; ratio ${(s.makespanMs / s.idealMs).toFixed(2)}, efficiency ${(s.efficiency * 100).toFixed(0)} %)`,
@@ -90,10 +108,91 @@ function describeRollout(label: string, s: RolloutStats, violations: number): vo
   say(
     `  etcd writes per reboot     ${s.revisionsPerReboot?.toFixed(1)} revisions, ${s.proposalsPerReboot?.toFixed(1)} raft proposals`,
   );
+  say(`  etcd watch events sent     ${s.watchEventsPerReboot?.toFixed(0)} per reboot, every watch`);
+  if (groupEvents) {
+    const kinds = Object.entries(groupEvents.byKind)
+      .map(([kind, n]) => `${kind} ${n}`)
+      .join(', ');
+    say(`  one watch of the group     ${groupEvents.total} events per reboot (${kinds})`);
+  }
+  say(`  etcd CPU                   ${s.etcdCpuSecondsPerReboot?.toFixed(3)} s per reboot`);
   say(`  invariant violations       ${violations}`);
 }
 
+/** The figures of a rollout that both fleets report, for `--json`. */
+function rolloutJson(
+  s: RolloutStats,
+  violations: number,
+  groupEvents: GroupEventsPerReboot | null,
+) {
+  return {
+    nodes: s.nodes,
+    max: s.max,
+    rebootSeconds: s.rebootSeconds,
+    makespanSeconds: round(s.makespanMs / 1000),
+    idealSeconds: round(s.idealMs / 1000),
+    efficiency: round(s.efficiency, 3),
+    ratio: round(s.makespanMs / s.idealMs, 3),
+    overheadPerRoundMs: Math.round(overheadPerRoundMs(s)),
+    peakDown: s.peakDown,
+    handoffAdmissionMs: s.handoffs.admission,
+    handoffRebootMs: s.handoffs.reboot,
+    bootToReleaseMs: s.phases.afterBoot,
+    revisionsPerReboot: round(s.revisionsPerReboot, 2),
+    proposalsPerReboot: round(s.proposalsPerReboot, 2),
+    watchEventsPerReboot: round(s.watchEventsPerReboot, 0),
+    etcdCpuSecondsPerReboot: round(s.etcdCpuSecondsPerReboot, 4),
+    groupWatchEventsPerReboot: groupEvents,
+    violations,
+  };
+}
+
 const result: Record<string, unknown> = {};
+
+/** Runs another benchmark of test/bench with `--json` and returns what it printed. */
+async function benchScript(name: string, args: string[] = []): Promise<unknown> {
+  const file = fileURLToPath(new URL(`./${name}.ts`, import.meta.url));
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--import', 'tsx', '--conditions=source', file, '--json', ...args],
+    { maxBuffer: 64 * 1024 * 1024 },
+  );
+  return JSON.parse(stdout.trim().split('\n').at(-1)!);
+}
+
+if (only.has('start')) {
+  say('agent start (test/bench/start.ts)...');
+  const start = (await benchScript('start')) as {
+    nodeFloorMs: number;
+    results: {
+      program: string;
+      firstRequestMs: number;
+      recoveredMs: number;
+      idleRssMiB: number;
+      idleCpuPercent: number;
+    }[];
+  };
+  say(`  node -e 0                  ${start.nodeFloorMs} ms (the floor under any Node program)`);
+  for (const r of start.results) {
+    say(
+      `  ${r.program.padEnd(7)} start->first etcd request ${r.firstRequestMs} ms, ->recovered ${r.recoveredMs} ms; idle RSS ${r.idleRssMiB} MiB, CPU ${r.idleCpuPercent} %`,
+    );
+  }
+  result.start = start;
+}
+
+if (only.has('status')) {
+  say('sluicectl status (test/bench/status.ts)...');
+  const status = (await benchScript('status')) as {
+    results: { nodes: number; program: string; output: string; medianMs: number }[];
+  };
+  for (const r of status.results) {
+    say(
+      `  ${`${r.nodes} nodes, ${r.program}, ${r.output}`.padEnd(27)}median ${r.medianMs.toFixed(0)} ms`,
+    );
+  }
+  result.status = status;
+}
 
 if (only.has('process')) {
   const nodes = Number(values.nodes);
@@ -113,6 +212,7 @@ if (only.has('process')) {
     const after = await sampleEtcd(etcd, () => fleet.revision());
     const report = fleet.check();
     if (!report.ok) say(formatReport(report, startAt));
+    const groupEvents = groupEventsPerReboot(fleet.timeline, fleet.reboots.length, startAt);
     const stats = rolloutStats({
       nodes,
       max,
@@ -129,6 +229,7 @@ if (only.has('process')) {
       `real processes (${values.agent}): ${nodes} nodes, max ${max}, ${rebootSeconds} s reboots`,
       stats,
       report.violations.length,
+      groupEvents,
     );
 
     // Idle: every node is updated and has nothing pending.
@@ -168,20 +269,7 @@ if (only.has('process')) {
     );
     result.process = {
       agent: values.agent,
-      nodes,
-      max,
-      rebootSeconds,
-      makespanSeconds: round(stats.makespanMs / 1000),
-      idealSeconds: round(stats.idealMs / 1000),
-      efficiency: round(stats.efficiency, 3),
-      ratio: round(stats.makespanMs / stats.idealMs, 3),
-      overheadPerRoundMs: Math.round(overheadPerRoundMs(stats)),
-      peakDown: stats.peakDown,
-      handoffAdmissionMs: stats.handoffs.admission,
-      handoffRebootMs: stats.handoffs.reboot,
-      revisionsPerReboot: round(stats.revisionsPerReboot, 2),
-      proposalsPerReboot: round(stats.proposalsPerReboot, 2),
-      violations: report.violations.length,
+      ...rolloutJson(stats, report.violations.length, groupEvents),
       idle: {
         seconds: round(elapsed, 0),
         nodes: pids.length,
@@ -204,36 +292,51 @@ if (only.has('inprocess')) {
   const max = Number(values['inproc-max']);
   const rebootSeconds = Number(values['inproc-reboot-seconds']);
   const spreadMs = Number(values['inproc-spread-seconds']) * 1000;
+  const processes = Number(values['inproc-processes']);
+  const seed = Number(values.seed);
   const etcd = await startEtcd();
   const stopEtcd = onShutdown(() => etcd.stop());
-  say(`starting ${nodes} in-process agents...`);
+  say(
+    `starting ${nodes} in-process agents${processes > 1 ? ` in ${processes} simulator processes` : ''}...`,
+  );
   const setupStart = Date.now();
-  const fleet = await InProcessFleet.start({
+  const options = {
     etcd,
     nodes,
     max,
     rebootSeconds,
     ...(values['inproc-clients'] ? { clients: Number(values['inproc-clients']) } : {}),
-  });
+  };
+  const fleet =
+    processes > 1
+      ? await SplitFleet.start({ ...options, processes })
+      : await InProcessFleet.start(options);
   const stopFleet = onShutdown(() => fleet.stop());
   try {
     const setupMs = Date.now() - setupStart;
     const before = await sampleEtcd(etcd, () => fleet.revision());
     const startAt = Date.now();
     const cpu0 = process.cpuUsage();
-    await fleet.stageAll('2.0.0', { spreadMs, random: new Random(Number(values.seed)) });
+    const idealMs = Math.ceil(nodes / max) * rebootSeconds * 1000;
+    const timeoutMs = Math.max(600_000, 6 * idealMs);
     let unfinished: string | null = null;
     try {
-      const idealMs = Math.ceil(nodes / max) * rebootSeconds * 1000;
-      await fleet.waitForRollout('2.0.0', Math.max(600_000, 6 * idealMs));
+      if (fleet instanceof SplitFleet) {
+        fleet.stageAll('2.0.0', { spreadMs, seed });
+        await fleet.waitForRollout(timeoutMs);
+      } else {
+        await fleet.stageAll('2.0.0', { spreadMs, random: new Random(seed) });
+        await fleet.waitForRollout('2.0.0', timeoutMs);
+      }
     } catch (error) {
       unfinished = error instanceof Error ? error.message : String(error);
       say(`  ROLLOUT DID NOT FINISH: ${unfinished}`);
     }
     const cpu = process.cpuUsage(cpu0);
-    const report = await fleet.check(unfinished === null);
     const after = await sampleEtcd(etcd, () => fleet.revision());
+    const report = await fleet.check(unfinished === null);
     if (!report.ok) say(formatReport(report, startAt));
+    const groupEvents = groupEventsPerReboot(fleet.timeline, fleet.reboots.length, startAt);
     const stats = rolloutStats({
       nodes,
       max,
@@ -250,36 +353,38 @@ if (only.has('inprocess')) {
       `in-process agents: ${nodes} nodes, max ${max}, ${rebootSeconds} s reboots, update staged over ${spreadMs / 1000} s`,
       stats,
       report.violations.length,
+      groupEvents,
     );
-    const cpuSecondsUsed = (cpu.user + cpu.system) / 1e6;
+    // A split fleet's workers report their CPU from their start; one process, from the staging.
+    const workers = fleet instanceof SplitFleet ? fleet.workers : [];
+    const cpuSecondsUsed =
+      workers.length > 0
+        ? workers.reduce((n, w) => n + w.cpuSeconds, 0)
+        : (cpu.user + cpu.system) / 1e6;
+    const rss =
+      workers.length > 0
+        ? workers.reduce((n, w) => n + w.rssMiB, 0)
+        : process.memoryUsage().rss / 2 ** 20;
     const problems = [...fleet.problems].reduce((n, [, v]) => n + v, 0);
     say(
       `  agent warnings and errors  ${problems} (top: ${[...fleet.problems].sort((a, b) => b[1] - a[1])[0]?.[0].slice(0, 100) ?? 'none'})`,
     );
     say(
-      `  simulator process          ${cpuSecondsUsed.toFixed(1)} CPU s during the rollout, RSS ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB; setup ${(setupMs / 1000).toFixed(1)} s`,
+      workers.length > 0
+        ? `  simulator processes        ${processes}: ${cpuSecondsUsed.toFixed(1)} CPU s from their start, RSS ${rss.toFixed(0)} MiB in all; setup ${(setupMs / 1000).toFixed(1)} s`
+        : `  simulator process          ${cpuSecondsUsed.toFixed(1)} CPU s during the rollout, RSS ${rss.toFixed(0)} MiB; setup ${(setupMs / 1000).toFixed(1)} s`,
     );
     result.inprocess = {
-      nodes,
-      max,
-      rebootSeconds,
       stagedOverSeconds: spreadMs / 1000,
-      makespanSeconds: round(stats.makespanMs / 1000),
-      idealSeconds: round(stats.idealMs / 1000),
-      efficiency: round(stats.efficiency, 3),
-      ratio: round(stats.makespanMs / stats.idealMs, 3),
-      overheadPerRoundMs: Math.round(overheadPerRoundMs(stats)),
-      peakDown: stats.peakDown,
-      handoffAdmissionMs: stats.handoffs.admission,
-      handoffRebootMs: stats.handoffs.reboot,
-      revisionsPerReboot: round(stats.revisionsPerReboot, 2),
-      proposalsPerReboot: round(stats.proposalsPerReboot, 2),
-      violations: report.violations.length,
+      simulatorProcesses: processes,
+      ...rolloutJson(stats, report.violations.length, groupEvents),
       unfinished,
       agentProblems: Object.fromEntries(
         [...fleet.problems].sort((a, b) => b[1] - a[1]).slice(0, 5),
       ),
       simulatorCpuSeconds: round(cpuSecondsUsed),
+      simulatorRssMiB: round(rss, 0),
+      setupSeconds: round(setupMs / 1000),
     };
   } finally {
     stopFleet();

@@ -13,8 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimNode, SLUICED, SLUICED_BUNDLE, spawnTracked } from '@sluice/sim';
-import { FaultProxy, startEtcd } from '@sluice/testkit';
-import { cpuSeconds, rssMiB } from './proc.js';
+import { cpuSeconds, FaultProxy, rssMiB, startEtcd } from '@sluice/testkit';
 
 const { values } = parseArgs({
   options: {

@@ -23,14 +23,13 @@
  * the simulated logind) and stops them all by PID; one owner keeps that cleanup complete.
  */
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { GroupKeys, parseCanary } from '@sluice/core';
+import { type GroupKeys, parseCanary } from '@sluice/core';
 import { type EtcdCluster, HolderObserver, startEtcd } from '@sluice/testkit';
 import { Etcd3 } from 'etcd3';
 import {
@@ -46,7 +45,7 @@ import { SimNode, type SimNodeHooks, type SimOs } from './node.js';
 import { onShutdown } from './procs.js';
 import type { Random } from './random.js';
 import { confirmSlot } from './slot-check.js';
-import { GroupTimeline, simClientOptions } from './timeline.js';
+import { GroupTimeline, simClientOptions, simGroupKeys } from './timeline.js';
 
 const run = promisify(execFile);
 
@@ -227,10 +226,7 @@ export class Fleet {
   readonly #listeners = new Set<(event: FleetEvent) => void>();
 
   private constructor(readonly opts: FleetOptions) {
-    this.keys = new GroupKeys(
-      opts.prefix ?? `/sim-${randomUUID().slice(0, 8)}/`,
-      opts.group ?? 'default',
-    );
+    this.keys = simGroupKeys(opts);
   }
 
   /** Starts etcd (unless given), the watchers and every node, and waits for the agents. */

@@ -1,19 +1,3 @@
-/**
- * An in-process fleet for scale: hundreds or thousands of agents in the simulator's own process.
- * Each node runs the real `Agent` (the core state machine and its runtime) with a real
- * `Semaphore` against a real etcd; what is simulated is D-Bus: update_engine is a fake update
- * source, and the agent's `Rebooter` takes the machine down in the simulator.
- *
- * Agents share a few etcd clients (`clients`, default one per 50 nodes): a thousand gRPC
- * connections in one process cost more than the agents do. Each agent still has its own leases,
- * its own group watch and its own txns, as on its own machine.
- *
- * A reboot stops the node's agent (its leases are not revoked, as when a machine goes down),
- * keeps the node down for the reboot time, then starts a new agent with a new boot id and the
- * update source idle on the new version. The reboot log, the invariant checks and the watchers
- * are the same as the process fleet's.
- */
-import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,9 +9,9 @@ import {
   type UpdateSignal,
   type UpdateSource,
 } from '@sluice/agent';
-import { GroupKeys } from '@sluice/core';
+import type { GroupKeys } from '@sluice/core';
 import { connectEtcd, EtcdGroupSettings, Semaphore } from '@sluice/etcd';
-import { type EtcdCluster, HolderObserver } from '@sluice/testkit';
+import { HolderObserver } from '@sluice/testkit';
 import { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
 import {
@@ -36,9 +20,10 @@ import {
   type RebootEntry,
   type StageEntry,
 } from './invariants.js';
+import { startOrStop } from './procs.js';
 import type { Random } from './random.js';
 import { confirmSlot } from './slot-check.js';
-import { GroupTimeline, simClientOptions } from './timeline.js';
+import { GroupTimeline, simClientOptions, simGroupKeys } from './timeline.js';
 
 /** update_engine, simulated: says whether a reboot is needed, and for which version. */
 class FakeUpdateSource implements UpdateSource {
@@ -80,6 +65,36 @@ class FakeUpdateSource implements UpdateSource {
   }
 }
 
+/**
+ * Polls `done()` until it holds. Throws after `timeoutMs`, or sooner when `progress()` (a
+ * fingerprint of what has happened) has not changed for `stallMs`, with `describe()` in the
+ * message: a stuck fleet fails its benchmark instead of hanging it.
+ */
+export async function waitWhileMoving(w: {
+  done: () => boolean;
+  progress: () => string;
+  describe: () => string;
+  timeoutMs: number;
+  stallMs: number;
+}): Promise<void> {
+  const deadline = Date.now() + w.timeoutMs;
+  let last = w.progress();
+  let lastChange = Date.now();
+  while (!w.done()) {
+    const now = Date.now();
+    const progress = w.progress();
+    if (progress !== last) {
+      last = progress;
+      lastChange = now;
+    }
+    if (now > deadline || now - lastChange > w.stallMs) {
+      const why = now > deadline ? `after ${w.timeoutMs} ms` : `stalled for ${w.stallMs} ms`;
+      throw new Error(`${w.describe()} (${why})`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** One in-process node. */
 interface Node {
   id: string;
@@ -95,7 +110,8 @@ interface Node {
 
 /** How to set up an in-process fleet. */
 export interface InProcessOptions {
-  etcd: EtcdCluster;
+  etcd: { readonly endpoints: string[] };
+  /** Nodes in the fleet (in all shards together). */
   nodes: number;
   max: number;
   rebootSeconds: number;
@@ -106,6 +122,12 @@ export interface InProcessOptions {
   retryDelayMs?: number;
   prefix?: string;
   group?: string;
+  /**
+   * Runs one shard of a fleet split over several processes (see `SplitFleet`): node `i` of
+   * `nodes` (ids numbered over the whole fleet) runs here when `i % of === index`. The caller
+   * writes the group's max; `prefix` must be the shared one.
+   */
+  shard?: { index: number; of: number };
 }
 
 /** An in-process fleet. Create with {@link InProcessFleet.start}; always `stop()` it. */
@@ -129,32 +151,24 @@ export class InProcessFleet {
   #stopped = false;
 
   private constructor(readonly opts: InProcessOptions) {
-    this.keys = new GroupKeys(
-      opts.prefix ?? `/sim-${randomUUID().slice(0, 8)}/`,
-      opts.group ?? 'default',
-    );
+    this.keys = simGroupKeys(opts);
   }
 
   /** Connects, writes max, starts the watchers and every agent. */
   static async start(opts: InProcessOptions): Promise<InProcessFleet> {
-    const fleet = new InProcessFleet(opts);
-    try {
-      await fleet.#start();
-    } catch (error) {
-      await fleet.stop();
-      throw error;
-    }
-    return fleet;
+    return startOrStop(new InProcessFleet(opts), (fleet) => fleet.#start());
   }
 
   async #start(): Promise<void> {
     const o = this.opts;
     const endpoints = o.etcd.endpoints;
     this.#dir = await mkdtemp(join(tmpdir(), 'sluice-inproc-'));
-    const count = o.clients ?? Math.max(1, Math.ceil(o.nodes / 50));
+    const shard = o.shard ?? { index: 0, of: 1 };
+    const mine = Math.ceil((o.nodes - shard.index) / shard.of);
+    const count = o.clients ?? Math.max(1, Math.ceil(mine / 50));
     for (let i = 0; i < count; i++) this.#clients.push(await connectEtcd({ endpoints }));
     this.#client = new Etcd3(simClientOptions(endpoints));
-    await this.#clients[0]!.put(this.keys.max).value(String(o.max)).exec();
+    if (!o.shard) await this.#clients[0]!.put(this.keys.max).value(String(o.max)).exec();
     // One validated config, through the agent's own loader; each node gets its own id.
     const file = join(this.#dir, 'sluiced.yaml');
     await writeFile(
@@ -182,7 +196,7 @@ export class InProcessFleet {
     this.timeline = await GroupTimeline.start(endpoints, this.keys);
     this.observer = await HolderObserver.start(endpoints, this.keys.root);
     const width = String(o.nodes).length;
-    for (let i = 0; i < o.nodes; i++) {
+    for (let i = shard.index; i < o.nodes; i += shard.of) {
       const id = `n${String(i + 1).padStart(width, '0')}`;
       await writeFile(join(this.#dir, `${id}.boot`), 'boot-1\n');
       this.nodes.push({
@@ -194,7 +208,7 @@ export class InProcessFleet {
         agent: null,
         source: null,
         state: 'stopped',
-        client: this.#clients[i % count]!,
+        client: this.#clients[this.nodes.length % count]!,
       });
     }
     for (const node of this.nodes) await this.#startAgent(node);
@@ -323,23 +337,14 @@ export class InProcessFleet {
    * stuck should fail the benchmark, not hang it.
    */
   async waitForRollout(version: string, timeoutMs: number, stallMs = 60_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    const progress = () =>
-      `${this.reboots.length}/${this.timeline.markers.length}/${this.timeline.events.length}`;
-    let last = progress();
-    let lastChange = Date.now();
-    while (!this.rolloutDone(version)) {
-      const now = Date.now();
-      if (progress() !== last) {
-        last = progress();
-        lastChange = now;
-      }
-      if (now > deadline || now - lastChange > stallMs) {
-        const why = now > deadline ? `after ${timeoutMs} ms` : `stalled for ${stallMs} ms`;
-        throw new Error(`rollout not done ${why}: ${JSON.stringify(this.states())}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitWhileMoving({
+      done: () => this.rolloutDone(version),
+      progress: () =>
+        `${this.reboots.length}/${this.timeline.markers.length}/${this.timeline.events.length}`,
+      describe: () => `rollout not done: ${JSON.stringify(this.states())}`,
+      timeoutMs,
+      stallMs,
+    });
   }
 
   /** How many nodes are in each agent state (down for machines rebooting). */
@@ -349,12 +354,17 @@ export class InProcessFleet {
     return states;
   }
 
-  /** Waits for the slot checks of the last reboots, then checks every invariant. */
-  async check(complete = true): Promise<InvariantReport> {
+  /** Waits (up to about two minutes) for the slot checks of the last reboots to answer. */
+  async slotChecks(): Promise<void> {
     const deadline = Date.now() + 125_000;
     while (this.reboots.some((r) => r.slotSeen === null) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  /** Waits for the slot checks of the last reboots, then checks every invariant. */
+  async check(complete = true): Promise<InvariantReport> {
+    await this.slotChecks();
     return checkInvariants({
       reboots: this.reboots,
       stages: this.stages,

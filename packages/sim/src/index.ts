@@ -11,4 +11,5 @@ export * from './random.js';
 export * from './report.js';
 export * from './slot-check.js';
 export * from './soak.js';
+export * from './split-fleet.js';
 export * from './timeline.js';

@@ -25,12 +25,14 @@ process.once('exit', () => {
 
 /**
  * Starts `command args` in its own session, tied to the simulator's life, with stdout and stderr
- * piped. The returned child's `pid` is the command's own (setpriv execs it).
+ * piped (and a Node IPC channel with `ipc`, for a Node child). The returned child's `pid` is the
+ * command's own (setpriv execs it).
  */
 export function spawnTracked(
   command: string,
   args: readonly string[],
   env: NodeJS.ProcessEnv,
+  opts: { ipc?: boolean } = {},
 ): ChildProcess {
   const argv = existsSync(SETPRIV)
     ? [SETPRIV, '--pdeathsig', 'KILL', '--', command, ...args]
@@ -38,7 +40,7 @@ export function spawnTracked(
   const child = spawn(argv[0]!, argv.slice(1), {
     env,
     detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: opts.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
   });
   tracked.add(child);
   child.once('exit', () => tracked.delete(child));
@@ -69,6 +71,23 @@ export async function killTracked(): Promise<void> {
 /** The PIDs of tracked processes still running. */
 export function trackedPids(): number[] {
   return [...tracked].flatMap((c) => (c.pid === undefined ? [] : [c.pid]));
+}
+
+/**
+ * Runs `start(thing)` and returns `thing`; if the start fails, stops what it started and rethrows.
+ * The simulator's fleets start this way, so a failed start leaves no process or client behind.
+ */
+export async function startOrStop<T extends { stop(): Promise<void> }>(
+  thing: T,
+  start: (thing: T) => Promise<void>,
+): Promise<T> {
+  try {
+    await start(thing);
+  } catch (error) {
+    await thing.stop();
+    throw error;
+  }
+  return thing;
 }
 
 type Cleanup = () => Promise<void> | void;

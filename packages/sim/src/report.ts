@@ -2,7 +2,7 @@
  * Figures about a finished rollout, from the simulator's records: how long it took against the
  * ideal, how many nodes were down at once, what it cost etcd, and how fast a slot changed hands.
  */
-import type { EtcdCluster } from '@sluice/testkit';
+import { cpuSeconds, type EtcdCluster } from '@sluice/testkit';
 import type { RebootEntry } from './invariants.js';
 import type { GroupTimeline } from './timeline.js';
 
@@ -13,20 +13,36 @@ export interface EtcdCounters {
   revision: number;
   /** Raft proposals committed: every write, including lease grants and revokes. */
   proposals: number | null;
+  /** Watch events etcd sent to watchers (`etcd_debugging_mvcc_events_total`), every member. */
+  watchEvents: number | null;
+  /** Watchers open now (`etcd_debugging_mvcc_watcher_total`), every member. */
+  watchers: number | null;
+  /** CPU seconds the etcd processes have used (user plus system, from /proc). */
+  cpuSeconds: number | null;
 }
 
-/** Reads the revision (through `revision()`) and member 0's proposal counter. */
+/** Reads the revision (through `revision()`), the first running member's proposal counter, and
+ * the watch and CPU counters of every running member. */
 export async function sampleEtcd(
   etcd: EtcdCluster,
   revision: () => Promise<number>,
 ): Promise<EtcdCounters> {
   const rev = await revision();
   let proposals: number | null = null;
-  for (let i = 0; i < etcd.members.length && proposals === null; i++) {
-    if (!etcd.members[i]!.running) continue;
-    proposals = await etcd.metric('etcd_server_proposals_committed_total', i).catch(() => null);
+  let watchEvents: number | null = 0;
+  let watchers: number | null = 0;
+  let cpu: number | null = 0;
+  for (const [i, member] of etcd.members.entries()) {
+    if (!member.running) continue;
+    proposals ??= await etcd.metric('etcd_server_proposals_committed_total', i).catch(() => null);
+    const events = await etcd.metric('etcd_debugging_mvcc_events_total', i).catch(() => null);
+    const open = await etcd.metric('etcd_debugging_mvcc_watcher_total', i).catch(() => null);
+    watchEvents = events === null || watchEvents === null ? null : watchEvents + events;
+    watchers = open === null || watchers === null ? null : watchers + open;
+    const pid = member.pid;
+    cpu = pid === undefined || cpu === null ? null : cpu + cpuSeconds(pid);
   }
-  return { at: Date.now(), revision: rev, proposals };
+  return { at: Date.now(), revision: rev, proposals, watchEvents, watchers, cpuSeconds: cpu };
 }
 
 /** p50, p99 and max of a sample, in the sample's unit. */
@@ -158,8 +174,51 @@ export interface RolloutStats {
   revisionsPerReboot: number | null;
   /** Raft proposals per reboot (those plus lease grants and revokes). */
   proposalsPerReboot: number | null;
+  /** Watch events etcd sent per reboot, over every watcher. */
+  watchEventsPerReboot: number | null;
+  /** CPU seconds etcd used per reboot. */
+  etcdCpuSecondsPerReboot: number | null;
   handoffs: Handoffs;
   phases: SlotPhases;
+}
+
+/**
+ * The group's watch events per reboot by kind of key: what one watch of the whole group (each
+ * waiting agent's, the simulator's timeline) receives for each reboot of the rollout.
+ */
+export interface GroupEventsPerReboot {
+  total: number;
+  /** `<kind> <put|delete>` (queue put, holding delete, nodes put, ...) to events per reboot. */
+  byKind: Record<string, number>;
+}
+
+/** Counts the timeline's events from `since` (ms) on, per reboot, by kind of key. */
+export function groupEventsPerReboot(
+  timeline: GroupTimeline,
+  reboots: number,
+  since: number,
+): GroupEventsPerReboot | null {
+  if (reboots === 0) return null;
+  const root = timeline.keys.root;
+  const counts: Record<string, number> = {};
+  let total = 0;
+  for (const e of timeline.events) {
+    if (e.at < since) continue;
+    const rest = e.key.startsWith(root) ? e.key.slice(root.length) : e.key;
+    const kind = `${rest.includes('/') ? rest.slice(0, rest.indexOf('/')) : rest} ${e.type}`;
+    counts[kind] = (counts[kind] ?? 0) + 1;
+    total++;
+  }
+  const byKind: Record<string, number> = {};
+  for (const [kind, n] of Object.entries(counts).sort((a, b) => b[1] - a[1])) {
+    byKind[kind] = Number((n / reboots).toFixed(2));
+  }
+  return { total: Number((total / reboots).toFixed(2)), byKind };
+}
+
+/** How much a counter grew per reboot, or null without reboots or without the counter. */
+function perReboot(reboots: number, before: number | null, after: number | null): number | null {
+  return reboots > 0 && before !== null && after !== null ? (after - before) / reboots : null;
 }
 
 /** Computes the figures of a rollout from its records. */
@@ -192,10 +251,9 @@ export function rolloutStats(input: {
     peakDown: input.peakDown,
     reboots: n,
     revisionsPerReboot: n > 0 ? (after.revision - before.revision) / n : null,
-    proposalsPerReboot:
-      n > 0 && after.proposals !== null && before.proposals !== null
-        ? (after.proposals - before.proposals) / n
-        : null,
+    proposalsPerReboot: perReboot(n, before.proposals, after.proposals),
+    watchEventsPerReboot: perReboot(n, before.watchEvents, after.watchEvents),
+    etcdCpuSecondsPerReboot: perReboot(n, before.cpuSeconds, after.cpuSeconds),
     handoffs: handoffs(input.transitions, input.reboots, input.timeline),
     phases: slotPhases(input.reboots, input.timeline),
   };

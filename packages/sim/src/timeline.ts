@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 /**
  * The simulator's own record of a group in etcd: one range read of `<prefix>groups/<group>/`,
  * then a watch from the next revision with a client of its own, never through the code under
@@ -11,7 +12,7 @@
  * from a response header, so a stream that drops in the middle of a catch-up (responses of at most
  * 1000 revisions after a partition or a burst of writes) loses nothing.
  */
-import type { GroupKeys } from '@sluice/core';
+import { GroupKeys } from '@sluice/core';
 import { RevisionWatch } from '@sluice/testkit';
 import { ExponentialBackoff } from 'cockatiel';
 import { Etcd3, type IKeyValue, type IOptions } from 'etcd3';
@@ -96,6 +97,11 @@ export function simClientOptions(endpoints: string[]): IOptions {
       watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }).next(),
     },
   };
+}
+
+/** A simulated fleet's group: `prefix` (default a fresh `/sim-<random>/`) and `group` (default). */
+export function simGroupKeys(opts: { prefix?: string; group?: string }): GroupKeys {
+  return new GroupKeys(opts.prefix ?? `/sim-${randomUUID().slice(0, 8)}/`, opts.group ?? 'default');
 }
 
 /**

@@ -8,5 +8,6 @@ export * from './fake-tools.js';
 export * from './fake-update-engine.js';
 export * from './observer.js';
 export * from './peer-server.js';
+export * from './proc.js';
 export * from './proxy.js';
 export * from './watch.js';

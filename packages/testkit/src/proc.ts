@@ -1,4 +1,4 @@
-/** What a benchmark reads about a process from /proc: its CPU time and its resident memory. */
+/** What benchmarks read about a process (an agent, etcd) from /proc: its CPU time and resident memory. */
 import { readFileSync } from 'node:fs';
 
 const CLK_TCK = 100; // Linux's USER_HZ, which /proc/<pid>/stat counts CPU time in.
