@@ -770,7 +770,13 @@ export class Semaphore implements SlotLock {
 
       const unsubscribe = watch.onChange(onChange);
       signal?.addEventListener('abort', onAbort, { once: true });
-      void ask();
+      // The first decision is etcd's when the mirror shows the node may go now, or cannot tell;
+      // when it shows the node deep in the queue, nothing is asked: the answer would be "wait",
+      // and the read costs etcd a scan of the whole queue (the keys ahead are found by create
+      // revision), once per waiter as a big rollout starts. The mirror wakes the node when its
+      // turn may have come, and the backstop asks in a while whatever the mirror says.
+      armBackstop();
+      onChange();
     });
   }
 
