@@ -323,7 +323,19 @@ if (only.has('inprocess')) {
     try {
       if (fleet instanceof SplitFleet) {
         fleet.stageAll('2.0.0', { spreadMs, seed });
-        await fleet.waitForRollout(timeoutMs);
+        // A long run says how it goes every 30 s (on stderr, so --json stays one line).
+        const ticker = setInterval(() => {
+          const problems = [...fleet.problemsSoFar()].sort((a, b) => b[1] - a[1]);
+          const total = problems.reduce((n, [, v]) => n + v, 0);
+          process.stderr.write(
+            `  +${Math.round((Date.now() - startAt) / 1000)} s: ${fleet.timeline.markers.filter((m) => m.deletedAt !== null).length} slots released, ${JSON.stringify(fleet.states())}, ${total} agent problems${total > 0 ? ` (top: ${problems[0]![0].slice(0, 160)})` : ''}\n`,
+          );
+        }, 30_000);
+        try {
+          await fleet.waitForRollout(timeoutMs);
+        } finally {
+          clearInterval(ticker);
+        }
       } else {
         await fleet.stageAll('2.0.0', { spreadMs, random: new Random(seed) });
         await fleet.waitForRollout('2.0.0', timeoutMs);

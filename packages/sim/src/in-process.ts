@@ -117,6 +117,7 @@ export interface InProcessOptions {
   rebootSeconds: number;
   /** Shared etcd clients. Default one per 50 nodes. */
   clients?: number;
+  /** The waiters' lease TTL in seconds. Default 30, as `sluiced` has it. */
   sessionTTL?: number;
   holdTTL?: number;
   retryDelayMs?: number;
@@ -179,7 +180,7 @@ export class InProcessFleet {
         `  endpoints: [${endpoints.join(', ')}]`,
         `  prefix: "${this.keys.prefix}"`,
         `  group: ${this.keys.group}`,
-        `  sessionTTL: ${o.sessionTTL ?? 10}s`,
+        `  sessionTTL: ${o.sessionTTL ?? 30}s`,
         `  holdTTL: ${o.holdTTL ?? Math.max(60, Math.ceil(2 * o.rebootSeconds + 10))}s`,
         'sources: { sentinel: off, manual: false }',
         "# Not used: each agent gets the simulator's Rebooter.",

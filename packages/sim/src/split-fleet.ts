@@ -41,7 +41,14 @@ export type ToWorker =
 /** What a worker sends this process. */
 export type FromWorker =
   | { type: 'ready' }
-  | { type: 'progress'; reboots: number; done: boolean; states: Record<string, number> }
+  | {
+      type: 'progress';
+      reboots: number;
+      done: boolean;
+      states: Record<string, number>;
+      /** The agents' warnings and errors so far, by message. */
+      problems: [string, number][];
+    }
   | {
       type: 'report';
       reboots: RebootEntry[];
@@ -174,6 +181,17 @@ export class SplitFleet {
     for (const w of this.#workers) {
       w.send({ type: 'stage', version, spreadMs: opts.spreadMs, seed: opts.seed + w.index });
     }
+  }
+
+  /** The agents' warnings and errors so far, by message, over every worker's last progress. */
+  problemsSoFar(): Map<string, number> {
+    const problems = new Map<string, number>();
+    for (const w of this.#workers) {
+      for (const [message, n] of w.last?.problems ?? []) {
+        problems.set(message, (problems.get(message) ?? 0) + n);
+      }
+    }
+    return problems;
   }
 
   /** How many nodes are in each agent state, over every worker's last progress report. */

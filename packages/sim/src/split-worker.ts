@@ -47,8 +47,9 @@ process.on('message', (message: ToWorker) => {
         reboots: shard.reboots.length,
         done: shard.rolloutDone(version),
         states: shard.states(),
+        problems: [...shard.problems],
       });
-    }, 250);
+    }, 1000);
   } else if (message.type === 'report') {
     void shard.slotChecks().then(() => {
       const cpu = process.cpuUsage();
