@@ -234,7 +234,9 @@ if (only.has('process')) {
 
     // Idle: every node is updated and has nothing pending.
     say(`idle: ${nodes} agents with nothing to do, for ${idleSeconds} s...`);
-    await new Promise((r) => setTimeout(r, 2000));
+    // The last agents started a few seconds ago: let V8's post-start collections pass first (see
+    // test/bench/start.ts).
+    await new Promise((r) => setTimeout(r, 25_000));
     const pids = fleet.nodes.map((n) => n.pid).filter((p): p is number => p !== null);
     const idleBefore = await sampleEtcd(etcd, () => fleet.revision());
     const cpuBefore = pids.map(cpuSeconds);
