@@ -219,8 +219,9 @@ export class GroupWatch {
   /**
    * Puts a listener to sleep while its waiter stands deep in the queue: it is not called again
    * until a settings key changes, its own queue key (`key`, created at `createRevision`) changes
-   * or goes, the mirror is re-read, or fewer than `threshold` queue keys stand ahead of it. Then
-   * it is unparked and called as usual.
+   * or goes, the mirror is re-read, or fewer than `threshold` queue keys stand ahead of it; the
+   * first parked waiter in queue order is also woken when a holding marker changes. Then it is
+   * unparked and called as usual.
    *
    * The threshold is the decision's own (`wake.aheadBelow` from `decide()`), so the watch holds
    * no admission rule of its own. With a thousand waiters sharing one watch, each change then
@@ -276,6 +277,11 @@ export class GroupWatch {
       const woken = new Set<Parked>(keys === null ? this.#parked.values() : []);
       for (const key of keys ?? []) {
         for (const parked of this.#parkedByKey.get(key) ?? []) woken.add(parked);
+        // A marker came or went. A marker with no queue key is a lost holder, which halts the
+        // group; that takes etcd's word, and one waiter asking is enough (the halt, written as
+        // the group's pause, then wakes everyone): the first in the queue.
+        const first = this.#parkedInOrder[0];
+        if (first && key.startsWith(this.keys.holdingPrefix)) woken.add(first);
       }
       // Places ahead only grow with the create revision: past the first waiter that still has
       // the highest threshold's worth of keys ahead of it, nobody can wake.
