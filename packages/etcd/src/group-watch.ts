@@ -277,12 +277,12 @@ export class GroupWatch {
       const woken = new Set<Parked>(keys === null ? this.#parked.values() : []);
       for (const key of keys ?? []) {
         for (const parked of this.#parkedByKey.get(key) ?? []) woken.add(parked);
-        // A marker came or went. A marker with no queue key is a lost holder, which halts the
-        // group; that takes etcd's word, and one waiter asking is enough (the halt, written as
-        // the group's pause, then wakes everyone): the first in the queue.
-        const first = this.#parkedInOrder[0];
-        if (first && key.startsWith(this.keys.holdingPrefix)) woken.add(first);
       }
+      // A marker came or went. A marker with no queue key is a lost holder, which halts the
+      // group; that takes etcd's word, and one waiter asking is enough (the halt, written as the
+      // group's pause, then wakes everyone): the first in the queue.
+      const first = this.#parkedInOrder[0];
+      if (first && keys?.some((key) => key.startsWith(this.keys.holdingPrefix))) woken.add(first);
       // Places ahead only grow with the create revision: past the first waiter that still has
       // the highest threshold's worth of keys ahead of it, nobody can wake.
       for (const parked of this.#parkedInOrder) {

@@ -1,3 +1,19 @@
+/**
+ * An in-process fleet for scale: hundreds or thousands of agents in the simulator's own process
+ * (or, through `SplitFleet`, one shard of a fleet in each of several). Each node runs the real
+ * `Agent` (the core state machine and its runtime) with a real `Semaphore` against a real etcd;
+ * what is simulated is D-Bus: update_engine is a fake update source, and the agent's `Rebooter`
+ * takes the machine down in the simulator.
+ *
+ * Agents share a few etcd clients (`clients`, default one per 50 nodes): a thousand gRPC
+ * connections in one process cost more than the agents do. Each agent still has its own leases
+ * and its own txns, as on its own machine; the agents of one client share its group watch.
+ *
+ * A reboot stops the node's agent (its leases are not revoked, as when a machine goes down),
+ * keeps the node down for the reboot time, then starts a new agent with a new boot id and the
+ * update source idle on the new version. The reboot log, the invariant checks and the watchers
+ * are the same as the process fleet's.
+ */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +38,7 @@ import {
 } from './invariants.js';
 import { startOrStop } from './procs.js';
 import type { Random } from './random.js';
+import type { TransitionRecord } from './report.js';
 import { confirmSlot } from './slot-check.js';
 import { GroupTimeline, simClientOptions, simGroupKeys } from './timeline.js';
 
@@ -140,7 +157,7 @@ export class InProcessFleet {
   /** Warnings and errors the agents logged, by message (with the error text), and how often. */
   readonly problems = new Map<string, number>();
   /** Every transition of every agent: when each node decided what. */
-  readonly transitions: { at: number; node: string; to: string; edge: string }[] = [];
+  readonly transitions: TransitionRecord[] = [];
   timeline!: GroupTimeline;
   observer!: HolderObserver;
   #clients: Etcd3[] = [];

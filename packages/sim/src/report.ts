@@ -15,14 +15,14 @@ export interface EtcdCounters {
   proposals: number | null;
   /** Watch events etcd sent to watchers (`etcd_debugging_mvcc_events_total`), every member. */
   watchEvents: number | null;
-  /** Watchers open now (`etcd_debugging_mvcc_watcher_total`), every member. */
-  watchers: number | null;
   /** CPU seconds the etcd processes have used (user plus system, from /proc). */
   cpuSeconds: number | null;
 }
 
-/** Reads the revision (through `revision()`), the first running member's proposal counter, and
- * the watch and CPU counters of every running member. */
+/**
+ * Reads the revision (through `revision()`), the first running member's proposal counter, and the
+ * watch-event and CPU counters of every running member.
+ */
 export async function sampleEtcd(
   etcd: EtcdCluster,
   revision: () => Promise<number>,
@@ -30,19 +30,16 @@ export async function sampleEtcd(
   const rev = await revision();
   let proposals: number | null = null;
   let watchEvents: number | null = 0;
-  let watchers: number | null = 0;
   let cpu: number | null = 0;
   for (const [i, member] of etcd.members.entries()) {
     if (!member.running) continue;
     proposals ??= await etcd.metric('etcd_server_proposals_committed_total', i).catch(() => null);
     const events = await etcd.metric('etcd_debugging_mvcc_events_total', i).catch(() => null);
-    const open = await etcd.metric('etcd_debugging_mvcc_watcher_total', i).catch(() => null);
     watchEvents = events === null || watchEvents === null ? null : watchEvents + events;
-    watchers = open === null || watchers === null ? null : watchers + open;
     const pid = member.pid;
     cpu = pid === undefined || cpu === null ? null : cpu + cpuSeconds(pid);
   }
-  return { at: Date.now(), revision: rev, proposals, watchEvents, watchers, cpuSeconds: cpu };
+  return { at: Date.now(), revision: rev, proposals, watchEvents, cpuSeconds: cpu };
 }
 
 /** p50, p99 and max of a sample, in the sample's unit. */
@@ -250,7 +247,7 @@ export function rolloutStats(input: {
     efficiency: end > input.startAt ? idealMs / (end - input.startAt) : 0,
     peakDown: input.peakDown,
     reboots: n,
-    revisionsPerReboot: n > 0 ? (after.revision - before.revision) / n : null,
+    revisionsPerReboot: perReboot(n, before.revision, after.revision),
     proposalsPerReboot: perReboot(n, before.proposals, after.proposals),
     watchEventsPerReboot: perReboot(n, before.watchEvents, after.watchEvents),
     etcdCpuSecondsPerReboot: perReboot(n, before.cpuSeconds, after.cpuSeconds),

@@ -22,15 +22,8 @@ import {
   type StageEntry,
 } from './invariants.js';
 import { exited, killChild, spawnTracked, startOrStop } from './procs.js';
+import type { TransitionRecord } from './report.js';
 import { GroupTimeline, simClientOptions, simGroupKeys } from './timeline.js';
-
-/** A transition of one agent, as `InProcessFleet.transitions` records it. */
-interface Transition {
-  at: number;
-  node: string;
-  to: string;
-  edge: string;
-}
 
 /** What this process sends a worker. */
 export type ToWorker =
@@ -53,7 +46,7 @@ export type FromWorker =
       type: 'report';
       reboots: RebootEntry[];
       stages: StageEntry[];
-      transitions: Transition[];
+      transitions: TransitionRecord[];
       problems: [string, number][];
       cpuSeconds: number;
       rssMiB: number;
@@ -127,7 +120,7 @@ export interface SplitOptions extends Omit<InProcessOptions, 'shard'> {
 export class SplitFleet {
   readonly reboots: RebootEntry[] = [];
   readonly stages: StageEntry[] = [];
-  readonly transitions: Transition[] = [];
+  readonly transitions: TransitionRecord[] = [];
   readonly problems = new Map<string, number>();
   readonly keys: GroupKeys;
   /** CPU seconds and RSS (MiB) of each worker at its report. */

@@ -5,8 +5,7 @@
  */
 import { InProcessFleet } from './in-process.js';
 import { Random } from './random.js';
-import type { FromWorker, ToWorker, WorkerSpec } from './split-fleet.js';
-import { WORKER_SPEC_ENV } from './split-fleet.js';
+import { type FromWorker, type ToWorker, WORKER_SPEC_ENV, type WorkerSpec } from './split-fleet.js';
 
 const send = (message: FromWorker) => process.send?.(message);
 const spec = JSON.parse(process.env[WORKER_SPEC_ENV] ?? 'null') as WorkerSpec | null;

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 /**
  * The simulator's own record of a group in etcd: one range read of `<prefix>groups/<group>/`,
  * then a watch from the next revision with a client of its own, never through the code under
@@ -12,6 +11,7 @@ import { randomUUID } from 'node:crypto';
  * from a response header, so a stream that drops in the middle of a catch-up (responses of at most
  * 1000 revisions after a partition or a burst of writes) loses nothing.
  */
+import { randomUUID } from 'node:crypto';
 import { GroupKeys } from '@sluice/core';
 import { RevisionWatch } from '@sluice/testkit';
 import { ExponentialBackoff } from 'cockatiel';
