@@ -46,7 +46,7 @@ import {
   throwIfAborted,
   type WindowSpec,
 } from '@sluice/core';
-import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
+import { type Etcd3, EtcdLeaseInvalidError, type ICompare, type IRequestOp } from 'etcd3';
 import {
   admissionGuard,
   admissionTooBig,
@@ -420,7 +420,20 @@ export class Semaphore implements SlotLock {
             .lease(session.id),
         )
         .commit(),
-    );
+    ).catch((error: unknown) => {
+      // The session lease ran out at etcd before this process heard (cut off for longer than
+      // its TTL, and back before its keep-alives said so): take a new lease and join again.
+      const cause = error instanceof Error ? error.cause : undefined;
+      if (!(error instanceof EtcdLeaseInvalidError || cause instanceof EtcdLeaseInvalidError)) {
+        throw error;
+      }
+      if (this.#session === session) {
+        session.close();
+        this.#session = null;
+      }
+      return null;
+    });
+    if (res === null) return this.enqueue(req, signal);
     const { own } = await this.readOwn();
     if (!own) {
       // Our key vanished between the txn and the read (an operator removed it): try once more.
