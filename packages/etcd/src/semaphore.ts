@@ -528,8 +528,11 @@ export class Semaphore implements SlotLock {
     throwIfAborted(signal);
     const first = await this.enqueue(req, signal);
     if (first.grant) return first.grant;
-    // Grant the hold lease now, so taking a slot is one txn when the turn comes.
-    await this.#holdLease();
+    // Grant the hold lease now, so taking a slot is one txn when the turn comes. If etcd cannot
+    // be reached just now, the admission grants it instead: an outage is waited out in the loop.
+    await this.#holdLease().catch((error: unknown) => {
+      if (!isTransient(error)) throw error;
+    });
     const watch = await GroupWatch.open(this.#opts.watchClient ?? this.#client, this.keys);
     this.#waiting = watch;
     try {
